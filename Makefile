@@ -1,0 +1,44 @@
+# devicetrust: two commands matter, `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: run test lint format deps system-deps bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[agent,server,test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+deps: $(STAMP)
+
+## run: start the IdP on 127.0.0.1:8000 with a local agent enrolled to it (Ctrl-C stops both)
+run: $(STAMP)
+	$(BIN)/devicetrust demo
+
+## system-deps: Debian packages the tests need (installed only when run as root)
+system-deps:
+	bash packaging/system-deps.sh
+
+## test: install everything the tests need, lint, then run the whole suite
+test: system-deps $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python bench/verify.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info test-artifacts

@@ -1,0 +1,42 @@
+"""Flask app factory: one blueprint per surface, one service context per process."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from idp_service.config import Settings
+from idp_service.context import ServiceContext
+from idp_service.errors import register_error_handlers
+from idp_service.keys import SESSION_KEY, load_secret, load_server_keys
+from idp_service.storage.db import Database
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the service. The database must already be migrated (``devicetrust migrate``)."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    db = Database(settings.database_url)
+    service = ServiceContext(settings=settings, db=db, keys=load_server_keys(db))
+    app.extensions["devicetrust"] = service
+    app.config.update(
+        SECRET_KEY=settings.secret_key or load_secret(db, SESSION_KEY),
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
+        SESSION_COOKIE_NAME="devicetrust_session",
+        TESTING=settings.testing,
+    )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    register_error_handlers(app)
+
+    from idp_service.blueprints import agent_api, health, login
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(agent_api.bp)
+    app.register_blueprint(login.bp)
+    return app

@@ -1,0 +1,72 @@
+"""Agent endpoints (``/agent/v1``): server identity, challenges, registration, callback."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from idp_service import authenticate, challenges, enroll
+from idp_service.context import ctx
+from idp_service.errors import ApiError
+from trust_protocol.encoding import b64e
+
+bp = Blueprint("agent_api", __name__, url_prefix="/agent/v1")
+
+MAX_ENVELOPE = 64 * 1024
+
+
+def _body(limit: int = MAX_ENVELOPE) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ApiError("too_large", f"request body exceeds {limit} bytes", 413)
+    data = request.get_data(cache=False)
+    if len(data) > limit:
+        raise ApiError("too_large", f"request body exceeds {limit} bytes", 413)
+    if not data:
+        raise ApiError("malformed", "request body is empty", 400)
+    return data
+
+
+@bp.get("/server")
+def server_info() -> Response:
+    """What an agent pins at enrollment: the signing key, its id, origins and ports."""
+    service = ctx()
+    return jsonify(
+        {
+            "protocol": 1,
+            "server_key": b64e(bytes(service.keys.verify_key)),
+            "kid": service.keys.kid,
+            "origins": list(service.settings.allowed_origins),
+            "agent_ports": list(service.settings.agent_ports),
+            "public_url": service.settings.public_url,
+        }
+    )
+
+
+@bp.post("/challenges")
+def new_challenge() -> Response:
+    """Issue a ``register`` challenge to an agent that is about to enroll."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or body.get("purpose") != "register":
+        raise ApiError(
+            "malformed", 'send {"purpose": "register"}; login challenges come from the login page'
+        )
+    service = ctx()
+    with service.db.session() as session:
+        token, challenge = challenges.issue(
+            service, session, "register", "enroll", callback_path="/agent/v1/register"
+        )
+    return jsonify({"challenge": token, "expires_at": challenge.expires_at})
+
+
+@bp.post("/register")
+def register() -> tuple[Response, int]:
+    """Register a device: the body is a response envelope to a ``register`` challenge."""
+    result = enroll.register(ctx(), _body(), remote_addr=request.remote_addr)
+    return jsonify(result.to_json()), 201
+
+
+@bp.post("/callback")
+def callback() -> Response:
+    """The agent's direct answer to a login challenge (independent of the browser)."""
+    result = authenticate.verify(ctx(), _body(), via="callback", remote_addr=request.remote_addr)
+    return jsonify({"status": "verified", "device_id": result.device_id})

@@ -1,0 +1,83 @@
+"""Service configuration, read from ``DEVICETRUST_*`` environment variables.
+
+Every setting has a safe default for a single-node install; ``docs/deploy.md``
+lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_AGENT_PORTS = (47621, 37123, 52117, 22841, 60391, 29517)
+
+
+def default_data_dir() -> Path:
+    """Per-user data directory for the embedded SQLite database and local state."""
+    from platformdirs import user_data_path
+
+    return user_data_path("devicetrust", appauthor=False)
+
+
+def _ports(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return DEFAULT_AGENT_PORTS
+    return tuple(int(p) for p in text.replace(",", " ").split())
+
+
+@dataclass
+class Settings:
+    """Everything the service needs to know at start-up."""
+
+    database_url: str = ""
+    public_url: str = "http://127.0.0.1:8000"
+    data_dir: Path = field(default_factory=default_data_dir)
+    agent_ports: tuple[int, ...] = DEFAULT_AGENT_PORTS
+    challenge_ttl: int = 60  # seconds; the protocol caps it at 120
+    max_clock_skew: float = 300.0
+    login_ttl: int = 600
+    enroll_code_ttl: int = 24 * 3600
+    max_request_bytes: int = 1024 * 1024
+    secret_key: str = ""  # Flask session key; derived from the server secret when empty
+    registration_policy: str = "tofu"
+    extra_origins: tuple[str, ...] = ()
+    testing: bool = False
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Build settings from the environment (or from ``env`` in tests)."""
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("DEVICETRUST_DATA_DIR") or default_data_dir())
+        url = env.get("DEVICETRUST_DATABASE_URL") or f"sqlite:///{data_dir / 'devicetrust.db'}"
+        s = cls(
+            database_url=url,
+            public_url=env.get("DEVICETRUST_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+            data_dir=data_dir,
+            agent_ports=_ports(env.get("DEVICETRUST_AGENT_PORTS")),
+            challenge_ttl=int(env.get("DEVICETRUST_CHALLENGE_TTL", "60")),
+            max_clock_skew=float(env.get("DEVICETRUST_MAX_CLOCK_SKEW", "300")),
+            login_ttl=int(env.get("DEVICETRUST_LOGIN_TTL", "600")),
+            enroll_code_ttl=int(env.get("DEVICETRUST_ENROLL_CODE_TTL", str(24 * 3600))),
+            secret_key=env.get("DEVICETRUST_SECRET_KEY", ""),
+            registration_policy=env.get("DEVICETRUST_REGISTRATION_POLICY", "tofu"),
+            extra_origins=tuple(
+                o.rstrip("/") for o in env.get("DEVICETRUST_EXTRA_ORIGINS", "").split() if o
+            ),
+        )
+        if not 0 < s.challenge_ttl <= 120:
+            raise ValueError("DEVICETRUST_CHALLENGE_TTL must be between 1 and 120 seconds")
+        return s
+
+    @property
+    def origin(self) -> str:
+        """The scheme://host[:port] of the public URL, as browsers send it in ``Origin``."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def allowed_origins(self) -> tuple[str, ...]:
+        """Browser origins the agent may answer for this service."""
+        return (self.origin, *self.extra_origins)

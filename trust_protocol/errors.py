@@ -1,0 +1,42 @@
+"""Stable rejection codes of protocol v1.
+
+Each code names one reason a message is refused. The codes are part of the
+published protocol (``docs/protocol.md``) and of the test vectors, so they never
+change meaning; new reasons get new codes.
+"""
+
+from __future__ import annotations
+
+# code -> one-line description, used by docs/protocol.md and the service's error bodies.
+CODES: dict[str, str] = {
+    "malformed": "The message is not valid protocol JSON or misses a required field.",
+    "too_large": "The message exceeds the size cap.",
+    "unsupported_version": "The message names a protocol version this side does not speak.",
+    "box_open_failed": "The NaCl box does not open: tampered, or sealed to the wrong key.",
+    "bad_challenge_signature": "The echoed challenge is not signed by this server.",
+    "challenge_mismatch": "The envelope names a different challenge than the one inside.",
+    "challenge_expired": "The challenge's expires_at has passed.",
+    "challenge_unknown": "This server never issued the challenge (or has purged it).",
+    "challenge_replayed": "The challenge was already answered once.",
+    "wrong_purpose": "The challenge was issued for another ceremony.",
+    "binding_mismatch": "The challenge is bound to another login transaction or device.",
+    "bad_device_signature": "The device signature does not verify with the key in the response.",
+    "device_unknown": "No device with this id is registered.",
+    "device_key_mismatch": "The response is signed by a key that is not the registered one.",
+    "device_pending": "The device waits for approval.",
+    "device_denied": "An administrator denied this device.",
+    "device_revoked": "The device's trust was revoked.",
+    "owner_inactive": "The device's owner is deactivated.",
+    "clock_skew": "The agent's clock differs from the server's by more than the allowed bound.",
+}
+
+
+class ProtocolError(Exception):
+    """A message was refused; ``code`` is one of :data:`CODES`."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        if code not in CODES:
+            raise ValueError(f"unknown protocol error code {code!r}")
+        self.code = code
+        self.detail = detail or CODES[code]
+        super().__init__(f"{code}: {self.detail}")
