@@ -1,0 +1,203 @@
+"""The ``devicetrust`` command: run, migrate and administer the service.
+
+Every command that prints data takes ``--json``. Other surfaces add their
+command groups at the bottom of this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from idp_service.config import Settings
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _db():  # noqa: ANN202 - returns Database; imported lazily to keep --help fast
+    from idp_service.storage.db import Database
+
+    return Database(_settings().database_url)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="devicetrust", message="devicetrust %(version)s")
+def cli() -> None:
+    """devicetrust: a SAML identity provider that trusts devices, not just passwords.
+
+    Configuration comes from DEVICETRUST_* environment variables (see docs/deploy.md);
+    by default the database is SQLite in your per-user data directory.
+    """
+
+
+@cli.command()
+def migrate() -> None:
+    """Create or upgrade the database schema to the newest version."""
+    from idp_service.storage.migrate import upgrade
+
+    settings = _settings()
+    if settings.database_url.startswith("sqlite:///"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    upgrade(settings.database_url)
+    click.echo(f"database is up to date ({_redact(settings.database_url)})")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to bind.")
+@click.option("--workers", default=1, show_default=True, type=int, help="gunicorn workers.")
+@click.option("--dev", is_flag=True, help="Use the single-process development server.")
+def serve(host: str, port: int, workers: int, dev: bool) -> None:
+    """Run the HTTP service (gunicorn; --dev for Werkzeug's server)."""
+    from idp_service.app import create_app
+
+    if dev:
+        app = create_app()
+        app.run(host=host, port=port, threaded=True, use_reloader=False)
+        return
+    from gunicorn.app.base import BaseApplication
+
+    class _Server(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", 8)
+            self.cfg.set("timeout", 30)
+            self.cfg.set("graceful_timeout", 5)
+            self.cfg.set("accesslog", None)
+
+        def load(self):  # noqa: ANN202
+            return create_app()
+
+    _Server().run()
+
+
+@cli.group()
+def users() -> None:
+    """Users (normally provisioned by SCIM; these commands are for small set-ups)."""
+
+
+@users.command("add")
+@click.argument("email")
+@click.option("--name", "display_name", help="Display name.")
+@click.option("--json", "as_json", is_flag=True, help="Print the user as JSON.")
+def users_add(email: str, display_name: str | None, as_json: bool) -> None:
+    """Create a user whose userName is EMAIL."""
+    from idp_service import users as users_mod
+
+    with _db().session() as session:
+        user = users_mod.create(session, email, display_name=display_name, actor="cli")
+        data = users_mod.to_json(user)
+    _emit(data, as_json, f"created user {data['user_name']} ({data['id']})")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def users_list(as_json: bool) -> None:
+    """List users."""
+    from sqlalchemy import select
+
+    from idp_service import users as users_mod
+    from idp_service.storage.models import User
+
+    with _db().session() as session:
+        rows = [
+            users_mod.to_json(u) for u in session.scalars(select(User).order_by(User.user_name))
+        ]
+    lines = [
+        f"{u['user_name']:40} {'active' if u['active'] else 'inactive':8} {u['id']}" for u in rows
+    ]
+    _emit(rows, as_json, "\n".join(lines) or "no users")
+
+
+@cli.group("enroll-code")
+def enroll_code() -> None:
+    """One-time codes that bind a new device to a user."""
+
+
+@enroll_code.command("create")
+@click.option("--user", "email", required=True, help="The user the device will belong to.")
+@click.option("--create-user", is_flag=True, help="Create the user first if it does not exist yet.")
+@click.option("--ttl", default=None, type=int, help="Lifetime in seconds (default 24 h).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def enroll_code_create(email: str, create_user: bool, ttl: int | None, as_json: bool) -> None:
+    """Make a one-time enrollment code for USER (shown once; it is stored hashed)."""
+    from idp_service import enroll
+    from idp_service import users as users_mod
+
+    settings = _settings()
+    with _db().session() as session:
+        user = users_mod.find(session, email)
+        if user is None:
+            if not create_user:
+                raise click.ClickException(
+                    f"no user {email!r}. Provision it by SCIM, or pass --create-user."
+                )
+            user = users_mod.create(session, email, actor="cli")
+        code, row = enroll.create_code(
+            session, user, ttl_seconds=ttl or settings.enroll_code_ttl, created_by="cli"
+        )
+        data = {"code": code, "user": user.user_name, "expires_at": row.expires_at.isoformat()}
+    _emit(
+        data,
+        as_json,
+        f"enrollment code for {data['user']}: {code}\n"
+        f"expires {data['expires_at']}; on the device run:\n"
+        f"  devicetrust-agent enroll {settings.public_url} {code}",
+    )
+
+
+@cli.group()
+def devices() -> None:
+    """The device registry."""
+
+
+@devices.command("list")
+@click.option("--user", "email", help="Only this user's devices.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def devices_list(email: str | None, as_json: bool) -> None:
+    """List devices with their state and owner."""
+    from idp_service import registry
+
+    with _db().session() as session:
+        rows = registry.list_devices(session, user_name=email)
+    lines = [
+        f"{d['id']:38} {d['state']:8} {d['user']:30} {d['hostname'] or '-':20} {d['last_seen']}"
+        for d in rows
+    ]
+    _emit(rows, as_json, "\n".join(lines) or "no devices")
+
+
+@cli.command()
+def demo() -> None:
+    """Start the service and a local agent enrolled to it (what `make run` does)."""
+    from idp_service.demo import run_demo
+
+    sys.exit(run_demo())
+
+
+def main() -> None:
+    """Entry point of the ``devicetrust`` console script."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Users: lookup by userName (case-insensitive) and creation outside SCIM."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp_service import audit
+from idp_service.errors import ApiError
+from idp_service.storage.models import User
+
+
+def find(session: Session, user_name: str) -> User | None:
+    """The user whose userName equals ``user_name`` without regard to case."""
+    return session.execute(
+        select(User).where(User.user_name_lower == user_name.lower())
+    ).scalar_one_or_none()
+
+
+def create(
+    session: Session, user_name: str, *, display_name: str | None = None, actor: str | None = None
+) -> User:
+    """Create an active user; ``user_name`` doubles as the e-mail address when it has an @."""
+    user_name = user_name.strip()
+    if not user_name or len(user_name) > 256:
+        raise ApiError("invalid_user_name", "userName must be 1 to 256 characters.")
+    if find(session, user_name) is not None:
+        raise ApiError("user_exists", f"user {user_name!r} exists already", 409)
+    user = User(
+        id=str(uuid.uuid4()),
+        user_name=user_name,
+        user_name_lower=user_name.lower(),
+        email=user_name if "@" in user_name else None,
+        display_name=display_name,
+        active=True,
+    )
+    session.add(user)
+    session.flush()
+    audit.record(session, "user.create", "ok", actor=actor, user_id=user.id)
+    return user
+
+
+def to_json(user: User) -> dict[str, Any]:
+    """A user as the CLI and API show it."""
+    return {
+        "id": user.id,
+        "user_name": user.user_name,
+        "email": user.email,
+        "display_name": user.display_name,
+        "active": user.active,
+        "created_at": user.created_at.isoformat() if user.created_at else None,
+    }
+
+
+__all__ = ["create", "find", "to_json"]
