@@ -261,6 +261,10 @@ class FileAccess:
         """True if ``path`` exists (symlinks are followed)."""
         return self._path(path).exists()
 
+    def lexists(self, path: str) -> bool:
+        """True if ``path`` exists, even as a dangling symlink (an enabled unit link)."""
+        return os.path.lexists(self._path(path))
+
     def is_dir(self, path: str) -> bool:
         """True if ``path`` is a directory."""
         return self._path(path).is_dir()

@@ -127,6 +127,30 @@ def agent_version() -> str | None:
         return None
 
 
+_PLACEHOLDERS = {
+    "",
+    "none",
+    "n/a",
+    "default string",
+    "to be filled by o.e.m.",
+    "system serial number",
+    "not specified",
+    "system manufacturer",
+    "system product name",
+    "0",
+    "00000000-0000-0000-0000-000000000000",
+    "03000200-0400-0500-0006-000700080009",
+}
+
+
+def clean_dmi(value: str | None) -> str | None:
+    """A DMI string, or None when it is missing or a firmware placeholder."""
+    if value is None:
+        return None
+    value = value.strip().strip("\x00").strip()
+    return None if value.lower() in _PLACEHOLDERS else value
+
+
 # --- SSH private keys -------------------------------------------------------------
 
 #: Only this much of a candidate file is read: enough for every header we parse.
@@ -282,8 +306,8 @@ def scan_ssh_keys(host: Host, users: Iterable[LocalUser], sep: str = "/") -> dic
 #: Browser key -> package/app names that carry it, per package manager.
 BROWSER_NAMES: Mapping[str, tuple[str, ...]] = {
     "chrome": ("google-chrome-stable", "google-chrome", "Google Chrome"),
-    "chromium": ("chromium", "chromium-browser", "Chromium"),
-    "firefox": ("firefox", "firefox-esr", "Firefox", "Mozilla Firefox"),
+    "chromium": ("snap:chromium", "chromium", "chromium-browser", "Chromium"),
+    "firefox": ("snap:firefox", "firefox", "firefox-esr", "Firefox", "Mozilla Firefox"),
     "edge": ("microsoft-edge-stable", "Microsoft Edge"),
     "brave": ("brave-browser", "Brave Browser"),
     "safari": ("Safari",),

@@ -38,6 +38,7 @@ from agent.collectors.base import (
 from agent.collectors.common import (
     LocalUser,
     bounded_packages,
+    clean_dmi,
     collect_security_software,
     collect_uptime,
     scan_ssh_keys,
@@ -59,28 +60,6 @@ def parse_os_release(text: str) -> dict[str, str]:
             value = value[1:-1]
         out[key.strip()] = value.replace('\\"', '"')
     return out
-
-
-_PLACEHOLDERS = {
-    "",
-    "none",
-    "n/a",
-    "default string",
-    "to be filled by o.e.m.",
-    "system serial number",
-    "not specified",
-    "0",
-    "00000000-0000-0000-0000-000000000000",
-    "03000200-0400-0500-0006-000700080009",
-}
-
-
-def clean_dmi(value: str | None) -> str | None:
-    """A DMI string, or None when it is missing or a firmware placeholder."""
-    if value is None:
-        return None
-    value = value.strip().strip("\x00").strip()
-    return None if value.lower() in _PLACEHOLDERS else value
 
 
 # --- os, hardware, chip ----------------------------------------------------------
@@ -788,7 +767,7 @@ def parse_apt_config(text: str) -> dict[str, str]:
 
 def _timer_enabled(host: Host, name: str) -> bool:
     return any(
-        host.files.exists(f"{d}/timers.target.wants/{name}")
+        host.files.lexists(f"{d}/timers.target.wants/{name}")
         for d in ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
     )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import plistlib
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent.collectors.base import Collector, CollectorError, Host
 from agent.collectors.common import (
@@ -283,7 +284,7 @@ def collect_management(host: Host) -> dict[str, Any]:
     )
     mdm = profiles.get("MDM enrollment", "")
     enrolled = None if not mdm else mdm.lower().startswith("yes")
-    server = profiles.get("MDM server")
+    server = urlsplit(profiles.get("MDM server") or "").hostname
     domain = None
     ad = host.runner.run(["dsconfigad", "-show"])
     if ad.ok:

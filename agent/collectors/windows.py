@@ -23,6 +23,7 @@ from agent.collectors.base import Collector, CollectorError, Host
 from agent.collectors.common import (
     LocalUser,
     bounded_packages,
+    clean_dmi,
     collect_uptime,
     scan_ssh_keys,
 )
@@ -174,20 +175,14 @@ def collect_os(host: Host) -> dict[str, Any]:
     }
 
 
-_BOGUS_SERIALS = {"to be filled by o.e.m.", "default string", "system serial number", "0"}
-
-
 def collect_hardware(host: Host) -> dict[str, Any]:
     """Win32_ComputerSystemProduct and Win32_BIOS."""
     s = section(host, "hardware") or {}
-    serial = _str(s.get("serial"))
-    if serial and serial.lower() in _BOGUS_SERIALS:
-        serial = None
-    uuid = _str(s.get("uuid"))
+    uuid = clean_dmi(_str(s.get("uuid")))
     return {
-        "vendor": _str(s.get("vendor")),
-        "model": _str(s.get("model")),
-        "serial": serial,
+        "vendor": clean_dmi(_str(s.get("vendor"))),
+        "model": clean_dmi(_str(s.get("model"))),
+        "serial": clean_dmi(_str(s.get("serial"))),
         "hardware_uuid": uuid.lower() if uuid else None,
     }
 
