@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import TYPE_CHECKING, Any
 
-from agent.collectors.schema import SCHEMA_VERSION
+from agent.collectors.schema import ROOTS, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from agent.collectors.base import Host
@@ -81,17 +81,15 @@ def collect_facts(
         except Exception as exc:  # optional: never lets osquery break the facts
             osquery_section = {"available": False, "results": None, "errors": None}
             errors.append({"collector": "osquery", "error": str(exc)[:300]})
-    document: dict[str, Any] = {
+    values: dict[str, Any] = {
+        **sections,
         "schema_version": SCHEMA_VERSION,
         "collected_at": _timestamp(started),
         "hostname": host.hostname or None,
         "agent": {"version": agent_version()},
-        "os": sections["os"],
+        "browsers": browsers,
+        "osquery": osquery_section,
+        "errors": errors,
     }
-    for name, value in sections.items():
-        if name != "os":
-            document[name] = value
-    document["browsers"] = browsers
-    document["osquery"] = osquery_section
-    document["errors"] = errors
+    document = {name: values.get(name) for name in ROOTS}
     return document
