@@ -193,6 +193,11 @@ def demo() -> None:
     sys.exit(run_demo())
 
 
+from posture_checks.cli import checks  # noqa: E402 - surfaces add their groups here
+
+cli.add_command(checks)
+
+
 def main() -> None:
     """Entry point of the ``devicetrust`` console script."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -187,12 +187,13 @@ def _first_sentence(text: str) -> str:
     return re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0][:200]
 
 
-def _classify_error(exc: BaseException, check: Check) -> tuple[Status, str]:
+def _classify_error(exc: BaseException, check: Check, facts: PreparedFacts) -> tuple[Status, str]:
     text = str(exc)
     if isinstance(exc, KeyError):
         key = str(exc.args[0] if exc.args else "?")[:80]
         # Name the whole path when the key is the end of one the expression reads.
-        full = next((p for p in check.paths if p == key or p.endswith("." + key)), key)
+        absent = [p for p in check.paths if facts.lookup(p) is None]
+        full = next((p for p in absent if p == key or p.endswith("." + key)), key)
         return Status.UNKNOWN, f"missing fact: {full}"
     match = re.search(r"Undefined variable or function: '([^']+)'", text)
     if match:
@@ -259,7 +260,7 @@ def evaluate(
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # CEL raises several types; a Rust panic is a BaseException
-        status, reason = _classify_error(exc, check)
+        status, reason = _classify_error(exc, check, prepared)
         return result(status, reason, _facts_used(check, prepared))
     used = {k: v for k, v in _facts_used(check, prepared).items() if v is not None}
     if value is True:
