@@ -187,32 +187,38 @@ def _key_nodes(node: Any) -> dict[str, tuple[Any, Any]]:
 
 def _compose(text: str, source: str) -> tuple[Any, Any]:
     """(python data, root node) or raise CheckValidationError with the YAML error's line."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # the reader rejects control characters right here
         node = loader.get_single_node()
         if node is None:
             raise CheckValidationError([CheckIssue(source, 1, "the file is empty")])
         return loader.construct_document(node), node
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        # "while parsing a flow sequence" (context) points where the construct began,
+        # which is where the author has to look; the problem mark may be end of file.
+        mark = exc.context_mark or exc.problem_mark
         line = mark.line + 1 if mark else 1
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = "; ".join(filter(None, [exc.context, exc.problem])) or "invalid YAML"
         raise CheckValidationError([CheckIssue(source, line, f"YAML: {problem}")]) from None
     except yaml.YAMLError as exc:
         raise CheckValidationError([CheckIssue(source, 1, f"YAML: {exc}"[:300])]) from None
     except RecursionError:
         raise CheckValidationError([CheckIssue(source, 1, "YAML nested too deeply")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
-def _expression_line(node: Any, cel_error: str) -> int:
+def _expression_line(node: Any, expression: str, cel_error: str) -> int:
     """File line of a CEL syntax error: the value's line plus the error's line inside it."""
     base = _line(node)
     if getattr(node, "style", None) in ("|", ">"):
         base += 1  # block scalars start on the line after the indicator
     match = re.search(r"<input>:(\d+):", cel_error)
-    return base + (int(match.group(1)) - 1 if match else 0)
+    inner = int(match.group(1)) - 1 if match else 0
+    last = expression.rstrip().count("\n")  # an error "at end of input" is on the last line
+    return base + min(inner, last)
 
 
 def _line_in_expression(node: Any, expression: str, needle: str) -> int:
@@ -432,7 +438,7 @@ class _Validator:
             self.issues.append(
                 CheckIssue(
                     self.source,
-                    _expression_line(node, str(exc)),
+                    _expression_line(node, expression, str(exc)),
                     f"expression does not compile: {detail[:200]}",
                 )
             )
