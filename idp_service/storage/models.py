@@ -16,7 +16,6 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
-    Index,
     Integer,
     LargeBinary,
     String,
@@ -189,4 +188,3 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
-Index("ix_challenges_unconsumed", Challenge.binding, Challenge.consumed_at)

@@ -52,7 +52,6 @@ def upgrade() -> None:
     with op.batch_alter_table('challenges', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_challenges_binding'), ['binding'], unique=False)
         batch_op.create_index(batch_op.f('ix_challenges_expires_at'), ['expires_at'], unique=False)
-        batch_op.create_index('ix_challenges_unconsumed', ['binding', 'consumed_at'], unique=False)
 
     op.create_table('login_transactions',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -165,7 +164,6 @@ def downgrade() -> None:
 
     op.drop_table('login_transactions')
     with op.batch_alter_table('challenges', schema=None) as batch_op:
-        batch_op.drop_index('ix_challenges_unconsumed')
         batch_op.drop_index(batch_op.f('ix_challenges_expires_at'))
         batch_op.drop_index(batch_op.f('ix_challenges_binding'))
 
