@@ -186,5 +186,3 @@ class AuditEvent(Base):
     device_id: Mapped[str | None] = mapped_column(String(64), index=True)
     remote_addr: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-
-
