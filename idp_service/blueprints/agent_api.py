@@ -51,10 +51,9 @@ def new_challenge() -> Response:
             "malformed", 'send {"purpose": "register"}; login challenges come from the login page'
         )
     service = ctx()
-    with service.db.session() as session:
-        token, challenge = challenges.issue(
-            service, session, "register", "enroll", callback_path="/agent/v1/register"
-        )
+    token, challenge = challenges.issue(
+        service, "register", "enroll", callback_path="/agent/v1/register"
+    )
     return jsonify({"challenge": token, "expires_at": challenge.expires_at})
 
 
