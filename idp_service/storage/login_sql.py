@@ -32,8 +32,8 @@ _PG = """
                %(expires_at)s, %(now)s, %(via)s::varchar, %(device_id)s::varchar, 'ok'
         WHERE EXISTS (
             SELECT 1 FROM devices d JOIN users u ON u.id = d.user_id
-            WHERE d.id = %(device_id)s::varchar AND d.sign_key = %(sign_key)s AND d.state = 'trusted'
-            AND u.active
+            WHERE d.id = %(device_id)s::varchar AND d.sign_key = %(sign_key)s
+            AND d.state = 'trusted' AND u.active
         )
         ON CONFLICT (id) DO NOTHING
         RETURNING id
