@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_AGENT_PORTS = (47621, 37123, 52117, 22841, 60391, 29517)
+from trust_protocol.ports import DEFAULT_AGENT_PORTS, parse_ports
 
 
 def default_data_dir() -> Path:
@@ -18,12 +18,6 @@ def default_data_dir() -> Path:
     from platformdirs import user_data_path
 
     return user_data_path("devicetrust", appauthor=False)
-
-
-def _ports(text: str | None) -> tuple[int, ...]:
-    if not text:
-        return DEFAULT_AGENT_PORTS
-    return tuple(int(p) for p in text.replace(",", " ").split())
 
 
 @dataclass
@@ -41,6 +35,7 @@ class Settings:
     max_request_bytes: int = 1024 * 1024
     secret_key: str = ""  # Flask session key; derived from the server secret when empty
     registration_policy: str = "tofu"
+    report_interval: int = 300  # seconds between an agent's posture reports
     extra_origins: tuple[str, ...] = ()
     testing: bool = False
 
@@ -54,13 +49,14 @@ class Settings:
             database_url=url,
             public_url=env.get("DEVICETRUST_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
             data_dir=data_dir,
-            agent_ports=_ports(env.get("DEVICETRUST_AGENT_PORTS")),
+            agent_ports=parse_ports(env.get("DEVICETRUST_AGENT_PORTS")),
             challenge_ttl=int(env.get("DEVICETRUST_CHALLENGE_TTL", "60")),
             max_clock_skew=float(env.get("DEVICETRUST_MAX_CLOCK_SKEW", "300")),
             login_ttl=int(env.get("DEVICETRUST_LOGIN_TTL", "600")),
             enroll_code_ttl=int(env.get("DEVICETRUST_ENROLL_CODE_TTL", str(24 * 3600))),
             secret_key=env.get("DEVICETRUST_SECRET_KEY", ""),
             registration_policy=env.get("DEVICETRUST_REGISTRATION_POLICY", "tofu"),
+            report_interval=int(env.get("DEVICETRUST_REPORT_INTERVAL", "300")),
             extra_origins=tuple(
                 o.rstrip("/") for o in env.get("DEVICETRUST_EXTRA_ORIGINS", "").split() if o
             ),

@@ -32,6 +32,12 @@ MAX_ID_BYTES = 64
 MAX_ORIGINS = 16
 MAX_BINDING = 256
 MAX_URL = 2048
+MAX_KID = 64
+MAX_TIMESTAMP = 2**53 - 1  # JSON integers every implementation reads exactly
+
+
+def _is_timestamp(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TIMESTAMP
 
 
 def key_id(verify_key: VerifyKey | bytes) -> str:
@@ -87,6 +93,8 @@ class Challenge:
             raise ProtocolError("malformed", "challenge id must carry 16 to 64 bytes")
         if self.purpose not in PURPOSES:
             raise ProtocolError("malformed", f"unknown purpose {self.purpose!r}")
+        if not (_is_timestamp(self.issued_at) and _is_timestamp(self.expires_at)):
+            raise ProtocolError("malformed", "issued_at and expires_at must be integer seconds")
         if not 0 < self.expires_at - self.issued_at <= MAX_LIFETIME:
             raise ProtocolError("malformed", "expires_at must be within 120 s after issued_at")
         if len(self.box_key) != 32:
@@ -99,6 +107,10 @@ class Challenge:
             raise ProtocolError("malformed", "callback must be a URL")
         if not isinstance(self.binding, str) or len(self.binding) > MAX_BINDING:
             raise ProtocolError("malformed", "binding must be a string of at most 256 chars")
+        if not isinstance(self.kid, str) or len(self.kid) > MAX_KID:
+            raise ProtocolError("malformed", "kid must be a string of at most 64 chars")
+        if not isinstance(self.data, dict):
+            raise ProtocolError("malformed", "challenge data must be an object")
 
 
 @dataclass(frozen=True)
