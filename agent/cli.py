@@ -1,4 +1,4 @@
-"""The ``devicetrust-agent`` command: run, status, id and enroll.
+"""The ``devicetrust-agent`` command: run, status, id, enroll and facts.
 
 ``run`` keeps the local channel open for the login page. ``enroll URL CODE``
 registers this device with a service using a one-time code from IT. ``id``
@@ -173,6 +173,30 @@ def run(state_dir: Path, no_callback: bool) -> None:
     channel.shutdown()
     channel.server_close()
     logging.info("stopped")
+
+
+@cli.command()
+@click.option(
+    "--osquery-socket",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="osqueryd extension socket (default: the platform's usual path, if present).",
+)
+@click.option(
+    "--replay",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Print the facts of a recorded device (a directory with host.json) instead.",
+)
+def facts(osquery_socket: str | None, replay: Path | None) -> None:
+    """Print this device's posture facts as JSON (what the agent reports)."""
+    from agent.collectors import collect_facts
+    from agent.collectors.base import Host
+    from agent.collectors.osquery import OsqueryConfig
+
+    config = OsqueryConfig(socket_path=osquery_socket) if osquery_socket else None
+    host = Host.from_recording(replay) if replay else None
+    click.echo(json.dumps(collect_facts(host, osquery=config), indent=2))
 
 
 def main() -> None:
