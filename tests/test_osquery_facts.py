@@ -7,6 +7,7 @@ call on a real Unix socket. The agent side is the real ``osquery.ExtensionClient
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -59,14 +60,26 @@ def osquery_socket(tmp_path):
         TTransport.TBufferedTransportFactory(),
         TBinaryProtocol.TBinaryProtocolFactory(),
     )
-    thread = threading.Thread(target=server.serve, daemon=True)
+    stopping = threading.Event()
+
+    def serve():
+        try:
+            server.serve()
+        except OSError:
+            if not stopping.is_set():
+                raise  # pragma: no cover - the server broke while in use
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     for _ in range(50):
         if (tmp_path / "osquery.em").exists():
             break
         time.sleep(0.02)
     yield path
+    stopping.set()
+    transport.handle.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
     transport.close()
+    thread.join(timeout=5)
 
 
 def test_server_configured_queries_run_through_the_extension_socket(osquery_socket):

@@ -12,11 +12,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 def test_every_fact_path_is_documented():
     text = (DOCS / "facts.md").read_text()
-    missing = [
-        path
-        for path, _ in iter_paths()
-        if "*" not in path and f"`{path}`" not in text
-    ]
+    missing = [path for path, _ in iter_paths() if "*" not in path and f"`{path}`" not in text]
     assert missing == []
 
 
