@@ -122,6 +122,9 @@ def test_gnome_screen_lock_read_for_real_in_another_users_context():
     """runuser + gsettings for real, as `nobody`: agrees with gsettings run directly."""
     if os.geteuid() != 0 or not shutil.which("gsettings") or not shutil.which("runuser"):
         pytest.skip("needs root, runuser and gsettings")
+    schemas = subprocess.run(["gsettings", "list-schemas"], capture_output=True, text=True).stdout
+    if "org.gnome.desktop.screensaver" not in schemas.split():
+        pytest.skip("needs the GNOME desktop schemas (gsettings-desktop-schemas)")
     from agent.collectors.linux import _user_screen_lock
 
     host = Host.local()
