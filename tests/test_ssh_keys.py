@@ -78,6 +78,29 @@ def test_scan_reports_paths_not_material_and_skips_symlinks(tmp_path):
         assert chunk not in text
 
 
+def test_a_symlinked_ssh_directory_is_not_followed(tmp_path):
+    elsewhere = tmp_path / "other-user" / ".ssh"
+    make_ssh_key(elsewhere / "id_ed25519", "ed25519", "")
+    home = tmp_path / "home"
+    home.mkdir()
+    os.symlink(elsewhere, home / ".ssh")
+    user = LocalUser("me", os.getuid(), str(home))
+    result = scan_ssh_keys(Host.local(), [user])
+    assert result["keys"] == []
+
+
+def test_files_owned_by_someone_else_are_skipped(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown")
+    home = tmp_path / "home"
+    key = make_ssh_key(home / ".ssh" / "id_ed25519", "ed25519", "")
+    os.chown(home / ".ssh", 65534, 65534)
+    user = LocalUser("nobody", 65534, str(home))
+    assert scan_ssh_keys(Host.local(), [user])["keys"] == []  # the key file is root's
+    os.chown(key, 65534, 65534)
+    assert len(scan_ssh_keys(Host.local(), [user])["keys"]) == 1
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=600))
 def test_classifier_never_raises_on_arbitrary_bytes(data):

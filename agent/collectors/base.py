@@ -294,7 +294,7 @@ class FileAccess:
         """Up to ``limit`` bytes of a regular file, or None if absent/unreadable.
 
         With ``nofollow`` a symlink is refused; with ``owner`` a file owned by
-        another uid (other than root) is refused.
+        anyone else (root included) is refused.
         """
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) * nofollow | getattr(os, "O_NONBLOCK", 0)
         try:
@@ -305,7 +305,7 @@ class FileAccess:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return None
-            if owner is not None and st.st_uid not in (owner, 0) and self.root == Path("/"):
+            if owner is not None and st.st_uid != owner and self.root == Path("/"):
                 return None
             with os.fdopen(fd, "rb", closefd=False) as fh:
                 return fh.read(limit)

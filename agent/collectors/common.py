@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import stat
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -281,6 +282,11 @@ def scan_ssh_keys(host: Host, users: Iterable[LocalUser], sep: str = "/") -> dic
             continue
         scanned.append(user.name)
         directory = f"{user.home.rstrip('/' + chr(92))}{sep}.ssh"
+        st = host.files.stat(directory, follow=False)
+        if st is None or stat.S_ISLNK(st.st_mode):
+            continue  # no ~/.ssh, or a symlink someone could point at another user's
+        if user.uid is not None and str(host.files.root) == "/" and st.st_uid != user.uid:
+            continue
         for name in host.files.listdir(directory)[:SSH_MAX_FILES_PER_USER]:
             if name in _SKIP_NAMES or name.endswith((".pub", ".old", ".bak~")):
                 continue
