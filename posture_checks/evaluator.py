@@ -94,6 +94,21 @@ def _clean(value: Any, depth: int, budget: list[int]) -> Any:
     if isinstance(value, (list, tuple)):
         items = [_clean(v, depth + 1, budget) for v in list(value)[:MAX_ITEMS]]
         return [v for v in items if v is not None]
+    if isinstance(value, dict) and len(value) > 16:
+        # Fast path for big flat maps of short strings (packages.installed).
+        items = list(value.items())[:MAX_ITEMS]
+        if all(
+            type(k) is str and type(v) is str and len(k) <= MAX_STRING and len(v) <= MAX_STRING
+            for k, v in items
+        ):
+            try:
+                for k, v in items:
+                    (k + v).encode("utf-8")
+            except UnicodeEncodeError:
+                pass
+            else:
+                budget[0] -= len(items)
+                return dict(items) if budget[0] >= 0 else None
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in list(value.items())[:MAX_ITEMS]:
@@ -128,18 +143,38 @@ class PreparedFacts:
         self.platform: str | None = family if isinstance(family, str) else None
         self.observed_at = observed_at or _parse_time(self.document.get("collected_at"))
         self._context: Any = None
+        self._context_roots: frozenset[str] = frozenset()
         self._context_error: str | None = None
+        self._vars: dict[str, Any] = {}
 
-    def context(self) -> Any:
-        """The CEL context holding every fact section (built on first use)."""
-        if self._context is None and self._context_error is None:
-            try:
-                self._context = cel.Context(
-                    {k: v for k, v in self.document.items() if k != "vars"}, functions=functions()
-                )
-            except Exception as exc:
-                self._context_error = str(exc)[:200]
-        return self._context
+    def context(self, roots: Iterable[str] | None = None) -> Any:
+        """A CEL context holding the fact sections ``roots`` (all if None), built once.
+
+        Converting facts into CEL values is the expensive part of evaluation, so
+        it happens once per document, for the sections the checks read. Check
+        variables are not added to the context (that would re-convert every
+        fact): they are served by a resolver from :meth:`use_vars`.
+        """
+        wanted = frozenset(self.document) - {"vars"} if roots is None else frozenset(roots)
+        wanted &= frozenset(self.document)
+        if self._context is not None and wanted <= self._context_roots:
+            return self._context
+        if self._context_error is not None and wanted <= self._context_roots:
+            return None
+        wanted |= self._context_roots
+        self._context_roots = wanted
+        try:
+            context = cel.Context({k: self.document[k] for k in wanted}, functions=functions())
+            context.set_variable_resolver(lambda name: self._vars if name == "vars" else None)
+        except Exception as exc:
+            self._context, self._context_error = None, str(exc)[:200]
+            return None
+        self._context, self._context_error = context, None
+        return context
+
+    def use_vars(self, variables: dict[str, Any]) -> None:
+        """The check variables the next evaluation sees as ``vars``."""
+        self._vars = variables
 
     def lookup(self, path: str) -> Any:
         """The value at a dotted path, or None."""
@@ -248,14 +283,14 @@ def evaluate(
         return result(Status.STALE, f"facts are {age}s old; this check accepts {max_age}s")
     if check.program is None:
         return result(Status.ERROR, "expression did not compile")
-    context = prepared.context()
+    context = prepared.context(check.roots)
     if context is None:
         return result(Status.ERROR, f"facts cannot be evaluated: {prepared._context_error}")
     merged = dict(check.variables)
     if variables:
         merged.update(variables)
     try:
-        context.add_variable("vars", _clean(merged, 0, [MAX_ITEMS * 10]) or {})
+        prepared.use_vars(_clean(merged, 0, [MAX_ITEMS * 10]) or {})
         value = check.program.execute(context)
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
@@ -288,4 +323,6 @@ def evaluate_all(
     """
     prepared = facts if isinstance(facts, PreparedFacts) else prepare_facts(facts, observed_at)
     overrides = variables or {}
+    checks = list(checks)
+    prepared.context({root for c in checks for root in c.roots})  # convert facts once
     return [evaluate(c, prepared, now=now, variables=overrides.get(c.id)) for c in checks]

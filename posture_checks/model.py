@@ -116,6 +116,7 @@ class Check:
     line: int = 1
     expression_line: int = 1
     paths: tuple[str, ...] = ()
+    roots: tuple[str, ...] = ()
     program: Any = field(default=None, compare=False, repr=False)
 
     def remediation_for(self, platform: str | None) -> str:
@@ -328,7 +329,7 @@ class _Validator:
         if not isinstance(fail_closed, bool):
             self.issue(self.value_node("fail_closed"), "fail_closed must be true or false")
             fail_closed = False
-        expression, program, paths = self.expression(variables)
+        expression, program, paths, roots = self.expression(variables)
         remediation = self.remediation(platforms, variables)
         if self.issues:
             raise CheckValidationError(self.issues)
@@ -348,6 +349,7 @@ class _Validator:
             line=_line(self.value_node("id")),
             expression_line=_line(self.value_node("expression")),
             paths=paths,
+            roots=roots,
             program=program,
         )
 
@@ -425,11 +427,13 @@ class _Validator:
                 self.issue(key_node, f"variable {name!r} must be plain data (no dates or tags)")
         return dict(value)
 
-    def expression(self, variables: Mapping[str, Any]) -> tuple[str, Any, tuple[str, ...]]:
+    def expression(
+        self, variables: Mapping[str, Any]
+    ) -> tuple[str, Any, tuple[str, ...], tuple[str, ...]]:
         expression = self.string("expression", limit=MAX_EXPRESSION)
         node = self.value_node("expression")
         if not expression:
-            return "", None, ()
+            return "", None, (), ()
         try:
             program = cel.compile(expression)
         except Exception as exc:  # the CEL parser reports ValueError; be safe
@@ -442,7 +446,7 @@ class _Validator:
                     f"expression does not compile: {detail[:200]}",
                 )
             )
-            return expression, None, ()
+            return expression, None, (), ()
         paths, macro_vars = expression_paths(expression)
         used: list[str] = []
 
@@ -475,7 +479,9 @@ class _Validator:
             if name not in ROOTS and name != "vars" and name not in macro_vars:
                 if not any(p.split(".")[0] == name for p in paths):
                     at(name, f"unknown identifier {name!r}")
-        return expression, program, tuple(used)
+        # The fact sections to convert for this check (all of them if analysis failed).
+        roots = tuple(sorted({n for n in names if n in ROOTS})) if names else ROOTS
+        return expression, program, tuple(used), roots
 
     def remediation(
         self, platforms: tuple[str, ...], variables: Mapping[str, Any]

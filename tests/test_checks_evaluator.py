@@ -282,3 +282,24 @@ def test_any_leaf_of_a_real_document_may_be_anything(data):
 def test_prepare_facts_accepts_anything(value):
     prepared = prepare_facts(value)
     assert isinstance(prepared.document, dict)
+
+
+def test_a_device_cannot_supply_the_check_variables():
+    check = make("hardware.serial in vars.allowed", variables={"allowed": ["SOMETHING-ELSE"]})
+    doc = facts()
+    doc["vars"] = {"allowed": [doc["hardware"]["serial"]]}
+    assert run(check, doc).status is Status.FAIL
+
+
+def test_big_maps_are_cleaned_like_small_ones():
+    installed = {f"pkg{i}": f"1.{i}" for i in range(40)}
+    assert (
+        prepare_facts({"packages": {"installed": installed}}).document["packages"]["installed"]
+        == installed
+    )
+    installed["bad\ud800"] = "1"
+    installed["null"] = None
+    cleaned = prepare_facts({"packages": {"installed": installed}}).document["packages"][
+        "installed"
+    ]
+    assert "bad?" in cleaned and "null" not in cleaned and len(cleaned) == 41
