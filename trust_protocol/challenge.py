@@ -129,11 +129,25 @@ def sign_challenge(challenge: Challenge, signing_key: SigningKey) -> str:
     return f"{b64e(payload)}.{b64e(signature)}"
 
 
+def _refusal_code(payload: bytes, verify_key: VerifyKey) -> str:
+    """Why an unverifiable token is refused: unknown key, or tampered with under ours."""
+    try:
+        claimed = encoding.loads(payload, max_size=MAX_TOKEN_SIZE).get("kid")
+    except (ProtocolError, AttributeError):
+        return "bad_challenge_signature"
+    if isinstance(claimed, str) and claimed != key_id(verify_key):
+        return "challenge_unknown"
+    return "bad_challenge_signature"
+
+
 def parse_challenge(token: object, verify_key: VerifyKey) -> Challenge:
     """Verify a challenge token's signature, then parse and validate its payload.
 
-    Raises :class:`ProtocolError` with ``bad_challenge_signature`` when the token is
-    not signed by ``verify_key``, ``malformed`` or ``too_large`` otherwise.
+    Raises :class:`ProtocolError` with ``challenge_unknown`` when the token names
+    another signing key (``kid``) and is not signed by ``verify_key`` -- another
+    server's challenge, or one from a retired key -- ``bad_challenge_signature``
+    when it claims this key but its signature fails (tampered), and ``malformed``
+    or ``too_large`` otherwise.
     Expiry is *not* checked here: the caller knows its own clock and tolerance.
     """
     if not isinstance(token, str):
@@ -148,7 +162,7 @@ def parse_challenge(token: object, verify_key: VerifyKey) -> Challenge:
     try:
         verify_key.verify(CHALLENGE_CONTEXT + payload, signature)
     except BadSignatureError as exc:
-        raise ProtocolError("bad_challenge_signature") from exc
+        raise ProtocolError(_refusal_code(payload, verify_key)) from exc
     obj = encoding.loads(payload, max_size=MAX_TOKEN_SIZE)
     if not isinstance(obj, dict):
         raise ProtocolError("malformed", "challenge payload must be an object")

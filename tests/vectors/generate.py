@@ -549,7 +549,7 @@ def response_vectors() -> list[dict[str, Any]]:
         "key; the box is sealed to the right per-challenge key.",
         Built(other_token, canonical(body_fields(other_token))),
         auth_in,
-        reject("bad_challenge_signature"),
+        reject("challenge_unknown"),
     )
     signed_payload, signed_sig = token.split(".")
     tampered_payload = canonical(challenge_fields("authenticate", binding="login:txn-0002"))
@@ -880,9 +880,9 @@ def challenge_vectors() -> list[dict[str, Any]]:
 
     add(
         "signature/other-server",
-        "Signed by another server's key.",
+        "Signed by another server's key (and naming it in kid).",
         challenge_token("authenticate", OTHER_SERVER),
-        reject("bad_challenge_signature"),
+        reject("challenge_unknown"),
     )
     payload = canonical(challenge_fields("authenticate"))
     add(
