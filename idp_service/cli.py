@@ -220,6 +220,12 @@ def demo() -> None:
     sys.exit(run_demo())
 
 
+from idp_service.saml.cli import keys_group, sp_group  # noqa: E402
+
+cli.add_command(sp_group)
+cli.add_command(keys_group)
+
+
 def main() -> None:
     """Entry point of the ``devicetrust`` console script."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
