@@ -67,7 +67,10 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
         exc = SamlError("saml_unknown_sp" if sp is None else "saml_sp_disabled", status=410)
         audit.record_separately(svc.db, "saml.response", "rejected", code=exc.code)
         return pages.error(exc)
+    # Load (or create) shared material before the write transaction: on SQLite a nested
+    # writer would wait for the outer one.
     key = service.keys(svc).active(sp_registry.key_type(sp))
+    persistent_secret = service.persistent_secret(svc)
     code: str | None = None
     if txn.status != "verified" or user is None or device is None:
         code = txn.error_code or "expired"
@@ -101,7 +104,7 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
                     in_response_to=target.in_response_to,
                     nameid_format=sp.nameid_format,
                     subject=assertion.Subject(user.id, user.user_name, user.email),
-                    persistent_secret=service.persistent_secret(svc),
+                    persistent_secret=persistent_secret,
                     session_minutes=sp.session_minutes,
                     attributes=_attributes(s, sp, user, device),
                 )

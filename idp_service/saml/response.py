@@ -66,11 +66,12 @@ def success(
     """The serialized, signed (and maybe encrypted) success Response carrying ``assertion``."""
     response = _envelope(target, now or dt.datetime.now(dt.UTC))
     _status(response, (STATUS_SUCCESS,), None)
-    response.append(assertion)
     if target.sign_assertion:
         xmldsig.sign(assertion, key)
     if target.encrypt_cert:
-        xmldsig.encrypt_assertion(assertion, target.encrypt_cert)
+        response.append(xmldsig.encrypt_assertion(assertion, target.encrypt_cert))
+    else:
+        response.append(assertion)
     if target.sign_response:
         xmldsig.sign(response, key)
     return etree.tostring(response)

@@ -167,11 +167,12 @@ def verify_detached(signed: bytes, sig_alg: str, signature: bytes, certs: list[s
 
 
 def encrypt_assertion(assertion: etree._Element, cert_pem: str) -> etree._Element:
-    """Replace ``assertion`` in its tree by an ``EncryptedAssertion`` for ``cert_pem``."""
-    parent = assertion.getparent()
+    """An ``EncryptedAssertion`` holding ``assertion`` for ``cert_pem``'s owner.
+
+    The assertion is serialized on its own first, so the ciphertext carries every
+    namespace declaration it needs wherever the SP decrypts it.
+    """
     wrapper = etree.Element(f"{{{NS_SAML}}}EncryptedAssertion", nsmap={"saml": NS_SAML})
-    parent.replace(assertion, wrapper)
-    wrapper.append(assertion)
     enc_data = xmlsec.template.encrypted_data_create(
         wrapper, xmlsec.Transform.AES256_GCM, type=xmlsec.EncryptionType.ELEMENT, ns="xenc"
     )
@@ -180,12 +181,10 @@ def encrypt_assertion(assertion: etree._Element, cert_pem: str) -> etree._Elemen
     enc_key = xmlsec.template.add_encrypted_key(key_info, xmlsec.Transform.RSA_OAEP)
     xmlsec.template.encrypted_data_ensure_cipher_value(enc_key)
     manager = xmlsec.KeysManager()
-    manager.add_key(
-        xmlsec.Key.from_memory(cert_pem.encode(), xmlsec.constants.KeyDataFormatCertPem)
-    )
+    manager.add_key(cert_key(cert_pem))
     ctx = xmlsec.EncryptionContext(manager)
     ctx.key = xmlsec.Key.generate(
         xmlsec.constants.KeyDataAes, 256, xmlsec.constants.KeyDataTypeSession
     )
-    ctx.encrypt_xml(enc_data, assertion)
+    wrapper.append(ctx.encrypt_binary(enc_data, etree.tostring(assertion)))
     return wrapper
