@@ -29,7 +29,7 @@
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ challenge: challenge }),
         signal: ctl.signal,
-        targetAddressSpace: "local",
+        targetAddressSpace: "loopback",
       });
       const body = await resp.json().catch(function () { return {}; });
       return { answered: true, ok: resp.ok, body: body };
