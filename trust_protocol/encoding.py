@@ -25,17 +25,29 @@ def b64e(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_SIXBITS = {ch: i for i, ch in enumerate(_ALPHABET)}
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
 def b64d(text: object, *, length: int | None = None, field: str = "value") -> bytes:
-    """Decode unpadded base64url, refusing padding, other alphabets and wrong lengths."""
-    if not isinstance(text, str) or not _B64URL.match(text) or len(text) % 4 == 1:
+    """Decode unpadded base64url, refusing padding, other alphabets and wrong lengths.
+
+    Only the canonical spelling of a value is accepted: the unused low bits of
+    the last symbol must be zero, so no two strings decode to the same bytes.
+    """
+    if not isinstance(text, str) or not _B64URL.match(text):
         raise ProtocolError("malformed", f"{field} is not unpadded base64url")
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:  # pragma: no cover - regex guards this
-        raise ProtocolError("malformed", f"{field} is not base64url") from exc
-    if b64e(raw) != text:
-        # Non-canonical trailing bits: two spellings of one value are not allowed.
+    rem = len(text) % 4
+    if rem == 1:
+        raise ProtocolError("malformed", f"{field} is not unpadded base64url")
+    if rem and _SIXBITS[text[-1]] & (0x0F if rem == 2 else 0x03):
         raise ProtocolError("malformed", f"{field} is not canonical base64url")
+    padded = (text + "=" * (-len(text) % 4)).encode("ascii").translate(_TO_STANDARD)
+    try:
+        raw = binascii.a2b_base64(padded, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:  # pragma: no cover - the regex guards this
+        raise ProtocolError("malformed", f"{field} is not base64url") from exc
     if length is not None and len(raw) != length:
         raise ProtocolError("malformed", f"{field} must be {length} bytes")
     return raw
@@ -89,7 +101,8 @@ def loads(data: bytes | str, *, max_size: int) -> Any:
         raise
     except (ValueError, RecursionError) as exc:
         raise ProtocolError("malformed", "message is not valid JSON") from exc
-    _depth(obj)
+    if data.count("[") + data.count("{") > MAX_JSON_DEPTH:
+        _depth(obj)  # only documents with that many containers can be too deep
     return obj
 
 

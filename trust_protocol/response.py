@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import nacl.bindings
 from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 from nacl.signing import VerifyKey
@@ -126,7 +127,7 @@ def open_response(
     envelope: bytes | str,
     *,
     verify_key: VerifyKey,
-    box_key_for: Callable[[bytes], PrivateKey],
+    box_key_for: Callable[[bytes], PrivateKey | bytes],
     now: float,
     purposes: tuple[str, ...],
     max_skew: float = DEFAULT_MAX_SKEW,
@@ -154,8 +155,15 @@ def open_response(
     if len(sealed) < NONCE_SIZE + 16 + 64:
         raise ProtocolError("malformed", "box is too short")
 
+    secret = box_key_for(cid)
+    raw_secret = bytes(secret) if isinstance(secret, PrivateKey) else secret
     try:
-        plaintext = Box(box_key_for(cid), PublicKey(epk)).decrypt(sealed)
+        # crypto_box_open: key agreement (X25519) then XSalsa20-Poly1305, as Box.decrypt does,
+        # without deriving the per-challenge public key we do not need here.
+        shared = nacl.bindings.crypto_box_beforenm(epk, raw_secret)
+        plaintext = nacl.bindings.crypto_box_open_afternm(
+            sealed[NONCE_SIZE:], sealed[:NONCE_SIZE], shared
+        )
     except CryptoError as exc:
         raise ProtocolError("box_open_failed") from exc
     signature, body_bytes = plaintext[:64], plaintext[64:]

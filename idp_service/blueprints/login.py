@@ -68,9 +68,9 @@ def owned_transaction(txn_id: str) -> LoginTransaction:
         raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
     with ctx().db.session() as s:
         txn = s.get(LoginTransaction, txn_id)
-    if txn is None:
-        raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
-    return txn
+        if txn is None:
+            raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
+        return transactions.settle(s, txn)
 
 
 @bp.get("/login")

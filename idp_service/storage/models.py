@@ -16,7 +16,6 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
-    Index,
     Integer,
     LargeBinary,
     String,
@@ -178,7 +177,7 @@ class AuditEvent(Base):
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)  # page by id: ids grow with time
     action: Mapped[str] = mapped_column(String(64), index=True)
     outcome: Mapped[str] = mapped_column(String(16))  # ok | denied | rejected | error
     code: Mapped[str | None] = mapped_column(String(64))
@@ -187,6 +186,3 @@ class AuditEvent(Base):
     device_id: Mapped[str | None] = mapped_column(String(64), index=True)
     remote_addr: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-
-
-Index("ix_challenges_unconsumed", Challenge.binding, Challenge.consumed_at)
