@@ -1,13 +1,15 @@
 """A tiny SAML service provider built with python3-saml, for trying devicetrust out.
 
-    python -m idp_service.demo_sp --idp http://127.0.0.1:8000 --port 8001 [--register]
+    python -m idp_service.demo_sp --idp http://127.0.0.1:8000 --port 8001
 
 It serves a page with a "Sign in" button; the button sends a signed AuthnRequest
 (HTTP-Redirect) to the IdP; the ACS validates the Response in python3-saml's
 strict mode (signed message *and* signed assertion required) and shows the
-assertion's NameID and attributes. ``/metadata`` is its SP metadata;
-``--register`` adds (or refreshes) it in the IdP's SP registry directly, using
-the same ``DEVICETRUST_*`` environment as the ``devicetrust`` command.
+assertion's NameID and attributes. ``/metadata`` is its SP metadata. On start
+it adds (or refreshes) itself in the IdP's SP registry directly, through the
+same ``DEVICETRUST_*`` environment (database) as the ``devicetrust`` command;
+``--no-register`` skips that (then run ``devicetrust sp add --metadata
+http://HOST:PORT/metadata`` yourself).
 
 It keeps its key pair in ``--state-dir`` so its metadata stays valid across runs,
 and it only accepts Responses to requests it sent (unless ``--allow-unsolicited``).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import secrets
+import sys
 import threading
 import time
 from pathlib import Path
@@ -260,7 +263,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--base-url", help="This SP's public base URL (default http://HOST:PORT)")
     parser.add_argument("--state-dir", type=Path, help="Where the SP keeps its key pair.")
-    parser.add_argument("--register", action="store_true", help="Add this SP to the IdP first.")
+    parser.add_argument(
+        "--register",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Add (or refresh) this SP in the IdP's registry first (default: yes).",
+    )
     parser.add_argument("--allow-unsolicited", action="store_true", help="Accept IdP-initiated.")
     args = parser.parse_args(argv)
     base_url = (args.base_url or f"http://{args.host}:{args.port}").rstrip("/")
@@ -269,7 +277,16 @@ def main(argv: list[str] | None = None) -> None:
 
         args.state_dir = user_data_path("devicetrust", appauthor=False) / "demo-sp"
     if args.register:
-        print(f"demo SP {register(base_url, _key_pair(args.state_dir))} with the IdP", flush=True)
+        try:
+            done = register(base_url, _key_pair(args.state_dir))
+            print(f"demo SP {done} with the IdP", flush=True)
+        except Exception as exc:  # noqa: BLE001 - the SP still runs; say how to register it
+            print(
+                f"could not register the demo SP with the IdP ({exc}); run:\n"
+                f"  devicetrust sp add --metadata {base_url}/metadata",
+                file=sys.stderr,
+                flush=True,
+            )
     app = create_app(args.idp, base_url, args.state_dir, allow_unsolicited=args.allow_unsolicited)
     print(f"demo SP on {base_url}/ (IdP {args.idp})", flush=True)
     app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)

@@ -46,7 +46,6 @@ def stack(tmp_path, database_url):
             str(sp_port),
             "--state-dir",
             str(tmp_path / "demo-sp"),
-            "--register",
         ],
         env=svc.env,
         stdout=sp_log,
