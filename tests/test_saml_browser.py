@@ -14,18 +14,10 @@ import sys
 
 import pytest
 
+from tests.browser import chromium
 from tests.procs import free_port, make_agent, start_service, wait_http
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-gpu",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 
 
 @pytest.fixture
@@ -65,14 +57,8 @@ def stack(tmp_path, database_url):
 
 @pytest.fixture
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def test_sign_in_from_the_demo_sp_then_deny_after_revocation(stack, browser, artifacts, request):

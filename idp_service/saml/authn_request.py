@@ -33,6 +33,7 @@ from urllib.parse import unquote_plus
 from lxml import etree
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from idp_service.saml import sp_registry, xmldsig, xmlsafe
 from idp_service.saml.constants import (
@@ -113,6 +114,7 @@ class Accepted:
     relay_state: str | None
     signed: bool
     identity_broker: bool
+    sp_settings: dict[str, Any]
 
     def context(self) -> dict[str, Any]:
         """What the login transaction keeps (JSON) until the completer answers the SP.
@@ -120,6 +122,7 @@ class Accepted:
         ``broker_subject`` is the user an identity broker asks us to verify, and
         ``tofu_subject`` marks it as an identity proof for registering that
         user's first device (only ever set for a signed broker request).
+        ``sp`` is the SP's settings as they were when the request was accepted.
         """
         subject = self.request.subject if self.identity_broker else None
         return {
@@ -132,6 +135,7 @@ class Accepted:
             "nameid_format": self.request.nameid_format,
             "broker_subject": subject,
             "tofu_subject": subject if self.signed else None,
+            "sp": self.sp_settings,
         }
 
 
@@ -336,10 +340,11 @@ def check(
         relay_state=incoming.relay_state,
         signed=signed,
         identity_broker=sp.identity_broker,
+        sp_settings=sp_registry.snapshot(sp),
     )
 
 
-def policy_check(accepted: Accepted, sp: ServiceProvider) -> None:
+def policy_check(accepted: Accepted) -> None:
     """Refusals the SP hears about as a SAML status (its ACS is trusted by now)."""
     request = accepted.request
     if request.is_passive:
@@ -349,10 +354,11 @@ def policy_check(accepted: Accepted, sp: ServiceProvider) -> None:
             saml_status=(STATUS_RESPONDER, STATUS_NO_PASSIVE),
         )
     fmt = request.nameid_format
-    if fmt and fmt != NAMEID_UNSPECIFIED and fmt != NAMEID_FORMATS[sp.nameid_format]:
+    configured = accepted.sp_settings["nameid_format"]
+    if fmt and fmt != NAMEID_UNSPECIFIED and fmt != NAMEID_FORMATS[configured]:
         raise SamlError(
             "saml_nameid_policy",
-            f"this SP is set up for {sp.nameid_format} NameIDs",
+            f"this SP is set up for {configured} NameIDs",
             saml_status=(STATUS_REQUESTER, STATUS_INVALID_NAMEID_POLICY),
         )
     if accepted.identity_broker and not request.subject:
@@ -363,24 +369,29 @@ def policy_check(accepted: Accepted, sp: ServiceProvider) -> None:
         )
 
 
-def remember_request_id(db: Database, accepted: Accepted, now: dt.datetime | None = None) -> None:
-    """Record the request ID as used, atomically; a second use raises ``saml_replayed``."""
+def remember_request_id(
+    session: Session, accepted: Accepted, now: dt.datetime | None = None
+) -> None:
+    """Record the request ID as used, in the caller's transaction; a second use (by any
+    replica) raises ``saml_replayed`` at the insert, so the caller must roll back."""
     now = now or utcnow()
     expires = max(now, accepted.request.issue_instant) + MAX_AGE + MAX_FUTURE
+    session.add(
+        SeenRequest(
+            sp_entity_id=accepted.sp_entity_id, request_id=accepted.request.id, expires_at=expires
+        )
+    )
     try:
-        with db.session() as s:
-            s.add(
-                SeenRequest(
-                    sp_entity_id=accepted.sp_entity_id,
-                    request_id=accepted.request.id,
-                    expires_at=expires,
-                )
-            )
+        session.flush()
     except IntegrityError:
         raise SamlError("saml_replayed", "this request ID was already used", status=409) from None
+
+
+def purge_seen(db: Database, now: dt.datetime | None = None) -> None:
+    """Now and then, forget request IDs too old to be accepted anyway."""
     if random.randrange(PURGE_ONE_IN) == 0:
         with db.session() as s:
-            s.execute(delete(SeenRequest).where(SeenRequest.expires_at < now))
+            s.execute(delete(SeenRequest).where(SeenRequest.expires_at < (now or utcnow())))
 
 
 __all__ = [
@@ -394,5 +405,6 @@ __all__ = [
     "policy_check",
     "read_post",
     "read_redirect",
+    "purge_seen",
     "remember_request_id",
 ]

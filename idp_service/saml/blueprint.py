@@ -17,8 +17,8 @@ from idp_service import audit
 from idp_service.blueprints import login
 from idp_service.context import ctx
 from idp_service.saml import authn_request, metadata, pages, response, service, sp_registry
+from idp_service.saml.constants import KEY_TYPE_FOR_ALGORITHM
 from idp_service.saml.errors import SamlError
-from idp_service.saml.models import ServiceProvider
 
 bp = Blueprint("saml", __name__, url_prefix="/saml")
 
@@ -52,18 +52,17 @@ def _reject(exc: SamlError, sp_hint: str | None, binding: str) -> Response:
     return pages.error(exc)
 
 
-def _status_reply(
-    exc: SamlError, accepted: authn_request.Accepted, sp: ServiceProvider
-) -> Response:
+def _status_reply(exc: SamlError, accepted: authn_request.Accepted) -> Response:
     """Answer the SP (its ACS is trusted by now) with a SAML status instead of an assertion."""
     svc = ctx()
-    key = service.keys(svc).active(sp_registry.key_type(sp))
+    sp = accepted.sp_settings
+    key = service.keys(svc).active(KEY_TYPE_FOR_ALGORITHM[sp["signature_algorithm"]])
     target = response.Target(
         issuer=service.idp_entity_id(svc),
         acs_url=accepted.acs_url,
         in_response_to=accepted.request.id,
-        sign_response=sp.sign_response,
-        sign_assertion=sp.sign_assertion,
+        sign_response=sp["sign_response"],
+        sign_assertion=sp["sign_assertion"],
     )
     xml = response.failure(target, exc.saml_status or (), key, message=exc.code)
     audit.record_separately(
@@ -72,13 +71,13 @@ def _status_reply(
         "rejected",
         code=exc.code,
         remote_addr=request.remote_addr,
-        details={"binding": accepted.binding, "sp": sp.entity_id},
+        details={"binding": accepted.binding, "sp": accepted.sp_entity_id},
     )
     return pages.refused(
         acs_url=accepted.acs_url,
         saml_response=response.encode(xml),
         relay_state=accepted.relay_state,
-        sp_name=sp.name,
+        sp_name=accepted.sp_name,
         code=exc.code,
         message=exc.message,
         hint=exc.hint,
@@ -92,6 +91,7 @@ def sso() -> Response:
     svc = ctx()
     binding = "redirect" if request.method == "GET" else "post"
     issuer: str | None = None
+    accepted: authn_request.Accepted | None = None
     try:
         if request.method == "GET":
             incoming = authn_request.read_redirect(request.query_string)
@@ -103,20 +103,18 @@ def sso() -> Response:
             incoming = authn_request.read_post(form.get("SAMLRequest"), form.get("RelayState"))
         parsed = authn_request.parse(incoming.xml)
         issuer = parsed.issuer
+        # One transaction: read the SP, check everything, record the request ID as used.
+        # Any refusal rolls it back, so only the audit event below is ever written.
         with svc.db.session() as s:
             sp = sp_registry.find(s, parsed.issuer)
-        accepted = authn_request.check(incoming, parsed, sp, sso_url=service.idp_sso_url(svc))
+            accepted = authn_request.check(incoming, parsed, sp, sso_url=service.idp_sso_url(svc))
+            authn_request.policy_check(accepted)
+            authn_request.remember_request_id(s, accepted)
     except SamlError as exc:
+        if exc.saml_status is not None and accepted is not None:
+            return _status_reply(exc, accepted)
         return _reject(exc, issuer, binding)
-    assert sp is not None
-    try:
-        authn_request.policy_check(accepted, sp)
-    except SamlError as exc:
-        return _status_reply(exc, accepted, sp)
-    try:
-        authn_request.remember_request_id(svc.db, accepted)
-    except SamlError as exc:
-        return _reject(exc, sp.entity_id, binding)
+    authn_request.purge_seen(svc.db)
     txn_id = login.start_transaction("saml", accepted.context())
     return redirect(f"/login/{txn_id}", 303)
 
@@ -146,6 +144,7 @@ def idp_initiated() -> Response:
     txn_id = login.start_transaction(
         "saml",
         {
+            "sp": sp_registry.snapshot(sp),
             "sp_entity_id": sp.entity_id,
             "sp_name": sp.name,
             "acs_url": acs_url,

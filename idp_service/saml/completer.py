@@ -4,6 +4,8 @@ Registered as ``login.LOGIN_COMPLETERS["saml"]``. ``/login/<txn>/continue``
 calls it with the transaction (``verified``: the device was trusted and its
 owner active, rechecked just now; or ``denied`` with a reason). The completer:
 
+* uses the SP's settings as they were when the request was accepted (frozen in
+  the transaction's context), so it reads nothing from the registry;
 * claims the transaction with a conditional ``UPDATE ... SET completed_at``:
   only the first call issues anything, a second gets an error page;
 * in factor mode (``identity_broker`` SP) refuses unless the device's owner is
@@ -22,8 +24,12 @@ from idp_service import audit
 from idp_service.blueprints.login import MESSAGES
 from idp_service.context import ctx
 from idp_service.errors import HINTS
-from idp_service.saml import assertion, pages, response, service, sp_registry
-from idp_service.saml.constants import STATUS_AUTHN_FAILED, STATUS_RESPONDER
+from idp_service.saml import assertion, attributes, pages, response, service
+from idp_service.saml.constants import (
+    KEY_TYPE_FOR_ALGORITHM,
+    STATUS_AUTHN_FAILED,
+    STATUS_RESPONDER,
+)
 from idp_service.saml.errors import SamlError
 from idp_service.storage.models import Device, LoginTransaction, User, utcnow
 
@@ -61,15 +67,14 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
     """Issue the one Response this transaction is allowed (see the module doc)."""
     svc = ctx()
     c = txn.context or {}
-    with svc.db.session() as s:
-        sp = sp_registry.find(s, c.get("sp_entity_id", ""))
-    if sp is None or not sp.enabled:
-        exc = SamlError("saml_unknown_sp" if sp is None else "saml_sp_disabled", status=410)
+    sp = c.get("sp")
+    if not sp or not c.get("acs_url"):
+        exc = SamlError("saml_malformed", "not a SAML sign-in", status=400)
         audit.record_separately(svc.db, "saml.response", "rejected", code=exc.code)
         return pages.error(exc)
     # Load (or create) shared material before the write transaction: on SQLite a nested
     # writer would wait for the outer one.
-    key = service.keys(svc).active(sp_registry.key_type(sp))
+    key = service.keys(svc).active(KEY_TYPE_FOR_ALGORITHM[sp["signature_algorithm"]])
     persistent_secret = service.persistent_secret(svc)
     code: str | None = None
     if txn.status != "verified" or user is None or device is None:
@@ -80,10 +85,11 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
         issuer=service.idp_entity_id(svc),
         acs_url=c["acs_url"],
         in_response_to=c.get("request_id"),
-        sign_response=sp.sign_response,
-        sign_assertion=sp.sign_assertion,
-        encrypt_cert=(sp.encryption_certs[0] if sp.encrypt_assertion else None),
+        sign_response=sp["sign_response"],
+        sign_assertion=sp["sign_assertion"],
+        encrypt_cert=sp.get("encrypt_cert"),
     )
+    details = {"sp": c.get("sp_entity_id"), "request_id": c.get("request_id")}
     with svc.db.session() as s:
         claimed = s.execute(
             update(LoginTransaction)
@@ -92,59 +98,51 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
             .execution_options(synchronize_session=False)
         ).rowcount
         if claimed != 1:
-            finished = SamlError("saml_login_finished", status=409)
+            xml = None
+        elif code is None:
+            spec = assertion.AssertionSpec(
+                issuer=target.issuer,
+                sp_entity_id=c["sp_entity_id"],
+                acs_url=target.acs_url,
+                in_response_to=target.in_response_to,
+                nameid_format=sp["nameid_format"],
+                subject=assertion.Subject(user.id, user.user_name, user.email),
+                persistent_secret=persistent_secret,
+                session_minutes=sp["session_minutes"],
+                attributes=attributes.collect(s, sp["attributes"], user, device),
+            )
+            xml = response.success(target, assertion.build(spec), key)
+            audit.record(
+                s, "saml.response", "ok", user_id=user.id, device_id=device.id, details=details
+            )
         else:
-            finished = None
-            details = {"sp": sp.entity_id, "request_id": c.get("request_id")}
-            if code is None:
-                spec = assertion.AssertionSpec(
-                    issuer=target.issuer,
-                    sp_entity_id=sp.entity_id,
-                    acs_url=target.acs_url,
-                    in_response_to=target.in_response_to,
-                    nameid_format=sp.nameid_format,
-                    subject=assertion.Subject(user.id, user.user_name, user.email),
-                    persistent_secret=persistent_secret,
-                    session_minutes=sp.session_minutes,
-                    attributes=_attributes(s, sp, user, device),
-                )
-                xml = response.success(target, assertion.build(spec), key)
-                audit.record(
-                    s, "saml.response", "ok", user_id=user.id, device_id=device.id, details=details
-                )
-            else:
-                xml = response.failure(
-                    target, (STATUS_RESPONDER, STATUS_AUTHN_FAILED), key, message=code
-                )
-                audit.record(
-                    s,
-                    "saml.response",
-                    "denied",
-                    code=code,
-                    user_id=txn.user_id,
-                    device_id=txn.device_id,
-                    details=details,
-                )
-    if finished is not None:
+            xml = response.failure(
+                target, (STATUS_RESPONDER, STATUS_AUTHN_FAILED), key, message=code
+            )
+            audit.record(
+                s,
+                "saml.response",
+                "denied",
+                code=code,
+                user_id=txn.user_id,
+                device_id=txn.device_id,
+                details=details,
+            )
+    if xml is None:
+        finished = SamlError("saml_login_finished", status=409)
         audit.record_separately(
-            svc.db, "saml.response", "rejected", code=finished.code, details={"sp": sp.entity_id}
+            svc.db, "saml.response", "rejected", code=finished.code, details=details
         )
         return pages.error(finished)
     encoded = response.encode(xml)
     if code is None:
-        return pages.post_form(target.acs_url, encoded, c.get("relay_state"), sp.name)
+        return pages.post_form(target.acs_url, encoded, c.get("relay_state"), sp["name"])
     return pages.refused(
         acs_url=target.acs_url,
         saml_response=encoded,
         relay_state=c.get("relay_state"),
-        sp_name=sp.name,
+        sp_name=sp["name"],
         code=code,
         message=FACTOR_MESSAGES.get(code) or MESSAGES.get(code, "The device check failed."),
         hint=FACTOR_HINTS.get(code) or HINTS.get(code, ""),
     )
-
-
-def _attributes(s, sp, user: User, device: Device) -> list[tuple[str, list[str]]]:  # noqa: ANN001
-    from idp_service.saml.attributes import collect
-
-    return collect(s, sp.attributes or {}, user, device)

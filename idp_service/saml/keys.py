@@ -52,7 +52,7 @@ CERT_YEARS = 10
 
 @dataclass(frozen=True)
 class LoadedKey:
-    """A signing key parsed once: the xmlsec key (with its certificate) and its metadata."""
+    """A signing key parsed once: the xmlsec key, the certificate and its metadata."""
 
     id: str
     key_type: str
@@ -233,8 +233,9 @@ def list_keys(session: Session) -> list[SigningKey]:
 
 def load(row_id: str, key_type: str, status: str, pem: bytes, cert_pem: str) -> LoadedKey:
     """Parse one key into the forms signing needs (done once per key per process)."""
+    # The certificate is not loaded into the xmlsec key: signing copies a key's X.509
+    # data on every signature, and the signer writes <ds:X509Certificate> itself.
     key = xmlsec.Key.from_memory(pem, xmlsec.constants.KeyDataFormatPem)
-    key.load_cert_from_memory(cert_pem.encode(), xmlsec.constants.KeyDataFormatCertPem)
     private = serialization.load_pem_private_key(pem, password=None)
     assert isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
     der = x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(serialization.Encoding.DER)

@@ -23,7 +23,8 @@ class ServiceProvider(Base):
     entity_id: Mapped[str] = mapped_column(String(1024), unique=True)
     name: Mapped[str] = mapped_column(String(256))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    metadata_xml: Mapped[str | None] = mapped_column(Text)
+    # Kept for reference and re-import; not loaded on the sign-in path.
+    metadata_xml: Mapped[str | None] = mapped_column(Text, deferred=True)
     # [{"binding": URN, "location": URL, "index": int, "is_default": bool}]
     acs: Mapped[list[Any]] = mapped_column(JSON)
     signing_certs: Mapped[list[Any]] = mapped_column(JSON)  # PEM strings

@@ -388,6 +388,23 @@ def to_json(sp: ServiceProvider, *, with_metadata: bool = False) -> dict[str, An
     return data
 
 
+def snapshot(sp: ServiceProvider) -> dict[str, Any]:
+    """The settings a Response needs, frozen into the login transaction when the request is
+    accepted (so completing a sign-in needs no second registry read; a settings change
+    applies from the next sign-in)."""
+    return {
+        "id": sp.id,
+        "name": sp.name,
+        "nameid_format": sp.nameid_format,
+        "attributes": dict(sp.attributes or {}),
+        "sign_response": sp.sign_response,
+        "sign_assertion": sp.sign_assertion,
+        "signature_algorithm": sp.signature_algorithm,
+        "encrypt_cert": (sp.encryption_certs or [None])[0] if sp.encrypt_assertion else None,
+        "session_minutes": sp.session_minutes,
+    }
+
+
 def resolve_acs(
     sp: ServiceProvider,
     *,
