@@ -330,3 +330,11 @@ def test_cli_sp_and_keys(tmp_path, sqlite_url):
     assert json.loads(_cli(env, "keys", "rotate", "--retire", "--json").stdout)["retired"] == [
         before[0]["id"]
     ]
+
+
+def test_comments_cannot_truncate_a_subject():
+    # The comment-truncation attack (CVE-2017-11427 family): c14n ignores comments, so a
+    # parser that stops at one would read "alice@example.com" from a signed subject.
+    xml = authn_request_xml(issuer="http://sp.test/metadata", subject="alice@example.com.evil.org")
+    xml = xml.replace(b"alice@example.com", b"alice@example.com<!---->")
+    assert authn_request.parse(xml).subject == "alice@example.com.evil.org"
