@@ -18,6 +18,8 @@ SAML Response. Modules, by what they do:
 * :mod:`.attributes` - attribute sources (groups, posture) and mapping.
 * :mod:`.assertion` / :mod:`.response` - building, signing, encrypting Responses.
 * :mod:`.completer` - turns a finished login transaction into exactly one Response.
+* :mod:`.pages` - the auto-POST form, the refusal page and the error page.
+* :mod:`.service` - per-process state: the key ring and the persistent-NameID secret.
 * :mod:`.blueprint` - the HTTP endpoints under ``/saml``.
 * :mod:`.api` - JSON functions behind the admin API and the CLI.
 * :mod:`.cli` - ``devicetrust sp ...`` and ``devicetrust keys ...``.

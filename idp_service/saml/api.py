@@ -12,6 +12,7 @@ from typing import Any
 
 from idp_service.errors import ApiError
 from idp_service.saml import keys, sp_registry
+from idp_service.saml.constants import KEY_TYPE_FOR_ALGORITHM
 from idp_service.storage.db import Database
 
 _STATUS = {"sp_unknown": 404, "sp_exists": 409, "sp_ambiguous": 409}
@@ -44,7 +45,7 @@ def _reject_unknown(body: dict[str, Any], extra: tuple[str, ...]) -> None:
 
 def _ensure_key(db: Database, sp: dict[str, Any]) -> None:
     # Publish the key an SP needs before it is first used (metadata must list it).
-    keys.ensure_active(db, "ec" if sp["signature_algorithm"] == "ecdsa-sha256" else "rsa")
+    keys.ensure_active(db, KEY_TYPE_FOR_ALGORITHM[sp["signature_algorithm"]])
 
 
 def list_sps(db: Database) -> list[dict[str, Any]]:

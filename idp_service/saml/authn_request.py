@@ -41,7 +41,6 @@ from idp_service.saml.constants import (
     BINDING_REDIRECT,
     NAMEID_FORMATS,
     NAMEID_UNSPECIFIED,
-    NS_DS,
     NS_SAML,
     NS_SAMLP,
     STATUS_INVALID_NAMEID_POLICY,
@@ -287,11 +286,6 @@ def parse(xml: bytes) -> AuthnRequest:
     )
 
 
-def decode_and_parse(incoming: Incoming) -> AuthnRequest:
-    """Parse the document an :class:`Incoming` carries."""
-    return parse(incoming.xml)
-
-
 # ---- 3. checking against the SP -----------------------------------------------------------
 
 
@@ -398,7 +392,6 @@ __all__ = [
     "Accepted",
     "AuthnRequest",
     "Incoming",
-    "NS_DS",
     "check",
     "inflate",
     "parse",

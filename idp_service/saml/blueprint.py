@@ -97,7 +97,9 @@ def sso() -> Response:
             incoming = authn_request.read_redirect(request.query_string)
         else:
             length = request.content_length
-            if length is None or length > authn_request.MAX_POST_BODY:
+            if length is None:
+                raise SamlError("saml_malformed", "the POST body needs a Content-Length")
+            if length > authn_request.MAX_POST_BODY:
                 raise SamlError("saml_too_large", "POST body too large", status=413)
             form = request.form
             incoming = authn_request.read_post(form.get("SAMLRequest"), form.get("RelayState"))

@@ -31,7 +31,6 @@ from idp_service.saml import attributes as attrs
 from idp_service.saml import xmlsafe
 from idp_service.saml.constants import (
     BINDING_POST,
-    KEY_TYPE_FOR_ALGORITHM,
     NAMEID_FORMATS,
     NAMEID_SHORT,
     NS_DS,
@@ -237,11 +236,6 @@ def _validate_row(sp: ServiceProvider) -> None:
         )
     if sp.identity_broker:
         sp.require_signed_requests = True  # factor mode trusts the broker's signed subject
-
-
-def key_type(sp: ServiceProvider) -> str:
-    """The IdP key type this SP's signature algorithm needs (``rsa`` or ``ec``)."""
-    return KEY_TYPE_FOR_ALGORITHM[sp.signature_algorithm]
 
 
 def add(

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from functools import lru_cache
 
@@ -76,7 +77,7 @@ def _template(key_type: str) -> etree._Element:
 
 def sign(node: etree._Element, key: LoadedKey) -> None:
     """Sign ``node`` (which has an ``ID``) in place with ``key``."""
-    sig = _copy(_template(key.key_type))
+    sig = copy.deepcopy(_template(key.key_type))
     ref = sig.find(f"{{{NS_DS}}}SignedInfo/{{{NS_DS}}}Reference")
     ref.set("URI", "#" + node.get("ID"))
     cert = sig.find(f"{{{NS_DS}}}KeyInfo/{{{NS_DS}}}X509Data/{{{NS_DS}}}X509Certificate")
@@ -87,12 +88,6 @@ def sign(node: etree._Element, key: LoadedKey) -> None:
     ctx.register_id(node, "ID")
     ctx.key = key.xmlsec_key
     ctx.sign(sig)
-
-
-def _copy(element: etree._Element) -> etree._Element:
-    import copy
-
-    return copy.deepcopy(element)
 
 
 @lru_cache(maxsize=256)
