@@ -84,7 +84,7 @@ def service_path(url: str, n: int) -> tuple[float, float]:
         for _ in range(n):
             txn = transactions.create(s, ttl_seconds=600)
             token, challenge = challenges.issue(
-                service, s, "authenticate", transactions.binding_for(txn)
+                service, "authenticate", transactions.binding_for(txn)
             )
             body = ResponseBody(token, keys.public_json(), platform, "bench", time.time())
             envelopes.append(seal_response(body, challenge, keys))

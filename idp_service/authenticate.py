@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from idp_service import audit, transactions
+from idp_service.challenges import timestamp
 from idp_service.context import ServiceContext
 from idp_service.storage.login_sql import consume_for_trusted_device
 from idp_service.storage.models import Challenge as ChallengeRow
-from idp_service.storage.models import Device, User, utcnow
-from trust_protocol.encoding import b64e
+from idp_service.storage.models import Device, User
 from trust_protocol.errors import ProtocolError
 from trust_protocol.response import (
     RegisteredDevice,
@@ -76,6 +76,9 @@ def verify(
         user_id = consume_for_trusted_device(
             service.db.engine,
             challenge_id=verified.challenge.id_text,
+            binding=verified.challenge.binding,
+            issued_at=timestamp(verified.challenge.issued_at),
+            expires_at=timestamp(verified.challenge.expires_at),
             device_id=verified.device_id,
             sign_key=verified.sign_key,
             via=via,
@@ -113,20 +116,12 @@ def _explain_refusal(service: ServiceContext, verified: VerifiedResponse) -> Non
             else None
         )
         check_registration(verified, registered)
-        challenge = session.execute(
-            select(ChallengeRow.consumed_at, ChallengeRow.expires_at).where(
-                ChallengeRow.id == b64e(verified.challenge.id)
-            )
-        ).first()
-    if challenge is None:
-        raise ProtocolError("challenge_unknown")
-    if challenge.consumed_at is not None:
+        answered = session.get(ChallengeRow, verified.challenge.id_text)
+    if answered is not None:
         raise ProtocolError("challenge_replayed")
-    if challenge.expires_at <= utcnow():
-        raise ProtocolError("challenge_expired")
-    # Everything looked fine a moment later: a concurrent change (e.g. a revocation
-    # or another replica's consumption) won the race. Refuse; the agent may retry.
-    raise ProtocolError("challenge_replayed", "the challenge changed state concurrently")
+    # Everything looks fine a moment later: a concurrent change (say, a re-trust
+    # right after a revocation) raced this answer. Refuse; a new sign-in will work.
+    raise ProtocolError("device_revoked", "the device's state changed during this sign-in")
 
 
 def _record_refusal(

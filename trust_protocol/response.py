@@ -16,6 +16,7 @@ checks against the registry's record of the device.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,6 +124,17 @@ def _string_map(obj: object, name: str) -> dict[str, str]:
     return obj
 
 
+def _seconds(value: float) -> float:
+    """A JSON number of seconds as a finite double, or ``malformed``."""
+    try:
+        seconds = float(value)
+    except OverflowError as exc:  # an integer beyond the range of a double
+        raise ProtocolError("malformed", "agent clock is out of range") from exc
+    if not math.isfinite(seconds):
+        raise ProtocolError("malformed", "agent clock is out of range")
+    return seconds
+
+
 def open_response(
     envelope: bytes | str,
     *,
@@ -195,8 +207,10 @@ def open_response(
         raise ProtocolError("challenge_expired")
     agent = require(body, "agent", dict)
     agent_version = require(agent, "version", str)
-    clock = require(agent, "clock", (int, float))
-    skew = float(clock) - now
+    if len(agent_version) > MAX_FIELD:
+        raise ProtocolError("malformed", "agent version is too long")
+    clock = _seconds(require(agent, "clock", (int, float)))
+    skew = clock - now
     if abs(skew) > max_skew:
         raise ProtocolError("clock_skew", f"agent clock is off by {skew:+.0f} s")
     data = body.get("data", {})
@@ -208,8 +222,8 @@ def open_response(
         sign_key=sign_key,
         box_key=box_key,
         platform=_string_map(require(body, "platform", dict), "platform"),
-        agent_version=agent_version[:MAX_FIELD],
-        agent_clock=float(clock),
+        agent_version=agent_version,
+        agent_clock=clock,
         clock_skew=skew,
         data=data,
     )

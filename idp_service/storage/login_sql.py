@@ -1,9 +1,9 @@
 """The one write of a successful device sign-in, as few round trips as the database allows.
 
-Every sign-in's verified response does the same thing: consume the challenge
-(only if it is unconsumed, unexpired, and the device is trusted with this very
-key and an active owner), refresh the device's last-seen data, and append an
-audit event. Doing it as one guarded statement keeps the single-use guarantee
+Every sign-in's verified response does the same thing: record the challenge as
+answered (only if it was not answered before, and only if the device is trusted
+with this very key and has an active owner), refresh the device's last-seen
+data, and append an audit event. Doing it as one guarded statement keeps the single-use guarantee
 atomic and makes the common case cheap:
 
 * PostgreSQL: one data-modifying CTE, run in autocommit, so one round trip;
@@ -26,26 +26,27 @@ from sqlalchemy import Engine
 
 _PG = """
     WITH c AS (
-        UPDATE challenges
-        SET consumed_at = %(now)s, consumed_via = %(via)s, device_id = %(device_id)s,
-            result = 'ok'
-        WHERE id = %(cid)s AND consumed_at IS NULL AND expires_at > %(now)s
-        AND EXISTS (
+        INSERT INTO challenges (id, purpose, binding, issued_at, expires_at, consumed_at,
+                                consumed_via, device_id, result)
+        SELECT %(cid)s::varchar, 'authenticate', %(binding)s::varchar, %(issued_at)s,
+               %(expires_at)s, %(now)s, %(via)s::varchar, %(device_id)s::varchar, 'ok'
+        WHERE EXISTS (
             SELECT 1 FROM devices d JOIN users u ON u.id = d.user_id
-            WHERE d.id = %(device_id)s AND d.sign_key = %(sign_key)s AND d.state = 'trusted'
-            AND u.active
+            WHERE d.id = %(device_id)s::varchar AND d.sign_key = %(sign_key)s
+            AND d.state = 'trusted' AND u.active
         )
+        ON CONFLICT (id) DO NOTHING
         RETURNING id
     ), d AS (
         UPDATE devices
         SET last_seen = %(now)s, last_clock_skew = %(skew)s, agent_version = %(agent_version)s,
             updated_at = %(now)s
-        WHERE id = %(device_id)s AND EXISTS (SELECT 1 FROM c)
+        WHERE id = %(device_id)s::varchar AND EXISTS (SELECT 1 FROM c)
         RETURNING user_id
     ), a AS (
         INSERT INTO audit_events (at, action, outcome, user_id, device_id, remote_addr, details)
-        SELECT %(now)s, 'login.device_verified', 'ok', d.user_id, %(device_id)s,
-               %(remote_addr)s, CAST(%(details)s AS json)
+        SELECT %(now)s, 'login.device_verified', 'ok', d.user_id, %(device_id)s::varchar,
+               %(remote_addr)s::varchar, CAST(%(details)s AS json)
         FROM d
         RETURNING id
     )
@@ -53,13 +54,14 @@ _PG = """
 """
 
 _SQLITE_CONSUME = """
-    UPDATE challenges
-    SET consumed_at = ?, consumed_via = ?, device_id = ?, result = 'ok'
-    WHERE id = ? AND consumed_at IS NULL AND expires_at > ?
-    AND EXISTS (
+    INSERT INTO challenges (id, purpose, binding, issued_at, expires_at, consumed_at,
+                            consumed_via, device_id, result)
+    SELECT ?, 'authenticate', ?, ?, ?, ?, ?, ?, 'ok'
+    WHERE EXISTS (
         SELECT 1 FROM devices d JOIN users u ON u.id = d.user_id
         WHERE d.id = ? AND d.sign_key = ? AND d.state = 'trusted' AND u.active
     )
+    ON CONFLICT (id) DO NOTHING
 """
 _SQLITE_DEVICE = """
     UPDATE devices SET last_seen = ?, last_clock_skew = ?, agent_version = ?, updated_at = ?
@@ -77,6 +79,9 @@ def consume_for_trusted_device(
     engine: Engine,
     *,
     challenge_id: str,
+    binding: str,
+    issued_at: dt.datetime,
+    expires_at: dt.datetime,
     device_id: str,
     sign_key: bytes,
     via: str,
@@ -85,9 +90,12 @@ def consume_for_trusted_device(
     remote_addr: str | None,
     details: dict[str, Any],
 ) -> str | None:
-    """Consume the challenge for a trusted device; return the owner's id, or None if refused."""
+    """Record the answer of a trusted device; return the owner's id, or None if refused."""
     params = {
         "cid": challenge_id,
+        "binding": binding,
+        "issued_at": issued_at,
+        "expires_at": expires_at,
         "now": dt.datetime.now(dt.UTC),
         "via": via,
         "device_id": device_id,
@@ -107,12 +115,26 @@ def consume_for_trusted_device(
         finally:
             raw.driver_connection.autocommit = False
             raw.close()
-    now = params["now"].replace(tzinfo=None).strftime(_SQLITE_TIME)
+
+    def sqlite_time(value: dt.datetime) -> str:
+        return value.astimezone(dt.UTC).replace(tzinfo=None).strftime(_SQLITE_TIME)
+
+    now = sqlite_time(params["now"])
     try:
         cur = raw.cursor()
         cur.execute(
             _SQLITE_CONSUME,
-            (now, via, device_id, challenge_id, now, device_id, sign_key),
+            (
+                challenge_id,
+                binding,
+                sqlite_time(issued_at),
+                sqlite_time(expires_at),
+                now,
+                via,
+                device_id,
+                device_id,
+                sign_key,
+            ),
         )
         if cur.rowcount != 1:
             raw.rollback()

@@ -111,7 +111,11 @@ class Device(Base):
 
 
 class Challenge(Base):
-    """One issued challenge. ``consumed_at`` makes it single use, atomically."""
+    """One *answered* challenge. Its primary key makes each challenge single use.
+
+    Challenges are not stored when issued (they are signed statements); the row
+    is written by the first accepted answer, and a second answer collides.
+    """
 
     __tablename__ = "challenges"
 
@@ -119,8 +123,8 @@ class Challenge(Base):
     purpose: Mapped[str] = mapped_column(String(16))
     binding: Mapped[str] = mapped_column(String(256), index=True)
     issued_at: Mapped[dt.datetime]
-    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
-    consumed_at: Mapped[dt.datetime | None]
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)  # rows past it may be purged
+    consumed_at: Mapped[dt.datetime]
     consumed_via: Mapped[str | None] = mapped_column(String(16))  # browser | callback | agent
     device_id: Mapped[str | None] = mapped_column(String(64))
     result: Mapped[str | None] = mapped_column(String(32))  # ok or a protocol error code

@@ -42,7 +42,7 @@ def upgrade() -> None:
     sa.Column('binding', sa.String(length=256), nullable=False),
     sa.Column('issued_at', idp_service.storage.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('expires_at', idp_service.storage.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('consumed_at', idp_service.storage.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('consumed_at', idp_service.storage.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('consumed_via', sa.String(length=16), nullable=True),
     sa.Column('device_id', sa.String(length=64), nullable=True),
     sa.Column('result', sa.String(length=32), nullable=True),
