@@ -39,4 +39,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(login.bp)
+
+    from idp_service import saml
+
+    saml.init_app(app)
     return app

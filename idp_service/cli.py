@@ -220,9 +220,13 @@ def demo() -> None:
     sys.exit(run_demo())
 
 
-from posture_checks.cli import checks  # noqa: E402 - surfaces add their groups here
+# Surfaces add their command groups here.
+from idp_service.saml.cli import keys_group, sp_group  # noqa: E402
+from posture_checks.cli import checks  # noqa: E402
 
 cli.add_command(checks)
+cli.add_command(sp_group)
+cli.add_command(keys_group)
 
 
 def main() -> None:

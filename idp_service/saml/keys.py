@@ -1,0 +1,322 @@
+"""IdP signing keys and certificates: made on first use, shared by replicas, rolled over in stages.
+
+Keys live in the ``saml_signing_keys`` table, so every replica signs with the
+same key and publishes the same metadata. There is one *active* key per key type
+(``rsa``: RSA-2048, the default; ``ec``: ECDSA P-256, for SPs set to
+``ecdsa-sha256``), created the first time it is needed.
+
+Rollover is staged (SimpleSAMLphp's ``keyrollover`` recipe):
+
+1. :func:`stage_next` creates a *next* key. Metadata publishes it next to the
+   active one; nothing signs with it yet. SPs refresh their metadata.
+2. :func:`activate_next` switches signing to it. The old key becomes *previous*
+   and stays in metadata so in-flight responses still verify.
+3. :func:`retire_previous` drops the old key from metadata.
+
+Each process keeps a :class:`KeyRing` in ``ctx().extras``: PEMs are parsed once
+(an RSA PEM costs ~50 ms to load) and the ring re-reads the key table's ids at
+most every ``REFRESH_SECONDS`` so a rotation done by the CLI reaches every
+replica.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import hashlib
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import xmlsec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from idp_service import audit
+from idp_service.saml.models import SigningKey
+from idp_service.storage.db import Database
+from idp_service.storage.models import utcnow
+
+KEY_TYPES = ("rsa", "ec")
+PUBLISHED = ("next", "active", "previous")
+REFRESH_SECONDS = 10.0
+CERT_YEARS = 10
+
+
+@dataclass(frozen=True)
+class LoadedKey:
+    """A signing key parsed once: the xmlsec key, the certificate and its metadata."""
+
+    id: str
+    key_type: str
+    status: str
+    cert_pem: str
+    cert_b64: str  # base64 DER, as it appears in <ds:X509Certificate>
+    xmlsec_key: xmlsec.Key
+    private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the certificate's DER, hex with colons (what SP admins compare)."""
+        digest = hashlib.sha256(base64.b64decode(self.cert_b64)).hexdigest().upper()
+        return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def _generate(key_type: str, common_name: str) -> tuple[bytes, str, dt.datetime]:
+    if key_type == "rsa":
+        private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = rsa.generate_private_key(
+            public_exponent=65537, key_size=2048
+        )
+    elif key_type == "ec":
+        private = ec.generate_private_key(ec.SECP256R1())
+    else:
+        raise ValueError(f"unknown key type {key_type!r}; use one of {KEY_TYPES}")
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    not_after = now + dt.timedelta(days=365 * CERT_YEARS)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(not_after)
+        .sign(private, hashes.SHA256())
+    )
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return pem, cert.public_bytes(serialization.Encoding.PEM).decode(), not_after
+
+
+def _new_row(key_type: str, status: str) -> SigningKey:
+    pem, cert_pem, not_after = _generate(key_type, f"devicetrust IdP signing ({key_type})")
+    return SigningKey(
+        id=uuid.uuid4().hex,
+        key_type=key_type,
+        status=status,
+        active_slot=key_type if status == "active" else None,
+        next_slot=key_type if status == "next" else None,
+        private_key_pem=pem,
+        cert_pem=cert_pem,
+        not_after=not_after,
+        activated_at=utcnow() if status == "active" else None,
+    )
+
+
+def ensure_active(db: Database, key_type: str) -> None:
+    """Create the active key of ``key_type`` unless one exists (safe across replicas)."""
+    with db.session() as s:
+        exists = s.execute(select(SigningKey.id).where(SigningKey.active_slot == key_type)).first()
+    if exists:
+        return
+    try:
+        with db.session() as s:
+            row = _new_row(key_type, "active")
+            s.add(row)
+            s.flush()
+            audit.record(
+                s, "saml.key.create", "ok", details={"key_id": row.id, "key_type": key_type}
+            )
+    except IntegrityError:
+        pass  # another replica created it first
+
+
+def stage_next(session: Session, key_type: str, *, actor: str | None = None) -> SigningKey:
+    """Step 1: create the next key of ``key_type`` (published, not signing). Idempotent."""
+    row = session.execute(
+        select(SigningKey).where(SigningKey.next_slot == key_type)
+    ).scalar_one_or_none()
+    if row is not None:
+        return row
+    row = _new_row(key_type, "next")
+    session.add(row)
+    session.flush()
+    audit.record(
+        session,
+        "saml.key.stage",
+        "ok",
+        actor=actor,
+        details={"key_id": row.id, "key_type": key_type},
+    )
+    return row
+
+
+def activate_next(session: Session, key_type: str, *, actor: str | None = None) -> SigningKey:
+    """Step 2: sign with the staged key; the old active key stays published as previous."""
+    nxt = session.execute(
+        select(SigningKey).where(SigningKey.next_slot == key_type)
+    ).scalar_one_or_none()
+    if nxt is None:
+        raise LookupError(f"no staged {key_type} key; run `devicetrust keys rotate` first")
+    now = utcnow()
+    # Older "previous" keys are retired: at most one previous key stays published.
+    session.execute(
+        update(SigningKey)
+        .where(SigningKey.key_type == key_type, SigningKey.status == "previous")
+        .values(status="retired", retired_at=now)
+    )
+    session.execute(
+        update(SigningKey)
+        .where(SigningKey.active_slot == key_type)
+        .values(status="previous", active_slot=None)
+    )
+    session.flush()
+    session.execute(
+        update(SigningKey)
+        .where(SigningKey.id == nxt.id)
+        .values(status="active", active_slot=key_type, next_slot=None, activated_at=now)
+    )
+    audit.record(
+        session,
+        "saml.key.activate",
+        "ok",
+        actor=actor,
+        details={"key_id": nxt.id, "key_type": key_type},
+    )
+    session.flush()
+    session.refresh(nxt)
+    return nxt
+
+
+def retire_previous(session: Session, key_type: str, *, actor: str | None = None) -> list[str]:
+    """Step 3: stop publishing the previous key(s) of ``key_type``; returns their ids."""
+    ids = list(
+        session.scalars(
+            select(SigningKey.id).where(
+                SigningKey.key_type == key_type, SigningKey.status == "previous"
+            )
+        )
+    )
+    if ids:
+        session.execute(
+            update(SigningKey)
+            .where(SigningKey.id.in_(ids))
+            .values(status="retired", retired_at=utcnow())
+        )
+        audit.record(session, "saml.key.retire", "ok", actor=actor, details={"key_ids": ids})
+    return ids
+
+
+def key_to_json(row: SigningKey) -> dict[str, object]:
+    """A key as ``devicetrust keys list --json`` shows it (never the private half)."""
+    der = x509.load_pem_x509_certificate(row.cert_pem.encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return {
+        "id": row.id,
+        "key_type": row.key_type,
+        "status": row.status,
+        "sha256_fingerprint": ":".join(digest[i : i + 2] for i in range(0, len(digest), 2)),
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "activated_at": row.activated_at.isoformat() if row.activated_at else None,
+        "retired_at": row.retired_at.isoformat() if row.retired_at else None,
+        "not_after": row.not_after.isoformat() if row.not_after else None,
+    }
+
+
+def list_keys(session: Session) -> list[SigningKey]:
+    """Every key, newest first."""
+    return list(session.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())))
+
+
+def load(row_id: str, key_type: str, status: str, pem: bytes, cert_pem: str) -> LoadedKey:
+    """Parse one key into the forms signing needs (done once per key per process)."""
+    # The certificate is not loaded into the xmlsec key: signing copies a key's X.509
+    # data on every signature, and the signer writes <ds:X509Certificate> itself.
+    key = xmlsec.Key.from_memory(pem, xmlsec.constants.KeyDataFormatPem)
+    private = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+    der = x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(serialization.Encoding.DER)
+    return LoadedKey(
+        id=row_id,
+        key_type=key_type,
+        status=status,
+        cert_pem=cert_pem,
+        cert_b64=base64.b64encode(der).decode(),
+        xmlsec_key=key,
+        private_key=private,
+    )
+
+
+class KeyRing:
+    """The published and active keys of one process, refreshed from the database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._lock = threading.Lock()
+        self._keys: dict[str, LoadedKey] = {}
+        self._state: frozenset[tuple[str, str]] = frozenset()
+        self._checked = 0.0
+
+    def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < REFRESH_SECONDS:
+            return
+        with self._lock:
+            if not force and now - self._checked < REFRESH_SECONDS:
+                return
+            with self.db.session() as s:
+                rows = s.execute(
+                    select(SigningKey.id, SigningKey.status).where(SigningKey.status.in_(PUBLISHED))
+                ).all()
+                state = frozenset((r.id, r.status) for r in rows)
+                if state != self._state:
+                    keys: dict[str, LoadedKey] = {}
+                    for row_id, status in state:
+                        old = self._keys.get(row_id)
+                        if old is not None:
+                            keys[row_id] = dataclasses.replace(old, status=status)
+                            continue
+                        row = s.get(SigningKey, row_id)
+                        if row is not None:
+                            keys[row_id] = load(
+                                row.id, row.key_type, status, row.private_key_pem, row.cert_pem
+                            )
+                    self._keys = keys
+                    self._state = state
+            self._checked = time.monotonic()
+
+    def active(self, key_type: str) -> LoadedKey:
+        """The key that signs for ``key_type``, created on first use."""
+        self._refresh()
+        for key in self._keys.values():
+            if key.key_type == key_type and key.status == "active":
+                return key
+        ensure_active(self.db, key_type)
+        self._refresh(force=True)
+        for key in self._keys.values():
+            if key.key_type == key_type and key.status == "active":
+                return key
+        raise LookupError(f"no active {key_type} key")  # pragma: no cover - db refused the insert
+
+    def published(self) -> list[LoadedKey]:
+        """Every key metadata lists: active, next and previous, RSA first."""
+        self.active("rsa")
+        order = {"active": 0, "next": 1, "previous": 2}
+        return sorted(
+            self._keys.values(), key=lambda k: (k.key_type != "rsa", order[k.status], k.id)
+        )
+
+    def invalidate(self) -> None:
+        """Re-read the table on next use (after a rotation in this process)."""
+        self._checked = 0.0
+
+
+def keyring(extras: dict, db: Database) -> KeyRing:
+    """The process's :class:`KeyRing`, kept in the service context's ``extras``."""
+    ring = extras.get("saml_keyring")
+    if ring is None:
+        ring = extras.setdefault("saml_keyring", KeyRing(db))
+    return ring

@@ -1,0 +1,71 @@
+"""HTML answers of the SAML surface: the auto-POST form, the refusal page, the error page.
+
+Every page that carries a SAML Response is ``no-store``; RelayState and every
+other value reach the HTML only through Jinja's autoescaping.
+"""
+
+from __future__ import annotations
+
+from flask import Response, make_response, render_template
+
+from idp_service.saml.errors import SamlError
+
+
+def _no_store(resp: Response) -> Response:
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Pragma"] = "no-cache"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    return resp
+
+
+def post_form(acs_url: str, saml_response: str, relay_state: str | None, sp_name: str) -> Response:
+    """The page that POSTs a Response to the SP's ACS on load (a button without JavaScript)."""
+    return _no_store(
+        make_response(
+            render_template(
+                "saml/post.html",
+                acs_url=acs_url,
+                saml_response=saml_response,
+                relay_state=relay_state,
+                sp_name=sp_name,
+            )
+        )
+    )
+
+
+def refused(
+    *,
+    acs_url: str,
+    saml_response: str,
+    relay_state: str | None,
+    sp_name: str,
+    code: str,
+    message: str,
+    hint: str,
+    status: int = 403,
+) -> Response:
+    """Why the sign-in was refused, with a button that takes the AuthnFailed Response to the SP."""
+    resp = make_response(
+        render_template(
+            "saml/refused.html",
+            acs_url=acs_url,
+            saml_response=saml_response,
+            relay_state=relay_state,
+            sp_name=sp_name,
+            code=code,
+            message=message,
+            hint=hint,
+        ),
+        status,
+    )
+    return _no_store(resp)
+
+
+def error(exc: SamlError) -> Response:
+    """An error page for a request whose ACS cannot be trusted (nothing goes to any SP)."""
+    resp = make_response(
+        render_template("saml/error.html", code=exc.code, message=exc.message, hint=exc.hint),
+        exc.status,
+    )
+    return _no_store(resp)
