@@ -4,3 +4,4 @@ Add a line here when a surface adds a models module.
 """
 
 from idp_service.storage import models  # noqa: F401
+from scim import tables  # noqa: F401

@@ -1,0 +1,44 @@
+"""The SCIM protocol steps for devicetrust, without any input or output.
+
+A thin subclass of scim2-server's :class:`~scim2_server.service.ScimService`:
+it names our realm in ``WWW-Authenticate``, and bounds every request body (the
+library only bounds bulk bodies, and leaves the others to the integration).
+Everything else, validation, PATCH, ETags, filters, paging, bulk, is
+the library's.
+"""
+
+from __future__ import annotations
+
+from scim2_models import PayloadTooLargeException, ScimProvider
+from scim2_server.requests import ScimRequest
+from scim2_server.service import ScimService
+
+REALM = "devicetrust-scim"
+DEFAULT_MAX_BODY = 1024 * 1024
+
+
+class DevicetrustScimService(ScimService):
+    """:class:`ScimService` with our realm and our body limit."""
+
+    def __init__(self, provider: ScimProvider, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+        super().__init__(provider)
+        self.max_body = max_body
+
+    def www_authenticate(self, exception: Exception) -> str:
+        """The challenge of a 401: a bearer token for our realm (RFC 6750 §3)."""
+        return f'Bearer realm="{REALM}"'
+
+    def max_body_size(self, request: ScimRequest) -> int | None:
+        """Every request body is bounded, not only bulk ones (huge bodies get a 413)."""
+        limit = super().max_body_size(request)
+        return self.max_body if limit is None else min(limit, self.max_body)
+
+    def check_body_size(self, request: ScimRequest) -> None:
+        """Refuse with a 413 a body longer than :meth:`max_body_size`.
+
+        The WSGI application reads at most one byte more than the limit, so a
+        longer body is never held in memory whole.
+        """
+        limit = self.max_body_size(request)
+        if limit is not None and len(request.body) > limit:
+            raise PayloadTooLargeException(detail=f"The request body exceeds {limit} bytes")
