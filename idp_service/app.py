@@ -39,4 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(login.bp)
+    from scim.app import mount_scim
+
+    mount_scim(app)  # SCIM 2.0 at /scim/v2 (issue 4)
     return app

@@ -193,6 +193,11 @@ def demo() -> None:
     sys.exit(run_demo())
 
 
+from scim.cli import scim_token  # noqa: E402
+
+cli.add_command(scim_token)
+
+
 def main() -> None:
     """Entry point of the ``devicetrust`` console script."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
