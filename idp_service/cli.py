@@ -185,6 +185,33 @@ def devices_list(email: str | None, as_json: bool) -> None:
     _emit(rows, as_json, "\n".join(lines) or "no devices")
 
 
+def _device_action(action: str) -> click.Command:
+    @click.argument("device_id")
+    @click.option("--reason", required=True, help="Why (kept in the audit log).")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    def command(device_id: str, reason: str, as_json: bool) -> None:
+        from idp_service import registry
+        from idp_service.errors import ApiError
+        from idp_service.storage.models import User
+
+        try:
+            with _db().session() as session:
+                device = registry.change_state(
+                    session, device_id, action, reason=reason, actor="cli"
+                )
+                data = registry.device_json(device, session.get(User, device.user_id))
+        except ApiError as exc:
+            raise click.ClickException(f"{exc.message} ({exc.code})") from None
+        _emit(data, as_json, f"device {device_id} is now {data['state']}")
+
+    command.__doc__ = f"{action.capitalize()} DEVICE_ID (takes effect at the next sign-in)."
+    return click.command(action)(command)
+
+
+for _action in ("approve", "deny", "revoke", "retrust"):
+    devices.add_command(_device_action(_action))
+
+
 @cli.command()
 def demo() -> None:
     """Start the service and a local agent enrolled to it (what `make run` does)."""

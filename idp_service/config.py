@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_AGENT_PORTS = (47621, 37123, 52117, 22841, 60391, 29517)
+from trust_protocol.ports import DEFAULT_AGENT_PORTS, parse_ports
 
 
 def default_data_dir() -> Path:
@@ -18,12 +18,6 @@ def default_data_dir() -> Path:
     from platformdirs import user_data_path
 
     return user_data_path("devicetrust", appauthor=False)
-
-
-def _ports(text: str | None) -> tuple[int, ...]:
-    if not text:
-        return DEFAULT_AGENT_PORTS
-    return tuple(int(p) for p in text.replace(",", " ").split())
 
 
 @dataclass
@@ -56,7 +50,7 @@ class Settings:
             database_url=url,
             public_url=env.get("DEVICETRUST_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
             data_dir=data_dir,
-            agent_ports=_ports(env.get("DEVICETRUST_AGENT_PORTS")),
+            agent_ports=parse_ports(env.get("DEVICETRUST_AGENT_PORTS")),
             challenge_ttl=int(env.get("DEVICETRUST_CHALLENGE_TTL", "60")),
             max_clock_skew=float(env.get("DEVICETRUST_MAX_CLOCK_SKEW", "300")),
             login_ttl=int(env.get("DEVICETRUST_LOGIN_TTL", "600")),

@@ -38,3 +38,44 @@ def list_devices(session: Session, *, user_name: str | None = None) -> list[dict
         query = query.where(User.user_name_lower == user_name.lower())
     rows = session.execute(query.order_by(Device.first_seen.desc())).all()
     return [device_json(d, u) for d, u in rows]
+
+
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    # action -> states it may start from
+    "approve": ("pending", "denied"),
+    "deny": ("pending",),
+    "revoke": ("trusted", "pending"),
+    "retrust": ("revoked", "denied"),
+}
+TARGET = {"approve": "trusted", "deny": "denied", "revoke": "revoked", "retrust": "trusted"}
+
+
+def change_state(
+    session: Session, device_id: str, action: str, *, reason: str, actor: str
+) -> Device:
+    """Apply an admin action (approve, deny, revoke, re-trust), audited, effective at once."""
+    from idp_service import audit
+    from idp_service.errors import ApiError
+
+    if action not in TRANSITIONS:
+        raise ApiError("bad_action", f"unknown action {action!r}")
+    if not reason.strip():
+        raise ApiError("reason_required", "Every device decision needs a reason.")
+    device = session.get(Device, device_id)
+    if device is None:
+        raise ApiError("device_not_found", f"no device {device_id!r}", 404)
+    if device.state not in TRANSITIONS[action]:
+        raise ApiError("bad_transition", f"cannot {action} a device that is {device.state}", 409)
+    before = device.state
+    device.state = TARGET[action]
+    device.state_reason = reason
+    audit.record(
+        session,
+        f"device.{action}",
+        "ok",
+        actor=actor,
+        user_id=device.user_id,
+        device_id=device.id,
+        details={"from": before, "to": device.state, "reason": reason},
+    )
+    return device

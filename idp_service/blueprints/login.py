@@ -1,7 +1,206 @@
-"""The login page and its JSON endpoints (filled in below)."""
+"""The login page: find the local agent, hand it a challenge, wait for a verified answer.
+
+A sign-in is a *login transaction* (``idp_service/transactions.py``). The page
+asks for a challenge bound to it, offers the challenge to the agent on each of
+its loopback ports, forwards the agent's answer, and polls until the
+transaction is verified or denied, by whichever path the answer arrived (the
+browser's fetch or the agent's direct callback). Then ``/login/<id>/continue``
+hands the transaction to the surface that started it (SAML, or the plain
+device check) through a *completer* registered in ``LOGIN_COMPLETERS``.
+
+Transactions are bound to the browser that started them by the session cookie,
+so a transaction id alone is worth nothing to someone else.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from collections.abc import Callable
+
+from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, session
+from sqlalchemy import select
+
+from idp_service import authenticate, challenges, transactions
+from idp_service.context import ctx
+from idp_service.errors import HINTS, ApiError
+from idp_service.storage.models import Device, LoginTransaction, User
+from trust_protocol.errors import CODES, ProtocolError
 
 bp = Blueprint("login", __name__)
+
+MAX_TXNS_PER_SESSION = 8
+MAX_ENVELOPE = 64 * 1024
+
+# kind -> function(txn, user, device) -> Response. The SAML surface registers "saml".
+Completer = Callable[[LoginTransaction, User | None, Device | None], Response | str]
+LOGIN_COMPLETERS: dict[str, Completer] = {}
+
+MESSAGES = {
+    "device_unknown": "This device is not enrolled yet.",
+    "device_pending": "This device is waiting for approval by your IT administrator.",
+    "device_denied": "Your IT administrator denied this device.",
+    "device_revoked": "This device's trust was revoked.",
+    "owner_inactive": "Your account is deactivated.",
+    "device_key_mismatch": "This device answered with a key that does not match its enrollment.",
+    "expired": "This sign-in took too long and has expired.",
+}
+
+
+def remember(txn_id: str) -> None:
+    """Bind a transaction to this browser's session cookie."""
+    owned = [t for t in session.get("login_txns", []) if t != txn_id]
+    session["login_txns"] = (owned + [txn_id])[-MAX_TXNS_PER_SESSION:]
+
+
+def start_transaction(kind: str, context: dict | None = None) -> str:
+    """Create a transaction for this browser; other surfaces (SAML) call this too."""
+    service = ctx()
+    with service.db.session() as s:
+        txn_id = transactions.create(
+            s, ttl_seconds=service.settings.login_ttl, context={"kind": kind, **(context or {})}
+        )
+    remember(txn_id)
+    return txn_id
+
+
+def owned_transaction(txn_id: str) -> LoginTransaction:
+    """The transaction if this browser owns it; 404 otherwise (no oracle for guessing)."""
+    if txn_id not in session.get("login_txns", []):
+        raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
+    with ctx().db.session() as s:
+        txn = s.get(LoginTransaction, txn_id)
+    if txn is None:
+        raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
+    return txn
+
+
+@bp.get("/login")
+def login_start() -> Response:
+    """Start a plain device check (no SAML): useful to test an enrollment."""
+    return redirect(f"/login/{start_transaction('local')}", 303)
+
+
+@bp.get("/login/<txn_id>")
+def login_page(txn_id: str) -> str:
+    """The page every employee sees on sign-in."""
+    try:
+        txn = owned_transaction(txn_id)
+    except ApiError:
+        abort(404)
+    service = ctx()
+    return render_template(
+        "login.html",
+        txn=txn,
+        ports=list(service.settings.agent_ports),
+        sp_name=(txn.context or {}).get("sp_name"),
+    )
+
+
+@bp.post("/login/<txn_id>/challenge")
+def login_challenge(txn_id: str) -> Response:
+    """A fresh ``authenticate`` challenge bound to this transaction, for the agent."""
+    txn = owned_transaction(txn_id)
+    if not transactions.is_open(txn):
+        raise ApiError("login_closed", "This sign-in is finished or expired.", 409)
+    service = ctx()
+    with service.db.session() as s:
+        token, challenge = challenges.issue(
+            service, s, "authenticate", transactions.binding_for(txn_id)
+        )
+    return jsonify(
+        {
+            "challenge": token,
+            "expires_at": challenge.expires_at,
+            "ports": list(service.settings.agent_ports),
+        }
+    )
+
+
+@bp.post("/login/<txn_id>/response")
+def login_response(txn_id: str) -> Response:
+    """The browser forwards the agent's answer (the agent also posts it directly)."""
+    owned_transaction(txn_id)
+    data = request.get_data(cache=False)
+    if len(data) > MAX_ENVELOPE:
+        raise ApiError("too_large", "response envelope is too large", 413)
+    try:
+        authenticate.verify(
+            ctx(),
+            data,
+            via="browser",
+            expected_binding=transactions.binding_for(txn_id),
+            remote_addr=request.remote_addr,
+        )
+    except ProtocolError as exc:
+        if exc.code != "challenge_replayed":
+            raise
+        # The agent's direct callback won the race; the transaction state tells the truth.
+    return _status(txn_id)
+
+
+def _status(txn_id: str) -> Response:
+    txn = owned_transaction(txn_id)
+    status = txn.status
+    code = txn.error_code
+    if status == "pending" and not transactions.is_open(txn):
+        status, code = "denied", "expired"
+    body = {"status": status}
+    if code:
+        body.update(
+            code=code,
+            message=MESSAGES.get(code, CODES.get(code, code)),
+            hint=HINTS.get(code, ""),
+        )
+    if status in ("verified", "denied"):
+        body["next"] = f"/login/{txn_id}/continue"
+    return jsonify(body)
+
+
+@bp.get("/login/<txn_id>/status")
+def login_status(txn_id: str) -> Response:
+    """Where the transaction stands: pending, verified or denied (with why)."""
+    return _status(txn_id)
+
+
+@bp.get("/login/<txn_id>/continue")
+def login_continue(txn_id: str) -> Response | str:
+    """Hand a finished transaction to the surface that started it."""
+    try:
+        txn = owned_transaction(txn_id)
+    except ApiError:
+        abort(404)
+    if txn.status == "pending" and transactions.is_open(txn):
+        return redirect(f"/login/{txn_id}", 303)
+    with ctx().db.session() as s:
+        user = s.get(User, txn.user_id) if txn.user_id else None
+        device = s.get(Device, txn.device_id) if txn.device_id else None
+        if txn.status == "verified":
+            # Recheck at the last moment: a revocation since verification wins.
+            fresh = s.execute(
+                select(Device.state, User.active)
+                .join(User, User.id == Device.user_id)
+                .where(Device.id == txn.device_id)
+            ).first()
+            if fresh is None or fresh.state != "trusted" or not fresh.active:
+                code = (
+                    "owner_inactive" if fresh is not None and not fresh.active else "device_revoked"
+                )
+                transactions.mark_denied(
+                    s, txn_id, code=code, device_id=txn.device_id, user_id=txn.user_id
+                )
+                txn.status, txn.error_code = "denied", code
+    kind = (txn.context or {}).get("kind", "local")
+    completer = LOGIN_COMPLETERS.get(kind, _complete_local)
+    return completer(txn, user, device)
+
+
+def _complete_local(txn: LoginTransaction, user: User | None, device: Device | None) -> str:
+    code = txn.error_code or ("expired" if txn.status != "verified" else None)
+    return render_template(
+        "login_done.html",
+        txn=txn,
+        user=user,
+        device=device,
+        code=code,
+        message=MESSAGES.get(code or "", CODES.get(code or "", code or "")),
+        hint=HINTS.get(code or "", ""),
+    )

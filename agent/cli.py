@@ -1,0 +1,187 @@
+"""The ``devicetrust-agent`` command: run, status, id and enroll.
+
+``run`` keeps the local channel open for the login page. ``enroll URL CODE``
+registers this device with a service using a one-time code from IT. ``id``
+shows the device id and key fingerprints (to compare with the admin console).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent import __version__, state
+from agent.keys import KeyPermissionError, check_permissions, load_or_create
+from agent.paths import default_state_dir
+from trust_protocol.ports import parse_ports
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2) if as_json else text)
+
+
+def _keys(state_dir: Path):  # noqa: ANN202 - DeviceKeys
+    try:
+        keys, created = load_or_create(state_dir)
+    except KeyPermissionError as exc:
+        raise click.ClickException(str(exc)) from None
+    if created:
+        click.echo(f"created device keys in {state_dir}", err=True)
+    return keys
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where keys and enrollment live (default: the per-OS agent directory).",
+)
+@click.version_option(__version__, message="devicetrust-agent %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, state_dir: Path | None) -> None:
+    """devicetrust-agent: proves to your company's sign-in service that this device is trusted.
+
+    Its keys never leave this device. Start with `enroll URL CODE` (the code comes
+    from IT), then keep `run` going (the installer does this for you).
+    """
+    ctx.obj = state_dir or default_state_dir()
+
+
+@cli.command("id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def show_id(state_dir: Path, as_json: bool) -> None:
+    """Show the device id and the fingerprints of its public keys."""
+    keys = _keys(state_dir)
+    data = {"device_id": keys.device_id, **keys.fingerprints()}
+    _emit(
+        data,
+        as_json,
+        f"device id: {keys.device_id}\n"
+        f"signing key: {data['sign_key']}\n"
+        f"box key:     {data['box_key']}",
+    )
+
+
+@cli.command()
+@click.argument("url")
+@click.argument("code")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def enroll(state_dir: Path, url: str, code: str, as_json: bool) -> None:
+    """Enroll this device with the service at URL, using the one-time CODE from IT."""
+    from agent.enroll import EnrollError
+    from agent.enroll import enroll as do_enroll
+
+    _keys(state_dir)
+    try:
+        result = do_enroll(state_dir, url, code)
+    except EnrollError as exc:
+        hint = f"\n{exc.hint}" if exc.hint else ""
+        raise click.ClickException(f"enrollment failed ({exc.code}): {exc.message}{hint}") from None
+    data = {"server_url": result.server_url, "user": result.user, "state": result.state}
+    explain = {
+        "trusted": "This device is trusted.",
+        "pending": "It now waits for approval by IT or by one of your trusted devices.",
+    }.get(result.state, "")
+    _emit(
+        data,
+        as_json,
+        f"enrolled with {result.server_url} as {result.user}: {result.state}. {explain}",
+    )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def status(state_dir: Path, as_json: bool) -> None:
+    """Show whether this device is enrolled, with which service, and key health."""
+    data: dict[str, Any] = {"state_dir": str(state_dir), "version": __version__}
+    try:
+        if state_dir.exists():
+            check_permissions(state_dir)
+        data["keys"] = "ok" if (state_dir / "sign.key").exists() else "not created yet"
+    except KeyPermissionError as exc:
+        data["keys"] = f"unsafe permissions: {exc}"
+    enrollment = state.load(state_dir) if state_dir.exists() else None
+    data["enrolled"] = enrollment is not None
+    if enrollment is not None:
+        data.update(server_url=enrollment.server_url, user=enrollment.user, state=enrollment.state)
+    if enrollment is None:
+        text = "not enrolled. Run: devicetrust-agent enroll URL CODE"
+    else:
+        text = f"enrolled with {enrollment.server_url} as {enrollment.user} ({enrollment.state})"
+    _emit(data, as_json, f"{text}\nkeys: {data['keys']}\nstate directory: {state_dir}")
+
+
+@cli.command()
+@click.option(
+    "--no-callback",
+    is_flag=True,
+    envvar="DEVICETRUST_AGENT_NO_CALLBACK",
+    help="Answer only through the browser; do not also POST to the service directly.",
+)
+@click.pass_obj
+def run(state_dir: Path, no_callback: bool) -> None:
+    """Keep the local channel open for sign-ins (Ctrl-C or SIGTERM stops it)."""
+    from agent.local_channel import ChannelState, bind_first_free, serve_in_thread
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s devicetrust-agent %(levelname)s %(message)s"
+    )
+    keys = _keys(state_dir)
+    enrollment = state.load(state_dir)
+    env_ports = os.environ.get("DEVICETRUST_AGENT_PORTS")
+    ports = parse_ports(env_ports) if env_ports else None
+    if ports is None and enrollment is not None and enrollment.agent_ports:
+        ports = tuple(enrollment.agent_ports)
+    channel_state = ChannelState(keys, enrollment, direct_callback=not no_callback)
+    try:
+        channel = bind_first_free(ports or parse_ports(None), channel_state)
+    except OSError as exc:
+        raise click.ClickException(f"{exc}. Is another agent already running?") from None
+    port = channel.server_address[1]
+    logging.info("local channel listening on 127.0.0.1:%d", port)
+    if enrollment is None:
+        logging.warning("not enrolled yet: run devicetrust-agent enroll URL CODE")
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    serve_in_thread(channel)
+    path = state_dir / state.FILE
+    mtime = path.stat().st_mtime if path.exists() else 0.0
+    while not stop.wait(2.0):
+        # Pick up an enrollment made by `devicetrust-agent enroll` while running.
+        new_mtime = path.stat().st_mtime if path.exists() else 0.0
+        if new_mtime != mtime:
+            mtime = new_mtime
+            channel_state.enrollment = state.load(state_dir)
+            logging.info("enrollment reloaded")
+    channel.shutdown()
+    channel.server_close()
+    logging.info("stopped")
+
+
+def main() -> None:
+    """Entry point of the ``devicetrust-agent`` console script."""
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Enroll ceremony, agent half: register this device with a service using a one-time code.
+
+The service half is ``idp_service/enroll.py``. Steps: fetch the service's
+identity and pin its challenge-signing key; ask for a ``register`` challenge and
+verify it with that key; answer it with this device's public keys, platform
+identifiers and the code, sealed to the challenge's box key; store what the
+service decided.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from agent import __version__, http_client, platform_ids, state
+from agent.keys import load_or_create
+from trust_protocol.challenge import parse_challenge
+from trust_protocol.encoding import b64d
+from trust_protocol.response import ResponseBody, seal_response
+
+
+class EnrollError(Exception):
+    """Enrollment failed; ``code`` is the service's error code (or a local one)."""
+
+    def __init__(self, code: str, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+
+def enroll(state_dir: Path, server_url: str, code: str) -> state.Enrollment:
+    """Run the ceremony and return the stored enrollment."""
+    server_url = server_url.rstrip("/")
+    keys, _ = load_or_create(state_dir)
+    existing = state.load(state_dir)
+    if existing is not None:
+        raise EnrollError(
+            "already_enrolled",
+            f"this device is already enrolled with {existing.server_url}",
+            "Run devicetrust-agent status. To start over, move the state directory away.",
+        )
+    try:
+        info = http_client.request("GET", server_url + "/agent/v1/server")
+        verify_key_raw = b64d(info["server_key"], length=32, field="server_key")
+        issued = http_client.request(
+            "POST", server_url + "/agent/v1/challenges", b'{"purpose":"register"}'
+        )
+    except http_client.ServerError as exc:
+        raise EnrollError(exc.code, exc.message, exc.hint) from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EnrollError(
+            "bad_server", f"{server_url} is not a devicetrust service: {exc}"
+        ) from None
+
+    from nacl.signing import VerifyKey
+
+    verify_key = VerifyKey(verify_key_raw)
+    challenge = parse_challenge(issued.get("challenge"), verify_key)
+    if challenge.purpose != "register":
+        raise EnrollError("wrong_purpose", "the service sent a challenge for another ceremony")
+    body = ResponseBody(
+        challenge_token=issued["challenge"],
+        device=keys.public_json(),
+        platform=platform_ids.platform_json(),
+        agent_version=__version__,
+        agent_clock=time.time(),
+        data={"enrollment_code": code.strip()},
+    )
+    envelope = seal_response(body, challenge, keys)
+    try:
+        result = http_client.request("POST", server_url + "/agent/v1/register", envelope)
+    except http_client.ServerError as exc:
+        raise EnrollError(exc.code, exc.message, exc.hint) from None
+    enrollment = state.Enrollment(
+        server_url=server_url,
+        server_key=info["server_key"],
+        kid=info.get("kid", ""),
+        origins=[str(o) for o in info.get("origins", [])],
+        agent_ports=[int(p) for p in info.get("agent_ports", [])],
+        user=str(result.get("user", "")),
+        state=str(result.get("state", "")),
+        enrolled_at=time.time(),
+    )
+    state.save(state_dir, enrollment)
+    return enrollment

@@ -1,0 +1,231 @@
+"""The local channel: a loopback-only HTTP server the login page talks to.
+
+It binds 127.0.0.1 only, on the first free port of a fixed list that the
+service's login page also knows. Defences:
+
+* the Host header must name a loopback host and our port (DNS rebinding);
+* the browser ``Origin`` (or the ``Referer``'s origin when there is none) must
+  be one the *server-signed* challenge allows; preflights are answered only for
+  origins the enrolled service declared;
+* CORS and Private-Network-Access headers are sent only to those origins;
+* short socket timeouts and a cap on the request size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from agent import __version__
+from agent.authenticate import Refusal, answer, origin_of, post_callback
+from agent.state import Enrollment
+from trust_protocol.device_keys import DeviceKeys
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST = 16 * 1024
+SOCKET_TIMEOUT = 2.0
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+class ChannelState:
+    """What the handler needs; swapped atomically when enrollment changes."""
+
+    def __init__(
+        self,
+        keys: DeviceKeys,
+        enrollment: Enrollment | None,
+        *,
+        direct_callback: bool = True,
+        on_recheck: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.keys = keys
+        self.enrollment = enrollment
+        self.direct_callback = direct_callback
+        self.on_recheck = on_recheck
+
+    def known_origins(self) -> set[str]:
+        """Origins the enrolled service declared (for preflights and ping)."""
+        if self.enrollment is None:
+            return set()
+        return {*self.enrollment.origins, self.enrollment.server_origin}
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One request on the local channel."""
+
+    server: LocalChannel
+    protocol_version = "HTTP/1.1"
+    timeout = SOCKET_TIMEOUT
+    server_version = f"devicetrust-agent/{__version__}"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("local channel: " + format, *args)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _origin(self) -> str | None:
+        origin = self.headers.get("Origin")
+        if origin and origin != "null":
+            return origin.rstrip("/")
+        referer = self.headers.get("Referer")
+        return origin_of(referer) if referer else None
+
+    def _host_ok(self) -> bool:
+        host = (self.headers.get("Host") or "").lower()
+        port = self.server.server_address[1]
+        return host in {f"{h}:{port}" for h in LOOPBACK_HOSTS}
+
+    def _send(self, status: int, body: dict[str, Any], origin: str | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if origin:
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Vary", "Origin")
+            self.send_header("Access-Control-Allow-Private-Network", "true")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, code: str, message: str, origin: str | None = None) -> None:
+        self._send(status, {"error": {"code": code, "message": message}}, origin)
+
+    def _cors_origin(self, origin: str | None, allowed: set[str] | tuple[str, ...]) -> str | None:
+        return origin if origin and origin in allowed else None
+
+    # -- methods -------------------------------------------------------------------------
+    def do_OPTIONS(self) -> None:  # noqa: N802 - stdlib naming
+        """CORS / Private Network Access preflight."""
+        if not self._host_ok():
+            self._error(403, "bad_host", "Host must be a loopback name.")
+            return
+        origin = self._origin()
+        state = self.server.state
+        if origin is None or origin not in state.known_origins():
+            self._error(403, "origin_not_allowed", "Unknown origin.")
+            return
+        self.send_response(204)
+        self.send_header("Access-Control-Allow-Origin", origin)
+        self.send_header("Vary", "Origin")
+        self.send_header("Access-Control-Allow-Methods", "GET, POST")
+        self.send_header("Access-Control-Allow-Headers", "Content-Type")
+        self.send_header("Access-Control-Allow-Private-Network", "true")
+        self.send_header("Access-Control-Max-Age", "600")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        """``/v1/ping``: is an agent here, and is it enrolled."""
+        if not self._host_ok():
+            self._error(403, "bad_host", "Host must be a loopback name.")
+            return
+        origin = self._origin()
+        cors = self._cors_origin(origin, self.server.state.known_origins())
+        if urlsplit(self.path).path != "/v1/ping":
+            self._error(404, "not_found", "No such endpoint.", cors)
+            return
+        if origin is not None and cors is None:
+            self._error(403, "origin_not_allowed", "Unknown origin.")
+            return
+        enrolled = self.server.state.enrollment is not None
+        self._send(
+            200, {"agent": "devicetrust", "version": __version__, "enrolled": enrolled}, cors
+        )
+
+    def do_POST(self) -> None:  # noqa: N802
+        """``/v1/challenge``: answer a login challenge; ``/v1/recheck``: collect and report."""
+        if not self._host_ok():
+            self._error(403, "bad_host", "Host must be a loopback name.")
+            return
+        origin = self._origin()
+        state = self.server.state
+        path = urlsplit(self.path).path
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._error(411, "length_required", "Content-Length is required.")
+            return
+        if not 0 <= length <= MAX_REQUEST:
+            self._error(413, "too_large", f"Requests are capped at {MAX_REQUEST} bytes.")
+            return
+        raw = self.rfile.read(length)
+        if path not in ("/v1/challenge", "/v1/recheck"):
+            self._error(404, "not_found", "No such endpoint.")
+            return
+        if state.enrollment is None:
+            self._error(
+                409,
+                "not_enrolled",
+                "This device is not enrolled. Run: devicetrust-agent enroll URL CODE",
+                self._cors_origin(origin, (origin or "",)),
+            )
+            return
+        try:
+            body = json.loads(raw)
+            token = body["challenge"]
+        except (ValueError, KeyError, TypeError):
+            self._error(400, "malformed", 'Send {"challenge": "<token>"}.')
+            return
+        purposes = ("authenticate",) if path == "/v1/challenge" else ("report",)
+        try:
+            ans = answer(
+                token,
+                origin=origin,
+                enrollment=state.enrollment,
+                keys=state.keys,
+                purposes=purposes,
+            )
+        except Refusal as exc:
+            # Only reflect CORS to origins the enrolled service declared.
+            self._error(
+                exc.status, exc.code, exc.message, self._cors_origin(origin, state.known_origins())
+            )
+            return
+        if path == "/v1/recheck" and state.on_recheck is not None:
+            result = state.on_recheck()
+            self._send(200, result, origin)
+            return
+        if state.direct_callback:
+            post_callback(ans)
+        self._send(200, {"response": ans.envelope.decode()}, origin)
+
+
+class LocalChannel(ThreadingHTTPServer):
+    """The HTTP server; ``state`` is read by every request."""
+
+    daemon_threads = True
+    allow_reuse_address = False
+    request_queue_size = 16
+
+    def __init__(self, port: int, state: ChannelState) -> None:
+        self.state = state
+        super().__init__(("127.0.0.1", port), Handler)
+
+
+def bind_first_free(ports: list[int] | tuple[int, ...], state: ChannelState) -> LocalChannel:
+    """Bind the first port of ``ports`` that is free on 127.0.0.1."""
+    errors = []
+    for port in ports:
+        try:
+            return LocalChannel(port, state)
+        except OSError as exc:
+            errors.append(f"{port}: {exc.strerror or exc}")
+    raise OSError("no free port for the local channel (" + "; ".join(errors) + ")")
+
+
+def serve_in_thread(channel: LocalChannel) -> threading.Thread:
+    """Serve until ``channel.shutdown()``."""
+    thread = threading.Thread(target=channel.serve_forever, name="local-channel", daemon=True)
+    thread.start()
+    return thread
+
+
+__all__ = ["ChannelState", "LocalChannel", "bind_first_free", "serve_in_thread"]
