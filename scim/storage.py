@@ -334,7 +334,10 @@ class SqlStorage(ScimStorage):
                 data["emails"] = [{"value": row.email, "primary": True}]
         if row.external_id is not None:
             data["externalId"] = row.external_id
-        data["active"] = bool(row.active)  # the column the login path reads wins
+        # The column the login path reads wins. A user whose client never sent (or
+        # removed) ``active`` is active for devicetrust, and is shown as sent.
+        if "active" in data or not row.active:
+            data["active"] = bool(row.active)
         data["id"] = row.id
         data["meta"] = self._meta("User", row)
         return self.user_model.model_validate(data)
