@@ -1,16 +1,26 @@
 """The SCIM protocol steps for devicetrust, without any input or output.
 
 A thin subclass of scim2-server's :class:`~scim2_server.service.ScimService`:
-it names our realm in ``WWW-Authenticate``, and bounds every request body (the
-library only bounds bulk bodies, and leaves the others to the integration).
+it names our realm in ``WWW-Authenticate``, bounds every request body (the
+library only bounds bulk bodies, and leaves the others to the integration), and
+answers a PATCH with 200 and the resource rather than 204 (Okta reads the body).
 Everything else, validation, PATCH, ETags, filters, paging, bulk, is
 the library's.
 """
 
 from __future__ import annotations
 
-from scim2_models import PayloadTooLargeException, ScimProvider
+from typing import Any
+
+from scim2_models import (
+    Context,
+    PayloadTooLargeException,
+    Resource,
+    ResponseParameters,
+    ScimProvider,
+)
 from scim2_server.requests import ScimRequest
+from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
 
 REALM = "devicetrust-scim"
@@ -42,3 +52,20 @@ class DevicetrustScimService(ScimService):
         limit = self.max_body_size(request)
         if limit is not None and len(request.body) > limit:
             raise PayloadTooLargeException(detail=f"The request body exceeds {limit} bytes")
+
+    def patch_response(
+        self,
+        base_url: str,
+        resource: Resource[Any],
+        response_parameters: ResponseParameters[Any],
+    ) -> ScimResponse:
+        """200 with the resource, the branch of RFC 7644 §3.5.2 every client reads.
+
+        The library answers 204 when no attributes were asked for, which the RFC
+        allows; Okta's documented PATCH exchanges expect the updated resource.
+        """
+        return self.resource_response(
+            self.publish(base_url, resource),
+            Context.RESOURCE_REPLACEMENT_RESPONSE,
+            response_parameters,
+        )
