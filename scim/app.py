@@ -23,6 +23,7 @@ import logging
 from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from flask import Flask
 from scim2_models import InvalidSyntaxException, SCIMException, UnauthorizedException
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MOUNT = "/scim"
+URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 _remote_addr: ContextVar[str | None] = ContextVar("scim_remote_addr", default=None)
 
 
@@ -102,11 +104,11 @@ class ScimApplication(WSGIApplication):
         """Authenticate, serve and audit one request in one transaction."""
         token_name: str | None = None
         try:
-            self.service.check_body_size(request)
             with self.db.session() as session, self.sql_storage.bind(session) as scope:
                 if self.needs_auth(request):
                     token_name = self.authenticate(session, request)
                     scope.actor = f"scim-token:{token_name}"
+                self.service.check_body_size(request)
                 request.subject = token_name
                 response = self.handler.handle(request)
                 if token_name is not None:
@@ -118,6 +120,18 @@ class ScimApplication(WSGIApplication):
             response = self.handle_exception(request, exception)
             self._audit_failure(request, token_name, response)
         return self.finalize_response(request, response)
+
+    def finalize_response(self, request: ScimRequest, response: ScimResponse) -> ScimResponse:
+        """Add the library's headers, with any URL percent-encoded.
+
+        The library echoes the request URL in ``Location``; a path holding a NUL
+        or non-ASCII characters must not make the header itself invalid.
+        """
+        response = super().finalize_response(request, response)
+        for name in ("Location", "Content-Location"):
+            if name in response.headers:
+                response.headers[name] = quote(response.headers[name], safe=URL_SAFE)
+        return response
 
     def _audit(
         self,

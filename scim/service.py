@@ -47,10 +47,11 @@ class DevicetrustScimService(ScimService):
         """Refuse with a 413 a body longer than :meth:`max_body_size`.
 
         The WSGI application reads at most one byte more than the limit, so a
-        longer body is never held in memory whole.
+        longer body is never held in memory whole. A request no route serves is
+        left to the handler, whose 404 or 405 says more than a 413.
         """
         limit = self.max_body_size(request)
-        if limit is not None and len(request.body) > limit:
+        if limit and len(request.body) > limit:
             raise PayloadTooLargeException(detail=f"The request body exceeds {limit} bytes")
 
     def patch_response(

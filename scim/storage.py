@@ -180,6 +180,8 @@ class SqlStorage(ScimStorage):
         response_parameters: ResponseParameters[Any] | None = None,
     ) -> Resource[Any]:
         kind = self._kind(resource_type)
+        if _has_nul(resource_id):
+            raise NotFoundException(detail=f"{kind} not found")
         with self._session() as session:
             if kind == "User":
                 row = session.scalars(
@@ -298,6 +300,8 @@ class SqlStorage(ScimStorage):
                     value = binding.comparable(node.value)
                 except ValueError:
                     return false()
+                if "\x00" in value:  # never stored (see _dump)
+                    return false()
                 if keyed is None and value != node.value:
                     # Stored as sent; a value the key changes may be stored either way.
                     return None
@@ -371,6 +375,8 @@ class SqlStorage(ScimStorage):
     def _dump(resource: Resource[Any], *, drop: set[str] = NOT_STORED) -> dict[str, Any]:
         """The resource as stored: JSON, declared schema URNs only, no id/meta/password."""
         data = resource.model_dump(mode="json", scim_ctx=Context.DEFAULT)
+        if _has_nul(data):  # PostgreSQL stores no NUL in text or JSON
+            raise InvalidValueException(detail="values cannot contain NUL characters")
         for key in drop:
             data.pop(key, None)
         model = type(resource)
@@ -482,6 +488,8 @@ class SqlStorage(ScimStorage):
     ) -> Resource[Any]:
         kind = self._kind(resource_type)
         resource_id = cast(str, resource.id)
+        if _has_nul(resource_id):
+            raise NotFoundException(detail=f"{kind} not found")
         now = utcnow()
         with self._session() as session:
             table: Any = User if kind == "User" else Group
@@ -539,6 +547,8 @@ class SqlStorage(ScimStorage):
         expected_version: str | None = None,
     ) -> None:
         kind = self._kind(resource_type)
+        if _has_nul(resource_id):
+            raise NotFoundException(detail=f"{kind} not found")
         now = utcnow()
         with self._session() as session:
             table: Any = User if kind == "User" else Group
@@ -584,8 +594,8 @@ class SqlStorage(ScimStorage):
         """(value, type, display) of each member, checked to exist, without duplicates."""
         wanted: dict[str, str | None] = {}
         for member in getattr(resource, "members", None) or []:
-            if not member.value:
-                raise InvalidValueException(detail="a member has no value")
+            if not member.value or _has_nul(member.value) or len(member.value) > 64:
+                raise InvalidValueException(detail="a member value is not a resource id")
             wanted.setdefault(member.value, member.display)
         if not wanted:
             return []
@@ -665,3 +675,14 @@ def _primary_email(resource: Resource[Any]) -> str | None:
         next((e for e in emails if (e.type or "").lower() == "work"), emails[0]),
     )
     return str(chosen.value)[:320]
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL character anywhere, keys included."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
