@@ -61,7 +61,6 @@ from sqlalchemy import ColumnElement, and_, false, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from idp_service import audit
 from idp_service.storage.db import Database
 from idp_service.storage.models import User, utcnow
 from scim import lifecycle
@@ -69,6 +68,7 @@ from scim.lifecycle import Reactivation
 from scim.provider import GROUP_SCHEMA, USER_SCHEMA
 from scim.tables import Group, GroupMember
 
+USERS = User.__table__
 # Attributes that never reach the database.
 NOT_STORED = {"id", "meta", "password"}
 
@@ -79,6 +79,7 @@ class Scope:
 
     session: Session
     actor: str | None = None
+    bulk: bool = False
 
 
 def version_tag(version: int) -> str:
@@ -149,14 +150,15 @@ class SqlStorage(ScimStorage):
 
     @contextmanager
     def operation(self) -> Iterator[None]:
-        """One SCIM operation; a savepoint on PostgreSQL, so a failed bulk operation
-        does not abort the ones after it.
+        """One SCIM operation; in a bulk request on PostgreSQL, a savepoint, so a
+        failed operation does not abort the ones after it.
 
+        A single request needs none (its failure rolls the request back), and
         SQLite needs none: a failed statement there undoes only itself, and an
         operation writes nothing before the statement that can fail.
         """
         scope = self._scope.get()
-        if scope is None or not self.db.is_postgres:
+        if scope is None or not scope.bulk or not self.db.is_postgres:
             with nullcontext():
                 yield
             return
@@ -184,9 +186,13 @@ class SqlStorage(ScimStorage):
             raise NotFoundException(detail=f"{kind} not found")
         with self._session() as session:
             if kind == "User":
-                row = session.scalars(
-                    select(User).where(User.id == resource_id, User.deleted_at.is_(None))
-                ).first()
+                row = (
+                    session.connection()
+                    .execute(
+                        select(USERS).where(USERS.c.id == resource_id, USERS.c.deleted_at.is_(None))
+                    )
+                    .first()
+                )
                 if row is not None:
                     return self._user_resource(row)
             else:
@@ -212,10 +218,13 @@ class SqlStorage(ScimStorage):
             if len(kinds) == 1 and scim_filter is None and search_request.sort_by is None:
                 return self._sql_page(session, kinds[0], start, count)
             candidates: list[Resource[Any]] = []
+            exact = False
             for kind in kinds:
-                narrowing = self._narrowing(kind, scim_filter) if len(kinds) == 1 else None
+                narrowing, exact = (
+                    self._narrowing(kind, scim_filter) if len(kinds) == 1 else (None, False)
+                )
                 candidates += self._load(session, kind, narrowing)
-        if scim_filter is not None:
+        if scim_filter is not None and not exact:
             if not scim_filter.models and candidates:
                 models = tuple(dict.fromkeys(type(r) for r in candidates))
                 scim_filter = parametrize(ScimFilter, Union[models])(str(scim_filter))  # noqa: UP007
@@ -230,7 +239,7 @@ class SqlStorage(ScimStorage):
         if kind == "User":
             alive = User.deleted_at.is_(None)
             total = session.scalar(select(func.count()).select_from(User).where(alive)) or 0
-            query = select(User).where(alive).order_by(self._by_id(User.id))
+            query = select(USERS).where(alive).order_by(self._by_id(User.id))
         else:
             total = session.scalar(select(func.count()).select_from(Group)) or 0
             query = select(Group).order_by(self._by_id(Group.id))
@@ -239,9 +248,10 @@ class SqlStorage(ScimStorage):
         query = query.offset(start)
         if count is not None:
             query = query.limit(count)
-        rows = list(session.scalars(query))
         if kind == "User":
+            rows = session.connection().execute(query)
             return SearchPage(total, [self._user_resource(r) for r in rows])
+        rows = list(session.scalars(query))
         return SearchPage(total, self._group_resources(session, rows))
 
     def _by_id(self, column: Any) -> Any:
@@ -252,68 +262,70 @@ class SqlStorage(ScimStorage):
         self, session: Session, kind: str, narrowing: ColumnElement[bool] | None
     ) -> list[Resource[Any]]:
         if kind == "User":
-            query = select(User).where(User.deleted_at.is_(None))
+            query = select(USERS).where(User.deleted_at.is_(None))
             if narrowing is not None:
                 query = query.where(narrowing)
-            return [self._user_resource(r) for r in session.scalars(query)]
+            return [self._user_resource(r) for r in session.connection().execute(query)]
         query = select(Group)
         if narrowing is not None:
             query = query.where(narrowing)
         return self._group_resources(session, list(session.scalars(query)))
 
-    def _narrowing(self, kind: str, scim_filter: ScimFilter[Any] | None) -> Any:
-        """A SQL condition true for every row the filter can match, or None to read all.
+    def _narrowing(self, kind: str, scim_filter: ScimFilter[Any] | None) -> tuple[Any, bool]:
+        """A SQL condition true for every row the filter can match, and whether it is exact.
 
-        Only equality on an indexed column narrows; ``and`` keeps any narrowing
-        term, ``or`` narrows only when every term does. Anything else (``not``,
-        ``pr``, ``co``, value paths...) reads every row and lets scim2-models decide.
+        Only ``eq`` on an indexed column narrows. Those columns hold the value
+        under the policy's comparison key, so such a comparison in SQL is the
+        comparison scim2-models makes: exact. ``and`` keeps any narrowing term,
+        ``or`` narrows only when every term does. Anything else (``not``, ``pr``,
+        ``co``, value paths...) reads every row and lets scim2-models decide.
+        ``(None, False)`` means: read every row.
         """
         if scim_filter is None:
-            return None
+            return None, True
         model = self.user_model if kind == "User" else self.group_model
         columns: dict[str, tuple[Any, str | None]] = (
             {
                 f"{USER_SCHEMA}:userName": (User.user_name_lower, "userName"),
-                f"{USER_SCHEMA}:externalId": (User.external_id, None),
+                f"{USER_SCHEMA}:externalId": (User.external_id, "externalId"),
                 f"{USER_SCHEMA}:id": (User.id, None),
             }
             if kind == "User"
             else {
                 f"{GROUP_SCHEMA}:displayName": (Group.display_name_key, "displayName"),
-                f"{GROUP_SCHEMA}:externalId": (Group.external_id, None),
+                f"{GROUP_SCHEMA}:externalId": (Group.external_id, "externalId"),
                 f"{GROUP_SCHEMA}:id": (Group.id, None),
             }
         )
+        inexact: tuple[Any, bool] = (None, False)
 
-        def visit(node: Any) -> Any:
+        def visit(node: Any) -> tuple[Any, bool]:
             if isinstance(node, Comparison):
                 if node.op != CompareOperator.eq or not isinstance(node.value, str):
-                    return None
+                    return inexact
                 try:
                     binding = scim_filter.resolve_comparison(node.attr_path, strict=False)
                 except Exception:  # noqa: BLE001 - an unresolvable path just does not narrow
-                    return None
+                    return inexact
                 if binding is None or binding.urn not in columns:
-                    return None
+                    return inexact
                 column, keyed = columns[binding.urn]
+                if "\x00" in node.value:  # never stored (see _dump)
+                    return false(), True
                 try:
-                    value = binding.comparable(node.value)
+                    value = comparison_key(model, keyed, node.value) if keyed else node.value
                 except ValueError:
-                    return false()
-                if "\x00" in value:  # never stored (see _dump)
-                    return false()
-                if keyed is None and value != node.value:
-                    # Stored as sent; a value the key changes may be stored either way.
-                    return None
-                return column == (comparison_key(model, keyed, value) if keyed else value)
+                    return false(), True
+                return column == value, True
             if isinstance(node, LogicalExpr):
                 terms = [visit(term) for term in node.terms]
                 if node.op == LogicalOperator.and_:
-                    kept = [t for t in terms if t is not None]
-                    return and_(*kept) if kept else None
-                if node.op == LogicalOperator.or_ and all(t is not None for t in terms):
-                    return or_(*terms)
-            return None
+                    kept = [clause for clause, _ in terms if clause is not None]
+                    exact = all(clause is not None and ok for clause, ok in terms)
+                    return (and_(*kept), exact) if kept else inexact
+                if node.op == LogicalOperator.or_ and all(c is not None for c, _ in terms):
+                    return or_(*(c for c, _ in terms)), all(ok for _, ok in terms)
+            return inexact
 
         return visit(scim_filter.ast)
 
@@ -327,7 +339,8 @@ class SqlStorage(ScimStorage):
             "version": version_tag(row.version),
         }
 
-    def _user_resource(self, row: User) -> Resource[Any]:
+    def _user_resource(self, row: Any) -> Resource[Any]:
+        """The resource of a ``users`` row (an ORM object or a Core row)."""
         if row.scim_resource is not None:
             data = dict(row.scim_resource)
         else:  # a user made by the CLI, before any SCIM client wrote it
@@ -336,8 +349,6 @@ class SqlStorage(ScimStorage):
                 data["displayName"] = row.display_name
             if row.email:
                 data["emails"] = [{"value": row.email, "primary": True}]
-        if row.external_id is not None:
-            data["externalId"] = row.external_id
         # The column the login path reads wins. A user whose client never sent (or
         # removed) ``active`` is active for devicetrust, and is shown as sent.
         if "active" in data or not row.active:
@@ -362,8 +373,6 @@ class SqlStorage(ScimStorage):
         for row in rows:
             data = dict(row.scim_resource or {"schemas": [GROUP_SCHEMA]})
             data["displayName"] = row.display_name
-            if row.external_id is not None:
-                data["externalId"] = row.external_id
             if members[row.id]:
                 data["members"] = members[row.id]
             data["id"] = row.id
@@ -386,6 +395,16 @@ class SqlStorage(ScimStorage):
         ]
         return data
 
+    @staticmethod
+    def _key(model: type[Resource[Any]], attribute: str, value: str | None) -> str | None:
+        """``value`` under the comparison key, as indexed columns hold it."""
+        if value is None:
+            return None
+        try:
+            return comparison_key(model, attribute, value)
+        except ValueError:
+            raise InvalidValueException(detail=f"{attribute} cannot be compared") from None
+
     def _user_values(self, resource: Resource[Any]) -> dict[str, Any]:
         user_name = cast(str | None, getattr(resource, "user_name", None))
         if not user_name:
@@ -406,7 +425,7 @@ class SqlStorage(ScimStorage):
             "user_name_lower": key,
             "email": _primary_email(resource),
             "display_name": display_name[:256] if display_name else None,
-            "external_id": external_id,
+            "external_id": self._key(self.user_model, "externalId", external_id),
             "active": True if active is None else bool(active),
             "scim_resource": self._dump(resource),
         }
@@ -427,7 +446,7 @@ class SqlStorage(ScimStorage):
         return {
             "display_name": name,
             "display_name_key": key,
-            "external_id": external_id,
+            "external_id": self._key(self.group_model, "externalId", external_id),
             "scim_resource": self._dump(resource, drop=NOT_STORED | {"members"}),
         }
 
@@ -449,14 +468,6 @@ class SqlStorage(ScimStorage):
                     **values,
                 )
                 self._insert(session, row, "userName")
-                audit.record(
-                    session,
-                    "scim.user.create",
-                    "ok",
-                    actor=self._actor,
-                    user_id=new_id,
-                    details={"active": values["active"]},
-                )
                 return self._user_resource(row)
             values = self._group_values(resource)
             members = self._members(session, resource, new_id)
@@ -475,7 +486,7 @@ class SqlStorage(ScimStorage):
         table = type(row).__table__
         values = {c.key: getattr(row, c.key) for c in table.columns if c.key in vars(row)}
         try:
-            session.execute(table.insert().values(**values))
+            session.connection().execute(table.insert().values(**values))
         except IntegrityError:
             raise UniquenessException(detail=f"{attribute} is already taken") from None
 
@@ -498,7 +509,7 @@ class SqlStorage(ScimStorage):
                 query = select(User.version, User.active).where(
                     User.id == resource_id, User.deleted_at.is_(None)
                 )
-            current = session.execute(query.with_for_update()).first()
+            current = session.connection().execute(query.with_for_update()).first()
             if current is None:
                 raise NotFoundException(detail=f"{kind} {resource_id!r} not found")
             if expected_version is not None and version_tag(current.version) != expected_version:
@@ -514,11 +525,10 @@ class SqlStorage(ScimStorage):
                 values = self._group_values(resource)
                 members = self._members(session, resource, resource_id)
             try:
-                result = session.execute(
+                result = session.connection().execute(
                     update(table)
                     .where(table.id == resource_id, table.version == current.version)
                     .values(version=current.version + 1, updated_at=now, **values)
-                    .execution_options(synchronize_session=False)
                 )
             except IntegrityError:
                 name = "userName" if kind == "User" else "displayName"
@@ -557,21 +567,23 @@ class SqlStorage(ScimStorage):
                 query = select(User.version, User.active).where(
                     User.id == resource_id, User.deleted_at.is_(None)
                 )
-            current = session.execute(query.with_for_update()).first()
+            current = session.connection().execute(query.with_for_update()).first()
             if current is None:
                 raise NotFoundException(detail=f"{kind} {resource_id!r} not found")
             if expected_version is not None and version_tag(current.version) != expected_version:
                 raise PreconditionFailedException
             self._drop_memberships(session, resource_id, now)
             if kind == "Group":
-                session.execute(
+                session.connection().execute(
                     GroupMember.__table__.delete().where(GroupMember.group_id == resource_id)
                 )
-                session.execute(Group.__table__.delete().where(Group.id == resource_id))
+                session.connection().execute(
+                    Group.__table__.delete().where(Group.id == resource_id)
+                )
                 return
             # The row stays: devices and audit events refer to it. It becomes an
             # inactive tombstone whose userName is free for a new user.
-            session.execute(
+            session.connection().execute(
                 update(User)
                 .where(User.id == resource_id)
                 .values(
@@ -582,7 +594,6 @@ class SqlStorage(ScimStorage):
                     version=current.version + 1,
                     updated_at=now,
                 )
-                .execution_options(synchronize_session=False)
             )
             lifecycle.deleted(session, resource_id, actor=self._actor, was_active=current.active)
 
@@ -621,7 +632,7 @@ class SqlStorage(ScimStorage):
         table = GroupMember.__table__
         existing = {
             m.value: m
-            for m in session.execute(
+            for m in session.connection().execute(
                 select(GroupMember.value, GroupMember.display).where(
                     GroupMember.group_id == group_id
                 )
@@ -630,7 +641,7 @@ class SqlStorage(ScimStorage):
         wanted = {value: (kind, display) for value, kind, display in members}
         gone = [v for v in existing if v not in wanted]
         if gone:
-            session.execute(
+            session.connection().execute(
                 table.delete().where(GroupMember.group_id == group_id, GroupMember.value.in_(gone))
             )
         new = [
@@ -639,14 +650,13 @@ class SqlStorage(ScimStorage):
             if v not in existing
         ]
         if new:
-            session.execute(table.insert(), new)
+            session.connection().execute(table.insert(), new)
         for v, (_kind, display) in wanted.items():
             if v in existing and existing[v].display != display:
-                session.execute(
+                session.connection().execute(
                     update(GroupMember)
                     .where(GroupMember.group_id == group_id, GroupMember.value == v)
                     .values(display=display)
-                    .execution_options(synchronize_session=False)
                 )
 
     def _drop_memberships(self, session: Session, member_id: str, now: Any) -> None:
@@ -656,12 +666,13 @@ class SqlStorage(ScimStorage):
         )
         if not holders:
             return
-        session.execute(GroupMember.__table__.delete().where(GroupMember.value == member_id))
-        session.execute(
+        session.connection().execute(
+            GroupMember.__table__.delete().where(GroupMember.value == member_id)
+        )
+        session.connection().execute(
             update(Group)
             .where(Group.id.in_(holders))
             .values(version=Group.version + 1, updated_at=now)
-            .execution_options(synchronize_session=False)
         )
 
 

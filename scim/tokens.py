@@ -147,19 +147,24 @@ def verify(session: Session, presented: str) -> str | None:
     """
     digest = hash_token(presented)
     now = utcnow()
-    rows = session.execute(
-        select(
-            ScimToken.id,
-            ScimToken.name,
-            ScimToken.token_hash,
-            ScimToken.previous_hash,
-            ScimToken.previous_valid_until,
-            ScimToken.last_used_at,
-        ).where(
-            ScimToken.revoked_at.is_(None),
-            or_(ScimToken.token_hash.is_not(None), ScimToken.previous_hash.is_not(None)),
+    # Core on the session's connection: this runs on every request.
+    rows = (
+        session.connection()
+        .execute(
+            select(
+                ScimToken.id,
+                ScimToken.name,
+                ScimToken.token_hash,
+                ScimToken.previous_hash,
+                ScimToken.previous_valid_until,
+                ScimToken.last_used_at,
+            ).where(
+                ScimToken.revoked_at.is_(None),
+                or_(ScimToken.token_hash.is_not(None), ScimToken.previous_hash.is_not(None)),
+            )
         )
-    ).all()
+        .all()
+    )
     found = None
     for row in rows:
         current = hmac.compare_digest(digest, row.token_hash or "")
@@ -171,10 +176,7 @@ def verify(session: Session, presented: str) -> str | None:
     if found is None:
         return None
     if found.last_used_at is None or now - found.last_used_at > LAST_USED_RESOLUTION:
-        session.execute(
-            update(ScimToken)
-            .where(ScimToken.id == found.id)
-            .values(last_used_at=now)
-            .execution_options(synchronize_session=False)
+        session.connection().execute(
+            update(ScimToken).where(ScimToken.id == found.id).values(last_used_at=now)
         )
     return found.name
