@@ -66,7 +66,7 @@ def answer(
     try:
         challenge = parse_challenge(token, enrollment.verify_key)
     except ProtocolError as exc:
-        if exc.code == "bad_challenge_signature":
+        if exc.code in ("bad_challenge_signature", "challenge_unknown"):
             raise Refusal(
                 "unknown_server",
                 "This challenge is not from the service this device is enrolled with.",

@@ -2,11 +2,14 @@
 
 The agent half is ``agent/authenticate.py``. Responses arrive by two paths, the
 browser's fetch (``via="browser"``) and the agent's direct POST to the callback
-URL (``via="callback"``); whichever arrives first consumes the challenge and
-verifies the login transaction, and the other gets ``challenge_replayed``.
+URL (``via="callback"``); whichever arrives first consumes the challenge, and
+the other gets ``challenge_replayed``. A login transaction counts as verified
+once one of its challenges was consumed with result ``ok``.
 
-This is the hot path of every sign-in: one read of the device and its owner,
-then the conditional updates, in one transaction.
+This is the hot path of every sign-in. After the pure protocol checks
+(:func:`trust_protocol.response.open_response`), a successful answer costs one
+guarded write (``storage/login_sql.py``). Only a refused answer pays for the
+reads that say *why* it was refused.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from idp_service import audit, challenges, transactions
+from idp_service import audit, transactions
+from idp_service.challenges import timestamp
 from idp_service.context import ServiceContext
-from idp_service.storage.models import Device, User, utcnow
+from idp_service.storage.login_sql import consume_for_trusted_device
+from idp_service.storage.models import Challenge as ChallengeRow
+from idp_service.storage.models import Device, User
 from trust_protocol.errors import ProtocolError
 from trust_protocol.response import (
     RegisteredDevice,
@@ -41,7 +47,6 @@ class Authentication:
 
     device_id: str
     user_id: str
-    user_name: str
     txn_id: str | None
     clock_skew: float
     via: str
@@ -57,81 +62,82 @@ def verify(
 ) -> Authentication:
     """Verify an ``authenticate`` response end to end, or raise :class:`ProtocolError`."""
     verified: VerifiedResponse | None = None
-    device_user: tuple[str | None, str | None] = (None, None)
     try:
         verified = open_response(
             envelope,
             verify_key=service.keys.verify_key,
-            box_key_for=service.keys.challenge_box_key,
+            box_key_for=service.keys.challenge_box_secret,
             now=time.time(),
             purposes=("authenticate",),
             max_skew=service.settings.max_clock_skew,
         )
         if expected_binding is not None:
             check_binding(verified, expected_binding)
-        txn_id = transactions.txn_id_from_binding(verified.challenge.binding)
-        with service.db.session() as session:
-            row = session.execute(
-                select(Device.sign_key, Device.state, Device.user_id, User.active, User.user_name)
-                .join(User, User.id == Device.user_id)
-                .where(Device.id == verified.device_id)
-            ).first()
-            registered = None
-            if row is not None:
-                device_user = (verified.device_id, row.user_id)
-                registered = RegisteredDevice(
-                    verified.device_id, row.sign_key, row.state, bool(row.active)
-                )
-            check_registration(verified, registered)
-            challenges.consume(session, verified.challenge, via=via, device_id=verified.device_id)
-            now = utcnow()
-            session.execute(
-                update(Device)
-                .where(Device.id == verified.device_id)
-                .values(
-                    last_seen=now,
-                    last_clock_skew=verified.clock_skew,
-                    agent_version=verified.agent_version,
-                    updated_at=now,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if txn_id is not None and not transactions.mark_verified(
-                session, txn_id, device_id=verified.device_id, user_id=row.user_id
-            ):
-                raise ProtocolError("challenge_expired", "the login transaction is no longer open")
-            audit.record(
-                session,
-                "login.device_verified",
-                "ok",
-                user_id=row.user_id,
-                device_id=verified.device_id,
-                remote_addr=remote_addr,
-                details={"via": via, "clock_skew": round(verified.clock_skew, 3)},
-            )
-            return Authentication(
-                verified.device_id,
-                row.user_id,
-                row.user_name,
-                txn_id,
-                verified.clock_skew,
-                via,
-            )
+        user_id = consume_for_trusted_device(
+            service.db.engine,
+            challenge_id=verified.challenge.id_text,
+            binding=verified.challenge.binding,
+            issued_at=timestamp(verified.challenge.issued_at),
+            expires_at=timestamp(verified.challenge.expires_at),
+            device_id=verified.device_id,
+            sign_key=verified.sign_key,
+            via=via,
+            clock_skew=verified.clock_skew,
+            agent_version=verified.agent_version,
+            remote_addr=remote_addr,
+            details={"via": via, "clock_skew": round(verified.clock_skew, 3)},
+        )
+        if user_id is None:
+            _explain_refusal(service, verified)
+            raise ProtocolError("challenge_unknown")  # pragma: no cover - explain always raises
+        return Authentication(
+            verified.device_id,
+            user_id,
+            transactions.txn_id_from_binding(verified.challenge.binding),
+            verified.clock_skew,
+            via,
+        )
     except ProtocolError as exc:
-        _record_refusal(service, exc, verified, device_user, via, remote_addr)
+        _record_refusal(service, exc, verified, via, remote_addr)
         raise
+
+
+def _explain_refusal(service: ServiceContext, verified: VerifiedResponse) -> None:
+    """The guarded write refused: find out why and raise the matching code."""
+    with service.db.session() as session:
+        row = session.execute(
+            select(Device.sign_key, Device.state, User.active)
+            .join(User, User.id == Device.user_id)
+            .where(Device.id == verified.device_id)
+        ).first()
+        registered = (
+            RegisteredDevice(verified.device_id, row.sign_key, row.state, bool(row.active))
+            if row is not None
+            else None
+        )
+        check_registration(verified, registered)
+        answered = session.get(ChallengeRow, verified.challenge.id_text)
+    if answered is not None:
+        raise ProtocolError("challenge_replayed")
+    # Everything looks fine a moment later: a concurrent change (say, a re-trust
+    # right after a revocation) raced this answer. Refuse; a new sign-in will work.
+    raise ProtocolError("device_revoked", "the device's state changed during this sign-in")
 
 
 def _record_refusal(
     service: ServiceContext,
     exc: ProtocolError,
     verified: VerifiedResponse | None,
-    device_user: tuple[str | None, str | None],
     via: str,
     remote_addr: str | None,
 ) -> None:
-    device_id, user_id = device_user
+    device_id = verified.device_id if verified is not None else None
     with service.db.session() as session:
+        user_id = None
+        if device_id is not None:
+            user_id = session.execute(
+                select(Device.user_id).where(Device.id == device_id)
+            ).scalar_one_or_none()
         if verified is not None and exc.code in DEVICE_DECISIONS:
             txn_id = transactions.txn_id_from_binding(verified.challenge.binding)
             if txn_id is not None:
@@ -144,7 +150,7 @@ def _record_refusal(
             "denied" if exc.code in DEVICE_DECISIONS else "rejected",
             code=exc.code,
             user_id=user_id,
-            device_id=device_id or (verified.device_id if verified else None),
+            device_id=device_id,
             remote_addr=remote_addr,
             details={"via": via},
         )

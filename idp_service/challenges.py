@@ -1,7 +1,11 @@
-"""Issuing challenges and consuming them exactly once (the service half of every ceremony).
+"""Issuing challenges, and accepting each one exactly once (the service half of every ceremony).
 
-Single use is enforced by one conditional ``UPDATE`` on the challenge row, so it
-holds across threads, processes and replicas sharing the database.
+Issuing is stateless: a challenge is a signed statement, so nothing is stored
+until it is answered. Answering *records* it: one ``INSERT`` keyed by the
+challenge id, so a second answer collides with the first. That keeps the
+single-use guarantee atomic across threads, processes and replicas sharing the
+database, and lets anyone ask for a challenge without writing to the database.
+A challenge this server never signed cannot get that far: its signature fails.
 """
 
 from __future__ import annotations
@@ -10,32 +14,31 @@ import datetime as dt
 import secrets
 import time
 
-from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp_service.context import ServiceContext
 from idp_service.storage.models import Challenge as ChallengeRow
 from trust_protocol.challenge import Challenge, sign_challenge
-from trust_protocol.encoding import b64e
 from trust_protocol.errors import ProtocolError
 
 CALLBACK_PATH = "/agent/v1/callback"
 
 
-def _ts(seconds: float) -> dt.datetime:
+def timestamp(seconds: float) -> dt.datetime:
+    """A protocol timestamp as an aware UTC datetime."""
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
 def issue(
     service: ServiceContext,
-    session: Session,
     purpose: str,
     binding: str,
     *,
     callback_path: str = CALLBACK_PATH,
     data: dict | None = None,
 ) -> tuple[str, Challenge]:
-    """Create, store and sign a challenge; return its token and content."""
+    """Create and sign a challenge; return its token and content. Writes nothing."""
     settings = service.settings
     cid = secrets.token_bytes(16)
     now = int(time.time())
@@ -51,44 +54,33 @@ def issue(
         kid=service.keys.kid,
         data=data or {},
     )
-    token = sign_challenge(challenge, service.keys.signing_key)
-    session.add(
-        ChallengeRow(
-            id=b64e(cid),
-            purpose=purpose,
-            binding=binding,
-            issued_at=_ts(challenge.issued_at),
-            expires_at=_ts(challenge.expires_at),
-        )
-    )
-    return token, challenge
+    return sign_challenge(challenge, service.keys.signing_key), challenge
 
 
 def consume(session: Session, challenge: Challenge, *, via: str, device_id: str) -> None:
-    """Mark the challenge answered, or raise ``challenge_replayed``/``_unknown``/``_expired``.
+    """Record the challenge as answered, or raise ``challenge_replayed``.
 
     Runs inside the caller's transaction: if the caller later fails and rolls
-    back, the challenge is not burned.
+    back, the challenge is not burned. Expiry was already checked against the
+    signed ``expires_at`` when the response was opened.
     """
-    now = dt.datetime.now(dt.UTC)
-    cid = b64e(challenge.id)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     result = session.execute(
-        update(ChallengeRow)
-        .where(
-            ChallengeRow.id == cid,
-            ChallengeRow.consumed_at.is_(None),
-            ChallengeRow.expires_at > now,
+        insert(ChallengeRow)
+        .values(
+            id=challenge.id_text,
+            purpose=challenge.purpose,
+            binding=challenge.binding,
+            issued_at=timestamp(challenge.issued_at),
+            expires_at=timestamp(challenge.expires_at),
+            consumed_at=dt.datetime.now(dt.UTC),
+            consumed_via=via,
+            device_id=device_id,
+            result="ok",
         )
-        .values(consumed_at=now, consumed_via=via, device_id=device_id, result="ok")
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount == 1:
-        return
-    row = session.execute(
-        select(ChallengeRow.consumed_at, ChallengeRow.expires_at).where(ChallengeRow.id == cid)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(ChallengeRow.id)
     ).first()
-    if row is None:
-        raise ProtocolError("challenge_unknown")
-    if row.consumed_at is not None:
+    if result is None:
         raise ProtocolError("challenge_replayed")
-    raise ProtocolError("challenge_expired")

@@ -35,6 +35,7 @@ class Settings:
     max_request_bytes: int = 1024 * 1024
     secret_key: str = ""  # Flask session key; derived from the server secret when empty
     registration_policy: str = "tofu"
+    report_interval: int = 300  # seconds between an agent's posture reports
     extra_origins: tuple[str, ...] = ()
     # What SCIM reactivation does to the user's trusted devices (scim/lifecycle.py).
     scim_reactivation: str = "require_approval"
@@ -57,6 +58,7 @@ class Settings:
             enroll_code_ttl=int(env.get("DEVICETRUST_ENROLL_CODE_TTL", str(24 * 3600))),
             secret_key=env.get("DEVICETRUST_SECRET_KEY", ""),
             registration_policy=env.get("DEVICETRUST_REGISTRATION_POLICY", "tofu"),
+            report_interval=int(env.get("DEVICETRUST_REPORT_INTERVAL", "300")),
             extra_origins=tuple(
                 o.rstrip("/") for o in env.get("DEVICETRUST_EXTRA_ORIGINS", "").split() if o
             ),

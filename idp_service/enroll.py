@@ -151,7 +151,7 @@ def register(
         verified = open_response(
             envelope,
             verify_key=service.keys.verify_key,
-            box_key_for=service.keys.challenge_box_key,
+            box_key_for=service.keys.challenge_box_secret,
             now=time.time(),
             purposes=("register",),
             max_skew=service.settings.max_clock_skew,

@@ -1,9 +1,12 @@
 """Login transactions: one per sign-in attempt, created before its challenge.
 
 A transaction is the thing a challenge is bound to (``binding = "login:" + id``)
-and the thing the login page polls. It moves ``pending`` -> ``verified`` when a
-verified device response arrives on either path (the browser's fetch or the
-agent's direct callback), or ``pending`` -> ``denied`` with a reason.
+and the thing the login page polls. It is *verified* as soon as one of its
+challenges has been consumed with result ``ok`` (on either path: the browser's
+fetch or the agent's direct callback) -- the challenge row is the single source
+of truth, so the sign-in hot path writes nothing else. A device decision
+(revoked, pending, ...) moves it ``pending`` -> ``denied`` with a reason. When
+the page continues, :func:`settle` copies the outcome onto the transaction row.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ import datetime as dt
 import secrets
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from idp_service.storage.models import LoginTransaction, utcnow
+from idp_service.storage.models import Challenge, Device, LoginTransaction, utcnow
 
 BINDING_PREFIX = "login:"
 
@@ -44,20 +47,32 @@ def create(session: Session, *, ttl_seconds: int, context: dict[str, Any] | None
     return txn_id
 
 
-def mark_verified(session: Session, txn_id: str, *, device_id: str, user_id: str) -> bool:
-    """Move a pending transaction to verified; False if it was not pending or has expired."""
-    now = utcnow()
-    result = session.execute(
+def verified_device(session: Session, txn_id: str) -> tuple[str, dt.datetime] | None:
+    """The device that answered one of this transaction's challenges, and when."""
+    row = session.execute(
+        select(Challenge.device_id, Challenge.consumed_at)
+        .where(Challenge.binding == binding_for(txn_id), Challenge.result == "ok")
+        .limit(1)
+    ).first()
+    return (row.device_id, row.consumed_at) if row is not None else None
+
+
+def settle(session: Session, txn: LoginTransaction) -> LoginTransaction:
+    """Copy a verified answer onto a pending transaction (idempotent); return it."""
+    if txn.status != "pending":
+        return txn
+    found = verified_device(session, txn.id)
+    if found is None:
+        return txn
+    device_id, consumed_at = found
+    user_id = session.execute(select(Device.user_id).where(Device.id == device_id)).scalar_one()
+    session.execute(
         update(LoginTransaction)
-        .where(
-            LoginTransaction.id == txn_id,
-            LoginTransaction.status == "pending",
-            LoginTransaction.expires_at > now,
-        )
-        .values(status="verified", device_id=device_id, user_id=user_id, verified_at=now)
+        .where(LoginTransaction.id == txn.id, LoginTransaction.status == "pending")
+        .values(status="verified", device_id=device_id, user_id=user_id, verified_at=consumed_at)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return session.get(LoginTransaction, txn.id, populate_existing=True)
 
 
 def mark_denied(

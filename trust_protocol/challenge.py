@@ -32,6 +32,12 @@ MAX_ID_BYTES = 64
 MAX_ORIGINS = 16
 MAX_BINDING = 256
 MAX_URL = 2048
+MAX_KID = 64
+MAX_TIMESTAMP = 2**53 - 1  # JSON integers every implementation reads exactly
+
+
+def _is_timestamp(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TIMESTAMP
 
 
 def key_id(verify_key: VerifyKey | bytes) -> str:
@@ -87,6 +93,8 @@ class Challenge:
             raise ProtocolError("malformed", "challenge id must carry 16 to 64 bytes")
         if self.purpose not in PURPOSES:
             raise ProtocolError("malformed", f"unknown purpose {self.purpose!r}")
+        if not (_is_timestamp(self.issued_at) and _is_timestamp(self.expires_at)):
+            raise ProtocolError("malformed", "issued_at and expires_at must be integer seconds")
         if not 0 < self.expires_at - self.issued_at <= MAX_LIFETIME:
             raise ProtocolError("malformed", "expires_at must be within 120 s after issued_at")
         if len(self.box_key) != 32:
@@ -99,6 +107,10 @@ class Challenge:
             raise ProtocolError("malformed", "callback must be a URL")
         if not isinstance(self.binding, str) or len(self.binding) > MAX_BINDING:
             raise ProtocolError("malformed", "binding must be a string of at most 256 chars")
+        if not isinstance(self.kid, str) or len(self.kid) > MAX_KID:
+            raise ProtocolError("malformed", "kid must be a string of at most 64 chars")
+        if not isinstance(self.data, dict):
+            raise ProtocolError("malformed", "challenge data must be an object")
 
 
 @dataclass(frozen=True)
@@ -117,11 +129,25 @@ def sign_challenge(challenge: Challenge, signing_key: SigningKey) -> str:
     return f"{b64e(payload)}.{b64e(signature)}"
 
 
+def _refusal_code(payload: bytes, verify_key: VerifyKey) -> str:
+    """Why an unverifiable token is refused: unknown key, or tampered with under ours."""
+    try:
+        claimed = encoding.loads(payload, max_size=MAX_TOKEN_SIZE).get("kid")
+    except (ProtocolError, AttributeError):
+        return "bad_challenge_signature"
+    if isinstance(claimed, str) and claimed != key_id(verify_key):
+        return "challenge_unknown"
+    return "bad_challenge_signature"
+
+
 def parse_challenge(token: object, verify_key: VerifyKey) -> Challenge:
     """Verify a challenge token's signature, then parse and validate its payload.
 
-    Raises :class:`ProtocolError` with ``bad_challenge_signature`` when the token is
-    not signed by ``verify_key``, ``malformed`` or ``too_large`` otherwise.
+    Raises :class:`ProtocolError` with ``challenge_unknown`` when the token names
+    another signing key (``kid``) and is not signed by ``verify_key`` -- another
+    server's challenge, or one from a retired key -- ``bad_challenge_signature``
+    when it claims this key but its signature fails (tampered), and ``malformed``
+    or ``too_large`` otherwise.
     Expiry is *not* checked here: the caller knows its own clock and tolerance.
     """
     if not isinstance(token, str):
@@ -136,7 +162,7 @@ def parse_challenge(token: object, verify_key: VerifyKey) -> Challenge:
     try:
         verify_key.verify(CHALLENGE_CONTEXT + payload, signature)
     except BadSignatureError as exc:
-        raise ProtocolError("bad_challenge_signature") from exc
+        raise ProtocolError(_refusal_code(payload, verify_key)) from exc
     obj = encoding.loads(payload, max_size=MAX_TOKEN_SIZE)
     if not isinstance(obj, dict):
         raise ProtocolError("malformed", "challenge payload must be an object")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from typing import Any
 
 from trust_protocol.errors import ProtocolError
 
-_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 MAX_JSON_DEPTH = 16
 
 
@@ -25,17 +26,30 @@ def b64e(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_SIXBITS = {ch: i for i, ch in enumerate(_ALPHABET)}
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
 def b64d(text: object, *, length: int | None = None, field: str = "value") -> bytes:
-    """Decode unpadded base64url, refusing padding, other alphabets and wrong lengths."""
-    if not isinstance(text, str) or not _B64URL.match(text) or len(text) % 4 == 1:
+    """Decode unpadded base64url, refusing padding, other alphabets and wrong lengths.
+
+    Only the canonical spelling of a value is accepted: the unused low bits of
+    the last symbol must be zero, so no two strings decode to the same bytes.
+    """
+    # fullmatch, not match: "$" would also match before a trailing newline.
+    if not isinstance(text, str) or not _B64URL.fullmatch(text):
         raise ProtocolError("malformed", f"{field} is not unpadded base64url")
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:  # pragma: no cover - regex guards this
-        raise ProtocolError("malformed", f"{field} is not base64url") from exc
-    if b64e(raw) != text:
-        # Non-canonical trailing bits: two spellings of one value are not allowed.
+    rem = len(text) % 4
+    if rem == 1:
+        raise ProtocolError("malformed", f"{field} is not unpadded base64url")
+    if rem and _SIXBITS[text[-1]] & (0x0F if rem == 2 else 0x03):
         raise ProtocolError("malformed", f"{field} is not canonical base64url")
+    padded = (text + "=" * (-len(text) % 4)).encode("ascii").translate(_TO_STANDARD)
+    try:
+        raw = binascii.a2b_base64(padded, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:  # pragma: no cover - the regex guards this
+        raise ProtocolError("malformed", f"{field} is not base64url") from exc
     if length is not None and len(raw) != length:
         raise ProtocolError("malformed", f"{field} must be {length} bytes")
     return raw
@@ -59,37 +73,77 @@ def _reject_constant(name: str) -> None:
     raise ProtocolError("malformed", f"non-finite number {name}")
 
 
-def _depth(obj: Any, level: int = 0) -> int:
-    if level > MAX_JSON_DEPTH:
-        raise ProtocolError("malformed", "JSON nested too deeply")
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses to inf
+        raise ProtocolError("malformed", f"number {text[:32]} is out of range")
+    return value
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate written as a \uXXXX escape
+        raise ProtocolError("malformed", "string is not valid Unicode") from exc
+
+
+def _walk(obj: Any, depth: int = 0) -> None:
+    """Refuse nesting deeper than MAX_JSON_DEPTH containers, and lone surrogates."""
     if isinstance(obj, dict):
-        for v in obj.values():
-            _depth(v, level + 1)
+        if depth >= MAX_JSON_DEPTH:
+            raise ProtocolError("malformed", "JSON nested too deeply")
+        for key, value in obj.items():
+            _check_text(key)
+            _walk(value, depth + 1)
     elif isinstance(obj, list):
-        for v in obj:
-            _depth(v, level + 1)
-    return level
+        if depth >= MAX_JSON_DEPTH:
+            raise ProtocolError("malformed", "JSON nested too deeply")
+        for value in obj:
+            _walk(value, depth + 1)
+    elif isinstance(obj, str):
+        _check_text(obj)
 
 
 def loads(data: bytes | str, *, max_size: int) -> Any:
-    """Parse untrusted JSON with a size cap, no duplicate keys and bounded depth."""
-    if len(data) > max_size:
-        raise ProtocolError("too_large", f"message exceeds {max_size} bytes")
-    if isinstance(data, bytes):
+    """Parse untrusted JSON with a size cap, no duplicate keys and bounded depth.
+
+    ``max_size`` counts UTF-8 bytes. Refused as ``malformed``: invalid UTF-8 or
+    JSON, duplicate object keys, ``NaN``/``Infinity`` and numbers that overflow a
+    double, strings holding lone surrogates, and more than ``MAX_JSON_DEPTH``
+    nested containers. Oversized input is ``too_large``.
+    """
+    if isinstance(data, str):
+        if len(data) > max_size:  # cheap bound first: a str has at least one byte per char
+            raise ProtocolError("too_large", f"message exceeds {max_size} bytes")
         try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProtocolError("malformed", "message is not UTF-8") from exc
-    # Cheap pre-check against pathological nesting before the recursive parser runs.
-    if data.count("[") + data.count("{") > 4096:
-        raise ProtocolError("malformed", "JSON has too many containers")
+            raw = data.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ProtocolError("malformed", "message is not valid Unicode") from exc
+    elif isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+    else:
+        raise ProtocolError("malformed", "message must be bytes or text")
+    if len(raw) > max_size:
+        raise ProtocolError("too_large", f"message exceeds {max_size} bytes")
     try:
-        obj = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("malformed", "message is not UTF-8") from exc
+    try:
+        # The C parser bounds its own recursion (RecursionError), so pathological
+        # nesting fails fast; the exact depth limit is applied on the result.
+        obj = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
     except ProtocolError:
         raise
     except (ValueError, RecursionError) as exc:
         raise ProtocolError("malformed", "message is not valid JSON") from exc
-    _depth(obj)
+    if "\\u" in text or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+        _walk(obj)  # only such documents can be too deep or hold a lone surrogate
     return obj
 
 

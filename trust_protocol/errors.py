@@ -16,7 +16,7 @@ CODES: dict[str, str] = {
     "bad_challenge_signature": "The echoed challenge is not signed by this server.",
     "challenge_mismatch": "The envelope names a different challenge than the one inside.",
     "challenge_expired": "The challenge's expires_at has passed.",
-    "challenge_unknown": "This server never issued the challenge (or has purged it).",
+    "challenge_unknown": "The challenge names a signing key this server does not hold.",
     "challenge_replayed": "The challenge was already answered once.",
     "wrong_purpose": "The challenge was issued for another ceremony.",
     "binding_mismatch": "The challenge is bound to another login transaction or device.",

@@ -16,10 +16,12 @@ checks against the registry's record of the device.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import nacl.bindings
 from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 from nacl.signing import VerifyKey
@@ -122,11 +124,22 @@ def _string_map(obj: object, name: str) -> dict[str, str]:
     return obj
 
 
+def _seconds(value: float) -> float:
+    """A JSON number of seconds as a finite double, or ``malformed``."""
+    try:
+        seconds = float(value)
+    except OverflowError as exc:  # an integer beyond the range of a double
+        raise ProtocolError("malformed", "agent clock is out of range") from exc
+    if not math.isfinite(seconds):
+        raise ProtocolError("malformed", "agent clock is out of range")
+    return seconds
+
+
 def open_response(
     envelope: bytes | str,
     *,
     verify_key: VerifyKey,
-    box_key_for: Callable[[bytes], PrivateKey],
+    box_key_for: Callable[[bytes], PrivateKey | bytes],
     now: float,
     purposes: tuple[str, ...],
     max_skew: float = DEFAULT_MAX_SKEW,
@@ -154,8 +167,15 @@ def open_response(
     if len(sealed) < NONCE_SIZE + 16 + 64:
         raise ProtocolError("malformed", "box is too short")
 
+    secret = box_key_for(cid)
+    raw_secret = bytes(secret) if isinstance(secret, PrivateKey) else secret
     try:
-        plaintext = Box(box_key_for(cid), PublicKey(epk)).decrypt(sealed)
+        # crypto_box_open: key agreement (X25519) then XSalsa20-Poly1305, as Box.decrypt does,
+        # without deriving the per-challenge public key we do not need here.
+        shared = nacl.bindings.crypto_box_beforenm(epk, raw_secret)
+        plaintext = nacl.bindings.crypto_box_open_afternm(
+            sealed[NONCE_SIZE:], sealed[:NONCE_SIZE], shared
+        )
     except CryptoError as exc:
         raise ProtocolError("box_open_failed") from exc
     signature, body_bytes = plaintext[:64], plaintext[64:]
@@ -187,8 +207,10 @@ def open_response(
         raise ProtocolError("challenge_expired")
     agent = require(body, "agent", dict)
     agent_version = require(agent, "version", str)
-    clock = require(agent, "clock", (int, float))
-    skew = float(clock) - now
+    if len(agent_version) > MAX_FIELD:
+        raise ProtocolError("malformed", "agent version is too long")
+    clock = _seconds(require(agent, "clock", (int, float)))
+    skew = clock - now
     if abs(skew) > max_skew:
         raise ProtocolError("clock_skew", f"agent clock is off by {skew:+.0f} s")
     data = body.get("data", {})
@@ -200,8 +222,8 @@ def open_response(
         sign_key=sign_key,
         box_key=box_key,
         platform=_string_map(require(body, "platform", dict), "platform"),
-        agent_version=agent_version[:MAX_FIELD],
-        agent_clock=float(clock),
+        agent_version=agent_version,
+        agent_clock=clock,
         clock_skew=skew,
         data=data,
     )

@@ -50,12 +50,15 @@ class ServerKeys:
         """The signing key's id, carried in every challenge."""
         return key_id(self.verify_key)
 
-    def challenge_box_key(self, challenge_id: bytes) -> PrivateKey:
-        """The X25519 private key of one challenge: HKDF(secret, salt, info || id)."""
-        seed = HKDF(
+    def challenge_box_secret(self, challenge_id: bytes) -> bytes:
+        """The raw X25519 private key of one challenge: HKDF(secret, salt, info || id)."""
+        return HKDF(
             algorithm=hashes.SHA256(),
             length=32,
             salt=HKDF_SALT,
             info=HKDF_INFO_PREFIX + challenge_id,
         ).derive(self.box_secret)
-        return PrivateKey(seed)
+
+    def challenge_box_key(self, challenge_id: bytes) -> PrivateKey:
+        """The X25519 key pair of one challenge (its public half goes in the challenge)."""
+        return PrivateKey(self.challenge_box_secret(challenge_id))

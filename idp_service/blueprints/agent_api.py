@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from idp_service import authenticate, challenges, enroll
+from idp_service import authenticate, challenges, enroll, report
 from idp_service.context import ctx
 from idp_service.errors import ApiError
 from trust_protocol.encoding import b64e
@@ -12,6 +12,7 @@ from trust_protocol.encoding import b64e
 bp = Blueprint("agent_api", __name__, url_prefix="/agent/v1")
 
 MAX_ENVELOPE = 64 * 1024
+MAX_REPORT = report.MAX_REPORT
 
 
 def _body(limit: int = MAX_ENVELOPE) -> bytes:
@@ -51,10 +52,9 @@ def new_challenge() -> Response:
             "malformed", 'send {"purpose": "register"}; login challenges come from the login page'
         )
     service = ctx()
-    with service.db.session() as session:
-        token, challenge = challenges.issue(
-            service, session, "register", "enroll", callback_path="/agent/v1/register"
-        )
+    token, challenge = challenges.issue(
+        service, "register", "enroll", callback_path="/agent/v1/register"
+    )
     return jsonify({"challenge": token, "expires_at": challenge.expires_at})
 
 
@@ -70,3 +70,19 @@ def callback() -> Response:
     """The agent's direct answer to a login challenge (independent of the browser)."""
     result = authenticate.verify(ctx(), _body(), via="callback", remote_addr=request.remote_addr)
     return jsonify({"status": "verified", "device_id": result.device_id})
+
+
+@bp.post("/report/challenge")
+def report_challenge() -> Response:
+    """A ``report`` challenge bound to the asking device."""
+    body = request.get_json(silent=True)
+    token, expires_at = report.issue_challenge(
+        ctx(), body.get("device_id") if isinstance(body, dict) else None
+    )
+    return jsonify({"challenge": token, "expires_at": expires_at})
+
+
+@bp.post("/report")
+def report_facts() -> Response:
+    """A posture report: the body is a response envelope to a ``report`` challenge."""
+    return jsonify(report.ingest(ctx(), _body(MAX_REPORT), remote_addr=request.remote_addr))

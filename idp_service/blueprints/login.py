@@ -68,9 +68,9 @@ def owned_transaction(txn_id: str) -> LoginTransaction:
         raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
     with ctx().db.session() as s:
         txn = s.get(LoginTransaction, txn_id)
-    if txn is None:
-        raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
-    return txn
+        if txn is None:
+            raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
+        return transactions.settle(s, txn)
 
 
 @bp.get("/login")
@@ -102,10 +102,7 @@ def login_challenge(txn_id: str) -> Response:
     if not transactions.is_open(txn):
         raise ApiError("login_closed", "This sign-in is finished or expired.", 409)
     service = ctx()
-    with service.db.session() as s:
-        token, challenge = challenges.issue(
-            service, s, "authenticate", transactions.binding_for(txn_id)
-        )
+    token, challenge = challenges.issue(service, "authenticate", transactions.binding_for(txn_id))
     return jsonify(
         {
             "challenge": token,

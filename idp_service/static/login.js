@@ -29,7 +29,6 @@
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ challenge: challenge }),
         signal: ctl.signal,
-        targetAddressSpace: "local",
       });
       const body = await resp.json().catch(function () { return {}; });
       return { answered: true, ok: resp.ok, body: body };

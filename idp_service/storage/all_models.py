@@ -3,5 +3,8 @@
 Add a line here when a surface adds a models module.
 """
 
-from idp_service.storage import models  # noqa: F401
+from idp_service.storage import (
+    models,  # noqa: F401
+    posture_tables,  # noqa: F401, E402
+)
 from scim import tables  # noqa: F401

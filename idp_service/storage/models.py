@@ -16,7 +16,6 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
-    Index,
     Integer,
     LargeBinary,
     String,
@@ -115,7 +114,11 @@ class Device(Base):
 
 
 class Challenge(Base):
-    """One issued challenge. ``consumed_at`` makes it single use, atomically."""
+    """One *answered* challenge. Its primary key makes each challenge single use.
+
+    Challenges are not stored when issued (they are signed statements); the row
+    is written by the first accepted answer, and a second answer collides.
+    """
 
     __tablename__ = "challenges"
 
@@ -123,8 +126,8 @@ class Challenge(Base):
     purpose: Mapped[str] = mapped_column(String(16))
     binding: Mapped[str] = mapped_column(String(256), index=True)
     issued_at: Mapped[dt.datetime]
-    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
-    consumed_at: Mapped[dt.datetime | None]
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)  # rows past it may be purged
+    consumed_at: Mapped[dt.datetime]
     consumed_via: Mapped[str | None] = mapped_column(String(16))  # browser | callback | agent
     device_id: Mapped[str | None] = mapped_column(String(64))
     result: Mapped[str | None] = mapped_column(String(32))  # ok or a protocol error code
@@ -181,7 +184,7 @@ class AuditEvent(Base):
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)  # page by id: ids grow with time
     action: Mapped[str] = mapped_column(String(64), index=True)
     outcome: Mapped[str] = mapped_column(String(16))  # ok | denied | rejected | error
     code: Mapped[str | None] = mapped_column(String(64))
@@ -190,6 +193,3 @@ class AuditEvent(Base):
     device_id: Mapped[str | None] = mapped_column(String(64), index=True)
     remote_addr: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-
-
-Index("ix_challenges_unconsumed", Challenge.binding, Challenge.consumed_at)

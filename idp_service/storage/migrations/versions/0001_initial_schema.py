@@ -33,7 +33,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_audit_events_action'), ['action'], unique=False)
-        batch_op.create_index(batch_op.f('ix_audit_events_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_events_device_id'), ['device_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_events_user_id'), ['user_id'], unique=False)
 
@@ -43,7 +42,7 @@ def upgrade() -> None:
     sa.Column('binding', sa.String(length=256), nullable=False),
     sa.Column('issued_at', idp_service.storage.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('expires_at', idp_service.storage.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('consumed_at', idp_service.storage.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('consumed_at', idp_service.storage.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('consumed_via', sa.String(length=16), nullable=True),
     sa.Column('device_id', sa.String(length=64), nullable=True),
     sa.Column('result', sa.String(length=32), nullable=True),
@@ -52,7 +51,6 @@ def upgrade() -> None:
     with op.batch_alter_table('challenges', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_challenges_binding'), ['binding'], unique=False)
         batch_op.create_index(batch_op.f('ix_challenges_expires_at'), ['expires_at'], unique=False)
-        batch_op.create_index('ix_challenges_unconsumed', ['binding', 'consumed_at'], unique=False)
 
     op.create_table('login_transactions',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -165,7 +163,6 @@ def downgrade() -> None:
 
     op.drop_table('login_transactions')
     with op.batch_alter_table('challenges', schema=None) as batch_op:
-        batch_op.drop_index('ix_challenges_unconsumed')
         batch_op.drop_index(batch_op.f('ix_challenges_expires_at'))
         batch_op.drop_index(batch_op.f('ix_challenges_binding'))
 
@@ -173,7 +170,6 @@ def downgrade() -> None:
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_audit_events_user_id'))
         batch_op.drop_index(batch_op.f('ix_audit_events_device_id'))
-        batch_op.drop_index(batch_op.f('ix_audit_events_at'))
         batch_op.drop_index(batch_op.f('ix_audit_events_action'))
 
     op.drop_table('audit_events')
