@@ -1,4 +1,4 @@
-"""The ``devicetrust-agent`` command: run, status, id and enroll.
+"""The ``devicetrust-agent`` command: run, status, id, enroll and facts.
 
 ``run`` keeps the local channel open for the login page. ``enroll URL CODE``
 registers this device with a service using a one-time code from IT. ``id``
@@ -123,6 +123,18 @@ def status(state_dir: Path, as_json: bool) -> None:
     _emit(data, as_json, f"{text}\nkeys: {data['keys']}\nstate directory: {state_dir}")
 
 
+def _collector(replay: Path | None):  # noqa: ANN202 - Callable[[], dict]
+    """This device's fact collection (or a recorded device's, with --replay)."""
+
+    def collect() -> dict[str, Any]:
+        from agent.collectors import collect_facts
+        from agent.collectors.base import Host
+
+        return collect_facts(Host.from_recording(replay) if replay else None)
+
+    return collect
+
+
 @cli.command()
 @click.option(
     "--no-callback",
@@ -130,10 +142,18 @@ def status(state_dir: Path, as_json: bool) -> None:
     envvar="DEVICETRUST_AGENT_NO_CALLBACK",
     help="Answer only through the browser; do not also POST to the service directly.",
 )
+@click.option(
+    "--replay",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Report the facts of a recorded device (a directory with host.json): for demos/tests.",
+)
+@click.option("--no-reports", is_flag=True, help="Do not send posture reports (sign-ins only).")
 @click.pass_obj
-def run(state_dir: Path, no_callback: bool) -> None:
-    """Keep the local channel open for sign-ins (Ctrl-C or SIGTERM stops it)."""
+def run(state_dir: Path, no_callback: bool, replay: Path | None, no_reports: bool) -> None:
+    """Keep the local channel open for sign-ins and report posture (Ctrl-C stops it)."""
     from agent.local_channel import ChannelState, bind_first_free, serve_in_thread
+    from agent.report import ReportScheduler
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s devicetrust-agent %(levelname)s %(message)s"
@@ -149,17 +169,30 @@ def run(state_dir: Path, no_callback: bool) -> None:
         channel = bind_first_free(ports or parse_ports(None), channel_state)
     except OSError as exc:
         raise click.ClickException(f"{exc}. Is another agent already running?") from None
-    port = channel.server_address[1]
-    logging.info("local channel listening on 127.0.0.1:%d", port)
-    if enrollment is None:
-        logging.warning("not enrolled yet: run devicetrust-agent enroll URL CODE")
+    logging.info("local channel listening on 127.0.0.1:%d", channel.server_address[1])
     stop = threading.Event()
+    scheduler: ReportScheduler | None = None
+
+    def start_reports(current: state.Enrollment | None) -> None:
+        nonlocal scheduler
+        if scheduler is not None:
+            scheduler.shutdown()
+            scheduler = None
+        channel_state.on_recheck = None
+        if current is None or no_reports:
+            return
+        scheduler = ReportScheduler(current, keys, _collector(replay))
+        scheduler.start()
+        channel_state.on_recheck = scheduler.report_now
 
     def _stop(signum: int, _frame: object) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    if enrollment is None:
+        logging.warning("not enrolled yet: run devicetrust-agent enroll URL CODE")
+    start_reports(enrollment)
     serve_in_thread(channel)
     path = state_dir / state.FILE
     mtime = path.stat().st_mtime if path.exists() else 0.0
@@ -169,10 +202,37 @@ def run(state_dir: Path, no_callback: bool) -> None:
         if new_mtime != mtime:
             mtime = new_mtime
             channel_state.enrollment = state.load(state_dir)
+            start_reports(channel_state.enrollment)
             logging.info("enrollment reloaded")
+    if scheduler is not None:
+        scheduler.shutdown()
     channel.shutdown()
     channel.server_close()
     logging.info("stopped")
+
+
+@cli.command()
+@click.option(
+    "--osquery-socket",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="osqueryd extension socket (default: the platform's usual path, if present).",
+)
+@click.option(
+    "--replay",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Print the facts of a recorded device (a directory with host.json) instead.",
+)
+def facts(osquery_socket: str | None, replay: Path | None) -> None:
+    """Print this device's posture facts as JSON (what the agent reports)."""
+    from agent.collectors import collect_facts
+    from agent.collectors.base import Host
+    from agent.collectors.osquery import OsqueryConfig
+
+    config = OsqueryConfig(socket_path=osquery_socket) if osquery_socket else None
+    host = Host.from_recording(replay) if replay else None
+    click.echo(json.dumps(collect_facts(host, osquery=config), indent=2))
 
 
 def main() -> None:

@@ -9,6 +9,10 @@ service's login page also knows. Defences:
   origins the enrolled service declared;
 * CORS and Private-Network-Access headers are sent only to those origins;
 * short socket timeouts and a cap on the request size.
+
+``/v1/recheck`` (the login page's "recheck now") makes the agent collect and
+report its posture at once, through its own report ceremony; at most one every
+few seconds.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,6 +34,7 @@ from trust_protocol.device_keys import DeviceKeys
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 16 * 1024
+RECHECK_MIN_INTERVAL = 3.0  # seconds between two "recheck now" reports
 SOCKET_TIMEOUT = 2.0
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
@@ -48,6 +54,8 @@ class ChannelState:
         self.enrollment = enrollment
         self.direct_callback = direct_callback
         self.on_recheck = on_recheck
+        self.recheck_lock = threading.Lock()
+        self.last_recheck = float("-inf")
 
     def known_origins(self) -> set[str]:
         """Origins the enrolled service declared (for preflights and ping)."""
@@ -141,7 +149,7 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def do_POST(self) -> None:  # noqa: N802
-        """``/v1/challenge``: answer a login challenge; ``/v1/recheck``: collect and report."""
+        """``/v1/challenge``: answer a login challenge; ``/v1/recheck``: collect and report now."""
         if not self._host_ok():
             self._error(403, "bad_host", "Host must be a loopback name.")
             return
@@ -157,7 +165,10 @@ class Handler(BaseHTTPRequestHandler):
             self._error(413, "too_large", f"Requests are capped at {MAX_REQUEST} bytes.")
             return
         raw = self.rfile.read(length)
-        if path not in ("/v1/challenge", "/v1/recheck"):
+        if path == "/v1/recheck":
+            self._recheck(origin)
+            return
+        if path != "/v1/challenge":
             self._error(404, "not_found", "No such endpoint.")
             return
         if state.enrollment is None:
@@ -174,28 +185,40 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError):
             self._error(400, "malformed", 'Send {"challenge": "<token>"}.')
             return
-        purposes = ("authenticate",) if path == "/v1/challenge" else ("report",)
         try:
-            ans = answer(
-                token,
-                origin=origin,
-                enrollment=state.enrollment,
-                keys=state.keys,
-                purposes=purposes,
-            )
+            ans = answer(token, origin=origin, enrollment=state.enrollment, keys=state.keys)
         except Refusal as exc:
             # Only reflect CORS to origins the enrolled service declared.
-            self._error(
-                exc.status, exc.code, exc.message, self._cors_origin(origin, state.known_origins())
-            )
-            return
-        if path == "/v1/recheck" and state.on_recheck is not None:
-            result = state.on_recheck()
-            self._send(200, result, origin)
+            cors = self._cors_origin(origin, state.known_origins())
+            self._error(exc.status, exc.code, exc.message, cors)
             return
         if state.direct_callback:
             post_callback(ans)
         self._send(200, {"response": ans.envelope.decode()}, origin)
+
+    def _recheck(self, origin: str | None) -> None:
+        """Collect and report posture now, for a page of the enrolled service."""
+        state = self.server.state
+        cors = self._cors_origin(origin, state.known_origins())
+        if cors is None:
+            self._error(403, "origin_not_allowed", "Unknown origin.")
+            return
+        if state.on_recheck is None:
+            self._error(409, "not_enrolled", "This device is not enrolled.", cors)
+            return
+        with state.recheck_lock:
+            now = time.monotonic()
+            if now - state.last_recheck < RECHECK_MIN_INTERVAL:
+                self._error(429, "too_many_requests", "Wait a few seconds, then retry.", cors)
+                return
+            state.last_recheck = now
+            try:
+                result = state.on_recheck()
+            except Exception as exc:  # noqa: BLE001 - report the failure to the page
+                code = getattr(exc, "code", "report_failed")
+                self._error(502, code, "The posture report did not go through.", cors)
+                return
+        self._send(200, {"status": "reported", "result": result}, cors)
 
 
 class LocalChannel(ThreadingHTTPServer):

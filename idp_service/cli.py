@@ -220,6 +220,10 @@ def demo() -> None:
     sys.exit(run_demo())
 
 
+from posture_checks.cli import checks  # noqa: E402 - surfaces add their groups here
+
+cli.add_command(checks)
+
 from scim.cli import scim_token  # noqa: E402
 
 cli.add_command(scim_token)

@@ -4,7 +4,8 @@
 # is missing so a developer can install it.
 set -euo pipefail
 
-PKGS=(chromium xmlsec1 libxmlsec1-openssl postgresql cryptsetup-bin lvm2)
+PKGS=(chromium xmlsec1 libxmlsec1-openssl postgresql cryptsetup-bin lvm2
+      openssh-client libglib2.0-bin gsettings-desktop-schemas)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
