@@ -41,6 +41,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(login.bp)
 
     from idp_service import saml
+    from scim.app import mount_scim
 
     saml.init_app(app)
+    mount_scim(app)  # SCIM 2.0 at /scim/v2
     return app

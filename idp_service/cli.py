@@ -228,6 +228,10 @@ cli.add_command(checks)
 cli.add_command(sp_group)
 cli.add_command(keys_group)
 
+from scim.cli import scim_token  # noqa: E402
+
+cli.add_command(scim_token)
+
 
 def main() -> None:
     """Entry point of the ``devicetrust`` console script."""

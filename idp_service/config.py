@@ -37,6 +37,8 @@ class Settings:
     registration_policy: str = "tofu"
     report_interval: int = 300  # seconds between an agent's posture reports
     extra_origins: tuple[str, ...] = ()
+    # What SCIM reactivation does to the user's trusted devices (scim/lifecycle.py).
+    scim_reactivation: str = "require_approval"
     testing: bool = False
 
     @classmethod
@@ -60,7 +62,10 @@ class Settings:
             extra_origins=tuple(
                 o.rstrip("/") for o in env.get("DEVICETRUST_EXTRA_ORIGINS", "").split() if o
             ),
+            scim_reactivation=env.get("DEVICETRUST_SCIM_REACTIVATION", "require_approval"),
         )
+        if s.scim_reactivation not in ("require_approval", "restore"):
+            raise ValueError("DEVICETRUST_SCIM_REACTIVATION must be require_approval or restore")
         if not 0 < s.challenge_ttl <= 120:
             raise ValueError("DEVICETRUST_CHALLENGE_TTL must be between 1 and 120 seconds")
         return s

@@ -8,3 +8,4 @@ from idp_service.storage import (
     models,  # noqa: F401
     posture_tables,  # noqa: F401, E402
 )
+from scim import tables  # noqa: F401

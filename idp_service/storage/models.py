@@ -85,6 +85,9 @@ class User(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     deactivated_at: Mapped[dt.datetime | None]
+    # Set when SCIM deleted the user: the row stays (devices and audit refer to it),
+    # inactive, with user_name_lower released (revision 0002, scim/lifecycle.py).
+    deleted_at: Mapped[dt.datetime | None]
 
 
 class Device(Base):

@@ -1,0 +1,72 @@
+"""The SCIM protocol steps for devicetrust, without any input or output.
+
+A thin subclass of scim2-server's :class:`~scim2_server.service.ScimService`:
+it names our realm in ``WWW-Authenticate``, bounds every request body (the
+library only bounds bulk bodies, and leaves the others to the integration), and
+answers a PATCH with 200 and the resource rather than 204 (Okta reads the body).
+Everything else, validation, PATCH, ETags, filters, paging, bulk, is
+the library's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scim2_models import (
+    Context,
+    PayloadTooLargeException,
+    Resource,
+    ResponseParameters,
+    ScimProvider,
+)
+from scim2_server.requests import ScimRequest
+from scim2_server.responses import ScimResponse
+from scim2_server.service import ScimService
+
+REALM = "devicetrust-scim"
+DEFAULT_MAX_BODY = 1024 * 1024
+
+
+class DevicetrustScimService(ScimService):
+    """:class:`ScimService` with our realm and our body limit."""
+
+    def __init__(self, provider: ScimProvider, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+        super().__init__(provider)
+        self.max_body = max_body
+
+    def www_authenticate(self, exception: Exception) -> str:
+        """The challenge of a 401: a bearer token for our realm (RFC 6750 §3)."""
+        return f'Bearer realm="{REALM}"'
+
+    def max_body_size(self, request: ScimRequest) -> int | None:
+        """Every request body is bounded, not only bulk ones (huge bodies get a 413)."""
+        limit = super().max_body_size(request)
+        return self.max_body if limit is None else min(limit, self.max_body)
+
+    def check_body_size(self, request: ScimRequest) -> None:
+        """Refuse with a 413 a body longer than :meth:`max_body_size`.
+
+        The WSGI application reads at most one byte more than the limit, so a
+        longer body is never held in memory whole. A request no route serves is
+        left to the handler, whose 404 or 405 says more than a 413.
+        """
+        limit = self.max_body_size(request)
+        if limit and len(request.body) > limit:
+            raise PayloadTooLargeException(detail=f"The request body exceeds {limit} bytes")
+
+    def patch_response(
+        self,
+        base_url: str,
+        resource: Resource[Any],
+        response_parameters: ResponseParameters[Any],
+    ) -> ScimResponse:
+        """200 with the resource, the branch of RFC 7644 §3.5.2 every client reads.
+
+        The library answers 204 when no attributes were asked for, which the RFC
+        allows; Okta's documented PATCH exchanges expect the updated resource.
+        """
+        return self.resource_response(
+            self.publish(base_url, resource),
+            Context.RESOURCE_REPLACEMENT_RESPONSE,
+            response_parameters,
+        )
