@@ -149,8 +149,49 @@ def _client(base: str, code: str, start_at: float, stop_at: float, out) -> None:
     out.put((done, failed, time.time() - measure_start))
 
 
-def http_logins(pg_url: str, seconds: float, clients: int) -> tuple[float, int]:
-    """(full logins/s, failures) over HTTP against gunicorn with 2 workers on PostgreSQL."""
+class _CpuWatch:
+    """CPU seconds spent by the service, PostgreSQL and the load generator over a window."""
+
+    def __init__(self, service_pid: int, client_pids: list[int], dbname: str) -> None:
+        self.service_pid, self.client_pids, self.dbname = service_pid, client_pids, dbname
+        self.before: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def _sample(self) -> dict[str, float]:
+        import psutil
+
+        out = dict.fromkeys(("service", "postgres", "pg_background", "load_generator"), 0.0)
+        service = psutil.Process(self.service_pid)
+        groups = [("service", p) for p in [service, *service.children(recursive=True)]]
+        groups += [("load_generator", psutil.Process(pid)) for pid in self.client_pids]
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if cmd.startswith("postgres:"):
+                groups.append(("postgres" if self.dbname in cmd else "pg_background", p))
+        for name, p in groups:
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
+            out[name] += t.user + t.system
+        t = psutil.cpu_times()
+        out["machine"] = t.user + t.system + t.nice + t.irq + t.softirq + t.steal
+        out["wall"] = time.time()
+        return out
+
+    def start(self) -> None:
+        """Begin the window."""
+        self.before = self._sample()
+
+    def stop(self) -> None:
+        """End the window (backends that came or went inside it are missed; they are few)."""
+        after = self._sample()
+        self.used = {k: after[k] - self.before.get(k, 0.0) for k in after}
+
+
+def http_logins(pg_url: str, seconds: float, clients: int) -> tuple[float, int, dict[str, float]]:
+    """(full logins/s, failures, CPU seconds per component) over HTTP: gunicorn, 2 workers,
+    PostgreSQL."""
     from idp_service import enroll, users
     from idp_service.saml import api
     from idp_service.storage.db import Database
@@ -177,6 +218,11 @@ def http_logins(pg_url: str, seconds: float, clients: int) -> tuple[float, int]:
             ]
             for p in procs:
                 p.start()
+            cpu = _CpuWatch(svc.proc.pid, [p.pid for p in procs], urlsplit(pg_url).path[1:])
+            time.sleep(max(0.0, start_at + 2 - time.time()))
+            cpu.start()
+            time.sleep(max(0.0, stop_at - time.time()))
+            cpu.stop()
             results = [queue.get(timeout=seconds + 120) for _ in procs]
             for p in procs:
                 p.join(10)
@@ -185,7 +231,7 @@ def http_logins(pg_url: str, seconds: float, clients: int) -> tuple[float, int]:
     done = sum(r[0] for r in results)
     failed = sum(r[1] for r in results)
     elapsed = max(r[2] for r in results)
-    return done / elapsed, failed
+    return done / elapsed, failed, cpu.used
 
 
 # ---- in-process issuance --------------------------------------------------------------------
@@ -368,6 +414,28 @@ def _scratch_pg(base_url: str):  # noqa: ANN202
     return base.set(database=name).render_as_string(hide_password=False), drop
 
 
+def _print_http(
+    logins: float, failed: int, cpu: dict[str, float], clients: int, load_before: float
+) -> None:
+    wall = cpu["wall"]
+    n = logins * wall
+    print(
+        f"full logins over HTTP (gunicorn 2 workers, PostgreSQL, {clients} clients): "
+        f"{logins:,.0f}/s  ({failed} failed)   target >= 300/s"
+    )
+    print(f"  load average before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
+    print("  CPU per login (ms), measured window:")
+    for name in ("service", "postgres", "pg_background", "load_generator"):
+        print(f"    {name:<16} {1000 * cpu[name] / n:6.2f}")
+    ours = sum(cpu[k] for k in ("service", "postgres", "pg_background", "load_generator"))
+    print(f"    {'sum':<16} {1000 * ours / n:6.2f}")
+    others = cpu["machine"] - ours
+    print(
+        f"  machine busy: {cpu['machine'] / wall:.2f} of 2 cores"
+        f" (other work on the machine: {max(others, 0.0) / wall:.2f} cores)"
+    )
+
+
 def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -379,26 +447,27 @@ def main() -> None:
         help="PostgreSQL server to create a scratch database on",
     )
     parser.add_argument("--skip-http", action="store_true", help="only the in-process figures")
+
+    parser.add_argument("--http-only", action="store_true", help="only the HTTP figures")
     args = parser.parse_args()
 
     logins = failed = None
     if not args.skip_http:
+        load_before = os.getloadavg()[0]
         url, drop = _scratch_pg(args.pg_url)
         try:
-            logins, failed = http_logins(url, args.seconds, args.clients)
+            logins, failed, cpu = http_logins(url, args.seconds, args.clients)
         finally:
             drop()
+        _print_http(logins, failed, cpu, args.clients, load_before)
+        if args.http_only:
+            return
 
     with tempfile.TemporaryDirectory() as tmp:
         rates = issuance(Path(tmp))
     ceiling = login_crypto_ceiling()
 
     print("SAML login benchmark (2 vCPU; one core for in-process figures)")
-    if logins is not None:
-        print(
-            f"full logins over HTTP (gunicorn 2 workers, PostgreSQL, {args.clients} clients): "
-            f"{logins:,.0f}/s  ({failed} failed)   target >= 300/s"
-        )
     print(f"crypto ceiling of one login (1 core):        {ceiling:,.0f}/s")
     if logins is not None:
         print(

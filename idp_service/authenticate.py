@@ -8,8 +8,9 @@ once one of its challenges was consumed with result ``ok``.
 
 This is the hot path of every sign-in. After the pure protocol checks
 (:func:`trust_protocol.response.open_response`), a successful answer costs one
-guarded write (``storage/login_sql.py``). Only a refused answer pays for the
-reads that say *why* it was refused.
+guarded write (``storage/login_sql.py``), which also marks the login
+transaction verified and says where it stands. Only a refused answer pays for
+the reads that say *why* it was refused.
 """
 
 from __future__ import annotations
@@ -43,13 +44,15 @@ DEVICE_DECISIONS = frozenset(
 
 @dataclass(frozen=True)
 class Authentication:
-    """A verified sign-in: which device, which owner, which transaction."""
+    """A verified sign-in: which device, which owner, which transaction and its state now."""
 
     device_id: str
     user_id: str
     txn_id: str | None
     clock_skew: float
     via: str
+    txn_status: str | None = None  # verified, or denied/pending if it was settled otherwise
+    txn_error: str | None = None
 
 
 def verify(
@@ -73,7 +76,8 @@ def verify(
         )
         if expected_binding is not None:
             check_binding(verified, expected_binding)
-        user_id = consume_for_trusted_device(
+        txn_id = transactions.txn_id_from_binding(verified.challenge.binding)
+        consumed = consume_for_trusted_device(
             service.db.engine,
             challenge_id=verified.challenge.id_text,
             binding=verified.challenge.binding,
@@ -86,16 +90,19 @@ def verify(
             agent_version=verified.agent_version,
             remote_addr=remote_addr,
             details={"via": via, "clock_skew": round(verified.clock_skew, 3)},
+            txn_id=txn_id,
         )
-        if user_id is None:
+        if consumed is None:
             _explain_refusal(service, verified)
             raise ProtocolError("challenge_unknown")  # pragma: no cover - explain always raises
         return Authentication(
             verified.device_id,
-            user_id,
-            transactions.txn_id_from_binding(verified.challenge.binding),
+            consumed.user_id,
+            txn_id,
             verified.clock_skew,
             via,
+            consumed.txn_status,
+            consumed.txn_error,
         )
     except ProtocolError as exc:
         _record_refusal(service, exc, verified, via, remote_addr)

@@ -33,9 +33,14 @@ def txn_id_from_binding(binding: str) -> str | None:
     return binding[len(BINDING_PREFIX) :] if binding.startswith(BINDING_PREFIX) else None
 
 
+def new_id() -> str:
+    """A fresh transaction id: 128 random bits, base64url."""
+    return secrets.token_urlsafe(16)
+
+
 def create(session: Session, *, ttl_seconds: int, context: dict[str, Any] | None = None) -> str:
-    """Start a transaction and return its id (128 random bits, base64url)."""
-    txn_id = secrets.token_urlsafe(16)
+    """Start a transaction and return its id."""
+    txn_id = new_id()
     session.add(
         LoginTransaction(
             id=txn_id,

@@ -3,31 +3,30 @@
 Membership is read from ``group_members``, which the SCIM storage keeps; a
 group that contains a group passes its members up (nesting), so a user is in
 every group above a group they belong to.
+
+Every sign-in reads it, so it is one recursive statement (PostgreSQL and SQLite
+alike) rather than one statement per level of nesting; ``UNION`` (not ``UNION
+ALL``) drops groups already reached, so a cycle of groups ends.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from scim.tables import Group, GroupMember
+_GROUPS_OF = text(
+    """
+    WITH RECURSIVE member_of(id) AS (
+        SELECT group_id FROM group_members WHERE value = :user_id
+        UNION
+        SELECT m.group_id FROM group_members m JOIN member_of ON m.value = member_of.id
+    )
+    SELECT g.display_name FROM groups g JOIN member_of ON g.id = member_of.id
+    """
+)
 
 
 def groups_of(session: Session, user_id: str) -> list[str]:
     """The displayNames of every group ``user_id`` belongs to, directly or nested, sorted."""
-    seen: set[str] = set()
-    names: dict[str, str] = {}
-    frontier = {user_id}
-    while frontier:
-        rows = session.execute(
-            select(Group.id, Group.display_name)
-            .join(GroupMember, GroupMember.group_id == Group.id)
-            .where(GroupMember.value.in_(frontier))
-        ).all()
-        frontier = set()
-        for group_id, name in rows:
-            if group_id not in seen:
-                seen.add(group_id)
-                names[group_id] = name
-                frontier.add(group_id)
-    return sorted(names.values(), key=str.casefold)
+    names = session.execute(_GROUPS_OF, {"user_id": user_id}).scalars().all()
+    return sorted(names, key=str.casefold)

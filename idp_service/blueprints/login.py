@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, session
-from sqlalchemy import select
 
 from idp_service import authenticate, challenges, transactions
 from idp_service.context import ctx
 from idp_service.errors import HINTS, ApiError
+from idp_service.storage.login_reads import read_login, read_transaction
 from idp_service.storage.models import Device, LoginTransaction, User
 from trust_protocol.errors import CODES, ProtocolError
 
@@ -62,15 +62,44 @@ def start_transaction(kind: str, context: dict | None = None) -> str:
     return txn_id
 
 
-def owned_transaction(txn_id: str) -> LoginTransaction:
-    """The transaction if this browser owns it; 404 otherwise (no oracle for guessing)."""
+def _require_owned(txn_id: str) -> None:
+    """404 unless this browser's session cookie holds the transaction (no oracle for guessing)."""
     if txn_id not in session.get("login_txns", []):
         raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
-    with ctx().db.session() as s:
-        txn = s.get(LoginTransaction, txn_id)
-        if txn is None:
-            raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
-        return transactions.settle(s, txn)
+
+
+def owned_transaction(txn_id: str, *, settle: bool = True) -> LoginTransaction:
+    """The transaction if this browser owns it; 404 otherwise (no oracle for guessing).
+
+    One statement reads it. A pending one is settled (a verified answer recorded
+    by other means copied onto it) unless ``settle`` is False; answers recorded
+    by ``authenticate.verify`` already verified their transaction in the same write.
+    """
+    _require_owned(txn_id)
+    db = ctx().db
+    txn = read_transaction(db.engine, txn_id)
+    if txn is None:
+        raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
+    if settle and txn.status == "pending":
+        with db.session() as s:
+            txn = transactions.settle(s, txn)
+    return txn
+
+
+def owned_login(txn_id: str) -> tuple[LoginTransaction, User | None, Device | None]:
+    """The owned transaction with its user and device as they are now, in one statement
+    (detached snapshots); 404 as :func:`owned_transaction`. A pending one is settled first."""
+    _require_owned(txn_id)
+    db = ctx().db
+    found = read_login(db.engine, txn_id)
+    if found is not None and found[0].status == "pending":
+        with db.session() as s:
+            settled = transactions.settle(s, found[0])
+        if settled.status != "pending":
+            found = read_login(db.engine, txn_id)
+    if found is None:
+        raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
+    return found
 
 
 @bp.get("/login")
@@ -98,7 +127,7 @@ def login_page(txn_id: str) -> str:
 @bp.post("/login/<txn_id>/challenge")
 def login_challenge(txn_id: str) -> Response:
     """A fresh ``authenticate`` challenge bound to this transaction, for the agent."""
-    txn = owned_transaction(txn_id)
+    txn = owned_transaction(txn_id, settle=False)
     if not transactions.is_open(txn):
         raise ApiError("login_closed", "This sign-in is finished or expired.", 409)
     service = ctx()
@@ -115,12 +144,12 @@ def login_challenge(txn_id: str) -> Response:
 @bp.post("/login/<txn_id>/response")
 def login_response(txn_id: str) -> Response:
     """The browser forwards the agent's answer (the agent also posts it directly)."""
-    owned_transaction(txn_id)
+    _require_owned(txn_id)
     data = request.get_data(cache=False)
     if len(data) > MAX_ENVELOPE:
         raise ApiError("too_large", "response envelope is too large", 413)
     try:
-        authenticate.verify(
+        done = authenticate.verify(
             ctx(),
             data,
             via="browser",
@@ -131,6 +160,10 @@ def login_response(txn_id: str) -> Response:
         if exc.code != "challenge_replayed":
             raise
         # The agent's direct callback won the race; the transaction state tells the truth.
+    else:
+        if done.txn_status in ("verified", "denied"):
+            # The write that recorded the answer also said where the transaction stands.
+            return _status_body(txn_id, done.txn_status, done.txn_error)
     return _status(txn_id)
 
 
@@ -140,6 +173,10 @@ def _status(txn_id: str) -> Response:
     code = txn.error_code
     if status == "pending" and not transactions.is_open(txn):
         status, code = "denied", "expired"
+    return _status_body(txn_id, status, code)
+
+
+def _status_body(txn_id: str, status: str, code: str | None) -> Response:
     body = {"status": status}
     if code:
         body.update(
@@ -162,24 +199,18 @@ def login_status(txn_id: str) -> Response:
 def login_continue(txn_id: str) -> Response | str:
     """Hand a finished transaction to the surface that started it."""
     try:
-        txn = owned_transaction(txn_id)
+        txn, user, device = owned_login(txn_id)
     except ApiError:
         abort(404)
     if txn.status == "pending" and transactions.is_open(txn):
         return redirect(f"/login/{txn_id}", 303)
     with ctx().db.session() as s:
-        user = s.get(User, txn.user_id) if txn.user_id else None
-        device = s.get(Device, txn.device_id) if txn.device_id else None
         if txn.status == "verified":
-            # Recheck at the last moment: a revocation since verification wins.
-            fresh = s.execute(
-                select(Device.state, User.active)
-                .join(User, User.id == Device.user_id)
-                .where(Device.id == txn.device_id)
-            ).first()
-            if fresh is None or fresh.state != "trusted" or not fresh.active:
+            # Recheck at the last moment (user and device were read just now): a revocation
+            # since verification wins. The SAML completer checks again in its claim.
+            if not _still_trusted(user, device):
                 code = (
-                    "owner_inactive" if fresh is not None and not fresh.active else "device_revoked"
+                    "owner_inactive" if user is not None and not user.active else "device_revoked"
                 )
                 transactions.mark_denied(
                     s, txn_id, code=code, device_id=txn.device_id, user_id=txn.user_id
@@ -188,6 +219,16 @@ def login_continue(txn_id: str) -> Response | str:
     kind = (txn.context or {}).get("kind", "local")
     completer = LOGIN_COMPLETERS.get(kind, _complete_local)
     return completer(txn, user, device)
+
+
+def _still_trusted(user: User | None, device: Device | None) -> bool:
+    return (
+        user is not None
+        and device is not None
+        and device.state == "trusted"
+        and device.user_id == user.id
+        and bool(user.active)
+    )
 
 
 def _complete_local(txn: LoginTransaction, user: User | None, device: Device | None) -> str:

@@ -15,7 +15,9 @@ only with :class:`~idp_service.saml.errors.SamlError`:
    Redirect); Destination is this endpoint; the request is fresh; the ACS is
    one of the SP's own, by index or exact URL plus binding. After that the ACS
    can be trusted, so :func:`policy_check` failures are answered to the SP with
-   a SAML status, and :func:`remember_request_id` makes each ID single use.
+   a SAML status. Each ID is single use: the endpoint records it, until
+   :func:`seen_until`, in the same write that starts the login transaction
+   (``sso_sql.accept``).
 """
 
 from __future__ import annotations
@@ -32,8 +34,6 @@ from urllib.parse import unquote_plus
 
 from lxml import etree
 from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from idp_service.saml import sp_registry, xmldsig, xmlsafe
 from idp_service.saml.constants import (
@@ -363,22 +363,9 @@ def policy_check(accepted: Accepted) -> None:
         )
 
 
-def remember_request_id(
-    session: Session, accepted: Accepted, now: dt.datetime | None = None
-) -> None:
-    """Record the request ID as used, in the caller's transaction; a second use (by any
-    replica) raises ``saml_replayed`` at the insert, so the caller must roll back."""
-    now = now or utcnow()
-    expires = max(now, accepted.request.issue_instant) + MAX_AGE + MAX_FUTURE
-    session.add(
-        SeenRequest(
-            sp_entity_id=accepted.sp_entity_id, request_id=accepted.request.id, expires_at=expires
-        )
-    )
-    try:
-        session.flush()
-    except IntegrityError:
-        raise SamlError("saml_replayed", "this request ID was already used", status=409) from None
+def seen_until(accepted: Accepted, now: dt.datetime | None = None) -> dt.datetime:
+    """How long a request ID must be remembered: until its IssueInstant is too old anyway."""
+    return max(now or utcnow(), accepted.request.issue_instant) + MAX_AGE + MAX_FUTURE
 
 
 def purge_seen(db: Database, now: dt.datetime | None = None) -> None:
@@ -399,5 +386,5 @@ __all__ = [
     "read_post",
     "read_redirect",
     "purge_seen",
-    "remember_request_id",
+    "seen_until",
 ]

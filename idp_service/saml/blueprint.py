@@ -11,14 +11,25 @@ transaction and sends the browser to the login page.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import Blueprint, Response, redirect, request
 
-from idp_service import audit
+from idp_service import audit, transactions
 from idp_service.blueprints import login
 from idp_service.context import ctx
-from idp_service.saml import authn_request, metadata, pages, response, service, sp_registry
+from idp_service.saml import (
+    authn_request,
+    metadata,
+    pages,
+    response,
+    service,
+    sp_registry,
+    sso_sql,
+)
 from idp_service.saml.constants import KEY_TYPE_FOR_ALGORITHM
 from idp_service.saml.errors import SamlError
+from idp_service.storage.models import utcnow
 
 bp = Blueprint("saml", __name__, url_prefix="/saml")
 
@@ -105,19 +116,28 @@ def sso() -> Response:
             incoming = authn_request.read_post(form.get("SAMLRequest"), form.get("RelayState"))
         parsed = authn_request.parse(incoming.xml)
         issuer = parsed.issuer
-        # One transaction: read the SP, check everything, record the request ID as used.
-        # Any refusal rolls it back, so only the audit event below is ever written.
-        with svc.db.session() as s:
-            sp = sp_registry.find(s, parsed.issuer)
-            accepted = authn_request.check(incoming, parsed, sp, sso_url=service.idp_sso_url(svc))
-            authn_request.policy_check(accepted)
-            authn_request.remember_request_id(s, accepted)
+        # Read the SP, check everything, then record the request ID as used and start the
+        # login transaction in one write. A refusal writes nothing but the audit event below.
+        sp = sso_sql.find_sp(svc.db.engine, parsed.issuer)
+        accepted = authn_request.check(incoming, parsed, sp, sso_url=service.idp_sso_url(svc))
+        authn_request.policy_check(accepted)
+        txn_id = transactions.new_id()
+        if not sso_sql.accept(
+            svc.db.engine,
+            sp_entity_id=accepted.sp_entity_id,
+            request_id=accepted.request.id,
+            seen_until=authn_request.seen_until(accepted),
+            txn_id=txn_id,
+            context={"kind": "saml", **accepted.context()},
+            expires_at=utcnow() + dt.timedelta(seconds=svc.settings.login_ttl),
+        ):
+            raise SamlError("saml_replayed", "this request ID was already used", status=409)
     except SamlError as exc:
         if exc.saml_status is not None and accepted is not None:
             return _status_reply(exc, accepted)
         return _reject(exc, issuer, binding)
     authn_request.purge_seen(svc.db)
-    txn_id = login.start_transaction("saml", accepted.context())
+    login.remember(txn_id)
     return redirect(f"/login/{txn_id}", 303)
 
 

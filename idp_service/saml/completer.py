@@ -6,8 +6,11 @@ owner active, rechecked just now; or ``denied`` with a reason). The completer:
 
 * uses the SP's settings as they were when the request was accepted (frozen in
   the transaction's context), so it reads nothing from the registry;
-* claims the transaction with a conditional ``UPDATE ... SET completed_at``:
-  only the first call issues anything, a second gets an error page;
+* builds and signs the Response, then claims the transaction with one
+  conditional write (``storage/login_sql.complete_verified``) that also rechecks,
+  in the same statement, that the device is still trusted and its owner active,
+  and records the audit event: only the first call issues anything, a second
+  gets an error page, and a revocation committed before the claim wins;
 * in factor mode (``identity_broker`` SP) refuses unless the device's owner is
   the user the broker named in its signed request;
 * on success returns the auto-POST form carrying the signed Response;
@@ -20,9 +23,9 @@ from __future__ import annotations
 from flask import Response
 from sqlalchemy import update
 
-from idp_service import audit
+from idp_service import audit, transactions
 from idp_service.blueprints.login import MESSAGES
-from idp_service.context import ctx
+from idp_service.context import ServiceContext, ctx
 from idp_service.errors import HINTS
 from idp_service.saml import assertion, attributes, pages, response, service
 from idp_service.saml.constants import (
@@ -31,6 +34,8 @@ from idp_service.saml.constants import (
     STATUS_RESPONDER,
 )
 from idp_service.saml.errors import SamlError
+from idp_service.storage.login_reads import read_login
+from idp_service.storage.login_sql import complete_verified
 from idp_service.storage.models import Device, LoginTransaction, User, utcnow
 
 FACTOR_MESSAGES = {
@@ -63,6 +68,23 @@ def tofu_subject(txn: LoginTransaction) -> str | None:
     return context.get("tofu_subject")
 
 
+def _why_not_claimed(svc: ServiceContext, txn: LoginTransaction) -> str | None:
+    """The success claim was refused: None if the transaction was completed already,
+    otherwise the refusal code (recorded on the transaction if it was still verified)."""
+    found = read_login(svc.db.engine, txn.id)
+    if found is None or found[0].completed_at is not None:
+        return None
+    fresh, user, device = found
+    if fresh.status != "verified":
+        return fresh.error_code or "expired"
+    code = "owner_inactive" if user is not None and not user.active else "device_revoked"
+    with svc.db.session() as s:
+        transactions.mark_denied(
+            s, txn.id, code=code, device_id=fresh.device_id, user_id=fresh.user_id
+        )
+    return code
+
+
 def complete(txn: LoginTransaction, user: User | None, device: Device | None) -> Response:
     """Issue the one Response this transaction is allowed (see the module doc)."""
     svc = ctx()
@@ -90,44 +112,56 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
         encrypt_cert=sp.get("encrypt_cert"),
     )
     details = {"sp": c.get("sp_entity_id"), "request_id": c.get("request_id")}
-    with svc.db.session() as s:
-        claimed = s.execute(
-            update(LoginTransaction)
-            .where(LoginTransaction.id == txn.id, LoginTransaction.completed_at.is_(None))
-            .values(completed_at=utcnow())
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if claimed != 1:
-            xml = None
-        elif code is None:
-            spec = assertion.AssertionSpec(
-                issuer=target.issuer,
-                sp_entity_id=c["sp_entity_id"],
-                acs_url=target.acs_url,
-                in_response_to=target.in_response_to,
-                nameid_format=sp["nameid_format"],
-                subject=assertion.Subject(user.id, user.user_name, user.email),
-                persistent_secret=persistent_secret,
-                session_minutes=sp["session_minutes"],
-                attributes=attributes.collect(s, sp["attributes"], user, device),
-            )
-            xml = response.success(target, assertion.build(spec), key)
-            audit.record(
-                s, "saml.response", "ok", user_id=user.id, device_id=device.id, details=details
-            )
-        else:
-            xml = response.failure(
-                target, (STATUS_RESPONDER, STATUS_AUTHN_FAILED), key, message=code
-            )
-            audit.record(
-                s,
-                "saml.response",
-                "denied",
-                code=code,
-                user_id=txn.user_id,
-                device_id=txn.device_id,
-                details=details,
-            )
+    if code is None:
+        # Build and sign first, then claim, recheck and audit in one write: a Response
+        # leaves only if that write succeeded.
+        with svc.db.read_session() as s:
+            attrs = attributes.collect(s, sp["attributes"], user, device)
+        spec = assertion.AssertionSpec(
+            issuer=target.issuer,
+            sp_entity_id=c["sp_entity_id"],
+            acs_url=target.acs_url,
+            in_response_to=target.in_response_to,
+            nameid_format=sp["nameid_format"],
+            subject=assertion.Subject(user.id, user.user_name, user.email),
+            persistent_secret=persistent_secret,
+            session_minutes=sp["session_minutes"],
+            attributes=attrs,
+        )
+        xml = response.success(target, assertion.build(spec), key)
+        if complete_verified(
+            svc.db.engine,
+            txn.id,
+            user_id=user.id,
+            device_id=device.id,
+            action="saml.response",
+            details=details,
+        ):
+            encoded = response.encode(xml)
+            return pages.post_form(target.acs_url, encoded, c.get("relay_state"), sp["name"])
+        code = _why_not_claimed(svc, txn)
+    xml = None
+    if code is not None:
+        with svc.db.session() as s:
+            claimed = s.execute(
+                update(LoginTransaction)
+                .where(LoginTransaction.id == txn.id, LoginTransaction.completed_at.is_(None))
+                .values(completed_at=utcnow())
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if claimed == 1:
+                xml = response.failure(
+                    target, (STATUS_RESPONDER, STATUS_AUTHN_FAILED), key, message=code
+                )
+                audit.record(
+                    s,
+                    "saml.response",
+                    "denied",
+                    code=code,
+                    user_id=txn.user_id,
+                    device_id=txn.device_id,
+                    details=details,
+                )
     if xml is None:
         finished = SamlError("saml_login_finished", status=409)
         audit.record_separately(
@@ -135,8 +169,6 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
         )
         return pages.error(finished)
     encoded = response.encode(xml)
-    if code is None:
-        return pages.post_form(target.acs_url, encoded, c.get("relay_state"), sp["name"])
     return pages.refused(
         acs_url=target.acs_url,
         saml_response=encoded,

@@ -2,15 +2,23 @@
 
 One :class:`Database` per process. SQLite gets WAL mode and a busy timeout so
 that the service and the CLI can share a file; PostgreSQL gets a small pool.
+
+Pooled PostgreSQL connections are pinged before use only when they sat idle for
+more than :data:`PING_AFTER_IDLE` seconds: a connection returned a moment ago is
+alive, and pinging it on every checkout (``pool_pre_ping``) would add a round
+trip to every database use of every request. A server restart is still noticed:
+idle connections are pinged, and the first statement that fails on a dead busy
+one makes SQLAlchemy invalidate the whole pool.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -37,7 +45,32 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, pool_size=10, max_overflow=20, **kwargs)
+    _ping_idle_connections(engine)
+    return engine
+
+
+PING_AFTER_IDLE = 5.0  # seconds
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping a pooled connection at checkout if it sat idle for more than PING_AFTER_IDLE."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since <= PING_AFTER_IDLE:
+            return  # fresh from connect, or returned a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as error:
+            # The pool invalidates this connection and checks out (or opens) another.
+            raise exc.DisconnectionError() from error
 
 
 class Database:
@@ -58,6 +91,16 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only, on an autocommit connection: each statement is one
+        round trip, with no ``BEGIN``/``COMMIT`` around them. Never write through it."""
+        with (
+            self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+            Session(bind=conn) as session,
+        ):
+            yield session
 
     @property
     def is_postgres(self) -> bool:

@@ -1,28 +1,34 @@
-"""The one write of a successful device sign-in, as few round trips as the database allows.
+"""The writes of a successful sign-in, each one statement where the database allows it.
 
 Every sign-in's verified response does the same thing: record the challenge as
 answered (only if it was not answered before, and only if the device is trusted
 with this very key and has an active owner), refresh the device's last-seen
-data, and append an audit event. Doing it as one guarded statement keeps the single-use guarantee
-atomic and makes the common case cheap:
+data, mark the login transaction the challenge is bound to as verified (if it
+is still pending), and append an audit event. Doing it as one guarded statement
+keeps the single-use guarantee atomic and makes the common case cheap:
 
 * PostgreSQL: one data-modifying CTE, run in autocommit, so one round trip;
-  statements go to the driver connection directly, because SQLAlchemy's
-  per-statement overhead would cost more than the round trip;
-* SQLite: the guarded ``UPDATE`` plus two small statements in one transaction,
+  statements go to the driver connection directly (``storage/driver.py``),
+  because SQLAlchemy's per-statement overhead would cost more than the round trip;
+* SQLite: the guarded ``INSERT`` plus three small statements in one transaction,
   also on the driver connection (SQLite runs in-process).
 
 When the guard fails nothing is written here; the caller then works out *why*
 (unknown device, revoked, replayed, ...) on the slow path.
+
+Completing a verified sign-in (:func:`complete_verified`) is likewise one guarded
+write: claim the transaction, recheck the device and its owner, audit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
+
+from idp_service.storage.driver import driver, sqlite_time
 
 _PG = """
     WITH c AS (
@@ -49,8 +55,16 @@ _PG = """
                %(remote_addr)s::varchar, CAST(%(details)s AS json)
         FROM d
         RETURNING id
+    ), t AS (
+        UPDATE login_transactions AS t
+        SET status = 'verified', device_id = %(device_id)s::varchar, user_id = d.user_id,
+            verified_at = %(now)s
+        FROM d
+        WHERE t.id = %(txn_id)s::varchar AND t.status = 'pending'
+        RETURNING t.status
     )
-    SELECT user_id FROM d
+    SELECT d.user_id, coalesce((SELECT status FROM t), x.status), x.error_code
+    FROM d LEFT JOIN login_transactions x ON x.id = %(txn_id)s::varchar
 """
 
 _SQLITE_CONSUME = """
@@ -71,8 +85,22 @@ _SQLITE_AUDIT = """
     INSERT INTO audit_events (at, action, outcome, user_id, device_id, remote_addr, details)
     VALUES (?, 'login.device_verified', 'ok', ?, ?, ?, ?)
 """
-# The text form SQLAlchemy's SQLite DateTime type stores (naive UTC), so comparisons agree.
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+_SQLITE_TXN = """
+    UPDATE login_transactions SET status = 'verified', device_id = ?, user_id = ?, verified_at = ?
+    WHERE id = ? AND status = 'pending'
+"""
+_SQLITE_TXN_STATUS = "SELECT status, error_code FROM login_transactions WHERE id = ?"
+
+
+class Consumed(NamedTuple):
+    """A recorded answer: the device's owner, and where its login transaction stands now.
+
+    ``txn_status`` is ``None`` when the challenge names no (existing) transaction.
+    """
+
+    user_id: str
+    txn_status: str | None
+    txn_error: str | None
 
 
 def consume_for_trusted_device(
@@ -89,63 +117,135 @@ def consume_for_trusted_device(
     agent_version: str,
     remote_addr: str | None,
     details: dict[str, Any],
-) -> str | None:
-    """Record the answer of a trusted device; return the owner's id, or None if refused."""
+    txn_id: str | None = None,
+) -> Consumed | None:
+    """Record the answer of a trusted device and verify its transaction; None if refused."""
+    now = dt.datetime.now(dt.UTC)
+    with driver(engine) as (conn, is_pg):
+        if is_pg:
+            params = {
+                "cid": challenge_id,
+                "binding": binding,
+                "issued_at": issued_at,
+                "expires_at": expires_at,
+                "now": now,
+                "via": via,
+                "device_id": device_id,
+                "sign_key": sign_key,
+                "skew": clock_skew,
+                "agent_version": agent_version,
+                "remote_addr": remote_addr,
+                "details": json.dumps(details),
+                "txn_id": txn_id,
+            }
+            # One statement is atomic on its own; autocommit makes it one round trip.
+            row = conn.execute(_PG, params).fetchone()
+            return Consumed(*row) if row else None
+        stamp = sqlite_time(now)
+        try:
+            cur = conn.cursor()
+            cur.execute(
+                _SQLITE_CONSUME,
+                (
+                    challenge_id,
+                    binding,
+                    sqlite_time(issued_at),
+                    sqlite_time(expires_at),
+                    stamp,
+                    via,
+                    device_id,
+                    device_id,
+                    sign_key,
+                ),
+            )
+            if cur.rowcount != 1:
+                conn.rollback()
+                return None
+            cur.execute(_SQLITE_DEVICE, (stamp, clock_skew, agent_version, stamp, device_id))
+            user_id = cur.fetchone()[0]
+            audit = (stamp, user_id, device_id, remote_addr, json.dumps(details))
+            cur.execute(_SQLITE_AUDIT, audit)
+            status = error = None
+            if txn_id is not None:
+                cur.execute(_SQLITE_TXN, (device_id, user_id, stamp, txn_id))
+                found = cur.execute(_SQLITE_TXN_STATUS, (txn_id,)).fetchone()
+                status, error = found if found else (None, None)
+            conn.commit()
+            return Consumed(user_id, status, error)
+        except BaseException:
+            conn.rollback()
+            raise
+
+
+_PG_CLAIM = """
+    WITH t AS (
+        UPDATE login_transactions SET completed_at = %(now)s
+        WHERE id = %(txn_id)s::varchar AND completed_at IS NULL AND status = 'verified'
+        AND device_id = %(device_id)s::varchar AND user_id = %(user_id)s::varchar
+        AND EXISTS (
+            SELECT 1 FROM devices d JOIN users u ON u.id = d.user_id
+            WHERE d.id = %(device_id)s::varchar AND d.user_id = %(user_id)s::varchar
+            AND d.state = 'trusted' AND u.active
+        )
+        RETURNING id
+    ), a AS (
+        INSERT INTO audit_events (at, action, outcome, user_id, device_id, details)
+        SELECT %(now)s, %(action)s::varchar, 'ok', %(user_id)s::varchar, %(device_id)s::varchar,
+               CAST(%(details)s AS json)
+        FROM t
+    )
+    SELECT count(*) FROM t
+"""
+_SQLITE_CLAIM = """
+    UPDATE login_transactions SET completed_at = :now
+    WHERE id = :txn_id AND completed_at IS NULL AND status = 'verified'
+    AND device_id = :device_id AND user_id = :user_id
+    AND EXISTS (
+        SELECT 1 FROM devices d JOIN users u ON u.id = d.user_id
+        WHERE d.id = :device_id AND d.user_id = :user_id AND d.state = 'trusted' AND u.active
+    )
+"""
+_SQLITE_CLAIM_AUDIT = """
+    INSERT INTO audit_events (at, action, outcome, user_id, device_id, details)
+    VALUES (:now, :action, 'ok', :user_id, :device_id, :details)
+"""
+
+
+def complete_verified(
+    engine: Engine,
+    txn_id: str,
+    *,
+    user_id: str,
+    device_id: str,
+    action: str,
+    details: dict[str, Any],
+) -> bool:
+    """Claim a verified transaction for its one success, and audit it, in one write.
+
+    The claim holds only if the transaction is verified for this user and device,
+    not completed yet, and -- checked in the same statement -- the device is still
+    trusted and its owner still active: a revocation or deactivation committed
+    before this write wins. False means nothing was written.
+    """
     params = {
-        "cid": challenge_id,
-        "binding": binding,
-        "issued_at": issued_at,
-        "expires_at": expires_at,
         "now": dt.datetime.now(dt.UTC),
-        "via": via,
+        "txn_id": txn_id,
+        "user_id": user_id,
         "device_id": device_id,
-        "sign_key": sign_key,
-        "skew": clock_skew,
-        "agent_version": agent_version,
-        "remote_addr": remote_addr,
+        "action": action,
         "details": json.dumps(details),
     }
-    raw = engine.raw_connection()
-    if engine.dialect.name == "postgresql":
+    with driver(engine) as (conn, is_pg):
+        if is_pg:
+            return conn.execute(_PG_CLAIM, params).fetchone()[0] == 1
+        params["now"] = sqlite_time(params["now"])
         try:
-            # One statement is atomic on its own; autocommit makes it one round trip.
-            raw.driver_connection.autocommit = True
-            row = raw.driver_connection.execute(_PG, params).fetchone()
-            return row[0] if row else None
-        finally:
-            raw.driver_connection.autocommit = False
-            raw.close()
-
-    def sqlite_time(value: dt.datetime) -> str:
-        return value.astimezone(dt.UTC).replace(tzinfo=None).strftime(_SQLITE_TIME)
-
-    now = sqlite_time(params["now"])
-    try:
-        cur = raw.cursor()
-        cur.execute(
-            _SQLITE_CONSUME,
-            (
-                challenge_id,
-                binding,
-                sqlite_time(issued_at),
-                sqlite_time(expires_at),
-                now,
-                via,
-                device_id,
-                device_id,
-                sign_key,
-            ),
-        )
-        if cur.rowcount != 1:
-            raw.rollback()
-            return None
-        cur.execute(_SQLITE_DEVICE, (now, clock_skew, agent_version, now, device_id))
-        user_id = cur.fetchone()[0]
-        cur.execute(_SQLITE_AUDIT, (now, user_id, device_id, remote_addr, params["details"]))
-        raw.commit()
-        return user_id
-    except BaseException:
-        raw.rollback()
-        raise
-    finally:
-        raw.close()
+            if conn.execute(_SQLITE_CLAIM, params).rowcount != 1:
+                conn.rollback()
+                return False
+            conn.execute(_SQLITE_CLAIM_AUDIT, params)
+            conn.commit()
+            return True
+        except BaseException:
+            conn.rollback()
+            raise
