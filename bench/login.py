@@ -30,6 +30,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -63,24 +64,70 @@ def _request_query(sso_url: str) -> str:
 
 
 class _Browser:
-    """A keep-alive HTTP/1.1 connection with one cookie, like a browser tab."""
+    """A keep-alive HTTP/1.1 connection with one cookie, like a browser tab.
+
+    A minimal client on a raw socket: the load generator shares the machine's two
+    cores with the service, so it must cost as little as it can (``http.client``
+    parses every response's headers with the ``email`` package).
+    """
 
     def __init__(self, base: str) -> None:
         u = urlsplit(base)
-        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-        self.cookie = ""
+        self.address = (u.hostname, u.port)
+        self.host = f"Host: {u.netloc}\r\n".encode()
+        self.cookie = b""
+        self._connect()
+
+    def _connect(self) -> None:
+        self.sock = socket.create_connection(self.address, timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.closed = False
+
+    def _more(self) -> None:
+        chunk = self.sock.recv(262144)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.buf += chunk
 
     def send(self, method: str, path: str, body: bytes | None = None, ctype: str = ""):
-        headers = {"Cookie": self.cookie} if self.cookie else {}
+        if self.closed:
+            self._connect()
+        head = [f"{method} {path} HTTP/1.1\r\n".encode(), self.host]
+        if self.cookie:
+            head.append(b"Cookie: " + self.cookie + b"\r\n")
+        if body is not None:
+            head.append(f"Content-Length: {len(body)}\r\n".encode())
         if ctype:
-            headers["Content-Type"] = ctype
-        self.conn.request(method, path, body=body, headers=headers)
-        resp = self.conn.getresponse()
-        data = resp.read()
-        cookie = resp.getheader("Set-Cookie")
-        if cookie:
-            self.cookie = cookie.split(";", 1)[0]
-        return resp.status, resp.getheader("Location"), data
+            head.append(f"Content-Type: {ctype}\r\n".encode())
+        head.append(b"\r\n")
+        self.sock.sendall(b"".join(head) + (body or b""))
+        while (end := self.buf.find(b"\r\n\r\n")) < 0:
+            self._more()
+        lines = self.buf[:end].split(b"\r\n")
+        self.buf = self.buf[end + 4 :]
+        status = int(lines[0].split(b" ", 2)[1])
+        length, location, close = 0, None, False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"location":
+                location = value.strip().decode()
+            elif name == b"set-cookie":
+                self.cookie = value.strip().split(b";", 1)[0]
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
+            elif name == b"transfer-encoding":
+                raise http.client.HTTPException("chunked responses are not expected here")
+        while len(self.buf) < length:
+            self._more()
+        data, self.buf = self.buf[:length], self.buf[length:]
+        if close:
+            self.sock.close()
+            self.closed = True
+        return status, location, data
 
 
 def _client(base: str, code: str, start_at: float, stop_at: float, out) -> None:  # noqa: ANN001
@@ -189,7 +236,9 @@ class _CpuWatch:
         self.used = {k: after[k] - self.before.get(k, 0.0) for k in after}
 
 
-def http_logins(pg_url: str, seconds: float, clients: int) -> tuple[float, int, dict[str, float]]:
+def http_logins(
+    pg_url: str, seconds: float, clients: int, extra_env: dict[str, str] | None = None
+) -> tuple[float, int, dict[str, float]]:
     """(full logins/s, failures, CPU seconds per component) over HTTP: gunicorn, 2 workers,
     PostgreSQL."""
     from idp_service import enroll, users
@@ -199,7 +248,7 @@ def http_logins(pg_url: str, seconds: float, clients: int) -> tuple[float, int, 
     from tests.saml_support import sp_metadata
 
     with tempfile.TemporaryDirectory() as tmp:
-        svc = start_service(Path(tmp), pg_url, workers=2)
+        svc = start_service(Path(tmp), pg_url, workers=2, extra_env=extra_env)
         try:
             db = Database(pg_url)
             api.create_sp(db, {"metadata_xml": sp_metadata(SP_ENTITY, [SP_ACS]).decode()})
@@ -226,6 +275,10 @@ def http_logins(pg_url: str, seconds: float, clients: int) -> tuple[float, int, 
             results = [queue.get(timeout=seconds + 120) for _ in procs]
             for p in procs:
                 p.join(10)
+            boots = svc.log().count("Booting worker")
+            if boots != 2:
+                print(f"note: gunicorn booted {boots} workers (2 expected)", file=sys.stderr)
+                print(svc.log()[-3000:], file=sys.stderr)
         finally:
             svc.stop()
     done = sum(r[0] for r in results)

@@ -62,8 +62,16 @@ def _redact(url: str) -> str:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to bind.")
 @click.option("--workers", default=1, show_default=True, type=int, help="gunicorn workers.")
+@click.option(
+    "--threads",
+    default=8,
+    show_default=True,
+    type=int,
+    envvar="DEVICETRUST_THREADS",
+    help="Threads per gunicorn worker (gthread).",
+)
 @click.option("--dev", is_flag=True, help="Use the single-process development server.")
-def serve(host: str, port: int, workers: int, dev: bool) -> None:
+def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
     """Run the HTTP service (gunicorn; --dev for Werkzeug's server)."""
     from idp_service.app import create_app
 
@@ -78,7 +86,7 @@ def serve(host: str, port: int, workers: int, dev: bool) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 8)
+            self.cfg.set("threads", threads)
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", 5)
             self.cfg.set("accesslog", None)
