@@ -6,27 +6,36 @@ every group above a group they belong to.
 
 Every sign-in reads it, so it is one recursive statement (PostgreSQL and SQLite
 alike) rather than one statement per level of nesting; ``UNION`` (not ``UNION
-ALL``) drops groups already reached, so a cycle of groups ends.
+ALL``) drops groups already reached, so a cycle of groups ends. The statement
+goes to the session's driver connection, in the session's transaction: for one
+small read SQLAlchemy's statement machinery would cost more than the read.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-_GROUPS_OF = text(
-    """
+_GROUPS_OF = """
     WITH RECURSIVE member_of(id) AS (
-        SELECT group_id FROM group_members WHERE value = :user_id
+        SELECT group_id FROM group_members WHERE value = {user_id}
         UNION
         SELECT m.group_id FROM group_members m JOIN member_of ON m.value = member_of.id
     )
     SELECT g.display_name FROM groups g JOIN member_of ON g.id = member_of.id
-    """
-)
+"""
+_BY_DIALECT = {
+    "postgresql": _GROUPS_OF.format(user_id="%(user_id)s"),
+    "sqlite": _GROUPS_OF.format(user_id=":user_id"),
+}
 
 
 def groups_of(session: Session, user_id: str) -> list[str]:
     """The displayNames of every group ``user_id`` belongs to, directly or nested, sorted."""
-    names = session.execute(_GROUPS_OF, {"user_id": user_id}).scalars().all()
+    connection = session.connection()
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        cursor.execute(_BY_DIALECT[connection.dialect.name], {"user_id": user_id})
+        names = [row[0] for row in cursor.fetchall()]
+    finally:
+        cursor.close()
     return sorted(names, key=str.casefold)

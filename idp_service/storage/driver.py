@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Engine
+from sqlalchemy import JSON, Boolean, Engine, inspect
+from sqlalchemy.orm import configure_mappers
 
 from idp_service.storage.models import UTCDateTime
 
@@ -94,7 +95,16 @@ def detached_loader(
         else:
             convert.append(None)
 
+    # As the ORM's own loading does: a new instance, its column values put straight into
+    # its state (a constructor call would run attribute events for every column).
+    new_instance = inspect(model).class_manager.new_instance
+
     def load(row: Sequence[Any]) -> Any:
-        return model(**{n: (f(v) if f else v) for n, f, v in zip(names, convert, row, strict=True)})
+        configure_mappers()  # instruments the classes once; a no-op afterwards
+        instance = new_instance()
+        instance.__dict__.update(
+            (n, f(v) if f else v) for n, f, v in zip(names, convert, row, strict=True)
+        )
+        return instance
 
     return names, load
