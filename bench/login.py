@@ -196,6 +196,31 @@ def _client(base: str, code: str, start_at: float, stop_at: float, out) -> None:
     out.put((done, failed, time.time() - measure_start))
 
 
+def _wait_for_workers(master_pid: int, workers: int, timeout: float = 180.0) -> None:
+    """Wait until every worker has loaded the app (they are busy importing until then).
+
+    The service answers as soon as one worker is up; on a loaded machine the other
+    can take many seconds more, and would be measured booting.
+    """
+    import psutil
+
+    master = psutil.Process(master_pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = master.children()
+        if len(children) >= workers:
+            before = [c.cpu_times() for c in children]
+            time.sleep(0.5)
+            busy = [
+                sum(c.cpu_times()[:2]) - sum(b[:2]) for c, b in zip(children, before, strict=True)
+            ]
+            if max(busy) < 0.05:  # under 10 % of a core each: idle, so loaded
+                return
+        else:
+            time.sleep(0.2)
+    print("note: workers still busy after the timeout", file=sys.stderr)
+
+
 class _CpuWatch:
     """CPU seconds spent by the service, PostgreSQL and the load generator over a window."""
 
@@ -250,6 +275,7 @@ def http_logins(
     with tempfile.TemporaryDirectory() as tmp:
         svc = start_service(Path(tmp), pg_url, workers=2, extra_env=extra_env)
         try:
+            _wait_for_workers(svc.proc.pid, 2)
             db = Database(pg_url)
             api.create_sp(db, {"metadata_xml": sp_metadata(SP_ENTITY, [SP_ACS]).decode()})
             codes = []
