@@ -87,7 +87,7 @@ _SQLITE_AUDIT = """
 """
 _SQLITE_TXN = """
     UPDATE login_transactions SET status = 'verified', device_id = ?, user_id = ?, verified_at = ?
-    WHERE id = ? AND status = 'pending'
+    WHERE id = ? AND status = 'pending' RETURNING status, error_code
 """
 _SQLITE_TXN_STATUS = "SELECT status, error_code FROM login_transactions WHERE id = ?"
 
@@ -167,8 +167,9 @@ def consume_for_trusted_device(
             cur.execute(_SQLITE_AUDIT, audit)
             status = error = None
             if txn_id is not None:
-                cur.execute(_SQLITE_TXN, (device_id, user_id, stamp, txn_id))
-                found = cur.execute(_SQLITE_TXN_STATUS, (txn_id,)).fetchone()
+                found = cur.execute(_SQLITE_TXN, (device_id, user_id, stamp, txn_id)).fetchone()
+                if found is None:  # not pending (or gone): say where it stands
+                    found = cur.execute(_SQLITE_TXN_STATUS, (txn_id,)).fetchone()
                 status, error = found if found else (None, None)
             conn.commit()
             return Consumed(user_id, status, error)
