@@ -4,8 +4,9 @@ Drives the real app through Flask's test client (no HTTP server, no load
 generator) for N full logins: ``GET /saml/sso`` -> ``POST /login/<txn>/challenge``
 -> the agent's work -> ``POST /login/<txn>/response`` -> ``GET /login/<txn>/continue``,
 and prints the mean process CPU and wall time of each step, plus how many SQL
-statements and commits each step sent. ``--profile FILE`` writes a cProfile of
-the service steps.
+statements and explicit commits each step sent (on PostgreSQL every statement,
+through SQLAlchemy or on the driver connection; on SQLite only SQLAlchemy's).
+``--profile FILE`` writes a cProfile (CPU time) of the service steps.
 
 Usage: python bench/login_steps.py [--n 500] [--db postgres|sqlite] [--profile out.prof]
 """
@@ -48,10 +49,39 @@ def _query(sso_url: str) -> str:
     return urlencode({"SAMLRequest": base64.b64encode(c.compress(xml) + c.flush()).decode()})
 
 
-def run(url: str, n: int, profile: str | None, profile_steps: tuple[str, ...] = STEPS) -> None:
-    """Set up a service on ``url`` and time ``n`` logins step by step."""
+def _count_statements(engine, counts: dict[str, int]) -> None:  # noqa: ANN001
+    """Count every statement the service sends, through SQLAlchemy or on the driver
+    connection directly, and every explicit commit (an autocommitted statement is its
+    own transaction and is not counted as a commit)."""
+    if engine.dialect.name == "postgresql":
+        import psycopg
+
+        execute, commit = psycopg.Cursor.execute, psycopg.Connection.commit
+
+        def counted_execute(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            counts["sql"] += 1
+            return execute(self, *args, **kwargs)
+
+        def counted_commit(self):  # noqa: ANN001, ANN202
+            counts["commit"] += self.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+            return commit(self)
+
+        psycopg.Cursor.execute = counted_execute
+        psycopg.Connection.commit = counted_commit
+        return
     from sqlalchemy import event
 
+    @event.listens_for(engine, "before_cursor_execute")
+    def _sql(*_a: object) -> None:
+        counts["sql"] += 1
+
+    @event.listens_for(engine, "commit")
+    def _commit(*_a: object) -> None:
+        counts["commit"] += 1
+
+
+def run(url: str, n: int, profile: str | None, profile_steps: tuple[str, ...] = STEPS) -> None:
+    """Set up a service on ``url`` and time ``n`` logins step by step."""
     from idp_service import enroll, users
     from idp_service.app import create_app
     from idp_service.config import Settings
@@ -80,14 +110,7 @@ def run(url: str, n: int, profile: str | None, profile_steps: tuple[str, ...] = 
     device.register(client, code)
 
     counts = {"sql": 0, "commit": 0}
-
-    @event.listens_for(db.engine, "before_cursor_execute")
-    def _sql(*_a: object) -> None:
-        counts["sql"] += 1
-
-    @event.listens_for(db.engine, "commit")
-    def _commit(*_a: object) -> None:
-        counts["commit"] += 1
+    _count_statements(db.engine, counts)
 
     cpu: dict[str, float] = defaultdict(float)
     wall: dict[str, float] = defaultdict(float)
