@@ -154,3 +154,38 @@ def test_recheck_needs_the_enrolled_service_origin(setup):
     assert ok.status_code == 200 and ok.json()["status"] == "reported"
     again = httpx.post(url, content=b"{}", headers={"Origin": svc.url})
     assert again.status_code == 429
+
+
+def _verified_login(svc, agent):
+    client = httpx.Client(base_url=svc.url, follow_redirects=False, timeout=10)
+    txn = client.get("/login").headers["location"].rsplit("/", 1)[-1]
+    challenge = client.post(f"/login/{txn}/challenge", json={}).json()["challenge"]
+    envelope = httpx.post(
+        f"http://127.0.0.1:{agent.port}/v1/challenge",
+        json={"challenge": challenge},
+        headers={"Origin": svc.url},
+    ).json()["response"]
+    assert client.post(f"/login/{txn}/response", content=envelope).json()["status"] == "verified"
+    return client, txn
+
+
+def test_an_exemption_lets_a_failing_device_in_until_it_is_removed(setup):
+    svc, agent, _ = setup
+    device_id = agent.cli_json("id")["device_id"]
+    _wait_for_report(svc, device_id)
+    bad = svc.cli(
+        "exemptions", "add", "--check", "system-disk-encrypted", "--days", "3",
+        "--reason", "x", check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "exactly one of" in bad.stderr
+    added = svc.cli_json(
+        "exemptions", "add", "--check", "system-disk-encrypted", "--device", device_id,
+        "--days", "3", "--reason", "replacement laptop ordered",
+    )  # fmt: skip
+    client, txn = _verified_login(svc, agent)
+    assert "Device verified" in client.get(f"/login/{txn}/continue").text
+    listed = svc.cli_json("exemptions", "list")
+    assert [e["id"] for e in listed] == [added["id"]]
+    svc.cli("exemptions", "remove", str(added["id"]), "--reason", "laptop replaced")
+    client, txn = _verified_login(svc, agent)
+    assert client.get(f"/login/{txn}/continue").status_code == 403
