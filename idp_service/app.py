@@ -46,4 +46,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     posture.init(service)
     saml.init_app(app)
     mount_scim(app)  # SCIM 2.0 at /scim/v2
+    from idp_service import api
+
+    app.register_blueprint(api.bp)  # admin API at /api/v1
     return app

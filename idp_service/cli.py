@@ -330,6 +330,10 @@ from scim.cli import scim_token  # noqa: E402
 
 cli.add_command(scim_token)
 
+from idp_service.api.cli import api_token  # noqa: E402
+
+cli.add_command(api_token)
+
 
 def main() -> None:
     """Entry point of the ``devicetrust`` console script."""
