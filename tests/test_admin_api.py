@@ -1,4 +1,4 @@
-"""The admin API in process, on SQLite and PostgreSQL: auth and scopes, every resource, bad input."""
+"""The admin API in process, on SQLite and PostgreSQL: auth, scopes, resources, bad input."""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from idp_service.errors import ApiError
 from idp_service.storage.db import Database
 
 PREFIX = "/api/v1"
+MAX_ID = 2**31 - 1  # integer primary keys are 32-bit on PostgreSQL
 bp = Blueprint("admin_api", __name__, url_prefix=PREFIX)
 
 ERROR_TEXT = {
@@ -41,6 +42,7 @@ ERROR_TEXT = {
     409: "Conflicts with the current state",
     413: "Request body too large",
     415: "The body must be application/json",
+    414: "Request line too long: refused by the HTTP server before the API (not JSON)",
 }
 
 
@@ -80,7 +82,7 @@ class Operation:
     @property
     def error_statuses(self) -> list[int]:
         """Every 4xx status this operation can answer."""
-        codes = {400, 401, 403, *self.errors}
+        codes = {400, 401, 403, 414, *self.errors}
         if self.path_params:
             codes.add(404)
         if self.body is not None:
@@ -164,7 +166,7 @@ def decode_cursor(text: str, kinds: tuple[type, ...]) -> list[Any]:
     for value, kind in zip(values, kinds, strict=True):
         if type(value) is not kind or (isinstance(value, str) and not S.storable(value)):
             raise bad
-        if kind is int and not -(2**62) < value < 2**62:
+        if kind is int and not 0 <= value <= MAX_ID:
             raise bad
     return values
 
@@ -298,6 +300,12 @@ def openapi_document() -> dict[str, Any]:
             }
         }
         for status in op.error_statuses:
+            if status == 414:
+                responses["414"] = {
+                    "description": ERROR_TEXT[414],
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+                continue
             responses[str(status)] = {
                 "description": ERROR_TEXT[status],
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -354,7 +362,7 @@ def openapi_json() -> Response:
 # -- shared query pieces ----------------------------------------------------------------------
 
 LIMIT = {"type": "integer", "minimum": 1, "maximum": 500}
-CURSOR = S.string(512)
+CURSOR = {**S.string(512), "pattern": "^[A-Za-z0-9_-]*$"}
 PAGING = {"limit": LIMIT, "cursor": CURSOR}
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from idp_service import audit
 from idp_service import posture as posture_service
 from idp_service.api import schema as S
-from idp_service.api.core import Call
+from idp_service.api.core import MAX_ID, Call
 from idp_service.api.core import operation as op
 from idp_service.context import ctx
 from idp_service.errors import ApiError
@@ -176,7 +176,7 @@ def add_exemption(call: Call) -> dict[str, Any]:
     "/exemptions/{exemption_id}",
     summary="End an exemption now (with a reason)",
     tag="posture",
-    path_params={"exemption_id": {"type": "integer", "minimum": 0, "maximum": 2**62}},
+    path_params={"exemption_id": {"type": "integer", "minimum": 0, "maximum": MAX_ID}},
     body=S.obj({"reason": S.REASON}, ("reason",)),
     response=S.obj({"removed": {"type": "integer"}}, ("removed",)),
 )

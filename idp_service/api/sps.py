@@ -34,7 +34,7 @@ SP = S.obj(
     },
     ("id", "entity_id", "acs", "signing_certs", "encryption_certs"),
 )
-SP_PATH = {"sp": S.string(1024, min_length=1)}
+SP_PATH = {"sp": S.string(256, min_length=1)}
 METADATA = S.string(1_000_000, min_length=1)
 
 
