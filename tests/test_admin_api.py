@@ -235,7 +235,7 @@ def test_audit_pages_by_id(api):
         ("GET", "/devices?limit=0", {}, 400, "bad_parameter"),
         ("GET", "/devices?limit=abc", {}, 400, "bad_parameter"),
         ("GET", "/devices?state=lost", {}, 400, "bad_parameter"),
-        ("GET", "/devices?cursor=%%%", {}, 400, "bad_cursor"),
+        ("GET", "/devices?cursor=%%%", {}, 400, "bad_parameter"),  # not base64url
         ("GET", "/devices?cursor=WyJ4IiwieSJd", {}, 400, "bad_cursor"),  # ["x","y"]
         ("GET", "/devices?q=%00", {}, 400, "bad_parameter"),
         ("GET", "/audit?cursor=WzFd&limit=501", {}, 400, "bad_parameter"),
