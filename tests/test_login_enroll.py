@@ -183,13 +183,18 @@ def test_bad_code_from_the_page_writes_nothing_but_an_audit_event(idp, case):
     audit_before = len(audit_events(idp))
     txn = start_login(client)
     token = client.post(f"/login/{txn}/register-challenge", json={}).json()["challenge"]
-    r = register_with(client, SimDevice(), token, "WRNG-CODE-0000-0000" if case == "wrong" else code)
+    r = register_with(
+        client, SimDevice(), token, "WRNG-CODE-0000-0000" if case == "wrong" else code
+    )
     assert r.status_code == 403
-    assert r.json()["error"]["code"] == {
-        "wrong": "enroll_code_invalid",
-        "used": "enroll_code_used",
-        "expired": "enroll_code_expired",
-    }[case]
+    assert (
+        r.json()["error"]["code"]
+        == {
+            "wrong": "enroll_code_invalid",
+            "used": "enroll_code_used",
+            "expired": "enroll_code_expired",
+        }[case]
+    )
     assert r.json()["error"]["hint"]
     assert count(idp, Device) == devices_before
     assert count(idp, Challenge) == challenges_before  # the challenge is not burned
