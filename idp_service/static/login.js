@@ -111,9 +111,17 @@
       if (polling) { clearInterval(polling); polling = null; }
     }
 
+    // What the person at this page can do (the service's own hints are written for any reader).
+    const HINTS = {
+      enroll_code_invalid: "Check the code and type it again, or ask IT for a new one.",
+      enroll_code_used: "Each code works once. Ask IT for a new one.",
+      enroll_code_expired: "Ask IT for a new code.",
+    };
+
     function setError(err) {
+      const hint = err ? (HINTS[err.code] || err.hint || "") : "";
       document.getElementById("enroll-error").textContent = err ? (err.message || "Enrollment failed.") : "";
-      document.getElementById("enroll-error-hint").textContent = err ? (err.hint || "") : "";
+      document.getElementById("enroll-error-hint").textContent = hint;
     }
 
     async function offer(reason, port, enrollHere) {
