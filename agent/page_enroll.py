@@ -119,7 +119,7 @@ def parse_enroll_request(raw: bytes) -> EnrollRequest:
 def page_origin_ok(origin: str) -> bool:
     """True for an origin a page may enroll from: https, or http on a loopback host."""
     parts = urlsplit(origin)
-    if f"{parts.scheme}://{parts.netloc}" != origin or not parts.hostname:
+    if f"{parts.scheme}://{parts.netloc}" != origin or not parts.hostname or "@" in origin:
         return False
     if parts.scheme == "https":
         return True

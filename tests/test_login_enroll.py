@@ -156,6 +156,9 @@ def test_register_challenge_belongs_to_this_browser_and_open_sign_ins(idp):
     for body in ({"mode": "password"}, {"mode": ["code"]}, {"mode": None}):
         r = client.post(f"/login/{txn}/register-challenge", json=body)
         assert r.status_code == 400 and r.json()["error"]["code"] == "malformed"
+    for raw in (b"not json", b"[]", b'"code"'):
+        r = client.post(f"/login/{txn}/register-challenge", content=raw)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "malformed"
     # No body at all means a code enrollment.
     assert client.post(f"/login/{txn}/register-challenge").status_code == 200
     code = make_user(idp, "bea@example.com", code=True)

@@ -380,7 +380,14 @@ def test_origin_rules(origin):
 def test_origin_checks_and_services():
     assert page_origin_ok("https://idp.example.com")
     assert page_origin_ok("http://127.0.0.1:8000") and page_origin_ok("http://[::1]:8000")
-    for bad in ("http://idp.example.com", "https://idp.example.com/", "null", "file://", ""):
+    for bad in (
+        "http://idp.example.com",
+        "https://idp.example.com/",
+        "http://evil.example@127.0.0.1:8000",
+        "null",
+        "file://",
+        "",
+    ):
         assert not page_origin_ok(bad)
     assert service_url(" HTTPS://IdP.Example.com/ ") == "https://idp.example.com"
     with pytest.raises(ValueError):

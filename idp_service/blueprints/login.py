@@ -231,8 +231,9 @@ def login_register_challenge(txn_id: str) -> Response:
     enrollment code is never sent here: the agent seals it into its response.
     """
     txn = owned_transaction(txn_id)
-    body = request.get_json(silent=True)
-    mode = body.get("mode", "code") if isinstance(body, dict) else "code"
+    raw = request.get_data(cache=True)
+    body = request.get_json(silent=True, force=True) if raw.strip() else {}
+    mode = body.get("mode", "code") if isinstance(body, dict) else None
     if not isinstance(mode, str) or mode not in login_enroll.MODES:
         raise ApiError("malformed", 'send {"mode": "code"} or {"mode": "tofu"}')
     service = ctx()
