@@ -123,14 +123,16 @@ def status(state_dir: Path, as_json: bool) -> None:
     _emit(data, as_json, f"{text}\nkeys: {data['keys']}\nstate directory: {state_dir}")
 
 
-def _collector(replay: Path | None):  # noqa: ANN202 - Callable[[], dict]
+def _collector(replay: Path | None):  # noqa: ANN202 - Callable[[dict], dict]
     """This device's fact collection (or a recorded device's, with --replay)."""
 
-    def collect() -> dict[str, Any]:
+    def collect(osquery_queries: dict[str, str]) -> dict[str, Any]:
         from agent.collectors import collect_facts
         from agent.collectors.base import Host
+        from agent.collectors.osquery import OsqueryConfig
 
-        return collect_facts(Host.from_recording(replay) if replay else None)
+        config = OsqueryConfig(queries=osquery_queries) if osquery_queries else None
+        return collect_facts(Host.from_recording(replay) if replay else None, osquery=config)
 
     return collect
 

@@ -40,9 +40,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(login.bp)
 
-    from idp_service import saml
+    from idp_service import posture, saml
     from scim.app import mount_scim
 
+    posture.init(service)
     saml.init_app(app)
     mount_scim(app)  # SCIM 2.0 at /scim/v2
     return app

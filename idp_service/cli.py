@@ -212,6 +212,104 @@ for _action in ("approve", "deny", "revoke", "retrust"):
     devices.add_command(_device_action(_action))
 
 
+@cli.group()
+def exemptions() -> None:
+    """Posture-check exemptions for a device, user or group, each with an expiry and a reason."""
+
+
+@exemptions.command("add")
+@click.option("--check", "check_id", required=True, help='Check id, or "*" for every check.')
+@click.option("--device", help="Exempt this device id.")
+@click.option("--user", help="Exempt this user (userName).")
+@click.option("--group", help="Exempt members of this SCIM group (displayName).")
+@click.option("--days", type=click.IntRange(1, 365), required=True, help="Lifetime in days.")
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def exemptions_add(
+    check_id: str,
+    device: str | None,
+    user: str | None,
+    group: str | None,
+    days: int,
+    reason: str,
+    as_json: bool,
+) -> None:
+    """Exempt one device, user or group from a check for some days."""
+    import datetime as dt
+
+    from idp_service import posture
+    from idp_service.errors import ApiError
+
+    chosen = [(s, v) for s, v in (("device", device), ("user", user), ("group", group)) if v]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --device, --user or --group")
+    scope, subject = chosen[0]
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
+    try:
+        with _db().session() as session:
+            row = posture.add_exemption(
+                session,
+                check_id=check_id,
+                scope=scope,
+                subject=subject,
+                expires_at=until,
+                reason=reason,
+                actor="cli",
+            )
+            data = posture.exemption_json(row)
+    except ApiError as exc:
+        raise click.ClickException(f"{exc.message} ({exc.code})") from None
+    _emit(data, as_json, f"exempted {scope} {subject} from {check_id} until {data['expires_at']}")
+
+
+@exemptions.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include expired exemptions.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def exemptions_list(show_all: bool, as_json: bool) -> None:
+    """List exemptions (active ones unless --all)."""
+    from sqlalchemy import select
+
+    from idp_service import posture
+    from idp_service.storage.models import utcnow
+    from idp_service.storage.posture_tables import ExemptionRow
+
+    query = select(ExemptionRow).order_by(ExemptionRow.expires_at)
+    if not show_all:
+        query = query.where(ExemptionRow.expires_at > utcnow())
+    with _db().session() as session:
+        rows = [posture.exemption_json(r) for r in session.scalars(query)]
+    lines = [
+        f"{r['id']:>5} {r['check_id']:28} {r['scope']:6} {r['subject']:32} until {r['expires_at']}"
+        for r in rows
+    ]
+    _emit(rows, as_json, "\n".join(lines) or "no exemptions")
+
+
+@exemptions.command("remove")
+@click.argument("exemption_id", type=int)
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+def exemptions_remove(exemption_id: int, reason: str) -> None:
+    """End an exemption now."""
+    from idp_service import audit
+    from idp_service.storage.posture_tables import ExemptionRow
+
+    with _db().session() as session:
+        row = session.get(ExemptionRow, exemption_id)
+        if row is None:
+            raise click.ClickException(
+                f"no exemption {exemption_id}; see: devicetrust exemptions list"
+            )
+        session.delete(row)
+        audit.record(
+            session,
+            "exemption.remove",
+            "ok",
+            actor="cli",
+            details={"id": exemption_id, "check_id": row.check_id, "reason": reason},
+        )
+    click.echo(f"removed exemption {exemption_id}")
+
+
 @cli.command()
 def demo() -> None:
     """Start the service and a local agent enrolled to it (what `make run` does)."""

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, session
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from idp_service import audit, authenticate, challenges, login_enroll, transactions
 from idp_service.context import ctx
@@ -43,6 +44,7 @@ MESSAGES = {
     "owner_inactive": "Your account is deactivated.",
     "device_key_mismatch": "This device answered with a key that does not match its enrollment.",
     "expired": "This sign-in took too long and has expired.",
+    "posture_blocked": "This device does not meet your organization's security requirements.",
 }
 
 
@@ -159,16 +161,17 @@ def login_status(txn_id: str) -> Response:
     return _status(txn_id)
 
 
-@bp.get("/login/<txn_id>/continue")
-def login_continue(txn_id: str) -> Response | str:
-    """Hand a finished transaction to the surface that started it."""
+@bp.route("/login/<txn_id>/continue", methods=["GET", "POST"])
+def login_continue(txn_id: str) -> Response | str | tuple[str, int]:
+    """Hand a finished transaction to the surface that started it, once posture allows."""
     try:
         txn = owned_transaction(txn_id)
     except ApiError:
         abort(404)
     if txn.status == "pending" and transactions.is_open(txn):
         return redirect(f"/login/{txn_id}", 303)
-    with ctx().db.session() as s:
+    service = ctx()
+    with service.db.session() as s:
         user = s.get(User, txn.user_id) if txn.user_id else None
         device = s.get(Device, txn.device_id) if txn.device_id else None
         if txn.status == "verified":
@@ -186,9 +189,61 @@ def login_continue(txn_id: str) -> Response | str:
                     s, txn_id, code=code, device_id=txn.device_id, user_id=txn.user_id
                 )
                 txn.status, txn.error_code = "denied", code
+        if txn.status == "verified" and user is not None and device is not None:
+            page = _posture_gate(s, txn, user, device)
+            if page is not None:
+                return page
     kind = (txn.context or {}).get("kind", "local")
     completer = LOGIN_COMPLETERS.get(kind, _complete_local)
     return completer(txn, user, device)
+
+
+def _posture_gate(
+    s: Session, txn: LoginTransaction, user: User, device: Device
+) -> tuple[str, int] | None:
+    """Evaluate posture for this sign-in; a page to show instead of completing, or None.
+
+    A blocking failure keeps the sign-in open on a page with each failing check's
+    remediation and "Recheck now"; cancelling it denies the sign-in. Warnings are
+    shown once, and the user continues past them.
+    """
+    from idp_service.posture import Posture
+    from posture_checks.enforcement import Action
+    from scim.groups import groups_of
+
+    posture: Posture = ctx().extras["posture"]
+    verdict = posture.for_login(s, device.id, user.id, user.user_name, groups_of(s, user.id))
+    choice = request.form.get("choice") if request.method == "POST" else None
+    if verdict.action is Action.BLOCK:
+        if choice == "cancel":
+            transactions.mark_denied(
+                s, txn.id, code="posture_blocked", device_id=device.id, user_id=user.id
+            )
+            txn.status, txn.error_code = "denied", "posture_blocked"
+            audit.record(
+                s,
+                "login.posture",
+                "denied",
+                code="posture_blocked",
+                user_id=user.id,
+                device_id=device.id,
+                details=verdict.summary(),
+            )
+            return None
+        return _posture_page(txn, verdict, blocked=True), 403
+    if verdict.action is Action.WARN and choice != "continue":
+        return _posture_page(txn, verdict, blocked=False), 200
+    return None
+
+
+def _posture_page(txn: LoginTransaction, verdict: object, *, blocked: bool) -> str:
+    return render_template(
+        "login_posture.html",
+        txn=txn,
+        verdict=verdict,
+        blocked=blocked,
+        ports=list(ctx().settings.agent_ports),
+    )
 
 
 def _complete_local(txn: LoginTransaction, user: User | None, device: Device | None) -> str:
