@@ -46,4 +46,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     posture.init(service)
     saml.init_app(app)
     mount_scim(app)  # SCIM 2.0 at /scim/v2
+
+    from idp_service import admin
+
+    admin.init_app(app)  # the admin console at /admin
     return app

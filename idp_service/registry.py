@@ -79,3 +79,66 @@ def change_state(
         details={"from": before, "to": device.state, "reason": reason},
     )
     return device
+
+
+def delete_device(session: Session, device_id: str, *, reason: str, actor: str) -> None:
+    """Forget a device and its telemetry (its audit trail stays), audited."""
+    from sqlalchemy import delete
+
+    from idp_service import audit
+    from idp_service.errors import ApiError
+    from idp_service.storage.posture_tables import (
+        CheckResultHistory,
+        CheckResultRow,
+        DeviceFacts,
+        DeviceFactsHistory,
+    )
+
+    if not reason.strip():
+        raise ApiError("reason_required", "Every device decision needs a reason.")
+    device = session.get(Device, device_id)
+    if device is None:
+        raise ApiError("device_not_found", f"no device {device_id!r}", 404)
+    for table in (DeviceFacts, DeviceFactsHistory, CheckResultRow, CheckResultHistory):
+        session.execute(delete(table).where(table.device_id == device_id))
+    details = {"state": device.state, "hostname": device.hostname, "reason": reason}
+    session.delete(device)
+    audit.record(
+        session,
+        "device.delete",
+        "ok",
+        actor=actor,
+        user_id=device.user_id,
+        device_id=device_id,
+        details=details,
+    )
+
+
+def change_owner(
+    session: Session, device_id: str, user_name: str, *, reason: str, actor: str
+) -> Device:
+    """Give a device to another (active) user, audited; effective at the next sign-in."""
+    from idp_service import audit
+    from idp_service.errors import ApiError
+
+    if not reason.strip():
+        raise ApiError("reason_required", "Every device decision needs a reason.")
+    device = session.get(Device, device_id)
+    if device is None:
+        raise ApiError("device_not_found", f"no device {device_id!r}", 404)
+    owner = session.scalar(select(User).where(User.user_name_lower == user_name.strip().lower()))
+    if owner is None or not owner.active:
+        raise ApiError("user_not_found", f"no active user {user_name!r}", 404)
+    before = device.user_id
+    device.user_id = owner.id
+    device.state_reason = reason
+    audit.record(
+        session,
+        "device.change_owner",
+        "ok",
+        actor=actor,
+        user_id=owner.id,
+        device_id=device.id,
+        details={"from_user_id": before, "to_user_id": owner.id, "reason": reason},
+    )
+    return device
