@@ -257,3 +257,60 @@ def test_device_login_opens_a_session_only_for_admins(app, db, world):
     assert other.get(f"/login/{txn}/continue").status_code in (403, 404)
     codes = {(e.outcome, e.code) for e in _events(db, "admin.login")}
     assert ("ok", None) in codes and ("denied", "not_admin") in codes
+
+
+def test_detail_overview_exemptions_and_settings(app, db, world):
+    from idp_service.storage.posture_tables import (
+        CheckResultHistory,
+        CheckResultRow,
+        DeviceFacts,
+        ExemptionRow,
+    )
+
+    device_id = world["bob_trusted"]
+    with db.session() as s:
+        s.add(DeviceFacts(device_id=device_id, report_seq=3, facts={"os": {"name": "Debian"}}))
+        s.add(
+            CheckResultRow(
+                device_id=device_id,
+                check_id="disk-encrypted",
+                status="fail",
+                reason="root is not encrypted",
+                evaluated_at=utcnow(),
+                first_failed_at=utcnow(),
+            )
+        )
+        s.add(CheckResultHistory(device_id=device_id, check_id="disk-encrypted", status="fail"))
+    client, _ = _bootstrap_signin(app, db)
+    page = client.get(f"/admin/devices/{device_id}").get_data(as_text=True)
+    assert "Debian" in page and "root is not encrypted" in page and "Report #3" in page
+    page = client.get("/admin/").get_data(as_text=True)
+    assert "disk-encrypted" in page and 'id="count-pending">1<' in page
+
+    csrf = csrf_of(client.get("/admin/checks").get_data(as_text=True))
+    form = {"csrf": csrf, "check_id": "disk-encrypted", "scope": "device", "subject": device_id}
+    resp = client.post("/admin/exemptions", data={**form, "days": "7", "reason": "waiting on IT"})
+    assert resp.status_code == 303
+    resp = client.post("/admin/exemptions", data={**form, "days": "0", "reason": "x"})
+    assert resp.status_code == 400 and b"bad_exemption" in resp.data
+    resp = client.post(
+        "/admin/exemptions", data={**form, "scope": "planet", "days": "3", "reason": "x"}
+    )
+    assert resp.status_code == 400
+    with db.session() as s:
+        rows = list(s.scalars(select(ExemptionRow)))
+    assert len(rows) == 1 and rows[0].created_by == "admin:bootstrap"
+    assert "waiting on IT" in client.get("/admin/checks").get_data(as_text=True)
+    resp = client.post(f"/admin/exemptions/{rows[0].id}/remove", data={"csrf": csrf, "reason": ""})
+    assert resp.status_code == 400
+    resp = client.post(
+        f"/admin/exemptions/{rows[0].id}/remove", data={"csrf": csrf, "reason": "ok"}
+    )
+    assert resp.status_code == 303
+    assert len(_events(db, "exemption.add")) == 1 and len(_events(db, "exemption.remove")) == 1
+
+    page = client.get("/admin/settings").get_data(as_text=True)
+    assert "admin_group" in page and "devicetrust-admins" in page
+    key = app.config["SECRET_KEY"]
+    assert (key.hex() if isinstance(key, bytes) else key) not in page
+    assert "(from the database)" in page
