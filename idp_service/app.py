@@ -49,4 +49,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from idp_service import api
 
     app.register_blueprint(api.bp)  # admin API at /api/v1
+
+    from idp_service import admin
+
+    admin.init_app(app)  # the admin console at /admin
     return app

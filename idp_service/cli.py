@@ -310,6 +310,33 @@ def exemptions_remove(exemption_id: int, reason: str) -> None:
     click.echo(f"removed exemption {exemption_id}")
 
 
+@cli.group("admin")
+def admin_group() -> None:
+    """The admin console (/admin): first-setup access."""
+
+
+@admin_group.command("bootstrap")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def admin_bootstrap(as_json: bool) -> None:
+    """Print a one-time token that opens one console session (valid 1 h, stored hashed)."""
+    from idp_service.admin import bootstrap
+
+    settings = _settings()
+    with _db().session() as session:
+        token, row = bootstrap.issue(session, actor="cli")
+        data = {
+            "token": token,
+            "url": f"{settings.public_url}/admin/bootstrap",
+            "expires_at": row.expires_at.isoformat(),
+        }
+    _emit(
+        data,
+        as_json,
+        f"one-time admin token (shown once, expires {data['expires_at']}):\n  {token}\n"
+        f"open {data['url']} and paste it.",
+    )
+
+
 @cli.command()
 def demo() -> None:
     """Start the service and a local agent enrolled to it (what `make run` does)."""

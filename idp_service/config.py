@@ -64,6 +64,9 @@ class Settings:
     extra_origins: tuple[str, ...] = ()
     # What SCIM reactivation does to the user's trusted devices (scim/lifecycle.py).
     scim_reactivation: str = "require_approval"
+    # The admin console (/admin): members of this SCIM group, signed in on a trusted device.
+    admin_group: str = "devicetrust-admins"
+    admin_session_ttl: int = 8 * 3600  # seconds an admin console session lasts
     testing: bool = False
 
     @classmethod
@@ -93,6 +96,8 @@ class Settings:
                 o.rstrip("/") for o in env.get("DEVICETRUST_EXTRA_ORIGINS", "").split() if o
             ),
             scim_reactivation=env.get("DEVICETRUST_SCIM_REACTIVATION", "require_approval"),
+            admin_group=env.get("DEVICETRUST_ADMIN_GROUP", "devicetrust-admins").strip(),
+            admin_session_ttl=int(env.get("DEVICETRUST_ADMIN_SESSION_TTL", str(8 * 3600))),
         )
         if s.scim_reactivation not in ("require_approval", "restore"):
             raise ValueError("DEVICETRUST_SCIM_REACTIVATION must be require_approval or restore")

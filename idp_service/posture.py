@@ -315,3 +315,22 @@ def exemption_json(row: ExemptionRow) -> dict[str, Any]:
         "created_by": row.created_by,
         "created_at": row.created_at.isoformat(),
     }
+
+
+def remove_exemption(session: Session, exemption_id: int, *, reason: str, actor: str) -> None:
+    """End an exemption now, audited."""
+    from idp_service.errors import ApiError
+
+    if not reason.strip():
+        raise ApiError("reason_required", "Removing an exemption needs a reason.")
+    row = session.get(ExemptionRow, exemption_id)
+    if row is None:
+        raise ApiError("exemption_not_found", f"no exemption {exemption_id}", 404)
+    session.delete(row)
+    audit.record(
+        session,
+        "exemption.remove",
+        "ok",
+        actor=actor,
+        details={"id": exemption_id, "check_id": row.check_id, "reason": reason},
+    )
