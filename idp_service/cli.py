@@ -25,9 +25,12 @@ def _settings() -> Settings:
 
 
 def _db():  # noqa: ANN202 - returns Database; imported lazily to keep --help fast
+    from idp_service import audit_chain
     from idp_service.storage.db import Database
 
-    return Database(_settings().database_url)
+    settings = _settings()
+    audit_chain.configure(audit_chain.load_key(settings.data_dir))
+    return Database(settings.database_url)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,7 +71,7 @@ def serve(host: str, port: int, workers: int, dev: bool) -> None:
     from idp_service.app import create_app
 
     if dev:
-        app = create_app()
+        app = create_app(background=True)
         app.run(host=host, port=port, threaded=True, use_reloader=False)
         return
     from gunicorn.app.base import BaseApplication
@@ -84,7 +87,7 @@ def serve(host: str, port: int, workers: int, dev: bool) -> None:
             self.cfg.set("accesslog", None)
 
         def load(self):  # noqa: ANN202
-            return create_app()
+            return create_app(background=True)
 
     _Server().run()
 
@@ -335,6 +338,63 @@ def admin_bootstrap(as_json: bool) -> None:
         f"one-time admin token (shown once, expires {data['expires_at']}):\n  {token}\n"
         f"open {data['url']} and paste it.",
     )
+
+
+@cli.group("audit")
+def audit_group() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit_group.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def audit_verify(as_json: bool) -> None:
+    """Check every audit row's MAC and the hash chain; exit 1 if anything was tampered with."""
+    from sqlalchemy import func, select
+
+    from idp_service import audit_chain
+    from idp_service.storage.models import AuditEvent
+
+    db = _db()
+    audit_chain.seal(db)
+    with db.session() as session:
+        total = session.execute(select(func.count()).select_from(AuditEvent)).scalar_one()
+    with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
+        report = audit_chain.verify(db, progress=bar.update)
+    data = {"ok": report.ok, "rows": report.rows, "head": report.head, "problems": report.problems}
+    text = (
+        f"audit log intact: {report.rows} rows, head {report.head}"
+        if report.ok
+        else "audit log TAMPERED:\n" + "\n".join(f"  - {p}" for p in report.problems)
+    )
+    _emit(data, as_json, text)
+    if not report.ok:
+        sys.exit(1)
+
+
+@audit_group.command("export")
+@click.option("--since", "since_seq", default=0, type=int, help="Only rows after this chain seq.")
+@click.option(
+    "--output", "-o", type=click.File("w"), default="-", help="File to write (default stdout)."
+)
+def audit_export(since_seq: int, output: object) -> None:
+    """Write the audit log as JSON lines, in chain order, with each row's MAC and chain hash."""
+    import json
+
+    from sqlalchemy import func, select
+
+    from idp_service import audit_chain
+    from idp_service.storage.models import AuditEvent
+
+    db = _db()
+    audit_chain.seal(db)
+    with db.session() as session:
+        total = session.execute(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.chain_seq > since_seq)
+        ).scalar_one()
+    with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
+        for row in audit_chain.export(db, since_seq=since_seq):
+            output.write(json.dumps(row, default=str) + "\n")  # type: ignore[attr-defined]
+            bar.update(1)
 
 
 @cli.command()

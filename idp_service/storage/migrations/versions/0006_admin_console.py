@@ -9,7 +9,7 @@ from alembic import op
 
 import idp_service.storage.models
 
-revision = "0006_admin_console"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
