@@ -83,9 +83,12 @@ def configure(key: bytes) -> None:
 
 
 def current_key() -> bytes:
-    """This process's audit key; raise if it was never configured."""
+    """This process's audit key: as configured, else loaded from the environment's settings."""
+    global _key
     if _key is None:
-        raise RuntimeError("the audit key is not configured (audit_chain.configure)")
+        from idp_service.config import Settings
+
+        _key = load_key(Settings.from_env().data_dir)
     return _key
 
 
