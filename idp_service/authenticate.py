@@ -18,12 +18,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from idp_service import audit, transactions
 from idp_service.challenges import timestamp
 from idp_service.context import ServiceContext
-from idp_service.storage.login_sql import consume_for_trusted_device
+from idp_service.storage.login_reads import read_owner
+from idp_service.storage.login_sql import Consumed, consume_for_trusted_device
 from idp_service.storage.models import Challenge as ChallengeRow
 from idp_service.storage.models import Device, User
 from trust_protocol.errors import ProtocolError
@@ -77,21 +78,34 @@ def verify(
         if expected_binding is not None:
             check_binding(verified, expected_binding)
         txn_id = transactions.txn_id_from_binding(verified.challenge.binding)
-        consumed = consume_for_trusted_device(
-            service.db.engine,
-            challenge_id=verified.challenge.id_text,
-            binding=verified.challenge.binding,
-            issued_at=timestamp(verified.challenge.issued_at),
-            expires_at=timestamp(verified.challenge.expires_at),
-            device_id=verified.device_id,
-            sign_key=verified.sign_key,
-            via=via,
-            clock_skew=verified.clock_skew,
-            agent_version=verified.agent_version,
-            remote_addr=remote_addr,
-            details={"via": via, "clock_skew": round(verified.clock_skew, 3)},
-            txn_id=txn_id,
-        )
+        answer = verified
+
+        def consume(user_id: str) -> Consumed | None:
+            return consume_for_trusted_device(
+                service.db.engine,
+                challenge_id=answer.challenge.id_text,
+                binding=answer.challenge.binding,
+                issued_at=timestamp(answer.challenge.issued_at),
+                expires_at=timestamp(answer.challenge.expires_at),
+                device_id=answer.device_id,
+                user_id=user_id,
+                sign_key=answer.sign_key,
+                via=via,
+                clock_skew=answer.clock_skew,
+                agent_version=answer.agent_version,
+                remote_addr=remote_addr,
+                details={"via": via, "clock_skew": round(answer.clock_skew, 3)},
+                txn_id=txn_id,
+            )
+
+        owners = _owners(service)
+        owner = owners.get(verified.device_id)
+        consumed = consume(owner) if owner is not None else None
+        if consumed is None:
+            # Refused, or the owner we remembered is no longer the device's: look again.
+            fresh = owners.get(verified.device_id, fresh=True)
+            if fresh is not None and fresh != owner:
+                consumed = consume(fresh)
         if consumed is None:
             _explain_refusal(service, verified)
             raise ProtocolError("challenge_unknown")  # pragma: no cover - explain always raises
@@ -107,6 +121,42 @@ def verify(
     except ProtocolError as exc:
         _record_refusal(service, exc, verified, via, remote_addr)
         raise
+
+
+class DeviceOwners:
+    """Device id -> owner's user id, remembered per process.
+
+    The answer's write carries its audit row's MAC, which covers the owner, so the
+    owner must be known before the write. This is only a hint: the write itself
+    requires the device to belong to that user, so a stale entry costs a refused
+    write and one retry with a fresh read, never a wrong row.
+    """
+
+    LIMIT = 100_000
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._owners: dict[str, str] = {}
+
+    def get(self, device_id: str, *, fresh: bool = False) -> str | None:
+        """The owner (None for an unknown device); read from the database when not known."""
+        if not fresh and (owner := self._owners.get(device_id)) is not None:
+            return owner
+        owner = read_owner(self.engine, device_id)
+        if owner is None:
+            self._owners.pop(device_id, None)
+            return None
+        if len(self._owners) >= self.LIMIT:
+            self._owners.clear()
+        self._owners[device_id] = owner
+        return owner
+
+
+def _owners(service: ServiceContext) -> DeviceOwners:
+    owners = service.extras.get("device_owners")
+    if owners is None:
+        owners = service.extras.setdefault("device_owners", DeviceOwners(service.db.engine))
+    return owners
 
 
 def _explain_refusal(service: ServiceContext, verified: VerifiedResponse) -> None:

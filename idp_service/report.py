@@ -132,6 +132,7 @@ def ingest(
         return {
             "status": "accepted",
             "next_report_in": service.settings.report_interval,
+            "osquery_queries": service.settings.osquery_queries,
             **evaluation,
         }
     except (ProtocolError, ApiError) as exc:

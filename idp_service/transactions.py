@@ -83,10 +83,18 @@ def settle(session: Session, txn: LoginTransaction) -> LoginTransaction:
 def mark_denied(
     session: Session, txn_id: str, *, code: str, device_id: str | None, user_id: str | None
 ) -> None:
-    """Record why a pending transaction was refused (a device-state decision, not bad input)."""
+    """Record why a transaction was refused (a device or posture decision, not bad input).
+
+    A verified but not yet completed transaction can still be refused: a
+    revocation or a blocking posture check between verification and completion wins.
+    """
     session.execute(
         update(LoginTransaction)
-        .where(LoginTransaction.id == txn_id, LoginTransaction.status == "pending")
+        .where(
+            LoginTransaction.id == txn_id,
+            LoginTransaction.status.in_(("pending", "verified")),
+            LoginTransaction.completed_at.is_(None),
+        )
         .values(status="denied", error_code=code, device_id=device_id, user_id=user_id)
         .execution_options(synchronize_session=False)
     )

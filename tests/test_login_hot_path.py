@@ -14,11 +14,11 @@ import pytest
 from flask import session
 from sqlalchemy import func, select, update
 
-from idp_service import registry
+from idp_service import registry, users
 from idp_service.saml import completer
 from idp_service.storage.login_reads import read_login
 from idp_service.storage.login_sql import complete_verified
-from idp_service.storage.models import AuditEvent, LoginTransaction, User
+from idp_service.storage.models import AuditEvent, Device, LoginTransaction, User
 from tests.saml_support import FlaskClient, authn_request_xml, posted_form, redirect_query
 from tests.test_saml_login import SP, enroll, status_codes
 from tests.test_saml_login import idp as idp  # noqa: F401 - the fixture
@@ -94,6 +94,35 @@ def test_a_change_after_continue_read_the_device_still_wins(idp, change):
         db.engine, txn, user_id=user.id, device_id=dev.id, action="saml.response", details={}
     )
     assert client.get(f"/login/{txn}/continue").status_code == 409
+
+
+def test_the_hot_path_audit_rows_carry_valid_macs(idp):
+    from idp_service import audit_chain
+
+    db = idp.extensions["devicetrust"].db
+    client, _, txn, _ = _verified_login(idp, "gus@example.com")
+    assert client.get(f"/login/{txn}/continue").status_code == 200
+    assert _count(db, "login.device_verified", "ok") == 1
+    assert _count(db, "saml.response", "ok") == 1
+    report = audit_chain.verify(db)
+    assert report.ok, report.problems
+
+
+def test_a_device_that_changed_owner_signs_in_as_its_new_owner(idp):
+    """The owner remembered for the audit MAC is only a hint: a stale one is re-read."""
+    db = idp.extensions["devicetrust"].db
+    client, device, txn, _ = _verified_login(idp, "hal@example.com")
+    with db.session() as s:
+        new_owner = users.create(s, "ida@example.com")
+        s.execute(update(Device).where(Device.id == device.id).values(user_id=new_owner.id))
+        new_owner_id = new_owner.id
+    r = client.get("/saml/sso?" + redirect_query(authn_request_xml(issuer=SP)))
+    txn = r.headers["Location"].rsplit("/", 1)[-1]
+    token = client.post(f"/login/{txn}/challenge", json={}).json()["challenge"]
+    answered = client.post(f"/login/{txn}/response", content=device.answer(token))
+    assert answered.json()["status"] == "verified"
+    with db.session() as s:
+        assert s.get(LoginTransaction, txn).user_id == new_owner_id
 
 
 def test_complete_verified_claims_once(idp):

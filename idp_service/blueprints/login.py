@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, session
+from sqlalchemy.orm import Session
 
-from idp_service import authenticate, challenges, transactions
+from idp_service import audit, authenticate, challenges, login_enroll, transactions
 from idp_service.context import ctx
 from idp_service.errors import HINTS, ApiError
 from idp_service.storage.login_reads import read_login, read_transaction
@@ -36,12 +37,14 @@ LOGIN_COMPLETERS: dict[str, Completer] = {}
 
 MESSAGES = {
     "device_unknown": "This device is not enrolled yet.",
-    "device_pending": "This device is waiting for approval by your IT administrator.",
+    "device_pending": "This device is waiting for approval by IT or by one of your trusted "
+    "devices.",
     "device_denied": "Your IT administrator denied this device.",
     "device_revoked": "This device's trust was revoked.",
     "owner_inactive": "Your account is deactivated.",
     "device_key_mismatch": "This device answered with a key that does not match its enrollment.",
     "expired": "This sign-in took too long and has expired.",
+    "posture_blocked": "This device does not meet your organization's security requirements.",
 }
 
 
@@ -195,9 +198,9 @@ def login_status(txn_id: str) -> Response:
     return _status(txn_id)
 
 
-@bp.get("/login/<txn_id>/continue")
-def login_continue(txn_id: str) -> Response | str:
-    """Hand a finished transaction to the surface that started it."""
+@bp.route("/login/<txn_id>/continue", methods=["GET", "POST"])
+def login_continue(txn_id: str) -> Response | str | tuple[str, int]:
+    """Hand a finished transaction to the surface that started it, once posture allows."""
     try:
         txn, user, device = owned_login(txn_id)
     except ApiError:
@@ -216,6 +219,10 @@ def login_continue(txn_id: str) -> Response | str:
                     s, txn_id, code=code, device_id=txn.device_id, user_id=txn.user_id
                 )
                 txn.status, txn.error_code = "denied", code
+        if txn.status == "verified" and user is not None and device is not None:
+            page = _posture_gate(s, txn, user, device)
+            if page is not None:
+                return page
     kind = (txn.context or {}).get("kind", "local")
     completer = LOGIN_COMPLETERS.get(kind, _complete_local)
     return completer(txn, user, device)
@@ -231,6 +238,54 @@ def _still_trusted(user: User | None, device: Device | None) -> bool:
     )
 
 
+def _posture_gate(
+    s: Session, txn: LoginTransaction, user: User, device: Device
+) -> tuple[str, int] | None:
+    """Evaluate posture for this sign-in; a page to show instead of completing, or None.
+
+    A blocking failure keeps the sign-in open on a page with each failing check's
+    remediation and "Recheck now"; cancelling it denies the sign-in. Warnings are
+    shown once, and the user continues past them.
+    """
+    from idp_service.posture import Posture
+    from posture_checks.enforcement import Action
+    from scim.groups import groups_of
+
+    posture: Posture = ctx().extras["posture"]
+    verdict = posture.for_login(s, device.id, user.id, user.user_name, groups_of(s, user.id))
+    choice = request.form.get("choice") if request.method == "POST" else None
+    if verdict.action is Action.BLOCK:
+        if choice == "cancel":
+            transactions.mark_denied(
+                s, txn.id, code="posture_blocked", device_id=device.id, user_id=user.id
+            )
+            txn.status, txn.error_code = "denied", "posture_blocked"
+            audit.record(
+                s,
+                "login.posture",
+                "denied",
+                code="posture_blocked",
+                user_id=user.id,
+                device_id=device.id,
+                details=verdict.summary(),
+            )
+            return None
+        return _posture_page(txn, verdict, blocked=True), 403
+    if verdict.action is Action.WARN and choice != "continue":
+        return _posture_page(txn, verdict, blocked=False), 200
+    return None
+
+
+def _posture_page(txn: LoginTransaction, verdict: object, *, blocked: bool) -> str:
+    return render_template(
+        "login_posture.html",
+        txn=txn,
+        verdict=verdict,
+        blocked=blocked,
+        ports=list(ctx().settings.agent_ports),
+    )
+
+
 def _complete_local(txn: LoginTransaction, user: User | None, device: Device | None) -> str:
     code = txn.error_code or ("expired" if txn.status != "verified" else None)
     return render_template(
@@ -242,3 +297,71 @@ def _complete_local(txn: LoginTransaction, user: User | None, device: Device | N
         message=MESSAGES.get(code or "", CODES.get(code or "", code or "")),
         hint=HINTS.get(code or "", ""),
     )
+
+
+# ---- Devices that are not (yet) trusted: enroll from the page, broker TOFU, waiting for approval.
+# The logic lives in idp_service/login_enroll.py; the page's half is the "enrollment" section of
+# static/login.js.
+
+
+@bp.get("/login/<txn_id>/enroll-options")
+def login_enroll_options(txn_id: str) -> Response:
+    """How this sign-in may enroll the device: always a code; maybe the broker's word (TOFU)."""
+    txn = owned_transaction(txn_id)
+    service = ctx()
+    return jsonify(
+        {
+            "code": True,
+            "tofu": login_enroll.tofu_offer(service, txn),
+            "service_url": service.settings.public_url,
+        }
+    )
+
+
+@bp.post("/login/<txn_id>/register-challenge")
+def login_register_challenge(txn_id: str) -> Response:
+    """A ``register`` challenge bound to this sign-in, for the agent's ``/v1/enroll``.
+
+    The body is ``{"mode": "code"}`` (default) or ``{"mode": "tofu"}``. The
+    enrollment code is never sent here: the agent seals it into its response.
+    """
+    txn = owned_transaction(txn_id)
+    raw = request.get_data(cache=True)
+    body = request.get_json(silent=True, force=True) if raw.strip() else {}
+    mode = body.get("mode", "code") if isinstance(body, dict) else None
+    if not isinstance(mode, str) or mode not in login_enroll.MODES:
+        raise ApiError("malformed", 'send {"mode": "code"} or {"mode": "tofu"}')
+    service = ctx()
+    try:
+        token, challenge = login_enroll.issue_register_challenge(service, txn, mode)
+    except login_enroll.TofuUnavailable as exc:
+        audit.record_separately(
+            service.db,
+            "device.register",
+            "rejected",
+            code=exc.code,
+            remote_addr=request.remote_addr,
+            details={"method": "broker", "reason": exc.reason, "stage": "challenge"},
+        )
+        raise
+    return jsonify(
+        {
+            "challenge": token,
+            "expires_at": challenge.expires_at,
+            "ports": list(service.settings.agent_ports),
+        }
+    )
+
+
+@bp.post("/login/<txn_id>/check-again")
+def login_check_again(txn_id: str) -> Response:
+    """Waiting for approval: let this sign-in try again without starting over.
+
+    Answers the status as JSON to the page's script, or redirects a plain form
+    POST back to the login page.
+    """
+    owned_transaction(txn_id)
+    login_enroll.reopen_pending(ctx(), txn_id)
+    if request.accept_mimetypes.best == "application/json":
+        return _status(txn_id)
+    return redirect(f"/login/{txn_id}", 303)

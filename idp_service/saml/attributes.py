@@ -1,10 +1,8 @@
 """Attribute sources for assertions, and the per-SP mapping of sources to SAML attribute names.
 
 Sources: ``email``, ``display_name``, ``groups``, ``device_id`` and ``posture``
-(the device posture summary). Groups come from the SCIM surface when it is
-installed (:func:`groups_of_user`); posture comes from the posture surface when
-it is (:func:`posture_summary`). Until then both adapters return safe
-placeholders, so SPs can be configured today.
+(the device posture summary). Groups come from the SCIM surface
+(:func:`groups_of_user`); posture from the posture surface (:func:`posture_summary`).
 """
 
 from __future__ import annotations
@@ -26,22 +24,17 @@ DEFAULT_MAPPING: dict[str, str] = {
 
 
 def groups_of_user(session: Session, user_id: str) -> list[str]:
-    """Adapter to the SCIM surface's group membership; an empty list until it exists."""
-    try:
-        from scim.groups import groups_of  # type: ignore[import-not-found]
-    except ImportError:
-        return []
+    """The user's SCIM groups (display names)."""
+    from scim.groups import groups_of
+
     return [str(g) for g in groups_of(session, user_id)]
 
 
 def posture_summary(session: Session, device_id: str) -> dict[str, str]:
-    """Adapter to the posture surface's summary of a device; ``{"posture": "unknown"}`` until
-    it exists. The ``posture`` key is what the ``posture`` attribute carries."""
-    try:
-        from posture_checks.summary import summary_for_device  # type: ignore[import-not-found]
-    except ImportError:
-        return {"posture": "unknown"}
-    return dict(summary_for_device(session, device_id))
+    """The device's posture summary; the ``posture`` key is what the attribute carries."""
+    from idp_service.posture import summary_for_device
+
+    return summary_for_device(session, device_id)
 
 
 def collect(

@@ -1,4 +1,5 @@
-"""The reads of the sign-in hot path: a login transaction, with its user and device.
+"""The reads of the sign-in hot path: a login transaction, with its user and device; a
+device's owner.
 
 One statement each, on the driver connection (``storage/driver.py``). The
 results are detached ORM instances built from the row (``driver.detached_loader``).
@@ -47,3 +48,14 @@ def read_login(
     user = _load_user(row[t:u]) if row[t + _USER_NAMES.index("id")] is not None else None
     device = _load_device(row[u:]) if row[u + _DEVICE_NAMES.index("id")] is not None else None
     return _load_txn(row[:t]), user, device
+
+
+_READ_OWNER = "SELECT user_id FROM devices WHERE id = ?"
+_READ_OWNER_PG = "SELECT user_id FROM devices WHERE id = %s"
+
+
+def read_owner(engine: Engine, device_id: str) -> str | None:
+    """The user id of the device's owner, or None for an unknown device (one statement)."""
+    with driver(engine) as (conn, is_pg):
+        row = conn.execute(_READ_OWNER_PG if is_pg else _READ_OWNER, (device_id,)).fetchone()
+    return row[0] if row is not None else None

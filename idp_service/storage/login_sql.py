@@ -2,10 +2,11 @@
 
 Every sign-in's verified response does the same thing: record the challenge as
 answered (only if it was not answered before, and only if the device is trusted
-with this very key and has an active owner), refresh the device's last-seen
-data, mark the login transaction the challenge is bound to as verified (if it
-is still pending), and append an audit event. Doing it as one guarded statement
-keeps the single-use guarantee atomic and makes the common case cheap:
+with this very key, is owned by the user the caller names, and that owner is
+active), refresh the device's last-seen data, mark the login transaction the
+challenge is bound to as verified (if it is still pending), and append an audit
+event. Doing it as one guarded statement keeps the single-use guarantee atomic
+and makes the common case cheap:
 
 * PostgreSQL: one data-modifying CTE, run in autocommit, so one round trip;
   statements go to the driver connection directly (``storage/driver.py``),
@@ -13,8 +14,11 @@ keeps the single-use guarantee atomic and makes the common case cheap:
 * SQLite: the guarded ``INSERT`` plus three small statements in one transaction,
   also on the driver connection (SQLite runs in-process).
 
+The audit rows carry their MAC (``audit_chain.py``), computed here from the very
+values written; that is why the caller names the device's owner up front.
+
 When the guard fails nothing is written here; the caller then works out *why*
-(unknown device, revoked, replayed, ...) on the slow path.
+(unknown device, revoked, replayed, another owner, ...) on the slow path.
 
 Completing a verified sign-in (:func:`complete_verified`) is likewise one guarded
 write: claim the transaction, recheck the device and its owner, audit.
@@ -28,6 +32,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
 
+from idp_service.audit_chain import row_mac
 from idp_service.storage.driver import driver, sqlite_time
 
 _PG = """
@@ -39,7 +44,7 @@ _PG = """
         WHERE EXISTS (
             SELECT 1 FROM devices d JOIN users u ON u.id = d.user_id
             WHERE d.id = %(device_id)s::varchar AND d.sign_key = %(sign_key)s
-            AND d.state = 'trusted' AND u.active
+            AND d.user_id = %(user_id)s::varchar AND d.state = 'trusted' AND u.active
         )
         ON CONFLICT (id) DO NOTHING
         RETURNING id
@@ -50,9 +55,11 @@ _PG = """
         WHERE id = %(device_id)s::varchar AND EXISTS (SELECT 1 FROM c)
         RETURNING user_id
     ), a AS (
-        INSERT INTO audit_events (at, action, outcome, user_id, device_id, remote_addr, details)
-        SELECT %(now)s, 'login.device_verified', 'ok', d.user_id, %(device_id)s::varchar,
-               %(remote_addr)s::varchar, CAST(%(details)s AS json)
+        INSERT INTO audit_events (at, action, outcome, user_id, device_id, remote_addr, details,
+                                  mac)
+        SELECT %(now)s, 'login.device_verified', 'ok', %(user_id)s::varchar,
+               %(device_id)s::varchar, %(remote_addr)s::varchar, CAST(%(details)s AS json),
+               %(mac)s::varchar
         FROM d
         RETURNING id
     ), t AS (
@@ -73,17 +80,17 @@ _SQLITE_CONSUME = """
     SELECT ?, 'authenticate', ?, ?, ?, ?, ?, ?, 'ok'
     WHERE EXISTS (
         SELECT 1 FROM devices d JOIN users u ON u.id = d.user_id
-        WHERE d.id = ? AND d.sign_key = ? AND d.state = 'trusted' AND u.active
+        WHERE d.id = ? AND d.sign_key = ? AND d.user_id = ? AND d.state = 'trusted' AND u.active
     )
     ON CONFLICT (id) DO NOTHING
 """
 _SQLITE_DEVICE = """
     UPDATE devices SET last_seen = ?, last_clock_skew = ?, agent_version = ?, updated_at = ?
-    WHERE id = ? RETURNING user_id
+    WHERE id = ?
 """
 _SQLITE_AUDIT = """
-    INSERT INTO audit_events (at, action, outcome, user_id, device_id, remote_addr, details)
-    VALUES (?, 'login.device_verified', 'ok', ?, ?, ?, ?)
+    INSERT INTO audit_events (at, action, outcome, user_id, device_id, remote_addr, details, mac)
+    VALUES (?, 'login.device_verified', 'ok', ?, ?, ?, ?, ?)
 """
 _SQLITE_TXN = """
     UPDATE login_transactions SET status = 'verified', device_id = ?, user_id = ?, verified_at = ?
@@ -103,6 +110,11 @@ class Consumed(NamedTuple):
     txn_error: str | None
 
 
+def _audit_mac(at: dt.datetime, action: str, **values: Any) -> str:
+    """The MAC of an ``ok`` audit row written by these statements."""
+    return row_mac({"at": at, "action": action, "outcome": "ok", **values})
+
+
 def consume_for_trusted_device(
     engine: Engine,
     *,
@@ -111,6 +123,7 @@ def consume_for_trusted_device(
     issued_at: dt.datetime,
     expires_at: dt.datetime,
     device_id: str,
+    user_id: str,
     sign_key: bytes,
     via: str,
     clock_skew: float,
@@ -119,8 +132,17 @@ def consume_for_trusted_device(
     details: dict[str, Any],
     txn_id: str | None = None,
 ) -> Consumed | None:
-    """Record the answer of a trusted device and verify its transaction; None if refused."""
+    """Record the answer of a trusted device owned by ``user_id`` and verify its
+    transaction; None (nothing written) if refused."""
     now = dt.datetime.now(dt.UTC)
+    mac = _audit_mac(
+        now,
+        "login.device_verified",
+        user_id=user_id,
+        device_id=device_id,
+        remote_addr=remote_addr,
+        details=details,
+    )
     with driver(engine) as (conn, is_pg):
         if is_pg:
             params = {
@@ -131,11 +153,13 @@ def consume_for_trusted_device(
                 "now": now,
                 "via": via,
                 "device_id": device_id,
+                "user_id": user_id,
                 "sign_key": sign_key,
                 "skew": clock_skew,
                 "agent_version": agent_version,
                 "remote_addr": remote_addr,
                 "details": json.dumps(details),
+                "mac": mac,
                 "txn_id": txn_id,
             }
             # One statement is atomic on its own; autocommit makes it one round trip.
@@ -156,14 +180,14 @@ def consume_for_trusted_device(
                     device_id,
                     device_id,
                     sign_key,
+                    user_id,
                 ),
             )
             if cur.rowcount != 1:
                 conn.rollback()
                 return None
             cur.execute(_SQLITE_DEVICE, (stamp, clock_skew, agent_version, stamp, device_id))
-            user_id = cur.fetchone()[0]
-            audit = (stamp, user_id, device_id, remote_addr, json.dumps(details))
+            audit = (stamp, user_id, device_id, remote_addr, json.dumps(details), mac)
             cur.execute(_SQLITE_AUDIT, audit)
             status = error = None
             if txn_id is not None:
@@ -190,9 +214,9 @@ _PG_CLAIM = """
         )
         RETURNING id
     ), a AS (
-        INSERT INTO audit_events (at, action, outcome, user_id, device_id, details)
+        INSERT INTO audit_events (at, action, outcome, user_id, device_id, details, mac)
         SELECT %(now)s, %(action)s::varchar, 'ok', %(user_id)s::varchar, %(device_id)s::varchar,
-               CAST(%(details)s AS json)
+               CAST(%(details)s AS json), %(mac)s::varchar
         FROM t
     )
     SELECT count(*) FROM t
@@ -207,8 +231,8 @@ _SQLITE_CLAIM = """
     )
 """
 _SQLITE_CLAIM_AUDIT = """
-    INSERT INTO audit_events (at, action, outcome, user_id, device_id, details)
-    VALUES (:now, :action, 'ok', :user_id, :device_id, :details)
+    INSERT INTO audit_events (at, action, outcome, user_id, device_id, details, mac)
+    VALUES (:now, :action, 'ok', :user_id, :device_id, :details, :mac)
 """
 
 
@@ -228,13 +252,15 @@ def complete_verified(
     trusted and its owner still active: a revocation or deactivation committed
     before this write wins. False means nothing was written.
     """
+    now = dt.datetime.now(dt.UTC)
     params = {
-        "now": dt.datetime.now(dt.UTC),
+        "now": now,
         "txn_id": txn_id,
         "user_id": user_id,
         "device_id": device_id,
         "action": action,
         "details": json.dumps(details),
+        "mac": _audit_mac(now, action, user_id=user_id, device_id=device_id, details=details),
     }
     with driver(engine) as (conn, is_pg):
         if is_pg:
