@@ -513,6 +513,10 @@ def _print_http(
         f"  machine busy: {cpu['machine'] / wall:.2f} of 2 cores"
         f" (other work on the machine: {max(others, 0.0) / wall:.2f} cores)"
     )
+    print(
+        f"  two otherwise idle cores at this CPU per login would give: {2 * n / ours:,.0f}/s"
+        " (derived, not measured)"
+    )
 
 
 def main() -> None:
