@@ -152,9 +152,8 @@ class Target:
         headers = {"Content-Type": "application/scim+json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self.clients = [
-            httpx.Client(base_url=base_url, headers=headers, timeout=60) for _ in range(concurrency)
-        ]
+        self.base_url, self.headers, self.concurrency = base_url, headers, concurrency
+        self.clients: list[httpx.Client] = []
         self.run = uuid.uuid4().hex[:6]
         self.meter = meter
         self.seconds = {"import": 0.0, "lookup": 0.0}
@@ -180,8 +179,16 @@ class Target:
         work = self._create if name == "import" else self._lookup
         self.meter.sample()
         started = time.perf_counter()
-        with ThreadPoolExecutor(len(self.clients)) as pool:
-            list(pool.map(lambda k: work(k, indexes), range(len(self.clients))))
+        # Fresh connections per slice: one kept idle while the other side ran its
+        # slice may be closed by the server (keep-alive) just as it is reused.
+        self.clients = [
+            httpx.Client(base_url=self.base_url, headers=self.headers, timeout=60)
+            for _ in range(self.concurrency)
+        ]
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            list(pool.map(lambda k: work(k, indexes), range(self.concurrency)))
+        for client in self.clients:
+            client.close()
         self.seconds[name] += time.perf_counter() - started
         for part, seconds in self.meter.sample().items():
             self.cpu[name][part] += seconds
