@@ -14,5 +14,8 @@ The package follows scim2-server's own split, one concern per module:
   one audit event per request) mounted at ``/scim/v2`` in the Flask service;
 - :mod:`scim.tokens` and :mod:`scim.cli`: the named bearer tokens and the
   ``devicetrust scim-token`` commands;
+- :mod:`scim.auth` and :mod:`scim.audit`: checking a request's token against a
+  per-process copy of the live tokens, and the request's audit event, whose
+  INSERT checks the token again in the request's transaction;
 - :mod:`scim.groups`: group membership for the SAML attribute mapping.
 """

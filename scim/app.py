@@ -3,12 +3,15 @@
 A thin subclass of scim2-server's :class:`~scim2_server.applications.wsgi.WSGIApplication`
 that adds what a deployment needs around the library's handler:
 
-- bearer auth against the named tokens of :mod:`scim.tokens`: a missing or bad
-  token gets a SCIM 401 with ``WWW-Authenticate: Bearer realm="devicetrust-scim"``;
+- bearer auth against the named tokens of :mod:`scim.tokens` (checked by
+  :mod:`scim.auth`): a missing or bad token gets a SCIM 401 with
+  ``WWW-Authenticate: Bearer realm="devicetrust-scim"``, and so does a request
+  whose token was revoked while it ran (it is rolled back);
 - one database transaction per request, bound to the storage, so a SCIM write,
   its device effects and its audit events commit together or not at all;
-- one audit event per request, naming the token (never the token itself);
-  a refused request writes nothing else;
+- one audit event per request, naming the token (never the token itself),
+  written by :mod:`scim.audit` in the request's transaction; a refused request
+  writes nothing else;
 - a body limit on every request (413), and URLs built from the public URL, not
   from the Host header.
 
@@ -31,13 +34,12 @@ from scim2_server.applications.wsgi import WSGIApplication, send_response
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
-from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from idp_service.storage.db import Database
-from idp_service.storage.models import AuditEvent, utcnow
-from scim import tokens
+from scim import audit
+from scim.auth import Grant, TokenCache
 from scim.lifecycle import Reactivation
 from scim.provider import build_provider
 from scim.service import DevicetrustScimService
@@ -77,6 +79,7 @@ class ScimApplication(WSGIApplication):
         super().__init__(storage, provider, DevicetrustScimService(provider, max_body=max_body))
         self.db = db
         self.sql_storage = storage
+        self.tokens = TokenCache()
         self.base_url = public_url.rstrip("/") + MOUNT + "/v2"
 
     def get_base_url(self, environ: WSGIEnvironment) -> str:
@@ -90,44 +93,41 @@ class ScimApplication(WSGIApplication):
         except SCIMException:
             return True
 
-    def authenticate(self, session: Any, request: ScimRequest) -> str:
-        """The name of the request's bearer token, or raise a 401."""
+    def authenticate(self, session: Any, request: ScimRequest) -> Grant:
+        """The grant of the request's bearer token, or raise a 401."""
         scheme, _, presented = (request.header("Authorization") or "").partition(" ")
         presented = presented.strip()
         if scheme.lower() != "bearer" or not presented:
             raise UnauthorizedException(detail="A bearer token is required")
-        name = tokens.verify(session, presented)
-        if name is None:
+        grant = self.tokens.verify(session, presented)
+        if grant is None:
             raise UnauthorizedException(detail="The bearer token is not valid")
-        return name
+        return grant
 
     def serve(self, request: ScimRequest) -> ScimResponse:
         """Authenticate, serve and audit one request in one transaction."""
-        token_name: str | None = None
+        grant: Grant | None = None
         try:
             with self.db.session() as session, self.sql_storage.bind(session) as scope:
                 if self.needs_auth(request):
-                    token_name = self.authenticate(session, request)
-                    scope.actor = f"scim-token:{token_name}"
+                    grant = self.authenticate(session, request)
+                    scope.actor = grant.actor
                 self.service.check_body_size(request)
                 scope.bulk = self._operation(request) is Operation.bulk
-                request.subject = token_name
+                request.subject = grant.name if grant else None
                 response = self.handler.handle(request)
-                if token_name is not None:
-                    self._audit(
-                        session,
-                        request,
-                        token_name,
-                        response.status.value,
-                        "ok",
-                        user_id=_created_user(response),
-                    )
+                if grant is not None:
+                    values = self._event(request, grant, response.status.value, "ok")
+                    values["user_id"] = _created_user(response)
+                    if not audit.record_use(session, grant, values):
+                        grant = None
+                        raise self._withdrawn()
         except IntegrityError:
             response = self.handle_exception(request, AuditedUniqueness())
-            self._audit_failure(request, token_name, response)
+            response = self._audit_failure(request, grant, response)
         except Exception as exception:  # noqa: BLE001 - every failure becomes a SCIM error
             response = self.handle_exception(request, exception)
-            self._audit_failure(request, token_name, response)
+            response = self._audit_failure(request, grant, response)
         return self.finalize_response(request, response)
 
     def finalize_response(self, request: ScimRequest, response: ScimResponse) -> ScimResponse:
@@ -148,49 +148,51 @@ class ScimApplication(WSGIApplication):
         except SCIMException:
             return None
 
-    def _audit(
-        self,
-        session: Any,
+    def _withdrawn(self) -> UnauthorizedException:
+        """The refusal of a token revoked or rotated away while its request ran."""
+        self.tokens.forget()
+        return UnauthorizedException(detail="The bearer token is not valid")
+
+    @staticmethod
+    def _event(
         request: ScimRequest,
-        token_name: str | None,
+        grant: Grant | None,
         status: int,
         outcome: str,
         code: str | None = None,
-        user_id: str | None = None,
-    ) -> None:
-        """One audit event for the request (a Core INSERT: this runs on every request)."""
-        session.connection().execute(
-            insert(AuditEvent).values(
-                at=utcnow(),
-                action="scim.request" if token_name or status != 401 else "scim.auth",
-                outcome=outcome,
-                code=code,
-                actor=f"scim-token:{token_name}" if token_name else None,
-                user_id=user_id,
-                remote_addr=_remote_addr.get(),
-                details={
-                    "method": request.method[:16],
-                    "path": request.path[:200],
-                    "status": status,
-                },
-            )
+    ) -> dict[str, Any]:
+        """The audit event of a request: its token's name, method, path and status."""
+        return audit.event(
+            "scim.request" if grant or status != 401 else "scim.auth",
+            outcome,
+            code=code,
+            actor=grant.actor if grant else None,
+            remote_addr=_remote_addr.get(),
+            details={"method": request.method[:16], "path": request.path[:200], "status": status},
         )
 
     def _audit_failure(
-        self, request: ScimRequest, token_name: str | None, response: ScimResponse
-    ) -> None:
-        """Record a refused request on its own: its own writes were rolled back."""
+        self, request: ScimRequest, grant: Grant | None, response: ScimResponse
+    ) -> ScimResponse:
+        """Record a refused request on its own: its own writes were rolled back.
+
+        A request whose token was revoked while it ran is answered 401 instead
+        of with what it found out.
+        """
         status = response.status.value
-        if token_name is None and status != 401:
-            return  # an unauthenticated ServiceProviderConfig request used no token
-        body = response.body or {}
-        code = body.get("scimType") or ("unauthorized" if status == 401 else f"http_{status}")
-        outcome = "denied" if status == 401 else ("error" if status >= 500 else "rejected")
+        if grant is None and status != 401:
+            return response  # an unauthenticated ServiceProviderConfig request used no token
         try:
             with self.db.session() as session:
-                self._audit(session, request, token_name, status, outcome, str(code)[:64])
+                if grant is not None:
+                    values = self._event(request, grant, status, *_failure(response))
+                    if audit.record_use(session, grant, values):
+                        return response
+                    response = self.handle_exception(request, self._withdrawn())
+                audit.record(session, self._event(request, None, 401, *_failure(response)))
         except Exception:  # noqa: BLE001 - the response matters more than its audit
             log.exception("could not audit a refused SCIM request")
+        return response
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Serve a WSGI request (the remote address is kept for the audit)."""
@@ -221,6 +223,15 @@ def mount_scim(app: Flask) -> None:
     )
     service.extras["scim"] = scim_app
     app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {MOUNT: scim_app})  # type: ignore[method-assign]
+
+
+def _failure(response: ScimResponse) -> tuple[str, str]:
+    """The outcome and code of a refused request's audit event."""
+    status = response.status.value
+    body = response.body or {}
+    code = body.get("scimType") or ("unauthorized" if status == 401 else f"http_{status}")
+    outcome = "denied" if status == 401 else ("error" if status >= 500 else "rejected")
+    return outcome, str(code)[:64]
 
 
 def _created_user(response: ScimResponse) -> str | None:

@@ -2,14 +2,16 @@
 
 A thin subclass of scim2-server's :class:`~scim2_server.service.ScimService`:
 it names our realm in ``WWW-Authenticate``, bounds every request body (the
-library only bounds bulk bodies, and leaves the others to the integration), and
-answers a PATCH with 200 and the resource rather than 204 (Okta reads the body).
+library only bounds bulk bodies, and leaves the others to the integration),
+answers a PATCH with 200 and the resource rather than 204 (Okta reads the body),
+and remembers the last routes it matched (a request is matched several times).
 Everything else, validation, PATCH, ETags, filters, paging, bulk, is
 the library's.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from scim2_models import (
@@ -21,6 +23,7 @@ from scim2_models import (
 )
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
+from scim2_server.routing import Target, match
 from scim2_server.service import ScimService
 
 REALM = "devicetrust-scim"
@@ -33,6 +36,14 @@ class DevicetrustScimService(ScimService):
     def __init__(self, provider: ScimProvider, *, max_body: int = DEFAULT_MAX_BODY) -> None:
         super().__init__(provider)
         self.max_body = max_body
+
+    def match(self, request: ScimRequest) -> Target:  # type: ignore[override]
+        """The library's route matching, remembered for recent (method, path) pairs.
+
+        One request is matched up to six times (reading its body, auth, the body
+        limit, the handler, the operation); a match is a scan of every route.
+        """
+        return _match(request.method.upper(), request.path)
 
     def www_authenticate(self, exception: Exception) -> str:
         """The challenge of a 401: a bearer token for our realm (RFC 6750 §3)."""
@@ -70,3 +81,9 @@ class DevicetrustScimService(ScimService):
             Context.RESOURCE_REPLACEMENT_RESPONSE,
             response_parameters,
         )
+
+
+@lru_cache(maxsize=256)
+def _match(method: str, path: str) -> Target:
+    """:func:`scim2_server.routing.match`, which is a pure function of its arguments."""
+    return match(method, path)

@@ -1,11 +1,12 @@
 """Named bearer tokens for SCIM clients: made, listed, rotated and revoked by the CLI.
 
 A token is shown once, when it is made or rotated; only its SHA-256 is kept.
-Checking a presented token compares its hash with every live token's hash in
-constant time (:func:`hmac.compare_digest`), without stopping at the first
-match, so neither the database lookup nor the comparison tells an attacker how
-close a guess was. Several named tokens coexist (one per IdP, one for a
-migration script); revoking one leaves the others working.
+Checking a presented token (:func:`match`) compares its hash with every live
+token's hash in constant time (:func:`hmac.compare_digest`), without stopping
+at the first match, so neither the lookup nor the comparison tells an attacker
+how close a guess was; :mod:`scim.auth` does it for each request. Several
+named tokens coexist (one per IdP, one for a migration script); revoking one
+leaves the others working.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 import secrets
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from idp_service import audit
@@ -140,17 +141,11 @@ def list_tokens(session: Session) -> list[dict[str, Any]]:
     ]
 
 
-def verify(session: Session, presented: str) -> str | None:
-    """The name of the live token ``presented`` is, or None.
-
-    Every live hash is compared, in constant time, whatever matched before.
-    """
-    digest = hash_token(presented)
-    now = utcnow()
-    # Core on the session's connection: this runs on every request.
-    rows = (
-        session.connection()
-        .execute(
+def live_rows(session: Session) -> list[Any]:
+    """The rows of every token that can still authenticate (current or in its grace)."""
+    # Core on the session's connection: this runs on every request the cache misses.
+    return list(
+        session.connection().execute(
             select(
                 ScimToken.id,
                 ScimToken.name,
@@ -163,8 +158,14 @@ def verify(session: Session, presented: str) -> str | None:
                 or_(ScimToken.token_hash.is_not(None), ScimToken.previous_hash.is_not(None)),
             )
         )
-        .all()
     )
+
+
+def match(rows: list[Any], digest: str, now: dt.datetime) -> Any | None:
+    """The row whose current (or still graced previous) hash is ``digest``, or None.
+
+    Every row's hashes are compared, in constant time, whatever matched before.
+    """
     found = None
     for row in rows:
         current = hmac.compare_digest(digest, row.token_hash or "")
@@ -173,10 +174,4 @@ def verify(session: Session, presented: str) -> str | None:
         )
         if (current or previous) and found is None:
             found = row
-    if found is None:
-        return None
-    if found.last_used_at is None or now - found.last_used_at > LAST_USED_RESOLUTION:
-        session.connection().execute(
-            update(ScimToken).where(ScimToken.id == found.id).values(last_used_at=now)
-        )
-    return found.name
+    return found
