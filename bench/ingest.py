@@ -198,7 +198,7 @@ def _client(
     from trust_protocol import DeviceKeys, ResponseBody, parse_challenge, seal_response
     from trust_protocol.encoding import b64d
 
-    register_by, start_at, stop_at = times
+    register_by, phases = times
     rng = random.Random(seed)
     conn = _Conn(base)
     _, info = conn.get("/agent/v1/server")
@@ -227,51 +227,73 @@ def _client(
     out.put(("registered", len(devices)))
     if time.time() > register_by:
         print("warning: registration ran past the start of the warm-up", file=sys.stderr)
-
-    while time.time() < start_at - 2:
+    while time.time() < register_by:
         time.sleep(0.01)
-    done = failed = changes = 0
-    measuring = False
-    cpu0 = time.process_time()
-    t0 = time.time()
+    conn.reset()  # the server closed the idle keep-alive connection meanwhile
+
+    def report(keys: Any, platform: dict[str, str], doc: dict[str, Any]) -> None:
+        status, issued = conn.post(
+            "/agent/v1/report/challenge",
+            json.dumps({"device_id": keys.device_id}).encode(),
+            "application/json",
+        )
+        assert status == 200, issued
+        token = json.loads(issued)["challenge"]
+        challenge = parse_challenge(token, verify_key)
+        assert challenge.binding == "device:" + keys.device_id
+        body = ResponseBody(
+            token, keys.public_json(), platform, "0.1.0", time.time(), {"facts": doc}
+        )
+        status, reply = conn.post("/agent/v1/report", seal_response(body, challenge, keys))
+        assert status == 200 and b'"accepted"' in reply, reply[:300]
+
+    def challenge_only(keys: Any) -> None:
+        status, issued = conn.post(
+            "/agent/v1/report/challenge",
+            json.dumps({"device_id": keys.device_id}).encode(),
+            "application/json",
+        )
+        assert status == 200, issued
+        parse_challenge(json.loads(issued)["challenge"], verify_key)
+
+    def healthz() -> None:
+        status, _ = conn.get("/healthz")
+        assert status == 200
+
     i = rng.randrange(len(devices))
-    while True:
-        now = time.time()
-        if not measuring and now >= start_at:
-            measuring, done, failed, changes = True, 0, 0, 0
-            cpu0, t0 = time.process_time(), now
-        if now >= stop_at:
-            break
-        keys, platform, doc = devices[i % len(devices)]
-        i += 1
-        doc["collected_at"] = _now_z()
-        doc["uptime_seconds"] = doc.get("uptime_seconds", 0) + REPORT_INTERVAL
-        if rng.random() < change_rate:
-            apply_change(doc, rng)
-            changes += 1
-        try:
-            status, issued = conn.post(
-                "/agent/v1/report/challenge",
-                json.dumps({"device_id": keys.device_id}).encode(),
-                "application/json",
-            )
-            assert status == 200, issued
-            token = json.loads(issued)["challenge"]
-            challenge = parse_challenge(token, verify_key)
-            assert challenge.binding == "device:" + keys.device_id
-            body = ResponseBody(
-                token, keys.public_json(), platform, "0.1.0", time.time(), {"facts": doc}
-            )
-            status, reply = conn.post("/agent/v1/report", seal_response(body, challenge, keys))
-            assert status == 200 and b'"accepted"' in reply, reply[:300]
-            done += 1
-        except (AssertionError, OSError, http.client.HTTPException) as exc:
-            failed += 1
-            if failed < 3:
-                print(f"report failed: {exc!r}"[:300], file=sys.stderr)
-            if isinstance(exc, OSError | http.client.HTTPException):
-                conn.reset()
-    out.put(("done", done, failed, changes, time.time() - t0, time.process_time() - cpu0))
+    for mode, _begin, measure_from, end in phases:
+        done = failed = changes = 0
+        measuring = False
+        cpu0, t0 = time.process_time(), time.time()
+        while True:
+            now = time.time()
+            if not measuring and now >= measure_from:
+                measuring, done, failed, changes = True, 0, 0, 0
+                cpu0, t0 = time.process_time(), now
+            if now >= end:
+                break
+            keys, platform, doc = devices[i % len(devices)]
+            i += 1
+            try:
+                if mode == "report":
+                    doc["collected_at"] = _now_z()
+                    doc["uptime_seconds"] = doc.get("uptime_seconds", 0) + REPORT_INTERVAL
+                    if rng.random() < change_rate:
+                        apply_change(doc, rng)
+                        changes += 1
+                    report(keys, platform, doc)
+                elif mode == "challenge":
+                    challenge_only(keys)
+                else:
+                    healthz()
+                done += 1
+            except (AssertionError, OSError, http.client.HTTPException) as exc:
+                failed += 1
+                if failed < 3:
+                    print(f"{mode} failed: {exc!r}"[:300], file=sys.stderr)
+                if isinstance(exc, OSError | http.client.HTTPException):
+                    conn.reset()
+        out.put((mode, done, failed, changes, time.time() - t0, time.process_time() - cpu0))
 
 
 # ---- CPU accounting of the processes involved --------------------------------------------------
@@ -349,9 +371,17 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
             db.dispose()
             queue: mp.Queue = mp.Queue()
             per = [list(range(c, args.devices, args.clients)) for c in range(args.clients)]
-            register_by = time.time() + 5 + args.devices * 0.01
-            start_at = register_by + args.warmup
-            stop_at = start_at + args.seconds
+            register_by = time.time() + 5 + args.devices * 0.012
+            phases, t = [], register_by
+            for mode, seconds in (
+                ("report", args.seconds),
+                ("challenge", args.floor_seconds),
+                ("healthz", args.floor_seconds),
+            ):
+                warm = args.warmup if mode == "report" else 1.0
+                if seconds > 0:
+                    phases.append((mode, t, t + warm, t + warm + seconds))
+                    t += warm + seconds
             procs = [
                 mp.Process(
                     target=_client,
@@ -360,7 +390,7 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
                         [codes[i] for i in idx],
                         [docs[i] for i in idx],
                         1000 + c,
-                        (register_by, start_at, stop_at),
+                        (register_by, phases),
                         args.change_rate,
                         queue,
                     ),
@@ -369,41 +399,53 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
             ]
             for p in procs:
                 p.start()
-            registered = sum(queue.get(timeout=600)[1] for _ in procs)
+            registered = sum(queue.get(timeout=900)[1] for _ in procs)
             server = psutil.Process(svc.proc.pid)
-            while time.time() < start_at:
-                time.sleep(0.01)
-            workers = [server, *server.children(recursive=True)]
-            backends = _pg_backends(dbname)
-            shared = _pg_shared()
-            load0 = os.getloadavg()
-            cpu0 = (_cpu(workers), _cpu(backends), _cpu(shared), _machine_busy())
-            while time.time() < stop_at:
-                time.sleep(0.05)
-            cpu1 = (_cpu(workers), _cpu(backends), _cpu(shared), _machine_busy())
-            load1 = os.getloadavg()
-            results = [queue.get(timeout=args.seconds + 120) for _ in procs]
+            cpu: dict[str, Any] = {}
+            for mode, _, measure_from, end in phases:
+                while time.time() < measure_from:
+                    time.sleep(0.01)
+                workers = [server, *server.children(recursive=True)]
+                backends = _pg_backends(dbname)
+                shared = _pg_shared()
+                load0 = os.getloadavg()
+                cpu0 = (_cpu(workers), _cpu(backends), _cpu(shared), _machine_busy())
+                while time.time() < end:
+                    time.sleep(0.05)
+                cpu1 = (_cpu(workers), _cpu(backends), _cpu(shared), _machine_busy())
+                cpu[mode] = (
+                    [b - a for a, b in zip(cpu0, cpu1, strict=True)],
+                    load0,
+                    os.getloadavg(),
+                )
+            results = [
+                queue.get(timeout=args.seconds + 120) for _ in range(len(procs) * len(phases))
+            ]
             for p in procs:
                 p.join(10)
         finally:
             svc.stop()
-    done = sum(r[1] for r in results)
-    elapsed = max(r[4] for r in results)
-    per_report = 1000.0 / max(done, 1)
-    return {
-        "registered": registered,
-        "rate": done / elapsed,
-        "done": done,
-        "failed": sum(r[2] for r in results),
-        "changes": sum(r[3] for r in results),
-        "cpu_service_ms": (cpu1[0] - cpu0[0]) * per_report,
-        "cpu_pg_ms": (cpu1[1] - cpu0[1]) * per_report,
-        "cpu_pg_shared_ms": (cpu1[2] - cpu0[2]) * per_report,
-        "cpu_loadgen_ms": sum(r[5] for r in results) * per_report,
-        "cpu_machine_ms": (cpu1[3] - cpu0[3]) * per_report,
-        "machine_cores_busy": (cpu1[3] - cpu0[3]) / elapsed,
-        "load": (load0, load1),
-    }
+    figures: dict[str, Any] = {"registered": registered}
+    for mode, _, _, _ in phases:
+        rows = [r for r in results if r[0] == mode]
+        done = sum(r[1] for r in rows)
+        elapsed = max(r[4] for r in rows)
+        per = 1000.0 / max(done, 1)
+        (service, pg, pg_shared, machine), load0, load1 = cpu[mode]
+        figures[mode] = {
+            "rate": done / elapsed,
+            "done": done,
+            "failed": sum(r[2] for r in rows),
+            "changes": sum(r[3] for r in rows),
+            "cpu_service_ms": service * per,
+            "cpu_pg_ms": pg * per,
+            "cpu_pg_shared_ms": pg_shared * per,
+            "cpu_loadgen_ms": sum(r[5] for r in rows) * per,
+            "cpu_machine_ms": machine * per,
+            "machine_cores_busy": machine / elapsed,
+            "load": (load0, load1),
+        }
+    return figures
 
 
 # ---- in-process breakdown of one report's service time ---------------------------------------
@@ -526,15 +568,18 @@ def breakdown(pg_url: str, docs: list[dict[str, Any]], n: int) -> dict[str, floa
     # The whole ingest, as the service runs it, unchanged facts and changed facts alike.
     backends = _pg_backends(make_url(pg_url).database)
 
+    own = [copy.deepcopy(doc) for _ in fleet]  # each device its own document
+
     def ingest_round(change: float) -> tuple[float, float]:
         envs = []
         for i in range(n):
-            facts = copy.deepcopy(doc) if i == 0 else facts  # noqa: F821 - set on i == 0
+            k = i % len(fleet)
+            facts = own[k]
             facts["collected_at"] = _now_z()
             facts["uptime_seconds"] = 1000 + i
             if rng.random() < change:
                 apply_change(facts, rng)
-            envs.append(envelope(fleet[i % len(fleet)], copy.deepcopy(facts)))
+            envs.append(envelope(fleet[k], facts))
         pg = _pg_backends(make_url(pg_url).database) or backends
         pg0 = _cpu(pg)
         start = time.process_time()
@@ -622,6 +667,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before")
     parser.add_argument("--clients", type=int, default=6, help="load-generator processes")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument(
+        "--floor-seconds",
+        type=float,
+        default=5.0,
+        help="seconds of challenge-only and /healthz load after the reports (0: skip)",
+    )
     parser.add_argument("--change-rate", type=float, default=0.02, help="reports with a change")
     parser.add_argument("--n", type=int, default=200, help="iterations per in-process figure")
     parser.add_argument(
@@ -642,37 +693,45 @@ def main() -> None:
     if not args.skip_http:
         url, drop = _scratch_pg(args.pg_url)
         try:
-            r = http_ingest(url, args, docs)
+            figures = http_ingest(url, args, docs)
         finally:
             drop()
+        r = figures["report"]
         print(
             f"\nreports over HTTP (gunicorn {args.workers} gthread workers, PostgreSQL, "
             f"{args.clients} agent processes, both requests per report, keep-alive):"
         )
         print(
             f"  {r['rate']:,.0f} reports/s   ({r['done']} reports, {r['failed']} failed, "
-            f"{r['changes']} with a change; {r['registered']} devices enrolled by ceremony)"
+            f"{r['changes']} with a change; {figures['registered']} devices enrolled by ceremony)"
         )
         print(f"  target 2,000/s: {r['rate'] / TARGET:.0%} of target")
-        print("  CPU per report (ms):")
-        print(f"    gunicorn workers (service)        {r['cpu_service_ms']:6.2f}")
-        print(f"    PostgreSQL backends of this DB    {r['cpu_pg_ms']:6.2f}")
-        print(f"    PostgreSQL background (shared)    {r['cpu_pg_shared_ms']:6.2f}")
-        print(f"    load generator (agents)           {r['cpu_loadgen_ms']:6.2f}")
-        print(
-            f"    whole machine                     {r['cpu_machine_ms']:6.2f}"
-            f"   ({r['machine_cores_busy']:.2f} cores busy)"
-        )
-        (a0, b0, c0), (a1, b1, c1) = r["load"]
-        print(
-            f"  load average before/after: {a0:.2f} {b0:.2f} {c0:.2f} / {a1:.2f} {b1:.2f} {c1:.2f}"
-        )
+        labels = {
+            "report": "report (both requests)",
+            "challenge": "challenge request alone",
+            "healthz": "GET /healthz (HTTP floor)",
+        }
+        modes = [m for m in labels if m in figures]
+        print("  CPU ms per operation:        " + "".join(f"{labels[m]:>28s}" for m in modes))
+        for key, label in (
+            ("rate", "operations/s"),
+            ("cpu_service_ms", "gunicorn workers (service)"),
+            ("cpu_pg_ms", "PostgreSQL backends"),
+            ("cpu_pg_shared_ms", "PostgreSQL background"),
+            ("cpu_loadgen_ms", "load generator (agents)"),
+            ("cpu_machine_ms", "whole machine"),
+            ("machine_cores_busy", "cores busy"),
+        ):
+            fmt = "{:>28,.0f}" if key == "rate" else "{:>28.2f}"
+            print(f"    {label:27s}" + "".join(fmt.format(figures[m][key]) for m in modes))
+        for m in modes:
+            (a0, b0, c0), (a1, b1, c1) = figures[m]["load"]
+            print(f"  load average, {m}: {a0:.2f} {b0:.2f} {c0:.2f} -> {a1:.2f} {b1:.2f} {c1:.2f}")
         service_only = r["cpu_service_ms"] + r["cpu_pg_ms"] + r["cpu_pg_shared_ms"]
-        if service_only:
-            print(
-                f"  service + PostgreSQL alone: {service_only:.2f} ms/report -> "
-                f"{2000 / service_only:,.0f} reports/s if they had both cores"
-            )
+        print(
+            f"  service + PostgreSQL alone: {service_only:.2f} ms per report -> "
+            f"{2000 / service_only:,.0f} reports/s if they had both cores to themselves"
+        )
     if not args.skip_breakdown:
         url, drop = _scratch_pg(args.pg_url)
         try:

@@ -34,7 +34,13 @@ from idp_service.storage.posture_tables import (
 from posture_checks.enforcement import Action, Decision, decide, overall
 from posture_checks.evaluator import CheckResult, Status, evaluate_all, prepare_facts
 from posture_checks.exemptions import Exemption, find_exemption
-from posture_checks.incremental import FactDigests, combined_key, fingerprint, input_key
+from posture_checks.incremental import (
+    FactDigests,
+    catalog_fingerprint,
+    combined_key,
+    fingerprint,
+    input_key,
+)
 from posture_checks.loader import BUILTIN_DIR, CatalogLoader
 from posture_checks.model import Check
 from posture_checks.remediation import render_remediation
@@ -94,6 +100,7 @@ class Posture:
         self.builtin = settings.builtin_checks
         self.loader = CatalogLoader(settings.checks_dirs, include_builtin=self.builtin != ())
         self._fingerprints: dict[str, tuple[Check, str]] = {}
+        self._catalog_key: tuple[list[Check], str] | None = None
 
     def checks(self) -> list[Check]:
         """The checks in force now (reloaded from disk when files change)."""
@@ -113,6 +120,17 @@ class Posture:
             self._fingerprints[check.id] = cached
         return cached[1]
 
+    def _catalog_fingerprint(self, checks: list[Check]) -> str:
+        cached = self._catalog_key
+        if (
+            cached is None
+            or len(cached[0]) != len(checks)
+            or any(a is not b for a, b in zip(cached[0], checks, strict=True))
+        ):
+            cached = (checks, catalog_fingerprint([self._fingerprint(c) for c in checks]))
+            self._catalog_key = cached
+        return cached[1]
+
     def ingest(
         self,
         session: Session,
@@ -127,18 +145,18 @@ class Posture:
 
         Only the checks whose inputs changed since their stored result are
         evaluated (``posture_checks.incremental``); ``previous`` is the combined
-        input digest returned by the device's last ingest, and when it is
-        unchanged nothing is read or written here at all. Returns the new
-        combined digest (None when no check is in force).
+        key returned by the device's last ingest, and when it is unchanged
+        nothing is read or written here at all. Returns the new combined key
+        (None when no check is in force).
         """
         checks = self.checks()
         if not checks:
             return None
         digests = digests or FactDigests(facts)
-        keys = {c.id: input_key(self._fingerprint(c), c.roots, digests) for c in checks}
-        combined = combined_key(keys)
+        combined = combined_key(self._catalog_fingerprint(checks), checks, digests)
         if combined == previous:
             return combined
+        keys = {c.id: input_key(self._fingerprint(c), c.roots, digests) for c in checks}
         conn = session.connection()
         stored = {row.check_id: row for row in conn.execute(_RESULTS, {"device_id": device_id})}
         due = [c for c in checks if c.id not in stored or stored[c.id].inputs != keys[c.id]]
