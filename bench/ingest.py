@@ -11,7 +11,8 @@ What runs:
 * ``--devices`` simulated devices, **registered through the real enrollment
   ceremony** over HTTP (an enrollment code per device, made in the database as
   an admin would; then ``POST /agent/v1/challenges`` and ``POST
-  /agent/v1/register`` with the device's own keys);
+  /agent/v1/register`` with the device's own keys), each followed by its first
+  report, so that what is measured is the steady state of known devices;
 * realistic fact documents: this machine's real facts (``collect_facts()``,
   ~900 dpkg packages) and the recorded devices under
   ``tests/fixtures/posture/`` (LUKS, ZFS, macOS, Windows), each device with its
@@ -189,7 +190,7 @@ def _client(
     codes: list[str],
     docs: list[dict[str, Any]],
     seed: int,
-    times: tuple[float, float, float],
+    schedule: Any,
     change_rate: float,
     out: Any,
 ) -> None:
@@ -198,13 +199,30 @@ def _client(
     from trust_protocol import DeviceKeys, ResponseBody, parse_challenge, seal_response
     from trust_protocol.encoding import b64d
 
-    register_by, phases = times
     rng = random.Random(seed)
     conn = _Conn(base)
     _, info = conn.get("/agent/v1/server")
     verify_key = VerifyKey(b64d(json.loads(info)["server_key"], length=32))
 
-    # Enrollment: the real ceremony, one device at a time.
+    def report(keys: Any, platform: dict[str, str], doc: dict[str, Any]) -> None:
+        status, issued = conn.post(
+            "/agent/v1/report/challenge",
+            json.dumps({"device_id": keys.device_id}).encode(),
+            "application/json",
+        )
+        assert status == 200, issued
+        token = json.loads(issued)["challenge"]
+        challenge = parse_challenge(token, verify_key)
+        assert challenge.binding == "device:" + keys.device_id
+        body = ResponseBody(
+            token, keys.public_json(), platform, "0.1.0", time.time(), {"facts": doc}
+        )
+        status, reply = conn.post("/agent/v1/report", seal_response(body, challenge, keys))
+        assert status == 200 and b'"accepted"' in reply, reply[:300]
+
+    # Enrollment: the real ceremony, one device at a time, each followed by the device's
+    # first report (as the agent does once enrolled), so that the measured reports are the
+    # steady state of devices the service already knows.
     devices = []
     for code, doc in zip(codes, docs, strict=True):
         keys = DeviceKeys.generate(str(uuid.uuid4()))
@@ -223,29 +241,12 @@ def _client(
             "/agent/v1/register", seal_response(body, parse_challenge(token, verify_key), keys)
         )
         assert status == 201, reply
+        doc["collected_at"] = _now_z()
+        report(keys, platform, doc)
         devices.append((keys, platform, doc))
     out.put(("registered", len(devices)))
-    if time.time() > register_by:
-        print("warning: registration ran past the start of the warm-up", file=sys.stderr)
-    while time.time() < register_by:
-        time.sleep(0.01)
-    conn.reset()  # the server closed the idle keep-alive connection meanwhile
-
-    def report(keys: Any, platform: dict[str, str], doc: dict[str, Any]) -> None:
-        status, issued = conn.post(
-            "/agent/v1/report/challenge",
-            json.dumps({"device_id": keys.device_id}).encode(),
-            "application/json",
-        )
-        assert status == 200, issued
-        token = json.loads(issued)["challenge"]
-        challenge = parse_challenge(token, verify_key)
-        assert challenge.binding == "device:" + keys.device_id
-        body = ResponseBody(
-            token, keys.public_json(), platform, "0.1.0", time.time(), {"facts": doc}
-        )
-        status, reply = conn.post("/agent/v1/report", seal_response(body, challenge, keys))
-        assert status == 200 and b'"accepted"' in reply, reply[:300]
+    phases = schedule.get()  # every client has enrolled its devices: the schedule is set
+    conn.reset()  # the server may have closed the idle keep-alive connection meanwhile
 
     def challenge_only(keys: Any) -> None:
         status, issued = conn.post(
@@ -370,9 +371,27 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
                     codes.append(enroll.create_code(s, user, ttl_seconds=3600)[0])
             db.dispose()
             queue: mp.Queue = mp.Queue()
+            schedules = [mp.Queue() for _ in range(args.clients)]
             per = [list(range(c, args.devices, args.clients)) for c in range(args.clients)]
-            register_by = time.time() + 5 + args.devices * 0.012
-            phases, t = [], register_by
+            procs = [
+                mp.Process(
+                    target=_client,
+                    args=(
+                        svc.url,
+                        [codes[i] for i in idx],
+                        [docs[i] for i in idx],
+                        1000 + c,
+                        schedules[c],
+                        args.change_rate,
+                        queue,
+                    ),
+                )
+                for c, idx in enumerate(per)
+            ]
+            for p in procs:
+                p.start()
+            registered = sum(queue.get(timeout=1800)[1] for _ in procs)
+            phases, t = [], time.time() + 0.5
             for mode, seconds in (
                 ("report", args.seconds),
                 ("challenge", args.floor_seconds),
@@ -382,24 +401,8 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
                 if seconds > 0:
                     phases.append((mode, t, t + warm, t + warm + seconds))
                     t += warm + seconds
-            procs = [
-                mp.Process(
-                    target=_client,
-                    args=(
-                        svc.url,
-                        [codes[i] for i in idx],
-                        [docs[i] for i in idx],
-                        1000 + c,
-                        (register_by, phases),
-                        args.change_rate,
-                        queue,
-                    ),
-                )
-                for c, idx in enumerate(per)
-            ]
-            for p in procs:
-                p.start()
-            registered = sum(queue.get(timeout=900)[1] for _ in procs)
+            for schedule in schedules:
+                schedule.put(phases)
             server = psutil.Process(svc.proc.pid)
             cpu: dict[str, Any] = {}
             for mode, _, measure_from, end in phases:
