@@ -123,14 +123,16 @@ def status(state_dir: Path, as_json: bool) -> None:
     _emit(data, as_json, f"{text}\nkeys: {data['keys']}\nstate directory: {state_dir}")
 
 
-def _collector(replay: Path | None):  # noqa: ANN202 - Callable[[], dict]
+def _collector(replay: Path | None):  # noqa: ANN202 - Callable[[dict], dict]
     """This device's fact collection (or a recorded device's, with --replay)."""
 
-    def collect() -> dict[str, Any]:
+    def collect(osquery_queries: dict[str, str]) -> dict[str, Any]:
         from agent.collectors import collect_facts
         from agent.collectors.base import Host
+        from agent.collectors.osquery import OsqueryConfig
 
-        return collect_facts(Host.from_recording(replay) if replay else None)
+        config = OsqueryConfig(queries=osquery_queries) if osquery_queries else None
+        return collect_facts(Host.from_recording(replay) if replay else None, osquery=config)
 
     return collect
 
@@ -149,11 +151,33 @@ def _collector(replay: Path | None):  # noqa: ANN202 - Callable[[], dict]
     help="Report the facts of a recorded device (a directory with host.json): for demos/tests.",
 )
 @click.option("--no-reports", is_flag=True, help="Do not send posture reports (sign-ins only).")
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    envvar="DEVICETRUST_AGENT_SERVICE",
+    metavar="URL",
+    help="The sign-in service this device belongs to: while not enrolled, its login page "
+    "may enroll the device with a code from IT. Repeatable; the environment variable "
+    "takes a space-separated list.",
+)
 @click.pass_obj
-def run(state_dir: Path, no_callback: bool, replay: Path | None, no_reports: bool) -> None:
+def run(
+    state_dir: Path,
+    no_callback: bool,
+    replay: Path | None,
+    no_reports: bool,
+    services: tuple[str, ...],
+) -> None:
     """Keep the local channel open for sign-ins and report posture (Ctrl-C stops it)."""
     from agent.local_channel import ChannelState, bind_first_free, serve_in_thread
+    from agent.page_enroll import service_url
     from agent.report import ReportScheduler
+
+    try:
+        services = tuple(service_url(url) for url in services)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--service") from None
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s devicetrust-agent %(levelname)s %(message)s"
@@ -164,7 +188,13 @@ def run(state_dir: Path, no_callback: bool, replay: Path | None, no_reports: boo
     ports = parse_ports(env_ports) if env_ports else None
     if ports is None and enrollment is not None and enrollment.agent_ports:
         ports = tuple(enrollment.agent_ports)
-    channel_state = ChannelState(keys, enrollment, direct_callback=not no_callback)
+    channel_state = ChannelState(
+        keys,
+        enrollment,
+        direct_callback=not no_callback,
+        services=services,
+        state_dir=state_dir,
+    )
     try:
         channel = bind_first_free(ports or parse_ports(None), channel_state)
     except OSError as exc:
@@ -192,6 +222,8 @@ def run(state_dir: Path, no_callback: bool, replay: Path | None, no_reports: boo
     signal.signal(signal.SIGINT, _stop)
     if enrollment is None:
         logging.warning("not enrolled yet: run devicetrust-agent enroll URL CODE")
+        if services:
+            logging.info("the login page of %s may enroll this device", " ".join(services))
     start_reports(enrollment)
     serve_in_thread(channel)
     path = state_dir / state.FILE

@@ -13,6 +13,10 @@ service's login page also knows. Defences:
 ``/v1/recheck`` (the login page's "recheck now") makes the agent collect and
 report its posture at once, through its own report ceremony; at most one every
 few seconds.
+
+``/v1/enroll`` lets the login page have this agent enroll with a code from IT
+(``agent/page_enroll.py``): only with the service this agent was configured
+for, or is enrolled with; never with a server the page chooses.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent import __version__
+from agent import __version__, page_enroll
 from agent.authenticate import Refusal, answer, origin_of, post_callback
 from agent.state import Enrollment
 from trust_protocol.device_keys import DeviceKeys
@@ -49,6 +54,8 @@ class ChannelState:
         *,
         direct_callback: bool = True,
         on_recheck: Callable[[], dict[str, Any]] | None = None,
+        services: tuple[str, ...] = (),
+        state_dir: Path | None = None,
     ) -> None:
         self.keys = keys
         self.enrollment = enrollment
@@ -56,6 +63,11 @@ class ChannelState:
         self.on_recheck = on_recheck
         self.recheck_lock = threading.Lock()
         self.last_recheck = float("-inf")
+        # Page enrollment: the services this agent may enroll with while not enrolled
+        # (--service), where to store the enrollment, and the attempt limit.
+        self.services = services
+        self.state_dir = state_dir
+        self.enroll_gate = page_enroll.AttemptGate()
 
     def known_origins(self) -> set[str]:
         """Origins the enrolled service declared (for preflights and ping)."""
@@ -117,7 +129,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         origin = self._origin()
         state = self.server.state
-        if origin is None or origin not in state.known_origins():
+        # An agent that is not enrolled has no declared origins: it lets any page ask,
+        # so that the page can read not_enrolled (/v1/enroll checks origins itself).
+        open_to_all = state.enrollment is None and origin is not None
+        if not open_to_all and (origin is None or origin not in state.known_origins()):
             self._error(403, "origin_not_allowed", "Unknown origin.")
             return
         self.send_response(204)
@@ -149,7 +164,8 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def do_POST(self) -> None:  # noqa: N802
-        """``/v1/challenge``: answer a login challenge; ``/v1/recheck``: collect and report now."""
+        """``/v1/challenge``: answer a login challenge; ``/v1/recheck``: collect and report now;
+        ``/v1/enroll``: enroll for the login page."""
         if not self._host_ok():
             self._error(403, "bad_host", "Host must be a loopback name.")
             return
@@ -168,16 +184,22 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/v1/recheck":
             self._recheck(origin)
             return
+        if path == "/v1/enroll":
+            self._enroll(raw)
+            return
         if path != "/v1/challenge":
             self._error(404, "not_found", "No such endpoint.")
             return
         if state.enrollment is None:
-            self._error(
-                409,
-                "not_enrolled",
-                "This device is not enrolled. Run: devicetrust-agent enroll URL CODE",
-                self._cors_origin(origin, (origin or "",)),
-            )
+            err = {
+                "code": "not_enrolled",
+                "message": "This device is not enrolled. Run: devicetrust-agent enroll URL CODE",
+                # Whether this page may have the agent enroll (POST /v1/enroll).
+                "enroll_here": page_enroll.allowed_origin(
+                    self.headers.get("Origin"), None, state.services
+                ),
+            }
+            self._send(409, {"error": err}, self._cors_origin(origin, (origin or "",)))
             return
         try:
             body = json.loads(raw)
@@ -219,6 +241,45 @@ class Handler(BaseHTTPRequestHandler):
                 self._error(502, code, "The posture report did not go through.", cors)
                 return
         self._send(200, {"status": "reported", "result": result}, cors)
+
+    def _enroll(self, raw: bytes) -> None:
+        """Enroll with this agent's own service, for its login page (``agent/page_enroll.py``)."""
+        state = self.server.state
+        # The Origin header only: browsers always send it on these requests.
+        origin = (self.headers.get("Origin") or "").rstrip("/") or None
+        enrollment = state.enrollment
+        if state.state_dir is None or not page_enroll.allowed_origin(
+            origin, enrollment, state.services
+        ):
+            self._error(403, "origin_not_allowed", "This web page may not enroll this device.")
+            return
+        try:
+            req = page_enroll.parse_enroll_request(raw)
+            state.enroll_gate.admit()
+            if not state.enroll_gate.busy.acquire(blocking=False):
+                raise page_enroll.EnrollRefusal(
+                    "enroll_in_progress", "An enrollment is already running; wait for it.", 409
+                )
+            try:
+                outcome = page_enroll.enroll_from_page(
+                    req,
+                    origin=origin,  # type: ignore[arg-type]  # allowed_origin: not None
+                    enrollment=enrollment,
+                    services=state.services,
+                    keys=state.keys,
+                    state_dir=state.state_dir,
+                )
+            finally:
+                state.enroll_gate.busy.release()
+        except page_enroll.EnrollRefusal as exc:
+            self._send(exc.status, exc.to_json(), origin)
+            return
+        except Exception:  # noqa: BLE001 - never leave the page without an answer
+            log.exception("enrollment from the login page failed")
+            self._error(502, "enroll_failed", "Enrollment failed; see the agent's log.", origin)
+            return
+        state.enrollment = outcome.enrollment
+        self._send(200, outcome.to_json(), origin)
 
 
 class LocalChannel(ThreadingHTTPServer):

@@ -81,7 +81,7 @@ class ReportScheduler:
         self,
         enrollment: Enrollment,
         keys: DeviceKeys,
-        collect: Callable[[], dict[str, Any]],
+        collect: Callable[[dict[str, str]], dict[str, Any]],
         *,
         interval: float = DEFAULT_INTERVAL,
     ) -> None:
@@ -93,6 +93,8 @@ class ReportScheduler:
         self.interval = interval
         self.failures = 0
         self.last_result: dict[str, Any] | None = None
+        # osquery queries the service asked for (name -> SQL), sent back with every reply.
+        self.osquery_queries: dict[str, str] = {}
         self._lock = threading.Lock()
         self._scheduler = BackgroundScheduler(daemon=True)
 
@@ -126,10 +128,15 @@ class ReportScheduler:
     def report_now(self) -> dict[str, Any]:
         """Collect and report at once (the login page's "recheck now"); raise on failure."""
         with self._lock:
-            facts = self.collect()
+            facts = self.collect(self.osquery_queries)
             reply = report_once(self.enrollment, self.keys, facts)
             self.failures = 0
             self.last_result = reply
+            queries = reply.get("osquery_queries")
+            if isinstance(queries, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in queries.items()
+            ):
+                self.osquery_queries = dict(queries)
             interval = reply.get("next_report_in")
             if isinstance(interval, int | float) and interval >= MIN_INTERVAL:
                 self.interval = float(interval)

@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask
 
+from idp_service import audit_chain
 from idp_service.config import Settings
 from idp_service.context import ServiceContext
 from idp_service.errors import register_error_handlers
@@ -13,9 +14,14 @@ from idp_service.keys import SESSION_KEY, load_secret, load_server_keys
 from idp_service.storage.db import Database
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the service. The database must already be migrated (``devicetrust migrate``)."""
+def create_app(settings: Settings | None = None, *, background: bool = False) -> Flask:
+    """Build the service. The database must already be migrated (``devicetrust migrate``).
+
+    ``background`` starts the per-process background work (the audit sealer); the
+    ``serve`` command asks for it, tests and one-off tools do not.
+    """
     settings = settings or Settings.from_env()
+    audit_chain.configure(audit_chain.load_key(settings.data_dir))
     app = Flask(__name__)
     db = Database(settings.database_url)
     service = ServiceContext(settings=settings, db=db, keys=load_server_keys(db))
@@ -46,4 +52,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     posture.init(service)
     saml.init_app(app)
     mount_scim(app)  # SCIM 2.0 at /scim/v2
+    from idp_service import api
+
+    app.register_blueprint(api.bp)  # admin API at /api/v1
+
+    from idp_service import admin
+
+    admin.init_app(app)  # the admin console at /admin
+
+    if background:
+        audit_chain.Sealer(db).start()
     return app

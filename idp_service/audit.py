@@ -1,4 +1,4 @@
-"""Append-only audit events.
+"""Append-only audit events (tamper evidence in ``idp_service/audit_chain.py``).
 
 An event is written in the caller's transaction when the decision commits with
 it, or on its own with :func:`record_separately` when the request failed and
@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from idp_service.audit_chain import with_mac
 from idp_service.storage.db import Database
 from idp_service.storage.models import AuditEvent
 
@@ -30,14 +31,18 @@ def record(
     """Add an audit event to ``session`` (committed with the caller's transaction)."""
     session.add(
         AuditEvent(
-            action=action,
-            outcome=outcome,
-            code=code,
-            actor=actor,
-            user_id=user_id,
-            device_id=device_id,
-            remote_addr=remote_addr,
-            details=details,
+            **with_mac(
+                {
+                    "action": action,
+                    "outcome": outcome,
+                    "code": code,
+                    "actor": actor,
+                    "user_id": user_id,
+                    "device_id": device_id,
+                    "remote_addr": remote_addr,
+                    "details": details,
+                }
+            )
         )
     )
 

@@ -25,9 +25,12 @@ def _settings() -> Settings:
 
 
 def _db():  # noqa: ANN202 - returns Database; imported lazily to keep --help fast
+    from idp_service import audit_chain
     from idp_service.storage.db import Database
 
-    return Database(_settings().database_url)
+    settings = _settings()
+    audit_chain.configure(audit_chain.load_key(settings.data_dir))
+    return Database(settings.database_url)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,7 +71,7 @@ def serve(host: str, port: int, workers: int, dev: bool) -> None:
     from idp_service.app import create_app
 
     if dev:
-        app = create_app()
+        app = create_app(background=True)
         app.run(host=host, port=port, threaded=True, use_reloader=False)
         return
     from gunicorn.app.base import BaseApplication
@@ -84,7 +87,7 @@ def serve(host: str, port: int, workers: int, dev: bool) -> None:
             self.cfg.set("accesslog", None)
 
         def load(self):  # noqa: ANN202
-            return create_app()
+            return create_app(background=True)
 
     _Server().run()
 
@@ -212,6 +215,188 @@ for _action in ("approve", "deny", "revoke", "retrust"):
     devices.add_command(_device_action(_action))
 
 
+@cli.group()
+def exemptions() -> None:
+    """Posture-check exemptions for a device, user or group, each with an expiry and a reason."""
+
+
+@exemptions.command("add")
+@click.option("--check", "check_id", required=True, help='Check id, or "*" for every check.')
+@click.option("--device", help="Exempt this device id.")
+@click.option("--user", help="Exempt this user (userName).")
+@click.option("--group", help="Exempt members of this SCIM group (displayName).")
+@click.option("--days", type=click.IntRange(1, 365), required=True, help="Lifetime in days.")
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def exemptions_add(
+    check_id: str,
+    device: str | None,
+    user: str | None,
+    group: str | None,
+    days: int,
+    reason: str,
+    as_json: bool,
+) -> None:
+    """Exempt one device, user or group from a check for some days."""
+    import datetime as dt
+
+    from idp_service import posture
+    from idp_service.errors import ApiError
+
+    chosen = [(s, v) for s, v in (("device", device), ("user", user), ("group", group)) if v]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --device, --user or --group")
+    scope, subject = chosen[0]
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
+    try:
+        with _db().session() as session:
+            row = posture.add_exemption(
+                session,
+                check_id=check_id,
+                scope=scope,
+                subject=subject,
+                expires_at=until,
+                reason=reason,
+                actor="cli",
+            )
+            data = posture.exemption_json(row)
+    except ApiError as exc:
+        raise click.ClickException(f"{exc.message} ({exc.code})") from None
+    _emit(data, as_json, f"exempted {scope} {subject} from {check_id} until {data['expires_at']}")
+
+
+@exemptions.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include expired exemptions.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def exemptions_list(show_all: bool, as_json: bool) -> None:
+    """List exemptions (active ones unless --all)."""
+    from sqlalchemy import select
+
+    from idp_service import posture
+    from idp_service.storage.models import utcnow
+    from idp_service.storage.posture_tables import ExemptionRow
+
+    query = select(ExemptionRow).order_by(ExemptionRow.expires_at)
+    if not show_all:
+        query = query.where(ExemptionRow.expires_at > utcnow())
+    with _db().session() as session:
+        rows = [posture.exemption_json(r) for r in session.scalars(query)]
+    lines = [
+        f"{r['id']:>5} {r['check_id']:28} {r['scope']:6} {r['subject']:32} until {r['expires_at']}"
+        for r in rows
+    ]
+    _emit(rows, as_json, "\n".join(lines) or "no exemptions")
+
+
+@exemptions.command("remove")
+@click.argument("exemption_id", type=int)
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+def exemptions_remove(exemption_id: int, reason: str) -> None:
+    """End an exemption now."""
+    from idp_service import audit
+    from idp_service.storage.posture_tables import ExemptionRow
+
+    with _db().session() as session:
+        row = session.get(ExemptionRow, exemption_id)
+        if row is None:
+            raise click.ClickException(
+                f"no exemption {exemption_id}; see: devicetrust exemptions list"
+            )
+        session.delete(row)
+        audit.record(
+            session,
+            "exemption.remove",
+            "ok",
+            actor="cli",
+            details={"id": exemption_id, "check_id": row.check_id, "reason": reason},
+        )
+    click.echo(f"removed exemption {exemption_id}")
+
+
+@cli.group("admin")
+def admin_group() -> None:
+    """The admin console (/admin): first-setup access."""
+
+
+@admin_group.command("bootstrap")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def admin_bootstrap(as_json: bool) -> None:
+    """Print a one-time token that opens one console session (valid 1 h, stored hashed)."""
+    from idp_service.admin import bootstrap
+
+    settings = _settings()
+    with _db().session() as session:
+        token, row = bootstrap.issue(session, actor="cli")
+        data = {
+            "token": token,
+            "url": f"{settings.public_url}/admin/bootstrap",
+            "expires_at": row.expires_at.isoformat(),
+        }
+    _emit(
+        data,
+        as_json,
+        f"one-time admin token (shown once, expires {data['expires_at']}):\n  {token}\n"
+        f"open {data['url']} and paste it.",
+    )
+
+
+@cli.group("audit")
+def audit_group() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit_group.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def audit_verify(as_json: bool) -> None:
+    """Check every audit row's MAC and the hash chain; exit 1 if anything was tampered with."""
+    from sqlalchemy import func, select
+
+    from idp_service import audit_chain
+    from idp_service.storage.models import AuditEvent
+
+    db = _db()
+    audit_chain.seal(db)
+    with db.session() as session:
+        total = session.execute(select(func.count()).select_from(AuditEvent)).scalar_one()
+    with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
+        report = audit_chain.verify(db, progress=bar.update)
+    data = {"ok": report.ok, "rows": report.rows, "head": report.head, "problems": report.problems}
+    text = (
+        f"audit log intact: {report.rows} rows, head {report.head}"
+        if report.ok
+        else "audit log TAMPERED:\n" + "\n".join(f"  - {p}" for p in report.problems)
+    )
+    _emit(data, as_json, text)
+    if not report.ok:
+        sys.exit(1)
+
+
+@audit_group.command("export")
+@click.option("--since", "since_seq", default=0, type=int, help="Only rows after this chain seq.")
+@click.option(
+    "--output", "-o", type=click.File("w"), default="-", help="File to write (default stdout)."
+)
+def audit_export(since_seq: int, output: object) -> None:
+    """Write the audit log as JSON lines, in chain order, with each row's MAC and chain hash."""
+    import json
+
+    from sqlalchemy import func, select
+
+    from idp_service import audit_chain
+    from idp_service.storage.models import AuditEvent
+
+    db = _db()
+    audit_chain.seal(db)
+    with db.session() as session:
+        total = session.execute(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.chain_seq > since_seq)
+        ).scalar_one()
+    with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
+        for row in audit_chain.export(db, since_seq=since_seq):
+            output.write(json.dumps(row, default=str) + "\n")  # type: ignore[attr-defined]
+            bar.update(1)
+
+
 @cli.command()
 def demo() -> None:
     """Start the service and a local agent enrolled to it (what `make run` does)."""
@@ -231,6 +416,10 @@ cli.add_command(keys_group)
 from scim.cli import scim_token  # noqa: E402
 
 cli.add_command(scim_token)
+
+from idp_service.api.cli import api_token  # noqa: E402
+
+cli.add_command(api_token)
 
 
 def main() -> None:

@@ -20,6 +20,20 @@ def default_data_dir() -> Path:
     return user_data_path("devicetrust", appauthor=False)
 
 
+def _queries(path: str | None) -> dict[str, str]:
+    """The osquery queries agents should run: a YAML/JSON mapping of name to SQL in a file."""
+    if not path:
+        return {}
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ValueError(f"{path}: DEVICETRUST_OSQUERY_QUERIES must map query names to SQL")
+    return data
+
+
 def _builtin(text: str) -> tuple[str, ...]:
     """``all`` -> ("all",); ``none`` or empty -> (); else the listed check ids."""
     words = tuple(w.strip() for w in text.replace(",", " ").split() if w.strip())
@@ -46,9 +60,13 @@ class Settings:
     report_interval: int = 300  # seconds between an agent's posture reports
     checks_dirs: tuple[str, ...] = ()  # the security team's check files (reloaded live)
     builtin_checks: tuple[str, ...] = ()  # ("all",), or ids of built-in checks to enforce
+    osquery_queries: dict[str, str] = field(default_factory=dict)  # name -> SQL, for agents
     extra_origins: tuple[str, ...] = ()
     # What SCIM reactivation does to the user's trusted devices (scim/lifecycle.py).
     scim_reactivation: str = "require_approval"
+    # The admin console (/admin): members of this SCIM group, signed in on a trusted device.
+    admin_group: str = "devicetrust-admins"
+    admin_session_ttl: int = 8 * 3600  # seconds an admin console session lasts
     testing: bool = False
 
     @classmethod
@@ -73,10 +91,13 @@ class Settings:
                 d for d in env.get("DEVICETRUST_CHECKS_DIR", "").split(os.pathsep) if d
             ),
             builtin_checks=_builtin(env.get("DEVICETRUST_BUILTIN_CHECKS", "none")),
+            osquery_queries=_queries(env.get("DEVICETRUST_OSQUERY_QUERIES")),
             extra_origins=tuple(
                 o.rstrip("/") for o in env.get("DEVICETRUST_EXTRA_ORIGINS", "").split() if o
             ),
             scim_reactivation=env.get("DEVICETRUST_SCIM_REACTIVATION", "require_approval"),
+            admin_group=env.get("DEVICETRUST_ADMIN_GROUP", "devicetrust-admins").strip(),
+            admin_session_ttl=int(env.get("DEVICETRUST_ADMIN_SESSION_TTL", str(8 * 3600))),
         )
         if s.scim_reactivation not in ("require_approval", "restore"):
             raise ValueError("DEVICETRUST_SCIM_REACTIVATION must be require_approval or restore")

@@ -54,6 +54,8 @@ def run_demo() -> int:
     """Run until Ctrl-C; return the exit status."""
     env = dict(os.environ)
     env.setdefault("DEVICETRUST_PUBLIC_URL", f"http://127.0.0.1:{DEMO_PORT}")
+    # Show posture at work: the built-in catalog (its checks warn before they block).
+    env.setdefault("DEVICETRUST_BUILTIN_CHECKS", "all")
     settings = Settings.from_env(env)
     port = urlsplit(settings.public_url).port or DEMO_PORT
     sp_port = int(env.get("DEVICETRUST_DEMO_SP_PORT", DEMO_SP_PORT))

@@ -5,6 +5,10 @@ user; the agent answers a ``register`` challenge with the code inside the box;
 the service checks the code (once, atomically), binds the new device to the
 code's user, and applies the registration policy (TOFU by default: a user's
 first device is trusted, later ones wait for approval).
+
+In factor mode the login page may register a user's first device without a
+code, on the strength of an identity broker's signed subject
+(``idp_service/login_enroll.py``); the same policy then applies.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from idp_service import audit, challenges
+from idp_service import audit, challenges, login_enroll
 from idp_service.context import ServiceContext
 from idp_service.errors import ApiError
 from idp_service.storage.models import Device, EnrollmentCode, User, utcnow
@@ -144,9 +148,13 @@ def register(
 ) -> Registration:
     """Verify a ``register`` response and record the new device.
 
+    The device is bound to the user of the enrollment code in the response, or,
+    for a challenge the login page got bound ``tofu:<txn>``, to the user an
+    identity broker vouched for in that sign-in (``login_enroll.broker_user``).
     Raises :class:`ProtocolError` or :class:`ApiError`; in that case nothing is
     written but an audit event.
     """
+    method = "code"
     try:
         verified = open_response(
             envelope,
@@ -157,7 +165,12 @@ def register(
             max_skew=service.settings.max_clock_skew,
         )
         code = verified.data.get("enrollment_code")
-        if not isinstance(code, str) or not 0 < len(code) <= 64:
+        tofu_txn = login_enroll.tofu_txn_id(verified.challenge.binding)
+        if tofu_txn is not None:
+            method = "broker"
+            if "enrollment_code" in verified.data:
+                raise ApiError("malformed", "A registration without a code carries no code.", 400)
+        elif not isinstance(code, str) or not 0 < len(code) <= 64:
             raise ApiError("enroll_code_invalid", "The response carries no enrollment code.", 400)
         with service.db.session() as session:
             if session.get(Device, verified.device_id) is not None:
@@ -167,13 +180,24 @@ def register(
                     409,
                     "This device is enrolled already; run devicetrust-agent status.",
                 )
-            user_id = _claim_code(session, code, verified.device_id)
-            user = session.get(User, user_id)
-            if user is None or not user.active:
-                raise ProtocolError("owner_inactive")
-            challenges.consume(
-                session, verified.challenge, via="agent", device_id=verified.device_id
-            )
+            details: dict[str, object] = {}
+            if tofu_txn is not None:
+                txn = login_enroll.open_transaction(session, tofu_txn)
+                # Consume first: on SQLite this write serialises concurrent registrations,
+                # so the "no device yet" check below cannot pass twice for one user.
+                challenges.consume(
+                    session, verified.challenge, via="agent", device_id=verified.device_id
+                )
+                user = login_enroll.broker_user(session, txn, lock=True)
+                details["sp"] = (txn.context or {}).get("sp_entity_id")
+            else:
+                user_id = _claim_code(session, code, verified.device_id)
+                user = session.get(User, user_id)
+                if user is None or not user.active:
+                    raise ProtocolError("owner_inactive")
+                challenges.consume(
+                    session, verified.challenge, via="agent", device_id=verified.device_id
+                )
             state = initial_state(service, session, user.id)
             now = utcnow()
             session.add(
@@ -181,9 +205,7 @@ def register(
                     id=verified.device_id,
                     user_id=user.id,
                     state=state,
-                    state_reason="first device (TOFU)"
-                    if state == "trusted"
-                    else "awaiting approval",
+                    state_reason=_state_reason(state, method),
                     sign_key=verified.sign_key,
                     box_key=verified.box_key,
                     hardware_uuid=verified.platform.get("hardware_uuid"),
@@ -196,6 +218,8 @@ def register(
                     last_clock_skew=verified.clock_skew,
                 )
             )
+            if method != "code":
+                details["method"] = method
             audit.record(
                 session,
                 "device.register",
@@ -203,15 +227,31 @@ def register(
                 user_id=user.id,
                 device_id=verified.device_id,
                 remote_addr=remote_addr,
-                details={"state": state, "clock_skew": round(verified.clock_skew, 3)},
+                details={
+                    "state": state,
+                    "clock_skew": round(verified.clock_skew, 3),
+                    **details,
+                },
             )
             return Registration(verified.device_id, state, user.id, user.user_name)
     except (ProtocolError, ApiError) as exc:
+        reason = getattr(exc, "reason", None)
         audit.record_separately(
             service.db,
             "device.register",
             "rejected",
             code=exc.code,
             remote_addr=remote_addr,
+            details={"method": method, **({"reason": reason} if reason else {})}
+            if method != "code"
+            else None,
         )
         raise
+
+
+def _state_reason(state: str, method: str) -> str:
+    if state != "trusted":
+        return "awaiting approval"
+    if method == "broker":
+        return "first device (TOFU, vouched for by the identity broker)"
+    return "first device (TOFU)"

@@ -79,3 +79,76 @@ def change_state(
         details={"from": before, "to": device.state, "reason": reason},
     )
     return device
+
+
+def _require_reason(reason: str) -> None:
+    from idp_service.errors import ApiError
+
+    if not reason.strip():
+        raise ApiError("reason_required", "Every device decision needs a reason.")
+
+
+def delete_device(session: Session, device_id: str, *, reason: str, actor: str) -> dict[str, Any]:
+    """Forget a device and its posture data, audited; its next sign-in is refused as unknown."""
+    from sqlalchemy import delete
+
+    from idp_service import audit
+    from idp_service.errors import ApiError
+    from idp_service.storage import posture_tables as pt
+
+    _require_reason(reason)
+    device = session.get(Device, device_id)
+    if device is None:
+        raise ApiError("device_not_found", f"no device {device_id!r}", 404)
+    data = device_json(device, session.get(User, device.user_id))
+    for table in (pt.DeviceFacts, pt.DeviceFactsHistory, pt.CheckResultRow, pt.CheckResultHistory):
+        session.execute(delete(table).where(table.device_id == device_id))
+    session.delete(device)
+    audit.record(
+        session,
+        "device.delete",
+        "ok",
+        actor=actor,
+        user_id=data["user_id"],
+        device_id=device_id,
+        details={
+            "reason": reason,
+            "state": data["state"],
+            "hostname": data["hostname"],
+            "serial": data["serial"],
+            "sign_key_fingerprint": data["sign_key_fingerprint"],
+        },
+    )
+    return data
+
+
+def change_owner(
+    session: Session, device_id: str, user_id: str, *, reason: str, actor: str
+) -> Device:
+    """Give a device to another (active) user, audited; effective at the next sign-in."""
+    from idp_service import audit
+    from idp_service.errors import ApiError
+
+    _require_reason(reason)
+    device = session.get(Device, device_id)
+    if device is None:
+        raise ApiError("device_not_found", f"no device {device_id!r}", 404)
+    user = session.get(User, user_id)
+    if user is None or user.deleted_at is not None:
+        raise ApiError("user_not_found", f"no user {user_id!r}", 404)
+    if not user.active:
+        raise ApiError("user_inactive", "a device cannot be given to a deactivated user", 409)
+    before = device.user_id
+    if before == user.id:
+        raise ApiError("owner_unchanged", "the device already belongs to this user", 409)
+    device.user_id = user.id
+    audit.record(
+        session,
+        "device.change_owner",
+        "ok",
+        actor=actor,
+        user_id=user.id,
+        device_id=device.id,
+        details={"from_user_id": before, "to_user_id": user.id, "reason": reason},
+    )
+    return device

@@ -145,7 +145,11 @@ def ingest(
                     "agent_version": verified.agent_version,
                 },
             )
-        return {"status": "accepted", "next_report_in": service.settings.report_interval}
+        return {
+            "status": "accepted",
+            "next_report_in": service.settings.report_interval,
+            "osquery_queries": service.settings.osquery_queries,
+        }
     except (ProtocolError, ApiError) as exc:
         audit.record_separately(
             service.db, "device.report", "rejected", code=exc.code, remote_addr=remote_addr

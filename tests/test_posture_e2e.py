@@ -95,6 +95,19 @@ def _results(svc, device_id: str) -> dict[str, str]:
     return dict(rows)
 
 
+def _verified_login(svc, agent):
+    client = httpx.Client(base_url=svc.url, follow_redirects=False, timeout=10)
+    txn = client.get("/login").headers["location"].rsplit("/", 1)[-1]
+    challenge = client.post(f"/login/{txn}/challenge", json={}).json()["challenge"]
+    envelope = httpx.post(
+        f"http://127.0.0.1:{agent.port}/v1/challenge",
+        json={"challenge": challenge},
+        headers={"Origin": svc.url},
+    ).json()["response"]
+    assert client.post(f"/login/{txn}/response", content=envelope).json()["status"] == "verified"
+    return client, txn
+
+
 @pytest.mark.browser
 def test_failing_fact_blocks_then_recheck_lets_the_sign_in_through(setup, artifacts):
     svc, agent, device_dir = setup
@@ -127,15 +140,7 @@ def test_cancelling_a_blocked_sign_in_denies_it(setup):
     svc, agent, _ = setup
     device_id = agent.cli_json("id")["device_id"]
     _wait_for_report(svc, device_id)
-    client = httpx.Client(base_url=svc.url, follow_redirects=False, timeout=10)
-    txn = client.get("/login").headers["location"].rsplit("/", 1)[-1]
-    challenge = client.post(f"/login/{txn}/challenge", json={}).json()["challenge"]
-    envelope = httpx.post(
-        f"http://127.0.0.1:{agent.port}/v1/challenge",
-        json={"challenge": challenge},
-        headers={"Origin": svc.url},
-    ).json()["response"]
-    assert client.post(f"/login/{txn}/response", content=envelope).json()["status"] == "verified"
+    client, txn = _verified_login(svc, agent)
     blocked = client.get(f"/login/{txn}/continue")
     assert blocked.status_code == 403 and "system-disk-encrypted" in blocked.text
     denied = client.post(f"/login/{txn}/continue", data={"choice": "cancel"})
@@ -154,3 +159,25 @@ def test_recheck_needs_the_enrolled_service_origin(setup):
     assert ok.status_code == 200 and ok.json()["status"] == "reported"
     again = httpx.post(url, content=b"{}", headers={"Origin": svc.url})
     assert again.status_code == 429
+
+
+def test_an_exemption_lets_a_failing_device_in_until_it_is_removed(setup):
+    svc, agent, _ = setup
+    device_id = agent.cli_json("id")["device_id"]
+    _wait_for_report(svc, device_id)
+    bad = svc.cli(
+        "exemptions", "add", "--check", "system-disk-encrypted", "--days", "3",
+        "--reason", "x", check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "exactly one of" in bad.stderr
+    added = svc.cli_json(
+        "exemptions", "add", "--check", "system-disk-encrypted", "--device", device_id,
+        "--days", "3", "--reason", "replacement laptop ordered",
+    )  # fmt: skip
+    client, txn = _verified_login(svc, agent)
+    assert "Device verified" in client.get(f"/login/{txn}/continue").text
+    listed = svc.cli_json("exemptions", "list")
+    assert [e["id"] for e in listed] == [added["id"]]
+    svc.cli("exemptions", "remove", str(added["id"]), "--reason", "laptop replaced")
+    client, txn = _verified_login(svc, agent)
+    assert client.get(f"/login/{txn}/continue").status_code == 403

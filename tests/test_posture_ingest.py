@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+from unittest.mock import ANY
 
 import pytest
 from sqlalchemy import func, select
@@ -137,9 +138,10 @@ def test_repeated_report_evaluates_nothing_and_writes_little(app):
     assert device.count(CheckResultHistory, device_id=device.keys.device_id) == changes
     latest = device.latest()
     assert latest.report_seq == 3 and latest.received_at > stored.received_at
-    assert latest.facts["uptime_seconds"] == 100  # the stored document was not rewritten...
-    assert latest.document()["uptime_seconds"] == 700  # ...but the latest values are kept
-    assert latest.document()["collected_at"] != stored.facts["collected_at"]
+    assert latest.stored["uptime_seconds"] == 100  # the stored document was not rewritten...
+    assert latest.facts["uptime_seconds"] == 700  # ...but the latest values are kept
+    assert latest.facts["collected_at"] != stored.facts["collected_at"]
+    assert latest.facts == {**facts, "uptime_seconds": 700, "collected_at": ANY}
     assert latest.collected_at > stored.collected_at
 
 

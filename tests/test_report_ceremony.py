@@ -129,3 +129,35 @@ def test_revoked_device_cannot_report(service_ctx):
         registry.change_state(s, keys.device_id, "revoke", reason="lost", actor="test")
     resp = client.post("/agent/v1/report", data=_report(service_ctx, client, keys, _facts()))
     assert resp.status_code == 403 and resp.json["error"]["code"] == "device_revoked"
+
+
+def test_report_reply_carries_the_servers_osquery_queries(migrated_url, tmp_path):
+    from idp_service.app import create_app
+    from idp_service.config import Settings
+
+    queries = tmp_path / "queries.yaml"
+    queries.write_text("usb_devices: SELECT vendor, model FROM usb_devices;\n")
+    settings = Settings.from_env(
+        {
+            "DEVICETRUST_DATABASE_URL": migrated_url,
+            "DEVICETRUST_DATA_DIR": str(tmp_path / "data"),
+            "DEVICETRUST_OSQUERY_QUERIES": str(queries),
+        }
+    )
+    app = create_app(settings)
+    client = app.test_client()
+    keys = _enrolled(app, client, "osq")
+    reply = client.post("/agent/v1/report", data=_report(app, client, keys, _facts())).json
+    assert reply["osquery_queries"] == {"usb_devices": "SELECT vendor, model FROM usb_devices;"}
+    app.extensions["devicetrust"].db.dispose()
+
+
+def test_bad_osquery_query_file_is_refused_at_start(tmp_path):
+    import pytest
+
+    from idp_service.config import Settings
+
+    bad = tmp_path / "queries.yaml"
+    bad.write_text("- not a mapping\n")
+    with pytest.raises(ValueError, match="must map query names to SQL"):
+        Settings.from_env({"DEVICETRUST_OSQUERY_QUERIES": str(bad)})

@@ -20,7 +20,7 @@ from flask import Blueprint, Response, abort, jsonify, redirect, render_template
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from idp_service import audit, authenticate, challenges, transactions
+from idp_service import audit, authenticate, challenges, login_enroll, transactions
 from idp_service.context import ctx
 from idp_service.errors import HINTS, ApiError
 from idp_service.storage.models import Device, LoginTransaction, User
@@ -37,7 +37,8 @@ LOGIN_COMPLETERS: dict[str, Completer] = {}
 
 MESSAGES = {
     "device_unknown": "This device is not enrolled yet.",
-    "device_pending": "This device is waiting for approval by your IT administrator.",
+    "device_pending": "This device is waiting for approval by IT or by one of your trusted "
+    "devices.",
     "device_denied": "Your IT administrator denied this device.",
     "device_revoked": "This device's trust was revoked.",
     "owner_inactive": "Your account is deactivated.",
@@ -256,3 +257,71 @@ def _complete_local(txn: LoginTransaction, user: User | None, device: Device | N
         message=MESSAGES.get(code or "", CODES.get(code or "", code or "")),
         hint=HINTS.get(code or "", ""),
     )
+
+
+# ---- Devices that are not (yet) trusted: enroll from the page, broker TOFU, waiting for approval.
+# The logic lives in idp_service/login_enroll.py; the page's half is the "enrollment" section of
+# static/login.js.
+
+
+@bp.get("/login/<txn_id>/enroll-options")
+def login_enroll_options(txn_id: str) -> Response:
+    """How this sign-in may enroll the device: always a code; maybe the broker's word (TOFU)."""
+    txn = owned_transaction(txn_id)
+    service = ctx()
+    return jsonify(
+        {
+            "code": True,
+            "tofu": login_enroll.tofu_offer(service, txn),
+            "service_url": service.settings.public_url,
+        }
+    )
+
+
+@bp.post("/login/<txn_id>/register-challenge")
+def login_register_challenge(txn_id: str) -> Response:
+    """A ``register`` challenge bound to this sign-in, for the agent's ``/v1/enroll``.
+
+    The body is ``{"mode": "code"}`` (default) or ``{"mode": "tofu"}``. The
+    enrollment code is never sent here: the agent seals it into its response.
+    """
+    txn = owned_transaction(txn_id)
+    raw = request.get_data(cache=True)
+    body = request.get_json(silent=True, force=True) if raw.strip() else {}
+    mode = body.get("mode", "code") if isinstance(body, dict) else None
+    if not isinstance(mode, str) or mode not in login_enroll.MODES:
+        raise ApiError("malformed", 'send {"mode": "code"} or {"mode": "tofu"}')
+    service = ctx()
+    try:
+        token, challenge = login_enroll.issue_register_challenge(service, txn, mode)
+    except login_enroll.TofuUnavailable as exc:
+        audit.record_separately(
+            service.db,
+            "device.register",
+            "rejected",
+            code=exc.code,
+            remote_addr=request.remote_addr,
+            details={"method": "broker", "reason": exc.reason, "stage": "challenge"},
+        )
+        raise
+    return jsonify(
+        {
+            "challenge": token,
+            "expires_at": challenge.expires_at,
+            "ports": list(service.settings.agent_ports),
+        }
+    )
+
+
+@bp.post("/login/<txn_id>/check-again")
+def login_check_again(txn_id: str) -> Response:
+    """Waiting for approval: let this sign-in try again without starting over.
+
+    Answers the status as JSON to the page's script, or redirects a plain form
+    POST back to the login page.
+    """
+    owned_transaction(txn_id)
+    login_enroll.reopen_pending(ctx(), txn_id)
+    if request.accept_mimetypes.best == "application/json":
+        return _status(txn_id)
+    return redirect(f"/login/{txn_id}", 303)

@@ -40,6 +40,7 @@
   }
 
   function finish(status) {
+    if (enrollment.handlesStatus(status)) return true;
     if (status && status.next) {
       window.location.assign(status.next);
       return true;
@@ -71,6 +72,7 @@
       const answer = await offerToAgent(port, ch.body.challenge);
       if (!answer.answered) continue;
       if (!answer.ok) {
+        if (enrollment.handlesError(answer.body.error, port)) return;
         showAgentError(answer.body.error || { message: "The agent refused the challenge." });
         return;
       }
@@ -78,7 +80,10 @@
       poll();
       const res = await postJSON(base + "/response", answer.body.response);
       if (finish(res.body)) return;
-      if (!res.ok && res.body.error) { showAgentError(res.body.error); }
+      if (!res.ok && res.body.error) {
+        if (enrollment.handlesError(res.body.error, port)) return;
+        showAgentError(res.body.error);
+      }
       return;
     }
     show("no-agent");
@@ -89,6 +94,157 @@
     document.getElementById("agent-error-hint").textContent = err.hint || "";
     show("agent-error");
   }
+
+  // ---- Enrollment and waiting for approval ------------------------------------------
+  // Devices that are not (yet) trusted. When the agent is not enrolled (not_enrolled)
+  // or this service does not know the device (device_unknown), ask for the enrollment
+  // code from IT, or, when an identity broker vouched for the user, offer to register
+  // without one; have the local agent enroll itself (POST /v1/enroll), then sign in
+  // again. The code goes only to the agent on this computer, which seals it into its
+  // answer to the service. A device waiting for approval (device_pending) gets a
+  // "waiting for approval" state that can check again without starting over.
+  const enrollment = (function () {
+    let agentPort = null;
+    let checkedOnce = false;
+
+    function stopPolling() {
+      if (polling) { clearInterval(polling); polling = null; }
+    }
+
+    // What the person at this page can do (the service's own hints are written for any reader).
+    const HINTS = {
+      enroll_code_invalid: "Check the code and type it again, or ask IT for a new one.",
+      enroll_code_used: "Each code works once. Ask IT for a new one.",
+      enroll_code_expired: "Ask IT for a new code.",
+    };
+
+    function setError(err) {
+      const hint = err ? (HINTS[err.code] || err.hint || "") : "";
+      document.getElementById("enroll-error").textContent = err ? (err.message || "Enrollment failed.") : "";
+      document.getElementById("enroll-error-hint").textContent = hint;
+    }
+
+    async function offer(reason, port, enrollHere) {
+      stopPolling();
+      agentPort = port;
+      if (!enrollHere) { show("enroll-terminal"); return; }
+      document.getElementById("enroll-intro").textContent = reason === "device_unknown"
+        ? "This sign-in service does not know this device (it may have been removed). Enroll it again to continue."
+        : "This device is not enrolled yet. Enroll it to continue.";
+      setError(null);
+      document.getElementById("enroll-tofu").hidden = true;
+      show("enroll");
+      document.getElementById("enroll-code").focus();
+      const resp = await fetch(base + "/enroll-options", { credentials: "same-origin" });
+      const options = await resp.json().catch(function () { return {}; });
+      if (resp.ok && options.tofu && options.tofu.user) {
+        document.getElementById("enroll-tofu-user").textContent = options.tofu.user;
+        document.getElementById("enroll-tofu").hidden = false;
+      }
+    }
+
+    async function agentEnroll(challenge, code) {
+      const ctl = new AbortController();
+      const timer = setTimeout(function () { ctl.abort(); }, 30000);
+      try {
+        const body = code === null ? { challenge: challenge } : { challenge: challenge, code: code };
+        const resp = await fetch("http://127.0.0.1:" + agentPort + "/v1/enroll", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(body),
+          signal: ctl.signal,
+        });
+        return { ok: resp.ok, status: resp.status, body: await resp.json().catch(function () { return {}; }) };
+      } catch (e) {
+        return { ok: false, status: 0, body: { error: {
+          message: "The devicetrust agent on this computer did not answer.",
+          hint: "Make sure it is running, then try again.",
+        } } };
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+
+    async function enroll(mode) {
+      const input = document.getElementById("enroll-code");
+      const code = mode === "code" ? input.value.trim() : null;
+      if (mode === "code" && !code) {
+        setError({ message: "Enter the enrollment code from IT." });
+        input.focus();
+        return;
+      }
+      setError(null);
+      show("enrolling");
+      const ch = await postJSON(base + "/register-challenge", JSON.stringify({ mode: mode }));
+      let result = ch;
+      if (ch.ok) result = await agentEnroll(ch.body.challenge, code);
+      if (!result.ok) {
+        const err = (result.body && result.body.error) || { message: "Enrollment failed (" + result.status + ")." };
+        if (err.code === "login_closed") { run(); return; }
+        setError(err);
+        show("enroll");
+        input.focus();
+        input.select();
+        return;
+      }
+      input.value = "";
+      run();
+    }
+
+    function pending() {
+      stopPolling();
+      const note = document.getElementById("pending-note");
+      note.textContent = checkedOnce
+        ? "Checked at " + new Date().toLocaleTimeString() + ": still waiting for approval."
+        : "";
+      show("pending");
+    }
+
+    async function checkAgain() {
+      checkedOnce = true;
+      const btn = document.getElementById("pending-check");
+      btn.disabled = true;
+      try {
+        await fetch(base + "/check-again", {
+          method: "POST",
+          headers: { "Accept": "application/json" },
+          credentials: "same-origin",
+        });
+      } finally {
+        btn.disabled = false;
+      }
+      run();
+    }
+
+    document.getElementById("enroll-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      enroll("code");
+    });
+    document.getElementById("enroll-tofu-button").addEventListener("click", function () { enroll("tofu"); });
+    document.getElementById("enroll-terminal-retry").addEventListener("click", run);
+    document.getElementById("pending-check").addEventListener("click", checkAgain);
+    document.getElementById("pending-stop").setAttribute("href", base + "/continue");
+
+    return {
+      // An error from the agent or the service: true when this section took over the page.
+      handlesError: function (err, port) {
+        if (!err) return false;
+        if (err.code === "not_enrolled") { offer(err.code, port, err.enroll_here === true); return true; }
+        if (err.code === "device_unknown") { offer(err.code, port, true); return true; }
+        if (err.code === "device_pending") { pending(); return true; }
+        return false;
+      },
+      // A transaction status: waiting for approval is not the end of this sign-in.
+      handlesStatus: function (status) {
+        if (status && status.status === "denied" && status.code === "device_pending") {
+          pending();
+          return true;
+        }
+        return false;
+      },
+    };
+  })();
+  // ---- end of enrollment and waiting for approval ------------------------------------
 
   document.getElementById("retry").addEventListener("click", run);
   document.getElementById("retry2").addEventListener("click", run);

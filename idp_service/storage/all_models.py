@@ -3,8 +3,10 @@
 Add a line here when a surface adds a models module.
 """
 
+from idp_service.admin import tables as admin_tables  # noqa: F401
 from idp_service.saml import models as saml_models  # noqa: F401
 from idp_service.storage import (
+    api_tables,  # noqa: F401, E402
     models,  # noqa: F401
     posture_tables,  # noqa: F401, E402
 )

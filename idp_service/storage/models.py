@@ -193,3 +193,8 @@ class AuditEvent(Base):
     device_id: Mapped[str | None] = mapped_column(String(64), index=True)
     remote_addr: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Tamper evidence (idp_service/audit_chain.py): a keyed MAC written with the row,
+    # and the chain position and hash the sealer gives it.
+    mac: Mapped[str | None] = mapped_column(String(64))
+    chain_seq: Mapped[int | None] = mapped_column(Integer, index=True, unique=True)
+    chain_hash: Mapped[str | None] = mapped_column(String(64))

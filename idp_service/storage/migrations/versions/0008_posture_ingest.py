@@ -1,7 +1,7 @@
 """posture ingest: content digests, volatile fields, input keys
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-22 04:40:00
 
 ``device_facts`` gains ``volatile`` (the per-report fields of reports that
@@ -17,8 +17,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0005"
-down_revision = "0004"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,24 @@
+"""The admin console at ``/admin``: server-rendered pages for IT administrators.
+
+Modules: ``auth`` (sessions, CSRF, the ``admin`` login completer),
+``bootstrap`` (one-time first-setup tokens), ``queries`` (paged reads that
+stay fast at 100k devices), ``tables`` (storage and indexes), and one module of
+pages per area: ``signin``, ``overview``, ``devices``, ``directory`` (users,
+groups, SPs), ``checks`` (checks and exemptions), ``records`` (audit log,
+settings). See ``docs/admin.md``.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Mount the console and register its login completer."""
+    from idp_service.admin import checks, devices, directory, overview, records, signin  # noqa: F401
+    from idp_service.admin.auth import complete_login
+    from idp_service.admin.blueprint import bp
+    from idp_service.blueprints.login import LOGIN_COMPLETERS
+
+    LOGIN_COMPLETERS["admin"] = complete_login
+    app.register_blueprint(bp)

@@ -1,0 +1,91 @@
+"""The console's blueprint: the sign-in gate, CSRF on every POST, headers and error pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, redirect, render_template, request
+
+from idp_service import audit
+from idp_service.admin.auth import check_csrf, csrf_token, current_admin
+from idp_service.context import ctx
+from idp_service.errors import ApiError
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+# Endpoints reachable without an admin session (their POSTs still need the CSRF token).
+PUBLIC = {"admin.signin", "admin.signin_start", "admin.bootstrap_form", "admin.bootstrap_redeem"}
+
+NAV = [
+    ("admin.overview", "Overview"),
+    ("admin.devices", "Devices"),
+    ("admin.pending", "Pending"),
+    ("admin.users", "Users"),
+    ("admin.groups", "Groups"),
+    ("admin.sps", "SPs"),
+    ("admin.checks", "Checks"),
+    ("admin.audit_log", "Audit log"),
+    ("admin.settings", "Settings"),
+]
+
+
+@bp.before_request
+def _gate() -> Response | None:
+    if request.method == "POST":
+        check_csrf()
+    if request.endpoint in PUBLIC:
+        return None
+    if current_admin() is None:
+        if request.method == "GET":
+            return redirect("/admin/signin", 303)
+        raise ApiError("admin_signin_required", "Sign in to the console first.", 401)
+    return None
+
+
+@bp.after_request
+def _headers(resp: Response) -> Response:
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["Referrer-Policy"] = "same-origin"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+    return resp
+
+
+@bp.app_template_global("admin_csrf")
+def _csrf() -> str:
+    return csrf_token()
+
+
+@bp.context_processor
+def _context() -> dict[str, Any]:
+    return {"admin": current_admin(), "nav": NAV}
+
+
+@bp.errorhandler(ApiError)
+def _error(exc: ApiError) -> tuple[str, int]:
+    if request.method == "POST" and exc.code != "csrf_invalid":
+        admin = current_admin()
+        audit.record_separately(
+            ctx().db,
+            "admin.request",
+            "rejected",
+            code=exc.code,
+            actor=admin.actor if admin else None,
+            remote_addr=request.remote_addr,
+            details={"path": request.path},
+        )
+    return render_template("admin/error.html", error=exc), exc.status
+
+
+def reason_from_form() -> str:
+    """The mandatory ``reason`` of an action (400 ``reason_required`` when empty)."""
+    reason = (request.form.get("reason") or "").strip()
+    if not reason:
+        raise ApiError("reason_required", "Every admin action needs a reason.")
+    if len(reason) > 1000:
+        raise ApiError("reason_too_long", "Keep the reason under 1000 characters.")
+    return reason

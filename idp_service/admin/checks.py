@@ -1,0 +1,63 @@
+"""Checks in force and their exemptions (add and remove, each with a reason)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Response, redirect, render_template, request
+from sqlalchemy import select
+
+from idp_service import posture
+from idp_service.admin.auth import current_admin
+from idp_service.admin.blueprint import bp, reason_from_form
+from idp_service.context import ctx
+from idp_service.errors import ApiError
+from idp_service.storage.models import utcnow
+from idp_service.storage.posture_tables import ExemptionRow
+
+
+@bp.get("/checks")
+def checks() -> str:
+    """The checks in force now, and the active exemptions."""
+    service = ctx()
+    in_force = service.extras["posture"].checks()
+    with service.db.session() as s:
+        rows = list(
+            s.scalars(
+                select(ExemptionRow)
+                .where(ExemptionRow.expires_at > utcnow())
+                .order_by(ExemptionRow.expires_at)
+                .limit(500)
+            )
+        )
+    return render_template("admin/checks.html", checks=in_force, exemptions=rows)
+
+
+@bp.post("/exemptions")
+def exemption_add() -> Response:
+    """Exempt a device, user or group from a check for some days."""
+    reason = reason_from_form()
+    form = request.form
+    days = form.get("days", "")
+    if not days.isdigit() or not 1 <= int(days) <= 365:
+        raise ApiError("bad_exemption", "days must be a whole number from 1 to 365")
+    with ctx().db.session() as s:
+        posture.add_exemption(
+            s,
+            check_id=(form.get("check_id") or "").strip(),
+            scope=(form.get("scope") or "").strip(),
+            subject=(form.get("subject") or "").strip(),
+            expires_at=utcnow() + dt.timedelta(days=int(days)),
+            reason=reason,
+            actor=current_admin().actor,
+        )
+    return redirect("/admin/checks", 303)
+
+
+@bp.post("/exemptions/<int:exemption_id>/remove")
+def exemption_remove(exemption_id: int) -> Response:
+    """End an exemption now."""
+    reason = reason_from_form()
+    with ctx().db.session() as s:
+        posture.remove_exemption(s, exemption_id, reason=reason, actor=current_admin().actor)
+    return redirect("/admin/checks", 303)

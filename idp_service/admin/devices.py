@@ -1,0 +1,111 @@
+"""Device pages: the searchable list, the approval queue, one device, and the actions."""
+
+from __future__ import annotations
+
+from flask import Response, abort, redirect, render_template, request
+from sqlalchemy import select
+
+from idp_service import registry
+from idp_service.admin import queries
+from idp_service.admin.auth import current_admin
+from idp_service.admin.blueprint import bp, reason_from_form
+from idp_service.context import ctx
+from idp_service.errors import ApiError
+from idp_service.storage.models import Device, User
+from idp_service.storage.posture_tables import CheckResultHistory, CheckResultRow, DeviceFacts
+
+STATE_ACTIONS = ("approve", "deny", "revoke", "retrust")
+ACTIONS = (*STATE_ACTIONS, "delete", "change_owner")
+
+
+@bp.get("/devices")
+def devices() -> str:
+    """Search (id, hardware UUID, serial, hostname, owner), filter by state/platform, paged."""
+    flt = queries.DeviceFilter.parse(request.args)
+    with ctx().db.session() as s:
+        rows, more = queries.search_devices(s, flt)
+        platforms = queries.platforms(s)
+    return render_template(
+        "admin/devices.html", rows=rows, more=more, flt=flt, platforms=platforms, title="Devices"
+    )
+
+
+@bp.get("/pending")
+def pending() -> str:
+    """Devices waiting for an admin's decision."""
+    flt = queries.DeviceFilter.parse({**request.args, "state": "pending"})
+    with ctx().db.session() as s:
+        rows, more = queries.search_devices(s, flt)
+    return render_template("admin/pending.html", rows=rows, more=more, flt=flt)
+
+
+@bp.get("/devices/<device_id>")
+def device(device_id: str) -> str:
+    """Everything about one device: identity, facts, checks and their history, audit trail."""
+    if len(device_id) > 64:
+        abort(404)
+    with ctx().db.session() as s:
+        dev = s.get(Device, device_id)
+        if dev is None:
+            abort(404)
+        owner = s.get(User, dev.user_id)
+        facts = s.get(DeviceFacts, device_id)
+        results = list(
+            s.scalars(
+                select(CheckResultRow)
+                .where(CheckResultRow.device_id == device_id)
+                .order_by(CheckResultRow.check_id)
+            )
+        )
+        history = list(
+            s.scalars(
+                select(CheckResultHistory)
+                .where(CheckResultHistory.device_id == device_id)
+                .order_by(CheckResultHistory.id.desc())
+                .limit(50)
+            )
+        )
+        events, _ = queries.audit_page(s, queries.AuditFilter(device_id=device_id), limit=50)
+    return render_template(
+        "admin/device.html",
+        device=dev,
+        owner=owner,
+        facts=facts,
+        results=results,
+        history=history,
+        events=events,
+        actions=[a for a in STATE_ACTIONS if dev.state in registry.TRANSITIONS[a]],
+    )
+
+
+@bp.post("/devices/<device_id>/action")
+def device_action(device_id: str) -> Response:
+    """Approve, deny, revoke, re-trust, delete or change the owner; each with a reason."""
+    action = request.form.get("action", "")
+    if action not in ACTIONS:
+        raise ApiError("bad_action", "Unknown device action.")
+    reason = reason_from_form()
+    actor = current_admin().actor
+    with ctx().db.session() as s:
+        if action == "delete":
+            registry.delete_device(s, device_id, reason=reason, actor=actor)
+        elif action == "change_owner":
+            new_owner = (request.form.get("user") or "").strip()
+            if not new_owner or len(new_owner) > 256:
+                raise ApiError("user_required", "Name the new owner's userName.")
+            from idp_service import users
+
+            owner = users.find(s, new_owner)
+            if owner is None:
+                raise ApiError("user_not_found", f"no user {new_owner!r}", 404)
+            registry.change_owner(s, device_id, owner.id, reason=reason, actor=actor)
+        else:
+            registry.change_state(s, device_id, action, reason=reason, actor=actor)
+    back = request.form.get("back", "")
+    if back not in ("pending", "devices"):
+        back = "device"
+    if action == "delete" or back == "devices":
+        return redirect("/admin/devices", 303)
+    if back == "pending":
+        return redirect("/admin/pending", 303)
+    return redirect(f"/admin/devices/{device_id}", 303)

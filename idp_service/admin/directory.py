@@ -1,0 +1,66 @@
+"""Read-only directory pages: users and groups (from SCIM) and the registered SPs."""
+
+from __future__ import annotations
+
+from flask import render_template, request
+from sqlalchemy import func, select
+
+from idp_service.admin import queries
+from idp_service.admin.blueprint import bp
+from idp_service.context import ctx
+from idp_service.errors import ApiError
+from idp_service.saml import sp_registry
+from idp_service.storage.models import Device, User
+from scim.tables import Group, GroupMember
+
+
+@bp.get("/users")
+def users() -> str:
+    """Users by userName, paged by keyset, with a prefix search."""
+    q = (request.args.get("q") or "").strip().lower()
+    after = (request.args.get("after") or "").strip().lower()
+    if len(q) > queries.MAX_QUERY or len(after) > 256:
+        raise ApiError("bad_query", "search text is too long")
+    query = select(User)
+    if q:
+        query = query.where(queries._prefix(User.user_name_lower, q))
+    if after:
+        query = query.where(User.user_name_lower > after)
+    with ctx().db.session() as s:
+        rows = list(s.scalars(query.order_by(User.user_name_lower).limit(queries.PAGE + 1)))
+        page = rows[: queries.PAGE]
+        ids = [u.id for u in page]
+        counts = dict(
+            s.execute(
+                select(Device.user_id, func.count())
+                .where(Device.user_id.in_(ids))
+                .group_by(Device.user_id)
+            ).all()
+        )
+    more = page[-1].user_name_lower if len(rows) > queries.PAGE else None
+    return render_template("admin/users.html", users=page, counts=counts, q=q, more=more)
+
+
+@bp.get("/groups")
+def groups() -> str:
+    """Groups with their member counts (the admin group marked)."""
+    n = func.count(GroupMember.id).label("n")
+    with ctx().db.session() as s:
+        rows = s.execute(
+            select(Group, n)
+            .outerjoin(GroupMember, GroupMember.group_id == Group.id)
+            .group_by(Group.id)
+            .order_by(Group.display_name_key)
+            .limit(1000)
+        ).all()
+    return render_template(
+        "admin/groups.html", rows=rows, admin_group=ctx().settings.admin_group.casefold()
+    )
+
+
+@bp.get("/sps")
+def sps() -> str:
+    """The SAML service providers."""
+    with ctx().db.session() as s:
+        rows = [sp_registry.to_json(sp) for sp in sp_registry.list_all(s)]
+    return render_template("admin/sps.html", sps=rows)

@@ -1,0 +1,368 @@
+"""Devices: list and search, one device in detail, pending approvals, and admin actions.
+
+Every action takes a reason and is audited by :mod:`idp_service.registry`; it
+takes effect at the device's next sign-in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from idp_service import registry
+from idp_service.api import schema as S
+from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor, like, limit_of
+from idp_service.api.core import operation as op
+from idp_service.errors import ApiError
+from idp_service.storage import posture_tables as pt
+from idp_service.storage.models import DEVICE_STATES, AuditEvent, Device, User
+
+NULLABLE = S.string(4096, nullable=True)
+DEVICE = S.obj(
+    {
+        "id": {"type": "string"},
+        "state": {"enum": list(DEVICE_STATES)},
+        "state_reason": {"type": ["string", "null"]},
+        "user": {"type": "string"},
+        "user_id": {"type": "string"},
+        "hostname": {"type": ["string", "null"]},
+        "platform": {"type": ["string", "null"]},
+        "hardware_uuid": {"type": ["string", "null"]},
+        "serial": {"type": ["string", "null"]},
+        "agent_version": {"type": ["string", "null"]},
+        "sign_key_fingerprint": {"type": "string"},
+        "first_seen": S.TIMESTAMP,
+        "last_seen": S.TIMESTAMP,
+        "last_clock_skew": {"type": ["number", "null"]},
+    },
+    (
+        "id",
+        "state",
+        "user",
+        "user_id",
+        "sign_key_fingerprint",
+        "first_seen",
+        "last_seen",
+    ),
+)
+CHECK_RESULT = S.obj(
+    {
+        "check_id": {"type": "string"},
+        "status": {"type": "string"},
+        "reason": {"type": ["string", "null"]},
+        "evaluated_at": S.TIMESTAMP,
+        "first_failed_at": S.TIMESTAMP_OR_NULL,
+    },
+    ("check_id", "status", "evaluated_at"),
+)
+CHECK_CHANGE = S.obj(
+    {
+        "check_id": {"type": "string"},
+        "status": {"type": "string"},
+        "reason": {"type": ["string", "null"]},
+        "at": S.TIMESTAMP,
+    },
+    ("check_id", "status", "at"),
+)
+AUDIT_EVENT = S.obj(
+    {
+        "id": {"type": "integer"},
+        "at": S.TIMESTAMP,
+        "action": {"type": "string"},
+        "outcome": {"type": "string"},
+        "code": {"type": ["string", "null"]},
+        "actor": {"type": ["string", "null"]},
+        "user_id": {"type": ["string", "null"]},
+        "device_id": {"type": ["string", "null"]},
+        "remote_addr": {"type": ["string", "null"]},
+        "details": {"type": ["object", "null"]},
+    },
+    ("id", "at", "action", "outcome"),
+)
+DEVICE_DETAIL = S.obj(
+    {
+        "device": DEVICE,
+        "facts": {
+            "type": ["object", "null"],
+            "description": "The latest fact document, with report_seq and received_at",
+        },
+        "checks": S.array(CHECK_RESULT),
+        "check_history": S.array(CHECK_CHANGE),
+        "audit": S.array(AUDIT_EVENT),
+    },
+    ("device", "facts", "checks", "check_history", "audit"),
+)
+REASON_BODY = S.obj({"reason": S.REASON}, ("reason",))
+DEVICE_PATH = {"device_id": ID}
+FILTERS = {
+    "q": S.string(256),
+    "state": {"type": "string", "enum": list(DEVICE_STATES)},
+    "platform": S.string(32),
+    "user": S.string(256),
+    **PAGING,
+}
+
+
+def audit_json(row: AuditEvent) -> dict[str, Any]:
+    """An audit event as the API shows it."""
+    return {
+        "id": row.id,
+        "at": row.at.isoformat(),
+        "action": row.action,
+        "outcome": row.outcome,
+        "code": row.code,
+        "actor": row.actor,
+        "user_id": row.user_id,
+        "device_id": row.device_id,
+        "remote_addr": row.remote_addr,
+        "details": row.details,
+    }
+
+
+def device_page(session: Session, query: dict[str, Any], limit: int) -> dict[str, Any]:
+    """A page of devices, newest first, filtered as ``query`` says."""
+    stmt = select(Device, User).join(User, User.id == Device.user_id)
+    if query.get("state"):
+        stmt = stmt.where(Device.state == query["state"])
+    if query.get("platform"):
+        stmt = stmt.where(Device.platform == query["platform"])
+    if query.get("user"):
+        who = query["user"]
+        stmt = stmt.where(or_(User.id == who, User.user_name_lower == who.lower()))
+    if query.get("q"):
+        pattern = like(query["q"])
+        stmt = stmt.where(
+            or_(
+                Device.id.ilike(pattern, escape="\\"),
+                Device.hostname.ilike(pattern, escape="\\"),
+                Device.serial.ilike(pattern, escape="\\"),
+                Device.hardware_uuid.ilike(pattern, escape="\\"),
+                User.user_name.ilike(pattern, escape="\\"),
+                User.email.ilike(pattern, escape="\\"),
+            )
+        )
+    if query.get("cursor"):
+        at_text, last_id = decode_cursor(query["cursor"], (str, str))
+        try:
+            at = dt.datetime.fromisoformat(at_text).astimezone(dt.UTC)
+        except (ValueError, OverflowError):
+            raise ApiError("bad_cursor", "cursor is not one this API gave out") from None
+        stmt = stmt.where(
+            or_(Device.first_seen < at, and_(Device.first_seen == at, Device.id < last_id))
+        )
+    rows = session.execute(
+        stmt.order_by(Device.first_seen.desc(), Device.id.desc()).limit(limit + 1)
+    ).all()
+    items = [registry.device_json(d, u) for d, u in rows[:limit]]
+    more = len(rows) > limit
+    last = rows[limit - 1][0] if more else None
+    return {
+        "items": items,
+        "next_cursor": encode_cursor([last.first_seen.isoformat(), last.id]) if last else None,
+    }
+
+
+@op(
+    "GET",
+    "/devices",
+    summary="List devices (search q, filters, newest first, paged)",
+    tag="devices",
+    query=FILTERS,
+    response=S.page(DEVICE),
+)
+def list_devices(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        return device_page(s, call.query, limit_of(call))
+
+
+@op(
+    "GET",
+    "/approvals",
+    summary="Devices waiting for an admin's approval",
+    tag="devices",
+    query=PAGING,
+    response=S.page(DEVICE),
+)
+def list_approvals(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        return device_page(s, {**call.query, "state": "pending"}, limit_of(call))
+
+
+def _device(session: Session, device_id: str) -> Device:
+    device = session.get(Device, device_id)
+    if device is None:
+        raise ApiError("device_not_found", f"no device {device_id!r}", 404)
+    return device
+
+
+@op(
+    "GET",
+    "/devices/{device_id}",
+    summary="One device with its facts, check results and history, and audit trail",
+    tag="devices",
+    path_params=DEVICE_PATH,
+    response=DEVICE_DETAIL,
+)
+def get_device(call: Call) -> dict[str, Any]:
+    device_id = call.path["device_id"]
+    with call.db.session() as s:
+        device = _device(s, device_id)
+        facts_row = s.get(pt.DeviceFacts, device_id)
+        facts = None
+        if facts_row is not None:
+            facts = {
+                "report_seq": facts_row.report_seq,
+                "schema_version": facts_row.schema_version,
+                "collected_at": facts_row.collected_at.isoformat()
+                if facts_row.collected_at
+                else None,
+                "received_at": facts_row.received_at.isoformat(),
+                "facts": facts_row.facts,
+            }
+        checks = s.scalars(
+            select(pt.CheckResultRow)
+            .where(pt.CheckResultRow.device_id == device_id)
+            .order_by(pt.CheckResultRow.check_id)
+        ).all()
+        history = s.scalars(
+            select(pt.CheckResultHistory)
+            .where(pt.CheckResultHistory.device_id == device_id)
+            .order_by(pt.CheckResultHistory.id.desc())
+            .limit(100)
+        ).all()
+        events = s.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.device_id == device_id)
+            .order_by(AuditEvent.id.desc())
+            .limit(100)
+        ).all()
+        return {
+            "device": registry.device_json(device, s.get(User, device.user_id)),
+            "facts": facts,
+            "checks": [
+                {
+                    "check_id": r.check_id,
+                    "status": r.status,
+                    "reason": r.reason,
+                    "evaluated_at": r.evaluated_at.isoformat(),
+                    "first_failed_at": r.first_failed_at.isoformat() if r.first_failed_at else None,
+                }
+                for r in checks
+            ],
+            "check_history": [
+                {
+                    "check_id": h.check_id,
+                    "status": h.status,
+                    "reason": h.reason,
+                    "at": h.at.isoformat(),
+                }
+                for h in history
+            ],
+            "audit": [audit_json(e) for e in events],
+        }
+
+
+def _action(action: str) -> None:
+    def handler(call: Call) -> dict[str, Any]:
+        with call.db.session() as s:
+            device = registry.change_state(
+                s, call.path["device_id"], action, reason=call.body["reason"], actor=call.actor
+            )
+            return registry.device_json(device, s.get(User, device.user_id))
+
+    handler.__name__ = f"{action}_device"
+    op(
+        "POST",
+        f"/devices/{{device_id}}/{action}",
+        summary=f"{action.capitalize()} a device (with a reason; effective at the next sign-in)",
+        tag="devices",
+        path_params=DEVICE_PATH,
+        body=REASON_BODY,
+        response=DEVICE,
+        errors=(409,),
+    )(handler)
+
+
+for _name in ("approve", "deny", "revoke", "retrust"):
+    _action(_name)
+
+
+@op(
+    "POST",
+    "/devices/{device_id}/owner",
+    summary="Give a device to another user",
+    tag="devices",
+    path_params=DEVICE_PATH,
+    body=S.obj({"user_id": ID, "reason": S.REASON}, ("user_id", "reason")),
+    response=DEVICE,
+    errors=(409,),
+)
+def change_owner(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        device = registry.change_owner(
+            s,
+            call.path["device_id"],
+            call.body["user_id"],
+            reason=call.body["reason"],
+            actor=call.actor,
+        )
+        return registry.device_json(device, s.get(User, device.user_id))
+
+
+@op(
+    "DELETE",
+    "/devices/{device_id}",
+    summary="Delete a device and its posture data (its next sign-in is refused)",
+    tag="devices",
+    path_params=DEVICE_PATH,
+    body=REASON_BODY,
+    response=S.obj({"deleted": DEVICE}, ("deleted",)),
+)
+def delete_device(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        data = registry.delete_device(
+            s, call.path["device_id"], reason=call.body["reason"], actor=call.actor
+        )
+    return {"deleted": data}
+
+
+@op(
+    "GET",
+    "/overview",
+    summary="Counts by device state, pending approvals and failing checks",
+    tag="overview",
+    response=S.obj(
+        {
+            "devices": S.obj({k: {"type": "integer"} for k in DEVICE_STATES}, DEVICE_STATES),
+            "pending_approvals": {"type": "integer"},
+            "failing_checks": S.array(
+                S.obj(
+                    {"check_id": {"type": "string"}, "devices": {"type": "integer"}},
+                    ("check_id", "devices"),
+                )
+            ),
+        },
+        ("devices", "pending_approvals", "failing_checks"),
+    ),
+)
+def overview(call: Call) -> dict[str, Any]:
+    from idp_service.posture import FAILING
+
+    failing = sorted(status.value for status in FAILING)
+    with call.db.session() as s:
+        counts = dict(s.execute(select(Device.state, func.count()).group_by(Device.state)).all())
+        failing_rows = s.execute(
+            select(pt.CheckResultRow.check_id, func.count())
+            .where(pt.CheckResultRow.status.in_(failing))
+            .group_by(pt.CheckResultRow.check_id)
+            .order_by(func.count().desc(), pt.CheckResultRow.check_id)
+        ).all()
+    devices = {state: int(counts.get(state, 0)) for state in DEVICE_STATES}
+    return {
+        "devices": devices,
+        "pending_approvals": devices["pending"],
+        "failing_checks": [{"check_id": c, "devices": int(n)} for c, n in failing_rows],
+    }

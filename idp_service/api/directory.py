@@ -1,0 +1,228 @@
+"""Users and groups, read-only: SCIM owns them. Plus enrollment codes for a user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+
+from idp_service import enroll, registry
+from idp_service.api import schema as S
+from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor, like, limit_of
+from idp_service.api.core import operation as op
+from idp_service.api.devices import DEVICE
+from idp_service.errors import ApiError
+from idp_service.storage.models import Device, User
+from scim.tables import Group, GroupMember
+
+NULLABLE = {"type": ["string", "null"]}
+USER = S.obj(
+    {
+        "id": {"type": "string"},
+        "user_name": {"type": "string"},
+        "email": NULLABLE,
+        "display_name": NULLABLE,
+        "external_id": NULLABLE,
+        "active": {"type": "boolean"},
+        "deleted": {"type": "boolean"},
+        "created_at": S.TIMESTAMP,
+        "deactivated_at": S.TIMESTAMP_OR_NULL,
+    },
+    ("id", "user_name", "active", "deleted", "created_at"),
+)
+GROUP = S.obj(
+    {
+        "id": {"type": "string"},
+        "display_name": {"type": "string"},
+        "external_id": NULLABLE,
+        "created_at": S.TIMESTAMP,
+    },
+    ("id", "display_name", "created_at"),
+)
+MEMBER = S.obj(
+    {"value": {"type": "string"}, "type": {"type": "string"}, "display": NULLABLE},
+    ("value", "type"),
+)
+
+
+def user_json(user: User) -> dict[str, Any]:
+    """A user as the API shows it."""
+    return {
+        "id": user.id,
+        "user_name": user.user_name,
+        "email": user.email,
+        "display_name": user.display_name,
+        "external_id": user.external_id,
+        "active": bool(user.active),
+        "deleted": user.deleted_at is not None,
+        "created_at": user.created_at.isoformat(),
+        "deactivated_at": user.deactivated_at.isoformat() if user.deactivated_at else None,
+    }
+
+
+def group_json(group: Group) -> dict[str, Any]:
+    """A group as the API shows it."""
+    return {
+        "id": group.id,
+        "display_name": group.display_name,
+        "external_id": group.external_id,
+        "created_at": group.created_at.isoformat(),
+    }
+
+
+@op(
+    "GET",
+    "/users",
+    summary="List users (from SCIM), by userName, paged",
+    tag="directory",
+    query={"q": S.string(256), "active": {"type": "boolean"}, **PAGING},
+    response=S.page(USER),
+)
+def list_users(call: Call) -> dict[str, Any]:
+    limit = limit_of(call)
+    stmt = select(User).where(User.deleted_at.is_(None))
+    if "active" in call.query:
+        stmt = stmt.where(User.active.is_(call.query["active"]))
+    if call.query.get("q"):
+        pattern = like(call.query["q"])
+        stmt = stmt.where(
+            or_(
+                User.user_name.ilike(pattern, escape="\\"),
+                User.email.ilike(pattern, escape="\\"),
+                User.display_name.ilike(pattern, escape="\\"),
+            )
+        )
+    if call.query.get("cursor"):
+        key, last_id = decode_cursor(call.query["cursor"], (str, str))
+        stmt = stmt.where(
+            or_(User.user_name_lower > key, and_(User.user_name_lower == key, User.id > last_id))
+        )
+    with call.db.session() as s:
+        rows = s.scalars(stmt.order_by(User.user_name_lower, User.id).limit(limit + 1)).all()
+    last = rows[limit - 1] if len(rows) > limit else None
+    return {
+        "items": [user_json(u) for u in rows[:limit]],
+        "next_cursor": encode_cursor([last.user_name_lower, last.id]) if last else None,
+    }
+
+
+@op(
+    "GET",
+    "/users/{user_id}",
+    summary="One user with their groups and devices",
+    tag="directory",
+    path_params={"user_id": ID},
+    response=S.obj(
+        {"user": USER, "groups": S.array(GROUP), "devices": S.array(DEVICE)},
+        ("user", "groups", "devices"),
+    ),
+)
+def get_user(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        user = s.get(User, call.path["user_id"])
+        if user is None:
+            raise ApiError("user_not_found", f"no user {call.path['user_id']!r}", 404)
+        groups = s.scalars(
+            select(Group)
+            .join(GroupMember, GroupMember.group_id == Group.id)
+            .where(GroupMember.value == user.id, GroupMember.type == "User")
+            .order_by(Group.display_name_key)
+        ).all()
+        devices = s.scalars(
+            select(Device).where(Device.user_id == user.id).order_by(Device.first_seen.desc())
+        ).all()
+        return {
+            "user": user_json(user),
+            "groups": [group_json(g) for g in groups],
+            "devices": [registry.device_json(d, user) for d in devices],
+        }
+
+
+@op(
+    "GET",
+    "/groups",
+    summary="List groups (from SCIM), by name, paged",
+    tag="directory",
+    query={"q": S.string(256), **PAGING},
+    response=S.page(GROUP),
+)
+def list_groups(call: Call) -> dict[str, Any]:
+    limit = limit_of(call)
+    stmt = select(Group)
+    if call.query.get("q"):
+        stmt = stmt.where(Group.display_name.ilike(like(call.query["q"]), escape="\\"))
+    if call.query.get("cursor"):
+        key, last_id = decode_cursor(call.query["cursor"], (str, str))
+        stmt = stmt.where(
+            or_(
+                Group.display_name_key > key,
+                and_(Group.display_name_key == key, Group.id > last_id),
+            )
+        )
+    with call.db.session() as s:
+        rows = s.scalars(stmt.order_by(Group.display_name_key, Group.id).limit(limit + 1)).all()
+    last = rows[limit - 1] if len(rows) > limit else None
+    return {
+        "items": [group_json(g) for g in rows[:limit]],
+        "next_cursor": encode_cursor([last.display_name_key, last.id]) if last else None,
+    }
+
+
+@op(
+    "GET",
+    "/groups/{group_id}",
+    summary="One group with its members",
+    tag="directory",
+    path_params={"group_id": ID},
+    response=S.obj({"group": GROUP, "members": S.array(MEMBER)}, ("group", "members")),
+)
+def get_group(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        group = s.get(Group, call.path["group_id"])
+        if group is None:
+            raise ApiError("group_not_found", f"no group {call.path['group_id']!r}", 404)
+        members = s.scalars(
+            select(GroupMember).where(GroupMember.group_id == group.id).order_by(GroupMember.id)
+        ).all()
+        return {
+            "group": group_json(group),
+            "members": [{"value": m.value, "type": m.type, "display": m.display} for m in members],
+        }
+
+
+@op(
+    "POST",
+    "/users/{user_id}/enrollment-codes",
+    summary="Make a one-time enrollment code for a user (the code is returned once)",
+    tag="directory",
+    path_params={"user_id": ID},
+    body=S.obj({"ttl_seconds": {"type": "integer", "minimum": 60, "maximum": 30 * 86400}}),
+    response=S.obj(
+        {
+            "id": {"type": "integer"},
+            "code": {"type": "string"},
+            "user_id": {"type": "string"},
+            "user": {"type": "string"},
+            "expires_at": S.TIMESTAMP,
+        },
+        ("id", "code", "user_id", "user", "expires_at"),
+    ),
+    status=201,
+    errors=(409,),
+)
+def create_enrollment_code(call: Call) -> dict[str, Any]:
+    ttl = call.body.get("ttl_seconds", 24 * 3600)
+    with call.db.session() as s:
+        user = s.get(User, call.path["user_id"])
+        if user is None or user.deleted_at is not None:
+            raise ApiError("user_not_found", f"no user {call.path['user_id']!r}", 404)
+        if not user.active:
+            raise ApiError("user_inactive", "the user is deactivated", 409)
+        code, row = enroll.create_code(s, user, ttl_seconds=ttl, created_by=call.actor)
+        return {
+            "id": row.id,
+            "code": code,
+            "user_id": user.id,
+            "user": user.user_name,
+            "expires_at": row.expires_at.isoformat(),
+        }

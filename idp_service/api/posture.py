@@ -1,0 +1,197 @@
+"""Posture checks (read-only: they live in check files) and exemptions from them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import func, select
+
+from idp_service import audit
+from idp_service import posture as posture_service
+from idp_service.api import schema as S
+from idp_service.api.core import MAX_ID, Call
+from idp_service.api.core import operation as op
+from idp_service.context import ctx
+from idp_service.errors import ApiError
+from idp_service.storage.models import utcnow
+from idp_service.storage.posture_tables import CheckResultRow, ExemptionRow
+
+CHECK = S.obj(
+    {
+        "id": {"type": "string"},
+        "title": {"type": "string"},
+        "description": {"type": "string"},
+        "platforms": S.array({"type": "string"}),
+        "severity": {"type": "string"},
+        "enforcement": S.obj(
+            {"mode": {"type": "string"}, "deadline_days": {"type": ["integer", "null"]}},
+            ("mode", "deadline_days"),
+        ),
+        "max_fact_age_seconds": {"type": "number"},
+        "fail_closed": {"type": "boolean"},
+        "results": {
+            "type": "object",
+            "additionalProperties": {"type": "integer"},
+            "description": "How many devices have each status now",
+        },
+    },
+    (
+        "id",
+        "title",
+        "description",
+        "platforms",
+        "severity",
+        "enforcement",
+        "max_fact_age_seconds",
+        "fail_closed",
+        "results",
+    ),
+)
+EXEMPTION = S.obj(
+    {
+        "id": {"type": "integer"},
+        "check_id": {"type": "string"},
+        "scope": {"enum": ["device", "user", "group"]},
+        "subject": {"type": "string"},
+        "reason": {"type": "string"},
+        "expires_at": S.TIMESTAMP,
+        "created_by": {"type": ["string", "null"]},
+        "created_at": S.TIMESTAMP,
+    },
+    ("id", "check_id", "scope", "subject", "reason", "expires_at", "created_at"),
+)
+
+
+def _checks_json(counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": c.id,
+            "title": c.title,
+            "description": c.description,
+            "platforms": list(c.platforms),
+            "severity": c.severity,
+            "enforcement": {
+                "mode": c.enforcement.mode,
+                "deadline_days": c.enforcement.deadline_days,
+            },
+            "max_fact_age_seconds": c.max_fact_age.total_seconds(),
+            "fail_closed": bool(c.fail_closed),
+            "results": counts.get(c.id, {}),
+        }
+        for c in ctx().extras["posture"].checks()
+    ]
+
+
+def _result_counts(call: Call) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    with call.db.session() as s:
+        rows = s.execute(
+            select(CheckResultRow.check_id, CheckResultRow.status, func.count()).group_by(
+                CheckResultRow.check_id, CheckResultRow.status
+            )
+        ).all()
+    for check_id, status, n in rows:
+        counts.setdefault(check_id, {})[status] = int(n)
+    return counts
+
+
+@op(
+    "GET",
+    "/checks",
+    summary="The posture checks in force, with how many devices pass or fail each",
+    tag="posture",
+    response=S.obj({"items": S.array(CHECK)}, ("items",)),
+)
+def list_checks(call: Call) -> dict[str, Any]:
+    return {"items": _checks_json(_result_counts(call))}
+
+
+@op(
+    "GET",
+    "/checks/{check_id}",
+    summary="One posture check",
+    tag="posture",
+    path_params={"check_id": S.string(128, min_length=1)},
+    response=CHECK,
+)
+def get_check(call: Call) -> dict[str, Any]:
+    for check in _checks_json(_result_counts(call)):
+        if check["id"] == call.path["check_id"]:
+            return check
+    raise ApiError("check_not_found", f"no check {call.path['check_id']!r}", 404)
+
+
+@op(
+    "GET",
+    "/exemptions",
+    summary="Exemptions (active ones unless all=true), soonest expiry first",
+    tag="posture",
+    query={"all": {"type": "boolean"}},
+    response=S.obj({"items": S.array(EXEMPTION)}, ("items",)),
+)
+def list_exemptions(call: Call) -> dict[str, Any]:
+    stmt = select(ExemptionRow).order_by(ExemptionRow.expires_at, ExemptionRow.id)
+    if not call.query.get("all"):
+        stmt = stmt.where(ExemptionRow.expires_at > utcnow())
+    with call.db.session() as s:
+        return {"items": [posture_service.exemption_json(r) for r in s.scalars(stmt)]}
+
+
+@op(
+    "POST",
+    "/exemptions",
+    summary="Exempt a device, user or group from a check (or '*') for some days",
+    tag="posture",
+    body=S.obj(
+        {
+            "check_id": S.string(128, min_length=1),
+            "scope": {"type": "string", "enum": ["device", "user", "group"]},
+            "subject": S.string(256, min_length=1),
+            "days": {"type": "integer", "minimum": 1, "maximum": 365},
+            "reason": S.REASON,
+        },
+        ("check_id", "scope", "subject", "days", "reason"),
+    ),
+    response=EXEMPTION,
+    status=201,
+)
+def add_exemption(call: Call) -> dict[str, Any]:
+    body = call.body
+    with call.db.session() as s:
+        row = posture_service.add_exemption(
+            s,
+            check_id=body["check_id"],
+            scope=body["scope"],
+            subject=body["subject"],
+            expires_at=utcnow() + dt.timedelta(days=body["days"]),
+            reason=body["reason"],
+            actor=call.actor,
+        )
+        return posture_service.exemption_json(row)
+
+
+@op(
+    "DELETE",
+    "/exemptions/{exemption_id}",
+    summary="End an exemption now (with a reason)",
+    tag="posture",
+    path_params={"exemption_id": {"type": "integer", "minimum": 0, "maximum": MAX_ID}},
+    body=S.obj({"reason": S.REASON}, ("reason",)),
+    response=S.obj({"removed": {"type": "integer"}}, ("removed",)),
+)
+def remove_exemption(call: Call) -> dict[str, Any]:
+    exemption_id = call.path["exemption_id"]
+    with call.db.session() as s:
+        row = s.get(ExemptionRow, exemption_id)
+        if row is None:
+            raise ApiError("exemption_not_found", f"no exemption {exemption_id}", 404)
+        s.delete(row)
+        audit.record(
+            s,
+            "exemption.remove",
+            "ok",
+            actor=call.actor,
+            details={"id": exemption_id, "check_id": row.check_id, "reason": call.body["reason"]},
+        )
+    return {"removed": exemption_id}
