@@ -62,12 +62,12 @@ def ingest(
 ) -> dict[str, Any]:
     """Verify a report and store its facts; return what the agent should do next.
 
-    One transaction of few statements (Core, compiled once): read the device and
-    its facts' bookkeeping (locking the device row, so that one device's
-    reports are applied one at a time), record the challenge, evaluate the
-    checks whose inputs changed, write the latest facts (a few bytes when the
-    report repeats the stored document), a history slot when the content
-    changed, and the device's ``last_seen``.
+    One transaction of few statements (Core, compiled once): update the device's
+    ``last_seen`` and read its keys and state (which locks its row, so that one
+    device's reports are applied one at a time), record the challenge, read the
+    bookkeeping of its latest facts, evaluate the checks whose inputs changed,
+    write the latest facts (a few bytes when the report repeats the stored
+    document) and a history slot when the content changed.
     """
     try:
         verified = open_response(
@@ -86,7 +86,18 @@ def ingest(
         device_id = verified.device_id
         with service.db.session() as session:
             conn = session.connection()
-            device = conn.execute(_DEVICE, {"device_id": device_id}).first()
+            now = utcnow()
+            # Updating the device first locks its row until COMMIT, so that one device's
+            # reports are applied one at a time; a refused report rolls it back.
+            device = conn.execute(
+                _DEVICE_SEEN,
+                {
+                    "b_device_id": device_id,
+                    "last_seen": now,
+                    "last_clock_skew": verified.clock_skew,
+                    "agent_version": verified.agent_version,
+                },
+            ).first()
             if device is None:
                 raise ProtocolError("device_unknown")
             if not hmac.compare_digest(device.sign_key, verified.sign_key):
@@ -94,25 +105,26 @@ def ingest(
             if device.state in REFUSED_STATES:
                 raise ProtocolError(REFUSED_STATES[device.state])
             challenges.consume(session, verified.challenge, via="report", device_id=device_id)
-            now = utcnow()
+            # Read after the lock: what the device's previous report (now committed) left.
+            stored = conn.execute(_FACTS_STATE, {"device_id": device_id}).first()
             digests = FactDigests(facts)
             content = digests.content()
-            inputs = _evaluate(service, session, device_id, device.user_id, facts, digests, device)
-            seq = (device.report_seq or 0) + 1
+            inputs = _evaluate(service, session, device_id, device.user_id, facts, digests, stored)
+            seq = (stored.report_seq if stored else 0) + 1
             row = {
                 "report_seq": seq,
                 "collected_at": _collected_at(facts),
                 "received_at": now,
                 "inputs": inputs,
             }
-            if device.report_seq is not None and device.digest == content:
+            if stored is not None and stored.digest == content:
                 volatile = {k: facts[k] for k in VOLATILE if k in facts}
                 conn.execute(
                     _FACTS_UPDATE,
                     {**row, "b_device_id": device_id, "volatile": volatile or None},
                 )
             else:
-                history_seq = (device.history_seq or 0) + 1
+                history_seq = (stored.history_seq if stored else 0) + 1
                 full = {
                     **row,
                     "facts": facts,
@@ -121,7 +133,7 @@ def ingest(
                     "schema_version": str(facts.get("schema_version", ""))[:16],
                     "volatile": None,
                 }
-                if device.report_seq is None:
+                if stored is None:
                     conn.execute(_FACTS_NEW, {**full, "device_id": device_id})
                 else:
                     conn.execute(_FACTS_UPDATE, {**full, "b_device_id": device_id})
@@ -136,15 +148,6 @@ def ingest(
                         "facts": facts,
                     },
                 )
-            conn.execute(
-                _DEVICE_SEEN,
-                {
-                    "b_device_id": device_id,
-                    "last_seen": now,
-                    "last_clock_skew": verified.clock_skew,
-                    "agent_version": verified.agent_version,
-                },
-            )
         return {
             "status": "accepted",
             "next_report_in": service.settings.report_interval,
@@ -174,7 +177,8 @@ def _evaluate(
     hook = service.extras.get("posture_ingest")
     if hook is None:
         return None
-    return hook(session, device_id, user_id, facts, digests=digests, previous=stored.inputs)
+    previous = stored.inputs if stored is not None else None
+    return hook(session, device_id, user_id, facts, digests=digests, previous=previous)
 
 
 # Statements of the ingest path, built once (SQLAlchemy caches their compiled form).
@@ -182,24 +186,17 @@ _facts = DeviceFacts.__table__
 _history = DeviceFactsHistory.__table__
 _devices = Device.__table__
 
-_DEVICE = (
-    select(
-        _devices.c.sign_key,
-        _devices.c.state,
-        _devices.c.user_id,
-        _facts.c.report_seq,
-        _facts.c.digest,
-        _facts.c.inputs,
-        _facts.c.history_seq,
-    )
-    .select_from(_devices.outerjoin(_facts, _facts.c.device_id == _devices.c.id))
-    .where(_devices.c.id == bindparam("device_id"))
-    .with_for_update(of=_devices.c.id)
-)
+_FACTS_STATE = select(
+    _facts.c.report_seq, _facts.c.digest, _facts.c.inputs, _facts.c.history_seq
+).where(_facts.c.device_id == bindparam("device_id"))
 # UPDATEs set the columns named in the parameters (besides the ``b_`` keys).
 _FACTS_UPDATE = update(_facts).where(_facts.c.device_id == bindparam("b_device_id"))
 _FACTS_NEW = insert(_facts)
-_DEVICE_SEEN = update(_devices).where(_devices.c.id == bindparam("b_device_id"))
+_DEVICE_SEEN = (
+    update(_devices)
+    .where(_devices.c.id == bindparam("b_device_id"))
+    .returning(_devices.c.sign_key, _devices.c.state, _devices.c.user_id)
+)
 _HISTORY_UPSERTS: dict[str, Any] = {}
 
 

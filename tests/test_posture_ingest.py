@@ -229,3 +229,49 @@ def test_results_from_before_the_upgrade_are_recomputed(app):
     again = device.results()
     assert {k: v[0] for k, v in again.items()} == {k: v[0] for k, v in first.items()}
     assert all(v[2] is not None and v[1] > first[k][1] for k, v in again.items())
+
+
+@pytest.mark.postgres
+def test_concurrent_reports_of_one_device_leave_results_matching_the_latest_facts(
+    postgres_url, tmp_path
+):
+    """Reports of one device are applied one at a time (the device row is locked first), so
+    a report that repeats older facts can never keep a result computed for other facts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from idp_service.storage.migrate import upgrade
+
+    upgrade(postgres_url)
+    checks = tmp_path / "checks"
+    checks.mkdir()
+    _write(checks, "firewall", "firewall.enabled")
+    settings = Settings.from_env(
+        {
+            "DEVICETRUST_DATABASE_URL": postgres_url,
+            "DEVICETRUST_DATA_DIR": str(tmp_path / "data"),
+            "DEVICETRUST_PUBLIC_URL": "http://127.0.0.1:8000",
+            "DEVICETRUST_CHECKS_DIR": str(checks),
+            "DEVICETRUST_BUILTIN_CHECKS": "none",
+        }
+    )
+    app = create_app(settings)
+    try:
+        device = Device(app, "race")
+        device.report(_facts())
+        for _ in range(5):
+            sealed = []
+            for i in range(8):
+                facts = _facts(uptime=i)
+                facts["firewall"] = {"enabled": i % 2 == 0}
+                sealed.append(_report(app, device.client, device.keys, facts))
+
+            def post(envelope):
+                return app.test_client().post("/agent/v1/report", data=envelope).status_code
+
+            with ThreadPoolExecutor(8) as pool:
+                assert set(pool.map(post, sealed)) == {200}
+            latest = device.latest()
+            expected = "PASS" if latest.facts["firewall"]["enabled"] else "FAIL"
+            assert device.results()["firewall"][0] == expected
+    finally:
+        app.extensions["devicetrust"].db.dispose()
