@@ -137,7 +137,10 @@ def apply_change(doc: dict[str, Any], rng: random.Random) -> str:
         packages["count"] = len(installed)
         return "package install/remove"
     if roll < 0.85 and isinstance(doc.get("screen_lock"), dict):
-        doc["screen_lock"]["max_timeout_seconds"] = rng.choice([120, 300, 600, 900, 1800])
+        lock = doc["screen_lock"]
+        lock["max_timeout_seconds"] = rng.choice(
+            [t for t in (120, 300, 600, 900, 1800) if t != lock.get("max_timeout_seconds")]
+        )
         return "screen lock"
     if roll < 0.9 and isinstance(doc.get("firewall"), dict):
         doc["firewall"]["enabled"] = not doc["firewall"].get("enabled")
@@ -658,9 +661,7 @@ def _ingest_steps(report: Any, service: Any, run: Any, n: int) -> dict[str, floa
     wrap(report, "_evaluate", "posture: combined key (+ evaluation when changed)")
     wrap(Session, "commit", "COMMIT")
     try:
-        start = time.process_time()
-        run()
-        total = time.process_time() - start
+        total = run()[0] * n / 1000  # the CPU of the ingest calls alone (not the agent side)
     finally:
         for owner, name, original in originals:
             setattr(owner, name, original)
@@ -668,6 +669,7 @@ def _ingest_steps(report: Any, service: Any, run: Any, n: int) -> dict[str, floa
     out["the rest: session, 4 Core statements, bookkeeping"] = (
         (total - sum(spent.values())) / n * 1000
     )
+    out["(total with the timers)"] = total / n * 1000
     return out
 
 
