@@ -471,8 +471,6 @@ def _per_call(fn: Any, n: int) -> float:
 
 def breakdown(pg_url: str, docs: list[dict[str, Any]], n: int) -> dict[str, float]:
     """Service CPU per report, step by step, in this process on PostgreSQL (no HTTP)."""
-    import hashlib
-
     from nacl.bindings import crypto_box_beforenm, crypto_box_open_afternm
     from nacl.signing import VerifyKey
     from sqlalchemy.engine import make_url
@@ -482,6 +480,7 @@ def breakdown(pg_url: str, docs: list[dict[str, Any]], n: int) -> dict[str, floa
     from idp_service.config import Settings
     from idp_service.storage.migrate import upgrade
     from posture_checks.evaluator import evaluate_all, prepare_facts
+    from posture_checks.incremental import FactDigests
     from trust_protocol import DeviceKeys, ResponseBody, parse_challenge, seal_response
     from trust_protocol.encoding import b64d, loads
     from trust_protocol.response import RESPONSE_CONTEXT
@@ -566,10 +565,10 @@ def breakdown(pg_url: str, docs: list[dict[str, Any]], n: int) -> dict[str, floa
         lambda: evaluate_all(checks, doc, now=now, observed_at=now), n
     )
     out["prepare facts (clean copy)"] = _per_call(lambda: prepare_facts(doc, now), n)
-    out["serialize facts JSON"] = _per_call(lambda: json.dumps(doc), n)
-    out["hash of facts (blake2b)"] = _per_call(
-        lambda: hashlib.blake2b(json.dumps(doc).encode(), digest_size=16).digest(), n
+    out["serialize facts JSON (to store a changed document)"] = _per_call(
+        lambda: json.dumps(doc), n
     )
+    out["content digest (marshal + BLAKE2b)"] = _per_call(lambda: FactDigests(doc).content(), n)
 
     # The whole ingest, as the service runs it, unchanged facts and changed facts alike.
     backends = _pg_backends(make_url(pg_url).database)
