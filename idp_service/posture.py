@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import markdown
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, insert, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp_service import audit
 from idp_service.config import Settings
-from idp_service.storage.db import upsert
 from idp_service.storage.models import utcnow
 from idp_service.storage.posture_tables import (
     CheckResultHistory,
@@ -34,6 +34,13 @@ from idp_service.storage.posture_tables import (
 from posture_checks.enforcement import Action, Decision, decide, overall
 from posture_checks.evaluator import CheckResult, Status, evaluate_all, prepare_facts
 from posture_checks.exemptions import Exemption, find_exemption
+from posture_checks.incremental import (
+    FactDigests,
+    catalog_fingerprint,
+    combined_key,
+    fingerprint,
+    input_key,
+)
 from posture_checks.loader import BUILTIN_DIR, CatalogLoader
 from posture_checks.model import Check
 from posture_checks.remediation import render_remediation
@@ -92,6 +99,8 @@ class Posture:
     def __init__(self, settings: Settings) -> None:
         self.builtin = settings.builtin_checks
         self.loader = CatalogLoader(settings.checks_dirs, include_builtin=self.builtin != ())
+        self._fingerprints: dict[str, tuple[Check, str]] = {}
+        self._catalog_key: tuple[list[Check], str] | None = None
 
     def checks(self) -> list[Check]:
         """The checks in force now (reloaded from disk when files change)."""
@@ -104,55 +113,92 @@ class Posture:
         ]
 
     # -- ingest -----------------------------------------------------------------------------
+    def _fingerprint(self, check: Check) -> str:
+        cached = self._fingerprints.get(check.id)
+        if cached is None or cached[0] is not check:
+            cached = (check, fingerprint(check))
+            self._fingerprints[check.id] = cached
+        return cached[1]
+
+    def _catalog_fingerprint(self, checks: list[Check]) -> str:
+        cached = self._catalog_key
+        if (
+            cached is None
+            or len(cached[0]) != len(checks)
+            or any(a is not b for a, b in zip(cached[0], checks, strict=True))
+        ):
+            cached = (checks, catalog_fingerprint([self._fingerprint(c) for c in checks]))
+            self._catalog_key = cached
+        return cached[1]
+
     def ingest(
-        self, session: Session, device_id: str, user_id: str, facts: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Evaluate fresh facts and store each check's result (history on change)."""
+        self,
+        session: Session,
+        device_id: str,
+        user_id: str,
+        facts: dict[str, Any],
+        *,
+        digests: FactDigests | None = None,
+        previous: str | None = None,
+    ) -> str | None:
+        """Evaluate fresh facts and store each check's result (history on change).
+
+        Only the checks whose inputs changed since their stored result are
+        evaluated (``posture_checks.incremental``); ``previous`` is the combined
+        key returned by the device's last ingest, and when it is unchanged
+        nothing is read or written here at all. Returns the new combined key
+        (None when no check is in force).
+        """
         checks = self.checks()
         if not checks:
-            return {}
+            return None
+        digests = digests or FactDigests(facts)
+        combined = combined_key(self._catalog_fingerprint(checks), checks, digests)
+        if combined == previous:
+            return combined
+        keys = {c.id: input_key(self._fingerprint(c), c.roots, digests) for c in checks}
+        conn = session.connection()
+        stored = {row.check_id: row for row in conn.execute(_RESULTS, {"device_id": device_id})}
+        due = [c for c in checks if c.id not in stored or stored[c.id].inputs != keys[c.id]]
+        if not due:
+            return combined
         now = utcnow()
         # Age is judged from when the service received the facts, not from the device's claim.
-        results = evaluate_all(checks, facts, now=now, observed_at=now)
-        previous = {
-            row.check_id: row
-            for row in session.scalars(
-                select(CheckResultRow).where(CheckResultRow.device_id == device_id)
-            )
-        }
-        changed = []
-        for check, result in zip(checks, results, strict=True):
-            before = previous.get(check.id)
-            failing = _failing(check, result.status)
+        prepared = prepare_facts(facts, now, roots={root for c in due for root in c.roots})
+        results = evaluate_all(due, prepared, now=now)
+        rows, history, changed = [], [], []
+        for check, result in zip(due, results, strict=True):
+            before = stored.get(check.id)
             first_failed = None
-            if failing:
+            if _failing(check, result.status):
                 was_failing = before is not None and before.first_failed_at is not None
                 first_failed = before.first_failed_at if was_failing else now
-            upsert(
-                session,
-                CheckResultRow,
+            reason = result.reason[:2000]
+            rows.append(
                 {
                     "device_id": device_id,
                     "check_id": check.id,
                     "status": result.status.value,
-                    "reason": result.reason[:2000],
+                    "reason": reason,
                     "evaluated_at": now,
                     "first_failed_at": first_failed,
-                },
-                ["device_id", "check_id"],
+                    "inputs": keys[check.id],
+                }
             )
             if before is None or before.status != result.status.value:
                 changed.append((check.id, before.status if before else None, result.status.value))
-                session.add(
-                    CheckResultHistory(
-                        device_id=device_id,
-                        check_id=check.id,
-                        status=result.status.value,
-                        reason=result.reason[:2000],
-                        at=now,
-                    )
+                history.append(
+                    {
+                        "device_id": device_id,
+                        "check_id": check.id,
+                        "status": result.status.value,
+                        "reason": reason,
+                        "at": now,
+                    }
                 )
-        if changed:
+        conn.execute(_results_upsert(conn.dialect.name), rows)
+        if history:
+            conn.execute(_HISTORY_INSERT, history)
             audit.record(
                 session,
                 "posture.change",
@@ -161,7 +207,7 @@ class Posture:
                 device_id=device_id,
                 details={"changes": [{"check": c, "from": a, "to": b} for c, a, b in changed]},
             )
-        return {}
+        return combined
 
     # -- sign-in ----------------------------------------------------------------------------
     def for_login(
@@ -229,6 +275,30 @@ class Posture:
             Exemption(r.check_id, r.scope, r.subject, r.expires_at, r.reason, r.created_by)
             for r in rows
         ]
+
+
+_results = CheckResultRow.__table__
+_RESULTS = select(
+    _results.c.check_id, _results.c.status, _results.c.inputs, _results.c.first_failed_at
+).where(_results.c.device_id == bindparam("device_id"))
+_HISTORY_INSERT = insert(CheckResultHistory.__table__)
+_RESULT_UPSERTS: dict[str, Any] = {}
+
+
+def _results_upsert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE of check results, built once per dialect."""
+    stmt = _RESULT_UPSERTS.get(dialect)
+    if stmt is None:
+        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_results)
+        stmt = ins.on_conflict_do_update(
+            index_elements=["device_id", "check_id"],
+            set_={
+                c: ins.excluded[c]
+                for c in ("status", "reason", "evaluated_at", "first_failed_at", "inputs")
+            },
+        )
+        _RESULT_UPSERTS[dialect] = stmt
+    return stmt
 
 
 def summary_for_device(session: Session, device_id: str) -> dict[str, str]:

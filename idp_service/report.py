@@ -10,17 +10,20 @@ ingest; the agent never sends a verdict.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import time
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from idp_service import audit, challenges
 from idp_service.context import ServiceContext
 from idp_service.errors import ApiError
-from idp_service.storage.db import upsert
 from idp_service.storage.models import Device, utcnow
 from idp_service.storage.posture_tables import FACTS_HISTORY, DeviceFacts, DeviceFactsHistory
+from posture_checks.incremental import VOLATILE, FactDigests
 from trust_protocol.errors import ProtocolError
 from trust_protocol.response import check_binding, open_response
 
@@ -57,7 +60,15 @@ def _collected_at(facts: dict[str, Any]) -> dt.datetime | None:
 def ingest(
     service: ServiceContext, envelope: bytes, *, remote_addr: str | None = None
 ) -> dict[str, Any]:
-    """Verify a report and store its facts; return what the agent should do next."""
+    """Verify a report and store its facts; return what the agent should do next.
+
+    One transaction of few statements (Core, compiled once): update the device's
+    ``last_seen`` and read its keys and state (which locks its row, so that one
+    device's reports are applied one at a time), record the challenge, read the
+    bookkeeping of its latest facts, evaluate the checks whose inputs changed,
+    write the latest facts (a few bytes when the report repeats the stored
+    document) and a history slot when the content changed.
+    """
     try:
         verified = open_response(
             envelope,
@@ -72,68 +83,75 @@ def ingest(
         facts = verified.data.get("facts")
         if not isinstance(facts, dict):
             raise ProtocolError("malformed", "a report carries data.facts, an object")
+        device_id = verified.device_id
         with service.db.session() as session:
-            device = session.execute(
-                select(Device.sign_key, Device.state, Device.user_id).where(
-                    Device.id == verified.device_id
-                )
+            conn = session.connection()
+            now = utcnow()
+            # Updating the device first locks its row until COMMIT, so that one device's
+            # reports are applied one at a time; a refused report rolls it back.
+            device = conn.execute(
+                _DEVICE_SEEN,
+                {
+                    "b_device_id": device_id,
+                    "last_seen": now,
+                    "last_clock_skew": verified.clock_skew,
+                    "agent_version": verified.agent_version,
+                },
             ).first()
             if device is None:
                 raise ProtocolError("device_unknown")
-            import hmac
-
             if not hmac.compare_digest(device.sign_key, verified.sign_key):
                 raise ProtocolError("device_key_mismatch")
             if device.state in REFUSED_STATES:
                 raise ProtocolError(REFUSED_STATES[device.state])
-            challenges.consume(
-                session, verified.challenge, via="report", device_id=verified.device_id
-            )
-            now = utcnow()
-            seq = (
-                session.execute(
-                    select(DeviceFacts.report_seq).where(
-                        DeviceFacts.device_id == verified.device_id
-                    )
-                ).scalar()
-                or 0
-            ) + 1
-            collected = _collected_at(facts)
+            challenges.consume(session, verified.challenge, via="report", device_id=device_id)
+            # Read after the lock: what the device's previous report (now committed) left.
+            stored = conn.execute(_FACTS_STATE, {"device_id": device_id}).first()
+            digests = FactDigests(facts)
+            content = digests.content()
+            inputs = _evaluate(service, session, device_id, device.user_id, facts, digests, stored)
+            seq = (stored.report_seq if stored else 0) + 1
             row = {
-                "device_id": verified.device_id,
                 "report_seq": seq,
-                "collected_at": collected,
+                "collected_at": _collected_at(facts),
                 "received_at": now,
-                "facts": facts,
+                "inputs": inputs,
             }
-            upsert(
-                session,
-                DeviceFacts,
-                {**row, "schema_version": str(facts.get("schema_version", ""))[:16]},
-                ["device_id"],
-            )
-            upsert(
-                session,
-                DeviceFactsHistory,
-                {**row, "slot": seq % FACTS_HISTORY},
-                ["device_id", "slot"],
-            )
-            session.execute(
-                update(Device)
-                .where(Device.id == verified.device_id)
-                .values(
-                    last_seen=now,
-                    last_clock_skew=verified.clock_skew,
-                    agent_version=verified.agent_version,
+            if stored is not None and stored.digest == content:
+                volatile = {k: facts[k] for k in VOLATILE if k in facts}
+                conn.execute(
+                    _FACTS_UPDATE,
+                    {**row, "b_device_id": device_id, "volatile": volatile or None},
                 )
-                .execution_options(synchronize_session=False)
-            )
-            evaluation = _evaluate(service, session, verified.device_id, device.user_id, facts)
+            else:
+                history_seq = (stored.history_seq if stored else 0) + 1
+                full = {
+                    **row,
+                    "facts": facts,
+                    "digest": content,
+                    "history_seq": history_seq,
+                    "schema_version": str(facts.get("schema_version", ""))[:16],
+                    "volatile": None,
+                }
+                if stored is None:
+                    conn.execute(_FACTS_NEW, {**full, "device_id": device_id})
+                else:
+                    conn.execute(_FACTS_UPDATE, {**full, "b_device_id": device_id})
+                conn.execute(
+                    _history_upsert(conn.dialect.name),
+                    {
+                        "device_id": device_id,
+                        "slot": history_seq % FACTS_HISTORY,
+                        "report_seq": seq,
+                        "collected_at": row["collected_at"],
+                        "received_at": now,
+                        "facts": facts,
+                    },
+                )
         return {
             "status": "accepted",
             "next_report_in": service.settings.report_interval,
             "osquery_queries": service.settings.osquery_queries,
-            **evaluation,
         }
     except (ProtocolError, ApiError) as exc:
         audit.record_separately(
@@ -143,10 +161,54 @@ def ingest(
 
 
 def _evaluate(
-    service: ServiceContext, session: Any, device_id: str, user_id: str, facts: dict[str, Any]
-) -> dict[str, Any]:
-    """Evaluate the posture checks on fresh facts (filled in by the posture surface)."""
+    service: ServiceContext,
+    session: Session,
+    device_id: str,
+    user_id: str,
+    facts: dict[str, Any],
+    digests: FactDigests,
+    stored: Any,
+) -> str | None:
+    """Evaluate the posture checks on fresh facts (the posture surface's hook).
+
+    Returns the digest of the checks' inputs, stored with the facts so that the
+    next report can tell whether anything needs evaluating at all.
+    """
     hook = service.extras.get("posture_ingest")
     if hook is None:
-        return {}
-    return hook(session, device_id, user_id, facts)
+        return None
+    previous = stored.inputs if stored is not None else None
+    return hook(session, device_id, user_id, facts, digests=digests, previous=previous)
+
+
+# Statements of the ingest path, built once (SQLAlchemy caches their compiled form).
+_facts = DeviceFacts.__table__
+_history = DeviceFactsHistory.__table__
+_devices = Device.__table__
+
+_FACTS_STATE = select(
+    _facts.c.report_seq, _facts.c.digest, _facts.c.inputs, _facts.c.history_seq
+).where(_facts.c.device_id == bindparam("device_id"))
+# UPDATEs set the columns named in the parameters (besides the ``b_`` keys).
+_FACTS_UPDATE = update(_facts).where(_facts.c.device_id == bindparam("b_device_id"))
+_FACTS_NEW = insert(_facts)
+_DEVICE_SEEN = (
+    update(_devices)
+    .where(_devices.c.id == bindparam("b_device_id"))
+    .returning(_devices.c.sign_key, _devices.c.state, _devices.c.user_id)
+)
+_HISTORY_UPSERTS: dict[str, Any] = {}
+
+
+def _history_upsert(dialect: str) -> Any:
+    stmt = _HISTORY_UPSERTS.get(dialect)
+    if stmt is None:
+        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_history)
+        stmt = ins.on_conflict_do_update(
+            index_elements=["device_id", "slot"],
+            set_={
+                c: ins.excluded[c] for c in ("report_seq", "collected_at", "received_at", "facts")
+            },
+        )
+        _HISTORY_UPSERTS[dialect] = stmt
+    return stmt

@@ -134,7 +134,16 @@ def _parse_time(value: Any) -> dt.datetime | None:
 class PreparedFacts:
     """A fact document made safe for CEL once, then shared by every check."""
 
-    def __init__(self, document: Any, observed_at: dt.datetime | None = None) -> None:
+    def __init__(
+        self,
+        document: Any,
+        observed_at: dt.datetime | None = None,
+        roots: Iterable[str] | None = None,
+    ) -> None:
+        if isinstance(document, Mapping) and roots is not None:
+            # Only the sections some check will read (plus what every evaluation needs).
+            wanted = {*roots, "os", "collected_at"}
+            document = {k: v for k, v in document.items() if k in wanted}
         cleaned = _clean(document, 0, [MAX_ITEMS * 10]) if isinstance(document, Mapping) else None
         self.document: dict[str, Any] = cleaned if isinstance(cleaned, dict) else {}
         self.valid = isinstance(cleaned, dict)
@@ -186,9 +195,18 @@ class PreparedFacts:
         return value
 
 
-def prepare_facts(document: Any, observed_at: dt.datetime | None = None) -> PreparedFacts:
-    """Make a (possibly hostile) fact document ready for evaluation."""
-    return PreparedFacts(document, observed_at)
+def prepare_facts(
+    document: Any,
+    observed_at: dt.datetime | None = None,
+    *,
+    roots: Iterable[str] | None = None,
+) -> PreparedFacts:
+    """Make a (possibly hostile) fact document ready for evaluation.
+
+    With ``roots``, only those sections are copied and cleaned (the checks to
+    be evaluated read nothing else); by default the whole document is.
+    """
+    return PreparedFacts(document, observed_at, roots)
 
 
 class _Summary(str):

@@ -1,0 +1,792 @@
+"""Benchmark: posture reports per second over HTTP into PostgreSQL, with the catalog evaluated.
+
+Issue 5 §7. Target: at least 2,000 reports/s on the 2-core machine (600,000
+devices reporting every 5 minutes on one node).
+
+What runs:
+
+* the service under gunicorn (``devicetrust serve``, gthread workers) on a
+  scratch PostgreSQL database, with the built-in catalog enforced
+  (``DEVICETRUST_BUILTIN_CHECKS=all``: 17 checks evaluated at ingest);
+* ``--devices`` simulated devices, **registered through the real enrollment
+  ceremony** over HTTP (an enrollment code per device, made in the database as
+  an admin would; then ``POST /agent/v1/challenges`` and ``POST
+  /agent/v1/register`` with the device's own keys), each followed by its first
+  report, so that what is measured is the steady state of known devices;
+* realistic fact documents: this machine's real facts (``collect_facts()``,
+  ~900 dpkg packages) and the recorded devices under
+  ``tests/fixtures/posture/`` (LUKS, ZFS, macOS, Windows), each device with its
+  own identity and its own package map (800-1,200 packages on Linux, 120-250
+  applications on macOS, 150-300 programs on Windows). Every report has a new
+  ``collected_at`` and a larger ``uptime_seconds``; ``--change-rate`` of the
+  reports (2 % by default) also carry a real change (a package upgraded,
+  installed or removed, the screen-lock timeout, the firewall, the EDR, an OS
+  update), which stays in that device's later reports;
+* ``--clients`` load-generator processes playing the agents, each on one
+  keep-alive HTTP connection: ``POST /agent/v1/report/challenge``, verify the
+  challenge's signature, seal the signed report with the real agent code
+  (``trust_protocol.seal_response``), ``POST /agent/v1/report``.
+
+It prints reports/s and the ratio to 2,000/s, the CPU spent per report by each
+process group (gunicorn workers, PostgreSQL backends, load generator, the
+whole machine), and an in-process breakdown of one report's service time
+(crypto, JSON, database, check evaluation), so that what limits ingest is
+visible.
+
+Usage: python bench/ingest.py [--devices 2000] [--seconds 20] [--clients 6]
+       [--workers 2] [--change-rate 0.02] [--skip-http]
+       [--pg-url postgresql://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import http.client
+import json
+import multiprocessing as mp
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGET = 2000.0
+FIXTURES = ROOT / "tests" / "fixtures" / "posture"
+REPORT_INTERVAL = 300
+
+
+# ---- the fleet: realistic, varied fact documents ---------------------------------------------
+
+
+def templates() -> list[dict[str, Any]]:
+    """This machine's real facts plus every recorded device's (one document per platform case)."""
+    from agent.collectors import collect_facts
+    from agent.collectors.base import Host
+
+    docs = [collect_facts()]
+    for case in sorted(FIXTURES.glob("*/*")):
+        if (case / "host.json").is_file():
+            docs.append(collect_facts(Host.from_recording(case)))
+    return docs
+
+
+def _version(rng: random.Random) -> str:
+    return f"{rng.randint(0, 30)}.{rng.randint(0, 20)}.{rng.randint(0, 99)}"
+
+
+def _bump(version: str, rng: random.Random) -> str:
+    return f"{version}+u{rng.randint(1, 9)}" if rng.random() < 0.5 else version + ".1"
+
+
+def make_document(
+    template: dict[str, Any], index: int, rng: random.Random, linux_packages: dict[str, str]
+) -> dict[str, Any]:
+    """A device's own document from a template: identity, package map and a few settings."""
+    doc = copy.deepcopy(template)
+    family = (doc.get("os") or {}).get("family")
+    doc["hostname"] = f"{family or 'host'}-{index:06d}"
+    hw = doc.get("hardware") or {}
+    hw.update(serial=f"SN{index:010d}", hardware_uuid=str(uuid.UUID(int=rng.getrandbits(128))))
+    doc["hardware"] = hw
+    doc["uptime_seconds"] = rng.randint(600, 30 * 86400)
+    packages = doc.get("packages") or {"manager": None, "truncated": False}
+    installed = dict(packages.get("installed") or {})
+    if family == "linux":
+        names = list(linux_packages)
+        keep = rng.sample(names, k=len(names) - rng.randint(0, 60))
+        installed.update({n: linux_packages[n] for n in keep})
+        for i in range(rng.randint(0, 300)):
+            installed[f"lib{rng.choice(['x', 'gnome', 'kde', 'py', 'perl'])}-{i}-{index % 97}"] = (
+                _version(rng)
+            )
+        for name in rng.sample(list(installed), k=len(installed) // 20):
+            installed[name] = _bump(installed[name], rng)
+    else:
+        low, high = (120, 250) if family == "macos" else (150, 300)
+        for i in range(rng.randint(low, high) - len(installed)):
+            installed[f"Application {i:03d} ({index % 13})"] = _version(rng)
+    packages["installed"] = dict(sorted(installed.items()))
+    packages["count"] = len(installed)
+    doc["packages"] = packages
+    return doc
+
+
+def apply_change(doc: dict[str, Any], rng: random.Random) -> str:
+    """One real change to a device's facts, of a kind and frequency seen in fleets."""
+    roll = rng.random()
+    packages = doc.get("packages") or {}
+    installed = packages.get("installed") or {}
+    if roll < 0.6 and installed:
+        name = rng.choice(list(installed))
+        installed[name] = _bump(installed[name], rng)
+        return "package upgrade"
+    if roll < 0.75 and installed:
+        if rng.random() < 0.5:
+            installed.pop(rng.choice(list(installed)))
+        else:
+            installed[f"new-tool-{rng.getrandbits(32):08x}"] = _version(rng)
+        packages["installed"] = dict(sorted(installed.items()))
+        packages["count"] = len(installed)
+        return "package install/remove"
+    if roll < 0.85 and isinstance(doc.get("screen_lock"), dict):
+        lock = doc["screen_lock"]
+        lock["max_timeout_seconds"] = rng.choice(
+            [t for t in (120, 300, 600, 900, 1800) if t != lock.get("max_timeout_seconds")]
+        )
+        return "screen lock"
+    if roll < 0.9 and isinstance(doc.get("firewall"), dict):
+        doc["firewall"]["enabled"] = not doc["firewall"].get("enabled")
+        return "firewall"
+    if roll < 0.95 and isinstance(doc.get("security_software"), dict):
+        sec = doc["security_software"]
+        sec["edr_running"] = not sec.get("edr_running")
+        return "edr"
+    if isinstance(doc.get("os"), dict):
+        doc["os"]["kernel"] = f"{doc['os'].get('kernel') or '6.1'}.{rng.randint(1, 9)}"
+        return "os update"
+    return "none"
+
+
+def _now_z() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# ---- the load generator: one process = one keep-alive connection, many devices -----------------
+
+
+class _Conn:
+    """One keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, base: str) -> None:
+        from urllib.parse import urlsplit
+
+        u = urlsplit(base)
+        self.host, self.port = u.hostname, u.port
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+
+    def post(self, path: str, body: bytes, ctype: str = "") -> tuple[int, bytes]:
+        headers = {"Content-Type": ctype} if ctype else {}
+        self.conn.request("POST", path, body=body, headers=headers)
+        resp = self.conn.getresponse()
+        return resp.status, resp.read()
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        self.conn.request("GET", path)
+        resp = self.conn.getresponse()
+        return resp.status, resp.read()
+
+    def reset(self) -> None:
+        self.conn.close()
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+
+
+def _client(
+    base: str,
+    codes: list[str],
+    docs: list[dict[str, Any]],
+    seed: int,
+    schedule: Any,
+    change_rate: float,
+    out: Any,
+) -> None:
+    from nacl.signing import VerifyKey
+
+    from trust_protocol import DeviceKeys, ResponseBody, parse_challenge, seal_response
+    from trust_protocol.encoding import b64d
+
+    rng = random.Random(seed)
+    conn = _Conn(base)
+    _, info = conn.get("/agent/v1/server")
+    verify_key = VerifyKey(b64d(json.loads(info)["server_key"], length=32))
+
+    def report(keys: Any, platform: dict[str, str], doc: dict[str, Any]) -> None:
+        status, issued = conn.post(
+            "/agent/v1/report/challenge",
+            json.dumps({"device_id": keys.device_id}).encode(),
+            "application/json",
+        )
+        assert status == 200, issued
+        token = json.loads(issued)["challenge"]
+        challenge = parse_challenge(token, verify_key)
+        assert challenge.binding == "device:" + keys.device_id
+        body = ResponseBody(
+            token, keys.public_json(), platform, "0.1.0", time.time(), {"facts": doc}
+        )
+        status, reply = conn.post("/agent/v1/report", seal_response(body, challenge, keys))
+        assert status == 200 and b'"accepted"' in reply, reply[:300]
+
+    # Enrollment: the real ceremony, one device at a time, each followed by the device's
+    # first report (as the agent does once enrolled), so that the measured reports are the
+    # steady state of devices the service already knows.
+    devices = []
+    for code, doc in zip(codes, docs, strict=True):
+        keys = DeviceKeys.generate(str(uuid.uuid4()))
+        platform = {
+            "hardware_uuid": doc["hardware"]["hardware_uuid"],
+            "serial": doc["hardware"]["serial"],
+            "hostname": doc["hostname"],
+            "os": (doc.get("os") or {}).get("family") or "linux",
+        }
+        _, issued = conn.post("/agent/v1/challenges", b'{"purpose":"register"}', "application/json")
+        token = json.loads(issued)["challenge"]
+        body = ResponseBody(
+            token, keys.public_json(), platform, "0.1.0", time.time(), {"enrollment_code": code}
+        )
+        status, reply = conn.post(
+            "/agent/v1/register", seal_response(body, parse_challenge(token, verify_key), keys)
+        )
+        assert status == 201, reply
+        doc["collected_at"] = _now_z()
+        report(keys, platform, doc)
+        devices.append((keys, platform, doc))
+    out.put(("registered", len(devices)))
+    phases = schedule.get()  # every client has enrolled its devices: the schedule is set
+    conn.reset()  # the server may have closed the idle keep-alive connection meanwhile
+
+    def challenge_only(keys: Any) -> None:
+        status, issued = conn.post(
+            "/agent/v1/report/challenge",
+            json.dumps({"device_id": keys.device_id}).encode(),
+            "application/json",
+        )
+        assert status == 200, issued
+        parse_challenge(json.loads(issued)["challenge"], verify_key)
+
+    def healthz() -> None:
+        status, _ = conn.get("/healthz")
+        assert status == 200
+
+    i = rng.randrange(len(devices))
+    for mode, _begin, measure_from, end in phases:
+        done = failed = changes = 0
+        measuring = False
+        cpu0, t0 = time.process_time(), time.time()
+        while True:
+            now = time.time()
+            if not measuring and now >= measure_from:
+                measuring, done, failed, changes = True, 0, 0, 0
+                cpu0, t0 = time.process_time(), now
+            if now >= end:
+                break
+            keys, platform, doc = devices[i % len(devices)]
+            i += 1
+            try:
+                if mode == "report":
+                    doc["collected_at"] = _now_z()
+                    doc["uptime_seconds"] = doc.get("uptime_seconds", 0) + REPORT_INTERVAL
+                    if rng.random() < change_rate:
+                        apply_change(doc, rng)
+                        changes += 1
+                    report(keys, platform, doc)
+                elif mode == "challenge":
+                    challenge_only(keys)
+                else:
+                    healthz()
+                done += 1
+            except (AssertionError, OSError, http.client.HTTPException) as exc:
+                failed += 1
+                if failed < 3:
+                    print(f"{mode} failed: {exc!r}"[:300], file=sys.stderr)
+                if isinstance(exc, OSError | http.client.HTTPException):
+                    conn.reset()
+        out.put((mode, done, failed, changes, time.time() - t0, time.process_time() - cpu0))
+
+
+# ---- CPU accounting of the processes involved --------------------------------------------------
+
+
+def _cpu(procs: list[Any]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except Exception:  # noqa: BLE001, S112 - a process that ended counts as nothing more
+            continue
+    return total
+
+
+def _pg_backends(dbname: str) -> list[Any]:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        cmd = " ".join(p.info.get("cmdline") or [])
+        if p.info.get("name") == "postgres" or cmd.startswith("postgres:"):
+            if f" {dbname} " in cmd:
+                found.append(p)
+    return found
+
+
+def _pg_shared() -> list[Any]:
+    """PostgreSQL's own background processes (WAL writer, checkpointer...): shared by all."""
+    import psutil
+
+    names = ("walwriter", "checkpointer", "background writer", "autovacuum")
+    return [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any(n in " ".join(p.info.get("cmdline") or []) for n in names)
+    ]
+
+
+def _machine_busy() -> float:
+    import psutil
+
+    t = psutil.cpu_times()
+    return t.user + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + t.nice
+
+
+# ---- the HTTP run -----------------------------------------------------------------------------
+
+
+def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]]) -> dict:
+    """Run the fleet against gunicorn on ``pg_url``; return rates and CPU per report."""
+    import psutil
+    from sqlalchemy.engine import make_url
+
+    from idp_service import enroll, users
+    from idp_service.storage.db import Database
+    from tests.procs import start_service
+
+    dbname = make_url(pg_url).database
+    with tempfile.TemporaryDirectory() as tmp:
+        svc = start_service(
+            Path(tmp),
+            pg_url,
+            workers=args.workers,
+            extra_env={"DEVICETRUST_BUILTIN_CHECKS": "all"},
+        )
+        try:
+            db = Database(pg_url)
+            codes = []
+            with db.session() as s:
+                for i in range(args.devices):
+                    user = users.create(s, f"bench{i}-{uuid.uuid4().hex[:6]}@example.com")
+                    codes.append(enroll.create_code(s, user, ttl_seconds=3600)[0])
+            db.dispose()
+            queue: mp.Queue = mp.Queue()
+            schedules = [mp.Queue() for _ in range(args.clients)]
+            per = [list(range(c, args.devices, args.clients)) for c in range(args.clients)]
+            procs = [
+                mp.Process(
+                    target=_client,
+                    args=(
+                        svc.url,
+                        [codes[i] for i in idx],
+                        [docs[i] for i in idx],
+                        1000 + c,
+                        schedules[c],
+                        args.change_rate,
+                        queue,
+                    ),
+                )
+                for c, idx in enumerate(per)
+            ]
+            for p in procs:
+                p.start()
+            registered = sum(queue.get(timeout=1800)[1] for _ in procs)
+            phases, t = [], time.time() + 0.5
+            for mode, seconds in (
+                ("report", args.seconds),
+                ("challenge", args.floor_seconds),
+                ("healthz", args.floor_seconds),
+            ):
+                warm = args.warmup if mode == "report" else 1.0
+                if seconds > 0:
+                    phases.append((mode, t, t + warm, t + warm + seconds))
+                    t += warm + seconds
+            for schedule in schedules:
+                schedule.put(phases)
+            server = psutil.Process(svc.proc.pid)
+            cpu: dict[str, Any] = {}
+            for mode, _, measure_from, end in phases:
+                while time.time() < measure_from:
+                    time.sleep(0.01)
+                workers = [server, *server.children(recursive=True)]
+                backends = _pg_backends(dbname)
+                shared = _pg_shared()
+                load0 = os.getloadavg()
+                cpu0 = (_cpu(workers), _cpu(backends), _cpu(shared), _machine_busy())
+                while time.time() < end:
+                    time.sleep(0.05)
+                cpu1 = (_cpu(workers), _cpu(backends), _cpu(shared), _machine_busy())
+                cpu[mode] = (
+                    [b - a for a, b in zip(cpu0, cpu1, strict=True)],
+                    load0,
+                    os.getloadavg(),
+                )
+            results = [
+                queue.get(timeout=args.seconds + 120) for _ in range(len(procs) * len(phases))
+            ]
+            for p in procs:
+                p.join(10)
+        finally:
+            svc.stop()
+    figures: dict[str, Any] = {"registered": registered}
+    for mode, _, _, _ in phases:
+        rows = [r for r in results if r[0] == mode]
+        done = sum(r[1] for r in rows)
+        elapsed = max(r[4] for r in rows)
+        per = 1000.0 / max(done, 1)
+        (service, pg, pg_shared, machine), load0, load1 = cpu[mode]
+        figures[mode] = {
+            "rate": done / elapsed,
+            "done": done,
+            "failed": sum(r[2] for r in rows),
+            "changes": sum(r[3] for r in rows),
+            "cpu_service_ms": service * per,
+            "cpu_pg_ms": pg * per,
+            "cpu_pg_shared_ms": pg_shared * per,
+            "cpu_loadgen_ms": sum(r[5] for r in rows) * per,
+            "cpu_machine_ms": machine * per,
+            "machine_cores_busy": machine / elapsed,
+            "load": (load0, load1),
+        }
+    return figures
+
+
+# ---- in-process breakdown of one report's service time ---------------------------------------
+
+
+def _per_call(fn: Any, n: int) -> float:
+    """CPU milliseconds per call of ``fn`` (median of 3 batches of ``n``)."""
+    fn()
+    samples = []
+    for _ in range(3):
+        start = time.process_time()
+        for _ in range(n):
+            fn()
+        samples.append((time.process_time() - start) / n * 1000)
+    return sorted(samples)[1]
+
+
+def breakdown(pg_url: str, docs: list[dict[str, Any]], n: int) -> dict[str, float]:
+    """Service CPU per report, step by step, in this process on PostgreSQL (no HTTP)."""
+    from nacl.bindings import crypto_box_beforenm, crypto_box_open_afternm
+    from nacl.signing import VerifyKey
+    from sqlalchemy.engine import make_url
+
+    from idp_service import enroll, report, users
+    from idp_service.app import create_app
+    from idp_service.config import Settings
+    from idp_service.storage.migrate import upgrade
+    from posture_checks.evaluator import evaluate_all, prepare_facts
+    from posture_checks.incremental import FactDigests
+    from trust_protocol import DeviceKeys, ResponseBody, parse_challenge, seal_response
+    from trust_protocol.encoding import b64d, loads
+    from trust_protocol.response import RESPONSE_CONTEXT
+
+    upgrade(pg_url)
+    tmp = tempfile.mkdtemp()
+    settings = Settings.from_env(
+        {
+            "DEVICETRUST_DATABASE_URL": pg_url,
+            "DEVICETRUST_DATA_DIR": tmp,
+            "DEVICETRUST_PUBLIC_URL": "http://127.0.0.1:8000",
+            "DEVICETRUST_BUILTIN_CHECKS": "all",
+        }
+    )
+    app = create_app(settings)
+    service = app.extensions["devicetrust"]
+    client = app.test_client()
+    doc = copy.deepcopy(docs[0])  # this machine's own facts, personalised
+    fleet = []
+    for k in range(8):
+        with service.db.session() as s:
+            user = users.create(s, f"inproc{k}-{uuid.uuid4().hex[:6]}@example.com")
+            code, _ = enroll.create_code(s, user, ttl_seconds=600)
+        keys = DeviceKeys.generate(str(uuid.uuid4()))
+        token = client.post("/agent/v1/challenges", json={"purpose": "register"}).json["challenge"]
+        body = ResponseBody(
+            token, keys.public_json(), {}, "0.1.0", time.time(), {"enrollment_code": code}
+        )
+        sealed = seal_response(body, parse_challenge(token, service.keys.verify_key), keys)
+        assert client.post("/agent/v1/register", data=sealed).status_code == 201
+        fleet.append(keys)
+    rng = random.Random(7)
+
+    def envelope(keys: Any, facts: dict[str, Any]) -> bytes:
+        token, _ = report.issue_challenge(service, keys.device_id)
+        challenge = parse_challenge(token, service.keys.verify_key)
+        body = ResponseBody(token, keys.public_json(), {}, "0.1.0", time.time(), {"facts": facts})
+        return seal_response(body, challenge, keys)
+
+    out: dict[str, float] = {}
+    out["issue challenge"] = _per_call(lambda: report.issue_challenge(service, "dev"), n)
+    sample = envelope(fleet[0], doc)
+    out["envelope bytes"] = len(sample)
+    env = loads(sample, max_size=report.MAX_REPORT)
+    cid = b64d(env["cid"])
+    epk = b64d(env["epk"], length=32)
+    sealed_box = b64d(env["box"])
+    secret = bytes(service.keys.challenge_box_secret(cid))
+    plain = crypto_box_open_afternm(
+        sealed_box[24:], sealed_box[:24], crypto_box_beforenm(epk, secret)
+    )
+    body_bytes = plain[64:]
+    parsed = loads(body_bytes, max_size=report.MAX_REPORT)
+    device_key = VerifyKey(b64d(parsed["device"]["sign_key"], length=32))
+    out["envelope JSON + base64"] = _per_call(
+        lambda: [
+            b64d(v)
+            for v in loads(sample, max_size=report.MAX_REPORT).values()
+            if isinstance(v, str)
+        ],
+        n,
+    )
+    out["box key derivation (HKDF)"] = _per_call(lambda: service.keys.challenge_box_secret(cid), n)
+    out["box open (X25519 + XSalsa20-Poly1305)"] = _per_call(
+        lambda: crypto_box_open_afternm(
+            sealed_box[24:], sealed_box[:24], crypto_box_beforenm(epk, secret)
+        ),
+        n,
+    )
+    out["body JSON parse (strict)"] = _per_call(
+        lambda: loads(body_bytes, max_size=report.MAX_REPORT), n
+    )
+    out["challenge signature verify"] = _per_call(
+        lambda: parse_challenge(parsed["challenge"], service.keys.verify_key), n
+    )
+    out["device signature verify"] = _per_call(
+        lambda: device_key.verify(RESPONSE_CONTEXT + body_bytes, plain[:64]), n
+    )
+    now = dt.datetime.now(dt.UTC)
+    checks = service.extras["posture"].checks()
+    out["evaluate catalog (17 checks, full)"] = _per_call(
+        lambda: evaluate_all(checks, doc, now=now, observed_at=now), n
+    )
+    out["prepare facts (clean copy)"] = _per_call(lambda: prepare_facts(doc, now), n)
+    out["serialize facts JSON (to store a changed document)"] = _per_call(
+        lambda: json.dumps(doc), n
+    )
+    out["content digest (marshal + BLAKE2b)"] = _per_call(lambda: FactDigests(doc).content(), n)
+
+    # The whole ingest, as the service runs it, unchanged facts and changed facts alike.
+    backends = _pg_backends(make_url(pg_url).database)
+
+    own = [copy.deepcopy(doc) for _ in fleet]  # each device its own document
+
+    def ingest_round(change: float) -> tuple[float, float]:
+        envs = []
+        for i in range(n):
+            k = i % len(fleet)
+            facts = own[k]
+            facts["collected_at"] = _now_z()
+            facts["uptime_seconds"] = 1000 + i
+            if rng.random() < change:
+                apply_change(facts, rng)
+            envs.append(envelope(fleet[k], facts))
+        pg = _pg_backends(make_url(pg_url).database) or backends
+        pg0 = _cpu(pg)
+        start = time.process_time()
+        for e in envs:
+            report.ingest(service, e)
+        cpu = (time.process_time() - start) / n * 1000
+        return cpu, (_cpu(pg) - pg0) / n * 1000
+
+    ingest_round(0.0)  # warm: every device has results
+    (
+        out["ingest, unchanged facts (service CPU)"],
+        out["ingest, unchanged facts (PostgreSQL CPU)"],
+    ) = ingest_round(0.0)
+    for step, ms in _ingest_steps(report, service, lambda: ingest_round(0.0), n).items():
+        out[f"  of which {step}"] = ms
+    (
+        out["ingest, every report changed (service CPU)"],
+        out["ingest, every report changed (PostgreSQL CPU)"],
+    ) = ingest_round(1.0)
+    out["ingest, 2% changed (service CPU)"], out["ingest, 2% changed (PostgreSQL CPU)"] = (
+        ingest_round(0.02)
+    )
+    # The two HTTP requests through Flask's test client (WSGI, no sockets): adds Flask's share.
+    keys = fleet[0]
+
+    def via_flask() -> None:
+        r = client.post("/agent/v1/report/challenge", json={"device_id": keys.device_id})
+        token = r.json["challenge"]
+        body = ResponseBody(token, keys.public_json(), {}, "0.1.0", time.time(), {"facts": doc})
+        sealed = seal_response(body, parse_challenge(token, service.keys.verify_key), keys)
+        assert client.post("/agent/v1/report", data=sealed).status_code == 200
+
+    sample_token, _ = report.issue_challenge(service, keys.device_id)
+
+    def agent_seal() -> None:
+        body = ResponseBody(
+            sample_token, keys.public_json(), {}, "0.1.0", time.time(), {"facts": doc}
+        )
+        seal_response(body, parse_challenge(sample_token, service.keys.verify_key), keys)
+
+    agent_side = _per_call(agent_seal, n)
+    out["agent side: verify challenge + seal report (load generator)"] = agent_side
+    out["both requests via Flask test client, incl. agent side"] = _per_call(
+        via_flask, max(n // 2, 10)
+    )
+    service.db.dispose()
+    return out
+
+
+def _ingest_steps(report: Any, service: Any, run: Any, n: int) -> dict[str, float]:
+    """CPU ms per report of the steps inside ``report.ingest`` (timers around each)."""
+    from sqlalchemy.orm import Session
+
+    spent: dict[str, float] = {}
+    originals = []
+
+    def wrap(owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+        originals.append((owner, name, original))
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.process_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.process_time() - start
+
+        setattr(owner, name, timed)
+
+    wrap(report, "open_response", "open_response: JSON, base64, box, 2 signatures")
+    wrap(report.challenges, "consume", "challenges.consume (single-use INSERT, ORM)")
+    wrap(report.FactDigests, "content", "content digest (marshal + BLAKE2b)")
+    wrap(report, "_evaluate", "posture: combined key (+ evaluation when changed)")
+    wrap(Session, "commit", "COMMIT")
+    try:
+        total = run()[0] * n / 1000  # the CPU of the ingest calls alone (not the agent side)
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+    out = {k: v / n * 1000 for k, v in spent.items()}
+    out["the rest: session, 3 Core statements, bookkeeping"] = (
+        (total - sum(spent.values())) / n * 1000
+    )
+    out["(total with the timers)"] = total / n * 1000
+    return out
+
+
+# ---- scratch database ---------------------------------------------------------------------------
+
+
+def _scratch_pg(base_url: str) -> tuple[str, Any]:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = make_url(base_url)
+    name = f"devicetrust_ingest_{uuid.uuid4().hex[:8]}"
+    admin = dict(host=base.host, port=base.port or 5432, user=base.username, dbname=base.database)
+    with psycopg.connect(**admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(**admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+    return base.set(database=name).render_as_string(hide_password=False), drop
+
+
+def fleet_documents(count: int, seed: int = 1) -> list[dict[str, Any]]:
+    """``count`` device documents spread over the templates (Linux-heavy like the real one)."""
+    rng = random.Random(seed)
+    bases = templates()
+    linux_packages = dict(bases[0]["packages"]["installed"])
+    weights = [6 if (b.get("os") or {}).get("family") == "linux" else 3 for b in bases]
+    weights[0] = 12  # this machine's own, real document
+    return [
+        make_document(rng.choices(bases, weights)[0], i, rng, linux_packages) for i in range(count)
+    ]
+
+
+def main() -> None:
+    """Run the benchmark and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--devices", type=int, default=2000, help="simulated devices")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before")
+    parser.add_argument("--clients", type=int, default=6, help="load-generator processes")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument(
+        "--floor-seconds",
+        type=float,
+        default=5.0,
+        help="seconds of challenge-only and /healthz load after the reports (0: skip)",
+    )
+    parser.add_argument("--change-rate", type=float, default=0.02, help="reports with a change")
+    parser.add_argument("--n", type=int, default=200, help="iterations per in-process figure")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="PostgreSQL server to create a scratch database on",
+    )
+    parser.add_argument("--skip-http", action="store_true", help="only the in-process figures")
+    parser.add_argument("--skip-breakdown", action="store_true", help="only the HTTP figures")
+    args = parser.parse_args()
+
+    docs = fleet_documents(max(args.devices, 1))
+    sizes = sorted(len(json.dumps(d)) for d in docs)
+    print(
+        f"fleet: {len(docs)} devices; fact documents {sizes[0] / 1024:.0f}-{sizes[-1] / 1024:.0f}"
+        f" KiB (median {sizes[len(sizes) // 2] / 1024:.0f} KiB); change rate {args.change_rate:.0%}"
+    )
+    if not args.skip_http:
+        url, drop = _scratch_pg(args.pg_url)
+        try:
+            figures = http_ingest(url, args, docs)
+        finally:
+            drop()
+        r = figures["report"]
+        print(
+            f"\nreports over HTTP (gunicorn {args.workers} gthread workers, PostgreSQL, "
+            f"{args.clients} agent processes, both requests per report, keep-alive):"
+        )
+        print(
+            f"  {r['rate']:,.0f} reports/s   ({r['done']} reports, {r['failed']} failed, "
+            f"{r['changes']} with a change; {figures['registered']} devices enrolled by ceremony)"
+        )
+        print(f"  target 2,000/s: {r['rate'] / TARGET:.0%} of target")
+        labels = {
+            "report": "report (both requests)",
+            "challenge": "challenge request alone",
+            "healthz": "GET /healthz (HTTP floor)",
+        }
+        modes = [m for m in labels if m in figures]
+        print("  CPU ms per operation:        " + "".join(f"{labels[m]:>28s}" for m in modes))
+        for key, label in (
+            ("rate", "operations/s"),
+            ("cpu_service_ms", "gunicorn workers (service)"),
+            ("cpu_pg_ms", "PostgreSQL backends"),
+            ("cpu_pg_shared_ms", "PostgreSQL background"),
+            ("cpu_loadgen_ms", "load generator (agents)"),
+            ("cpu_machine_ms", "whole machine"),
+            ("machine_cores_busy", "cores busy"),
+        ):
+            fmt = "{:>28,.0f}" if key == "rate" else "{:>28.2f}"
+            print(f"    {label:27s}" + "".join(fmt.format(figures[m][key]) for m in modes))
+        for m in modes:
+            (a0, b0, c0), (a1, b1, c1) = figures[m]["load"]
+            print(f"  load average, {m}: {a0:.2f} {b0:.2f} {c0:.2f} -> {a1:.2f} {b1:.2f} {c1:.2f}")
+        service_only = r["cpu_service_ms"] + r["cpu_pg_ms"] + r["cpu_pg_shared_ms"]
+        print(
+            f"  service + PostgreSQL alone: {service_only:.2f} ms per report -> "
+            f"{2000 / service_only:,.0f} reports/s if they had both cores to themselves"
+        )
+    if not args.skip_breakdown:
+        url, drop = _scratch_pg(args.pg_url)
+        try:
+            b = breakdown(url, docs, args.n)
+        finally:
+            drop()
+        print("\nin-process, one core, CPU ms per report (this machine's facts):")
+        for k, v in b.items():
+            print(f"  {k:58s} {v:8.3f}" if k != "envelope bytes" else f"  {k:58s} {v:8.0f}")
+
+
+if __name__ == "__main__":
+    main()
