@@ -20,12 +20,13 @@ from typing import Any
 from sqlalchemy import and_, bindparam, insert, or_, select
 from sqlalchemy.orm import Session
 
+from idp_service.audit_chain import with_mac
 from idp_service.storage.models import AuditEvent, utcnow
 from scim.auth import Grant
 from scim.tables import ScimToken
 
 EVENTS = AuditEvent.__table__
-FIELDS = ("at", "action", "outcome", "code", "actor", "user_id", "remote_addr", "details")
+FIELDS = ("at", "action", "outcome", "code", "actor", "user_id", "remote_addr", "details", "mac")
 
 _PLAIN = insert(EVENTS).inline()  # no RETURNING of the new id
 _IF_LIVE = (
@@ -74,8 +75,8 @@ def event(
 
 
 def record(session: Session, values: dict[str, Any]) -> None:
-    """Write an event in the session's transaction."""
-    session.connection().execute(_PLAIN, values)
+    """Write an event in the session's transaction (with its MAC, see audit_chain)."""
+    session.connection().execute(_PLAIN, with_mac(values))
 
 
 def record_use(session: Session, grant: Grant, values: dict[str, Any]) -> bool:
@@ -84,5 +85,5 @@ def record_use(session: Session, grant: Grant, values: dict[str, Any]) -> bool:
     Returns False, having written nothing, if the token was revoked or rotated
     away since it was checked: the caller must then roll the request back.
     """
-    params = {**values, "token_id": grant.token_id, "digest": grant.digest}
+    params = {**with_mac(values), "token_id": grant.token_id, "digest": grant.digest}
     return session.connection().execute(_IF_LIVE, params).rowcount == 1
