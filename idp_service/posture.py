@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from idp_service import audit
 from idp_service.config import Settings
+from idp_service.storage.driver import Statement
 from idp_service.storage.models import utcnow
 from idp_service.storage.posture_tables import (
     CheckResultHistory,
@@ -301,19 +302,21 @@ def _results_upsert(dialect: str) -> Any:
     return stmt
 
 
+_RESULTS_OF_DEVICE = Statement(
+    "SELECT check_id, status FROM check_results WHERE device_id = :device_id"
+)
+_FAILING_VALUES = frozenset(s.value for s in FAILING)
+
+
 def summary_for_device(session: Session, device_id: str) -> dict[str, str]:
     """``{"posture": ...}``: ``compliant``, ``failing:<ids>``, or ``unknown`` before any report.
 
     Built from the results stored at the device's last report.
     """
-    rows = session.execute(
-        select(CheckResultRow.check_id, CheckResultRow.status).where(
-            CheckResultRow.device_id == device_id
-        )
-    ).all()
+    rows = _RESULTS_OF_DEVICE.rows(session, device_id=device_id)  # every sign-in reads this
     if not rows:
         return {"posture": "unknown"}
-    failing = sorted(r.check_id for r in rows if r.status in {s.value for s in FAILING})
+    failing = sorted(check_id for check_id, status in rows if status in _FAILING_VALUES)
     return {"posture": "failing:" + ",".join(failing) if failing else "compliant"}
 
 

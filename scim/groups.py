@@ -15,27 +15,21 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-_GROUPS_OF = """
+from idp_service.storage.driver import Statement
+
+_GROUPS_OF = Statement(
+    """
     WITH RECURSIVE member_of(id) AS (
-        SELECT group_id FROM group_members WHERE value = {user_id}
+        SELECT group_id FROM group_members WHERE value = :user_id
         UNION
         SELECT m.group_id FROM group_members m JOIN member_of ON m.value = member_of.id
     )
     SELECT g.display_name FROM groups g JOIN member_of ON g.id = member_of.id
-"""
-_BY_DIALECT = {
-    "postgresql": _GROUPS_OF.format(user_id="%(user_id)s"),
-    "sqlite": _GROUPS_OF.format(user_id=":user_id"),
-}
+    """
+)
 
 
 def groups_of(session: Session, user_id: str) -> list[str]:
     """The displayNames of every group ``user_id`` belongs to, directly or nested, sorted."""
-    connection = session.connection()
-    cursor = connection.connection.driver_connection.cursor()
-    try:
-        cursor.execute(_BY_DIALECT[connection.dialect.name], {"user_id": user_id})
-        names = [row[0] for row in cursor.fetchall()]
-    finally:
-        cursor.close()
+    names = [row[0] for row in _GROUPS_OF.rows(session, user_id=user_id)]
     return sorted(names, key=str.casefold)

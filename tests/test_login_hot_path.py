@@ -148,3 +148,28 @@ def test_a_replayed_request_id_writes_only_an_audit_event(idp):
         after = s.execute(select(func.count()).select_from(LoginTransaction)).scalar_one()
     assert after == before
     assert _count(db, "saml.sso", "rejected") == 1
+
+
+def test_posture_summary_attribute_from_the_stored_results(idp):
+    from idp_service.posture import summary_for_device
+    from idp_service.storage.models import utcnow
+    from idp_service.storage.posture_tables import CheckResultRow
+
+    db = idp.extensions["devicetrust"].db
+    client = FlaskClient(idp)
+    device = enroll(idp, client, "jo@example.com")
+    with db.read_session() as s:
+        assert summary_for_device(s, device.id) == {"posture": "unknown"}
+    with db.session() as s:
+        for check_id, status in (("disk", "PASS"), ("os", "STALE"), ("fw", "FAIL")):
+            s.add(
+                CheckResultRow(
+                    device_id=device.id, check_id=check_id, status=status, evaluated_at=utcnow()
+                )
+            )
+    with db.read_session() as s:
+        assert summary_for_device(s, device.id) == {"posture": "failing:fw,os"}
+    with db.session() as s:
+        s.execute(update(CheckResultRow).values(status="PASS"))
+    with db.read_session() as s:
+        assert summary_for_device(s, device.id) == {"posture": "compliant"}
