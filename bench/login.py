@@ -502,7 +502,12 @@ def _print_http(
         f"full logins over HTTP (gunicorn 2 workers, PostgreSQL, {clients} clients): "
         f"{logins:,.0f}/s  ({failed} failed)   target >= 300/s"
     )
-    print(f"  load average before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
+    from bench.verify import io_pressure
+
+    print(
+        f"  load average before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f};"
+        f" {io_pressure()}"
+    )
     print("  CPU per login (ms), measured window:")
     for name in ("service", "postgres", "pg_background", "load_generator"):
         print(f"    {name:<16} {1000 * cpu[name] / n:6.2f}")

@@ -224,6 +224,16 @@ def measure(n: int, size: int, threads: int, pg_url: str) -> dict[str, float]:
     return rates
 
 
+def io_pressure() -> str:
+    """How much of the last minute tasks stalled on I/O (Linux PSI), as a note."""
+    try:
+        line = Path("/proc/pressure/io").read_text().split("\n")[0]
+    except OSError:
+        return "I/O pressure unknown"
+    fields = dict(f.split("=") for f in line.split()[1:])
+    return f"I/O stalls {fields['avg60']}% of the last minute"
+
+
 def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -249,7 +259,10 @@ def main() -> None:
     def line(label: str, rate: float, extra: str = "") -> None:
         print(f"{label:<48} {rate:7,.0f}/s  ratio {rate / ceiling:4.0%}{extra}")
 
-    print(f"one core; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print(
+        f"one core; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after;"
+        f" {io_pressure()}"
+    )
     print(f"{'crypto ceiling (box open + 2 Ed25519 verifies, PyNaCl)':<48} {ceiling:7,.0f}/s")
     line("protocol checks alone (no database)", r["protocol"])
     line("service verify path, SQLite", r["sqlite"])
