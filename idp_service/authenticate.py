@@ -99,12 +99,13 @@ def verify(
             )
 
         owners = _owners(service)
-        owner = owners.get(verified.device_id)
+        remembered = owners.remembered(verified.device_id)
+        owner = remembered or owners.read(verified.device_id)
         consumed = consume(owner) if owner is not None else None
-        if consumed is None:
-            # Refused, or the owner we remembered is no longer the device's: look again.
-            fresh = owners.get(verified.device_id, fresh=True)
-            if fresh is not None and fresh != owner:
+        if consumed is None and remembered is not None:
+            # Refused: perhaps the owner we remembered is no longer the device's. Look again.
+            fresh = owners.read(verified.device_id)
+            if fresh is not None and fresh != remembered:
                 consumed = consume(fresh)
         if consumed is None:
             _explain_refusal(service, verified)
@@ -138,10 +139,12 @@ class DeviceOwners:
         self.engine = engine
         self._owners: dict[str, str] = {}
 
-    def get(self, device_id: str, *, fresh: bool = False) -> str | None:
-        """The owner (None for an unknown device); read from the database when not known."""
-        if not fresh and (owner := self._owners.get(device_id)) is not None:
-            return owner
+    def remembered(self, device_id: str) -> str | None:
+        """The owner last read for this device, if any."""
+        return self._owners.get(device_id)
+
+    def read(self, device_id: str) -> str | None:
+        """The owner as the database has it now (None for an unknown device); remembered."""
         owner = read_owner(self.engine, device_id)
         if owner is None:
             self._owners.pop(device_id, None)
