@@ -15,12 +15,11 @@ the reads that say *why* it was refused.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
 
-from idp_service import audit, transactions
+from idp_service import audit, challenges, transactions
 from idp_service.challenges import timestamp
 from idp_service.context import ServiceContext
 from idp_service.storage.login_reads import read_owner
@@ -33,7 +32,6 @@ from trust_protocol.response import (
     VerifiedResponse,
     check_binding,
     check_registration,
-    open_response,
 )
 
 # Refusals that are decisions about a real device, recorded on the transaction so
@@ -67,14 +65,7 @@ def verify(
     """Verify an ``authenticate`` response end to end, or raise :class:`ProtocolError`."""
     verified: VerifiedResponse | None = None
     try:
-        verified = open_response(
-            envelope,
-            verify_key=service.keys.verify_key,
-            box_key_for=service.keys.challenge_box_secret,
-            now=time.time(),
-            purposes=("authenticate",),
-            max_skew=service.settings.max_clock_skew,
-        )
+        verified = challenges.open_answer(service, envelope, "authenticate")
         if expected_binding is not None:
             check_binding(verified, expected_binding)
         txn_id = transactions.txn_id_from_binding(verified.challenge.binding)

@@ -21,6 +21,7 @@ from idp_service.context import ServiceContext
 from idp_service.storage.models import Challenge as ChallengeRow
 from trust_protocol.challenge import Challenge, sign_challenge
 from trust_protocol.errors import ProtocolError
+from trust_protocol.response import MAX_ENVELOPE_SIZE, VerifiedResponse, open_response
 
 CALLBACK_PATH = "/agent/v1/callback"
 
@@ -84,3 +85,22 @@ def consume(session: Session, challenge: Challenge, *, via: str, device_id: str)
     ).first()
     if result is None:
         raise ProtocolError("challenge_replayed")
+
+
+def open_answer(
+    service: ServiceContext, envelope: bytes, purpose: str, *, max_size: int = MAX_ENVELOPE_SIZE
+) -> VerifiedResponse:
+    """Open and verify an answer to one of this server's ``purpose`` challenges, now.
+
+    Every ceremony's service half starts here: the server's keys, its clock and
+    its clock-skew bound, applied the same way everywhere.
+    """
+    return open_response(
+        envelope,
+        verify_key=service.keys.verify_key,
+        box_key_for=service.keys.challenge_box_secret,
+        now=time.time(),
+        purposes=(purpose,),
+        max_skew=service.settings.max_clock_skew,
+        max_size=max_size,
+    )

@@ -17,7 +17,6 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
@@ -28,7 +27,6 @@ from idp_service.context import ServiceContext
 from idp_service.errors import ApiError
 from idp_service.storage.models import Device, EnrollmentCode, User, utcnow
 from trust_protocol.errors import ProtocolError
-from trust_protocol.response import open_response
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 CODE_GROUPS = 4
@@ -156,14 +154,7 @@ def register(
     """
     method = "code"
     try:
-        verified = open_response(
-            envelope,
-            verify_key=service.keys.verify_key,
-            box_key_for=service.keys.challenge_box_secret,
-            now=time.time(),
-            purposes=("register",),
-            max_skew=service.settings.max_clock_skew,
-        )
+        verified = challenges.open_answer(service, envelope, "register")
         code = verified.data.get("enrollment_code")
         tofu_txn = login_enroll.tofu_txn_id(verified.challenge.binding)
         if tofu_txn is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-import time
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
@@ -25,7 +24,7 @@ from idp_service.storage.models import Device, utcnow
 from idp_service.storage.posture_tables import FACTS_HISTORY, DeviceFacts, DeviceFactsHistory
 from posture_checks.incremental import VOLATILE, FactDigests
 from trust_protocol.errors import ProtocolError
-from trust_protocol.response import check_binding, open_response
+from trust_protocol.response import check_binding
 
 MAX_REPORT = 1024 * 1024
 REFUSED_STATES = {"revoked": "device_revoked", "denied": "device_denied"}
@@ -70,15 +69,7 @@ def ingest(
     document) and a history slot when the content changed.
     """
     try:
-        verified = open_response(
-            envelope,
-            verify_key=service.keys.verify_key,
-            box_key_for=service.keys.challenge_box_secret,
-            now=time.time(),
-            purposes=("report",),
-            max_skew=service.settings.max_clock_skew,
-            max_size=MAX_REPORT,
-        )
+        verified = challenges.open_answer(service, envelope, "report", max_size=MAX_REPORT)
         check_binding(verified, binding_for(verified.device_id))
         facts = verified.data.get("facts")
         if not isinstance(facts, dict):
