@@ -200,12 +200,13 @@ def measure(n: int, size: int, threads: int, pg_url: str) -> dict[str, float]:
         lite = ServicePath(f"sqlite:///{tmp}/bench.db")
         pg = ServicePath(url)
         try:
-            lite_batch = lite.envelopes(n)
+            lite_batch, lite_many = lite.envelopes(n), lite.envelopes(n)
             pg_one, pg_many = pg.envelopes(n), pg.envelopes(n)
             runs: dict[str, Callable[[int, int], None]] = {
                 "ceiling": ceiling,
                 "protocol": lambda i, j: lite.protocol(lite_batch[i:j]),
                 "sqlite": lambda i, j: lite.verify(lite_batch[i:j]),
+                f"sqlite_{threads}": lambda i, j: lite.verify(lite_many[i:j], threads),
                 "pg_1": lambda i, j: pg.verify(pg_one[i:j]),
                 f"pg_{threads}": lambda i, j: pg.verify(pg_many[i:j], threads),
             }
@@ -265,7 +266,8 @@ def main() -> None:
     )
     print(f"{'crypto ceiling (box open + 2 Ed25519 verifies, PyNaCl)':<48} {ceiling:7,.0f}/s")
     line("protocol checks alone (no database)", r["protocol"])
-    line("service verify path, SQLite", r["sqlite"])
+    line("service verify path, SQLite, 1 answer at a time", r["sqlite"])
+    line(f"service verify path, SQLite, {args.threads} threads", r[f"sqlite_{args.threads}"])
     line(
         "service verify path, PostgreSQL, 1 answer at a time",
         r["pg_1"],

@@ -28,12 +28,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import weakref
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
 
 from idp_service.audit_chain import row_mac
 from idp_service.storage.driver import driver, sqlite_time
+from idp_service.storage.group_commit import GroupCommit
 
 _PG = """
     WITH c AS (
@@ -133,7 +137,11 @@ def consume_for_trusted_device(
     txn_id: str | None = None,
 ) -> Consumed | None:
     """Record the answer of a trusted device owned by ``user_id`` and verify its
-    transaction; None (nothing written) if refused."""
+    transaction; None (nothing written) if refused.
+
+    The write is durable when this returns. Answers arriving together from several
+    threads share one transaction and one commit (``storage/group_commit.py``).
+    """
     now = dt.datetime.now(dt.UTC)
     mac = _audit_mac(
         now,
@@ -143,63 +151,112 @@ def consume_for_trusted_device(
         remote_addr=remote_addr,
         details=details,
     )
+    return _committer(engine).submit(
+        {
+            "cid": challenge_id,
+            "binding": binding,
+            "issued_at": issued_at,
+            "expires_at": expires_at,
+            "now": now,
+            "via": via,
+            "device_id": device_id,
+            "user_id": user_id,
+            "sign_key": sign_key,
+            "skew": clock_skew,
+            "agent_version": agent_version,
+            "remote_addr": remote_addr,
+            "details": json.dumps(details),
+            "mac": mac,
+            "txn_id": txn_id,
+        }
+    )
+
+
+_COMMITTERS: weakref.WeakKeyDictionary[Engine, GroupCommit[dict[str, Any], Consumed | None]] = (
+    weakref.WeakKeyDictionary()
+)
+_COMMITTERS_LOCK = threading.Lock()
+
+
+def _committer(engine: Engine) -> GroupCommit[dict[str, Any], Consumed | None]:
+    """The engine's group committer for answers (one per engine, made on first use)."""
+    committer = _COMMITTERS.get(engine)
+    if committer is None:
+        with _COMMITTERS_LOCK:
+            committer = _COMMITTERS.get(engine)
+            if committer is None:
+                committer = GroupCommit(
+                    lambda params: _consume_many(engine, [params])[0],
+                    lambda batch: _consume_many(engine, batch),
+                )
+                _COMMITTERS[engine] = committer
+    return committer
+
+
+def _consume_many(engine: Engine, batch: Sequence[dict[str, Any]]) -> list[Consumed | None]:
+    """Apply each answer's guarded write, all in one transaction, committed once.
+
+    Answers are applied in device-id order, so that two processes' batches lock
+    the same device rows in the same order and cannot deadlock each other on them.
+    """
+    order = sorted(range(len(batch)), key=lambda i: batch[i]["device_id"])
+    results: list[Consumed | None] = [None] * len(batch)
     with driver(engine) as (conn, is_pg):
         if is_pg:
-            params = {
-                "cid": challenge_id,
-                "binding": binding,
-                "issued_at": issued_at,
-                "expires_at": expires_at,
-                "now": now,
-                "via": via,
-                "device_id": device_id,
-                "user_id": user_id,
-                "sign_key": sign_key,
-                "skew": clock_skew,
-                "agent_version": agent_version,
-                "remote_addr": remote_addr,
-                "details": json.dumps(details),
-                "mac": mac,
-                "txn_id": txn_id,
-            }
-            # One statement is atomic on its own; autocommit makes it one round trip.
-            row = conn.execute(_PG, params).fetchone()
-            return Consumed(*row) if row else None
-        stamp = sqlite_time(now)
+            if len(batch) == 1:
+                # One statement is atomic on its own; autocommit makes it one round trip.
+                row = conn.execute(_PG, batch[0]).fetchone()
+                return [Consumed(*row) if row else None]
+            with conn.transaction(), conn.pipeline():
+                cursors = [(i, conn.execute(_PG, batch[i])) for i in order]
+            # Leaving the transaction block committed the batch (or raised, and nothing
+            # of it was committed); only now may anyone learn an outcome.
+            for i, cursor in cursors:
+                row = cursor.fetchone()
+                results[i] = Consumed(*row) if row else None
+            return results
         try:
             cur = conn.cursor()
-            cur.execute(
-                _SQLITE_CONSUME,
-                (
-                    challenge_id,
-                    binding,
-                    sqlite_time(issued_at),
-                    sqlite_time(expires_at),
-                    stamp,
-                    via,
-                    device_id,
-                    device_id,
-                    sign_key,
-                    user_id,
-                ),
-            )
-            if cur.rowcount != 1:
-                conn.rollback()
-                return None
-            cur.execute(_SQLITE_DEVICE, (stamp, clock_skew, agent_version, stamp, device_id))
-            audit = (stamp, user_id, device_id, remote_addr, json.dumps(details), mac)
-            cur.execute(_SQLITE_AUDIT, audit)
-            status = error = None
-            if txn_id is not None:
-                found = cur.execute(_SQLITE_TXN, (device_id, user_id, stamp, txn_id)).fetchone()
-                if found is None:  # not pending (or gone): say where it stands
-                    found = cur.execute(_SQLITE_TXN_STATUS, (txn_id,)).fetchone()
-                status, error = found if found else (None, None)
+            for i in order:
+                results[i] = _sqlite_consume(cur, batch[i])
             conn.commit()
-            return Consumed(user_id, status, error)
         except BaseException:
             conn.rollback()
             raise
+        return results
+
+
+def _sqlite_consume(cur: Any, p: dict[str, Any]) -> Consumed | None:
+    """One answer's guarded statements on SQLite, in the caller's transaction."""
+    stamp = sqlite_time(p["now"])
+    device_id, user_id, txn_id = p["device_id"], p["user_id"], p["txn_id"]
+    cur.execute(
+        _SQLITE_CONSUME,
+        (
+            p["cid"],
+            p["binding"],
+            sqlite_time(p["issued_at"]),
+            sqlite_time(p["expires_at"]),
+            stamp,
+            p["via"],
+            device_id,
+            device_id,
+            p["sign_key"],
+            user_id,
+        ),
+    )
+    if cur.rowcount != 1:
+        return None
+    cur.execute(_SQLITE_DEVICE, (stamp, p["skew"], p["agent_version"], stamp, device_id))
+    audit = (stamp, user_id, device_id, p["remote_addr"], p["details"], p["mac"])
+    cur.execute(_SQLITE_AUDIT, audit)
+    status = error = None
+    if txn_id is not None:
+        found = cur.execute(_SQLITE_TXN, (device_id, user_id, stamp, txn_id)).fetchone()
+        if found is None:  # not pending (or gone): say where it stands
+            found = cur.execute(_SQLITE_TXN_STATUS, (txn_id,)).fetchone()
+        status, error = found if found else (None, None)
+    return Consumed(user_id, status, error)
 
 
 _PG_CLAIM = """
