@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     )
     register_error_handlers(app)
 
-    from idp_service.blueprints import agent_api, health, login
+    from idp_service.blueprints import agent_api, health, login, login_approve  # noqa: F401
 
     app.register_blueprint(health.bp)
     app.register_blueprint(agent_api.bp)
