@@ -26,6 +26,9 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     db = Database(settings.database_url)
     service = ServiceContext(settings=settings, db=db, keys=load_server_keys(db))
     app.extensions["devicetrust"] = service
+    from idp_service import approve
+
+    approve.load_key(service)  # the approval-code HMAC key, read before any request
     app.config.update(
         SECRET_KEY=settings.secret_key or load_secret(db, SESSION_KEY),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,

@@ -61,7 +61,8 @@ def code_mac(key: bytes, code: str) -> str:
     return hmac.new(key, normalize_code(code).encode(), hashlib.sha256).hexdigest()
 
 
-def _key(service: ServiceContext) -> bytes:
+def load_key(service: ServiceContext) -> bytes:
+    """Load the code-hashing key once per process (at start: never inside a write)."""
     key = service.extras.get(CODE_KEY)
     if key is None:
         key = service.extras[CODE_KEY] = load_secret(service.db, CODE_KEY)
@@ -91,7 +92,7 @@ def _seal_codes(service: ServiceContext, session: Session, req: ApprovalRequest)
         )
     ).all()
     issued_at = int(time.time())
-    key = _key(service)
+    key = load_key(service)
     for device in trusted:
         code = new_code()
         notice = Notice(
@@ -272,7 +273,7 @@ def submit(
             raise ApiError("approval_closed", "This approval request is closed.", 409)
         attempts = claimed.attempts
         req.attempts = attempts
-        digest = code_mac(_key(service), typed)
+        digest = code_mac(load_key(service), typed)
         voucher = None
         for notice_device, mac in session.execute(
             select(ApprovalNotice.device_id, ApprovalNotice.code_mac).where(
