@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 30.0
 JITTER = 0.2
 MAX_NOTICES = 64
+UNTRUSTED_INTERVAL = 600.0  # seconds between polls while this device is not trusted
 
 
 @dataclass(frozen=True)
@@ -182,10 +183,13 @@ class ApprovalPoller:
             return fresh
 
     def _run(self) -> None:
+        delay = self.interval
         try:
             self.poll_once()
         except http_client.ServerError as exc:
-            log.info("approval poll: %s", exc.code)  # e.g. device_not_trusted: nothing to show
+            log.info("approval poll: %s", exc.code)
+            if exc.code == "device_not_trusted":  # nothing for this device until it is trusted
+                delay = max(delay, UNTRUSTED_INTERVAL)
         except Exception:  # noqa: BLE001 - a notifier bug must not stop the schedule
             log.exception("approval poll failed")
-        self._schedule(self.interval * random.uniform(1 - JITTER, 1 + JITTER))  # noqa: S311
+        self._schedule(delay * random.uniform(1 - JITTER, 1 + JITTER))  # noqa: S311

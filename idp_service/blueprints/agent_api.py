@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from idp_service import approve, authenticate, challenges, enroll, report
+from idp_service import approve, audit, authenticate, challenges, enroll, report
 from idp_service.context import ctx
 from idp_service.errors import ApiError
 from trust_protocol.encoding import b64e
@@ -91,5 +91,12 @@ def report_facts() -> Response:
 @bp.post("/notices")
 def notices() -> Response:
     """A trusted device's pending approval notices; the body is a signed poll."""
-    sealed = approve.notices_for(ctx(), _body(1024), remote_addr=request.remote_addr)
+    try:
+        body = _body(1024)
+    except ApiError as exc:
+        audit.record_separately(
+            ctx().db, "approval.poll", "rejected", code=exc.code, remote_addr=request.remote_addr
+        )
+        raise
+    sealed = approve.notices_for(ctx(), body, remote_addr=request.remote_addr)
     return jsonify({"notices": sealed})
