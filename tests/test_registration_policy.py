@@ -133,3 +133,25 @@ def test_depths_and_effective_policy_on_the_database(service_ctx):
         with pytest.raises(ApiError) as exc:
             set_group(s, "nope", "tofu", actor="test", env_default="tofu")
         assert exc.value.code == "group_not_found" and exc.value.status == 404
+
+
+def test_a_bad_policy_stops_the_service_with_a_clear_message(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.procs import base_env
+
+    env = base_env(
+        DEVICETRUST_REGISTRATION_POLICY="trust_everyone",
+        DEVICETRUST_DATA_DIR=str(tmp_path),
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "idp_service", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "DEVICETRUST_REGISTRATION_POLICY='trust_everyone' is not a policy" in out.stderr
+    assert "Traceback" not in out.stderr
