@@ -138,6 +138,25 @@ def _collector(replay: Path | None):  # noqa: ANN202 - Callable[[dict], dict]
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def approve(state_dir: Path, as_json: bool) -> None:
+    """Show codes that let a new device of yours in (this device must be trusted)."""
+    from agent import http_client
+    from agent.approve import describe, fetch
+
+    enrollment = state.load(state_dir)
+    if enrollment is None:
+        raise click.ClickException("not enrolled. Run: devicetrust-agent enroll URL CODE")
+    try:
+        found = fetch(enrollment, _keys(state_dir))
+    except http_client.ServerError as exc:
+        raise click.ClickException(f"{exc.message} ({exc.code})") from None
+    text = "\n".join(describe(r) for r in found) or "no device is waiting for your approval"
+    _emit({"requests": [r.to_json() for r in found]}, as_json, text)
+
+
+@cli.command()
 @click.option(
     "--no-callback",
     is_flag=True,
@@ -151,6 +170,19 @@ def _collector(replay: Path | None):  # noqa: ANN202 - Callable[[dict], dict]
     help="Report the facts of a recorded device (a directory with host.json): for demos/tests.",
 )
 @click.option("--no-reports", is_flag=True, help="Do not send posture reports (sign-ins only).")
+@click.option(
+    "--no-approvals",
+    is_flag=True,
+    help="Do not poll for approval requests from your new devices (no notifications).",
+)
+@click.option(
+    "--approval-interval",
+    type=click.FloatRange(5, 3600),
+    default=30.0,
+    show_default=True,
+    envvar="DEVICETRUST_AGENT_APPROVAL_INTERVAL",
+    help="Seconds between polls for approval requests (with jitter).",
+)
 @click.option(
     "--service",
     "services",
@@ -167,10 +199,14 @@ def run(
     no_callback: bool,
     replay: Path | None,
     no_reports: bool,
+    no_approvals: bool,
+    approval_interval: float,
     services: tuple[str, ...],
 ) -> None:
     """Keep the local channel open for sign-ins and report posture (Ctrl-C stops it)."""
+    from agent.approve import ApprovalPoller
     from agent.local_channel import ChannelState, bind_first_free, serve_in_thread
+    from agent.notify import Notifier
     from agent.page_enroll import service_url
     from agent.report import ReportScheduler
 
@@ -202,12 +238,19 @@ def run(
     logging.info("local channel listening on 127.0.0.1:%d", channel.server_address[1])
     stop = threading.Event()
     scheduler: ReportScheduler | None = None
+    poller: ApprovalPoller | None = None
 
     def start_reports(current: state.Enrollment | None) -> None:
-        nonlocal scheduler
+        nonlocal scheduler, poller
         if scheduler is not None:
             scheduler.shutdown()
             scheduler = None
+        if poller is not None:
+            poller.shutdown()
+            poller = None
+        if current is not None and not no_approvals:
+            poller = ApprovalPoller(current, keys, Notifier(), interval=approval_interval)
+            poller.start()
         channel_state.on_recheck = None
         if current is None or no_reports:
             return
@@ -238,6 +281,8 @@ def run(
             logging.info("enrollment reloaded")
     if scheduler is not None:
         scheduler.shutdown()
+    if poller is not None:
+        poller.shutdown()
     channel.shutdown()
     channel.server_close()
     logging.info("stopped")

@@ -26,6 +26,9 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     db = Database(settings.database_url)
     service = ServiceContext(settings=settings, db=db, keys=load_server_keys(db))
     app.extensions["devicetrust"] = service
+    from idp_service import approve
+
+    approve.load_key(service)  # the approval-code HMAC key, read before any request
     app.config.update(
         SECRET_KEY=settings.secret_key or load_secret(db, SESSION_KEY),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
@@ -40,7 +43,7 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     )
     register_error_handlers(app)
 
-    from idp_service.blueprints import agent_api, health, login
+    from idp_service.blueprints import agent_api, health, login, login_approve  # noqa: F401
 
     app.register_blueprint(health.bp)
     app.register_blueprint(agent_api.bp)

@@ -21,7 +21,10 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 
 
 def _settings() -> Settings:
-    return Settings.from_env()
+    try:
+        return Settings.from_env()
+    except ValueError as exc:  # a bad DEVICETRUST_* value: say which, no traceback
+        raise click.ClickException(str(exc)) from None
 
 
 def _db():  # noqa: ANN202 - returns Database; imported lazily to keep --help fast
@@ -77,6 +80,8 @@ def _redact(url: str) -> str:
 def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
     """Run the HTTP service (gunicorn; --dev for Werkzeug's server)."""
     from idp_service.app import create_app
+
+    _settings()  # refuse a bad configuration before binding, with a clear message
 
     if dev:
         app = create_app(background=True)
@@ -428,6 +433,10 @@ cli.add_command(scim_token)
 from idp_service.api.cli import api_token  # noqa: E402
 
 cli.add_command(api_token)
+
+from idp_service.policy_cli import policy  # noqa: E402
+
+cli.add_command(policy)
 
 
 def main() -> None:

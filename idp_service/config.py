@@ -12,6 +12,9 @@ from pathlib import Path
 
 from trust_protocol.ports import DEFAULT_AGENT_PORTS, parse_ports
 
+# Registration policies, least strict first (idp_service/registration_policy.py).
+REGISTRATION_POLICIES = ("tofu", "trusted_device_approval", "admin_approval")
+
 
 def default_data_dir() -> Path:
     """Per-user data directory for the embedded SQLite database and local state."""
@@ -57,6 +60,9 @@ class Settings:
     max_request_bytes: int = 1024 * 1024
     secret_key: str = ""  # Flask session key; derived from the server secret when empty
     registration_policy: str = "tofu"
+    approval_code_ttl: int = 600  # seconds a trusted-device approval code lives
+    approval_attempts: int = 5  # wrong codes allowed per approval request
+    approval_poll_skew: int = 120  # seconds a device's signed notice poll may be off
     report_interval: int = 300  # seconds between an agent's posture reports
     checks_dirs: tuple[str, ...] = ()  # the security team's check files (reloaded live)
     builtin_checks: tuple[str, ...] = ()  # ("all",), or ids of built-in checks to enforce
@@ -85,7 +91,9 @@ class Settings:
             login_ttl=int(env.get("DEVICETRUST_LOGIN_TTL", "600")),
             enroll_code_ttl=int(env.get("DEVICETRUST_ENROLL_CODE_TTL", str(24 * 3600))),
             secret_key=env.get("DEVICETRUST_SECRET_KEY", ""),
-            registration_policy=env.get("DEVICETRUST_REGISTRATION_POLICY", "tofu"),
+            registration_policy=env.get("DEVICETRUST_REGISTRATION_POLICY", "tofu").strip(),
+            approval_code_ttl=60 * int(env.get("DEVICETRUST_APPROVAL_CODE_TTL", "10")),
+            approval_attempts=int(env.get("DEVICETRUST_APPROVAL_ATTEMPTS", "5")),
             report_interval=int(env.get("DEVICETRUST_REPORT_INTERVAL", "300")),
             checks_dirs=tuple(
                 d for d in env.get("DEVICETRUST_CHECKS_DIR", "").split(os.pathsep) if d
@@ -101,6 +109,15 @@ class Settings:
         )
         if s.scim_reactivation not in ("require_approval", "restore"):
             raise ValueError("DEVICETRUST_SCIM_REACTIVATION must be require_approval or restore")
+        if s.registration_policy not in REGISTRATION_POLICIES:
+            raise ValueError(
+                f"DEVICETRUST_REGISTRATION_POLICY={s.registration_policy!r} is not a policy; "
+                "use one of: " + ", ".join(REGISTRATION_POLICIES)
+            )
+        if not 0 < s.approval_code_ttl <= 24 * 3600:
+            raise ValueError("DEVICETRUST_APPROVAL_CODE_TTL must be between 1 and 1440 minutes")
+        if not 0 < s.approval_attempts <= 100:
+            raise ValueError("DEVICETRUST_APPROVAL_ATTEMPTS must be between 1 and 100")
         if not 0 < s.challenge_ttl <= 120:
             raise ValueError("DEVICETRUST_CHALLENGE_TTL must be between 1 and 120 seconds")
         return s

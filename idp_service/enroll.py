@@ -3,8 +3,10 @@
 The agent half is ``agent/enroll.py``. An administrator makes a code bound to a
 user; the agent answers a ``register`` challenge with the code inside the box;
 the service checks the code (once, atomically), binds the new device to the
-code's user, and applies the registration policy (TOFU by default: a user's
-first device is trusted, later ones wait for approval).
+code's user, and applies the registration policy (``registration_policy.py``;
+TOFU by default: a user's first device is trusted, later ones wait for
+approval; under ``trusted_device_approval`` a code goes to the user's trusted
+devices, ``idp_service/approve.py``).
 
 In factor mode the login page may register a user's first device without a
 code, on the strength of an identity broker's signed subject
@@ -19,12 +21,13 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from idp_service import audit, challenges, login_enroll
+from idp_service import audit, challenges, login_enroll, registration_policy
 from idp_service.context import ServiceContext
 from idp_service.errors import ApiError
+from idp_service.registration_policy import Decision
 from idp_service.storage.models import Device, EnrollmentCode, User, utcnow
 from trust_protocol.errors import ProtocolError
 
@@ -129,16 +132,13 @@ class Registration:
         }
 
 
-def initial_state(service: ServiceContext, session: Session, user_id: str) -> str:
-    """Apply the registration policy to a new device of ``user_id``."""
-    if service.settings.registration_policy == "admin_approval":
-        return "pending"
-    trusted = session.execute(
-        select(func.count())
-        .select_from(Device)
-        .where(Device.user_id == user_id, Device.state == "trusted")
-    ).scalar_one()
-    return "trusted" if trusted == 0 else "pending"
+def initial_state(service: ServiceContext, session: Session, user_id: str) -> Decision:
+    """Apply the registration policy that is most specific for ``user_id`` to a new device.
+
+    See ``idp_service/registration_policy.py``; the decision says which policy
+    applied and from where (``env``, ``global`` or ``group:<id>``).
+    """
+    return registration_policy.decide(session, service.settings.registration_policy, user_id)
 
 
 def register(
@@ -189,7 +189,8 @@ def register(
                 challenges.consume(
                     session, verified.challenge, via="agent", device_id=verified.device_id
                 )
-            state = initial_state(service, session, user.id)
+            decision = initial_state(service, session, user.id)
+            state = decision.state
             now = utcnow()
             session.add(
                 Device(
@@ -211,6 +212,13 @@ def register(
             )
             if method != "code":
                 details["method"] = method
+            details.update(decision.audit)
+            if decision.needs_code:
+                from idp_service import approve  # approve builds on this module
+
+                session.flush()
+                new_device = session.get(Device, verified.device_id)
+                details["approval_request"] = approve.open_request(service, session, new_device).id
             audit.record(
                 session,
                 "device.register",
@@ -242,7 +250,7 @@ def register(
 
 def _state_reason(state: str, method: str) -> str:
     if state != "trusted":
-        return "awaiting approval"
+        return "awaiting approval"  # by an admin, or a code from a trusted device (approve.py)
     if method == "broker":
         return "first device (TOFU, vouched for by the identity broker)"
     return "first device (TOFU)"

@@ -30,6 +30,8 @@ PROTOCOL_STATUS: dict[str, int] = {
     "device_denied": 403,
     "device_revoked": 403,
     "owner_inactive": 403,
+    "bad_poll_signature": 403,
+    "poll_expired": 403,
 }
 
 # What a person or a script should do next, per code.

@@ -69,6 +69,9 @@ def change_state(
     before = device.state
     device.state = TARGET[action]
     device.state_reason = reason
+    from idp_service.approve import close_for_device
+
+    close_for_device(session, device.id, f"admin {action}")  # an admin decided instead
     audit.record(
         session,
         f"device.{action}",

@@ -49,6 +49,7 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(database_url, tm
             "device_id": [d for ds in data["devices"].values() for d in ds],
             "user_id": [data["alice"], data["bob"]],
             "group_id": [data["group"]],
+            "group": [data["group"], "Admins"],  # registration policies, by id or displayName
             "sp": [sp["id"], "seeded"],
         }
         report = artifacts / f"schemathesis-{Path(database_url).name.split('?')[0]}"

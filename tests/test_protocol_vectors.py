@@ -76,7 +76,7 @@ def test_generator_reproduces_the_committed_file():
 
 
 def test_vector_names_are_unique():
-    for section in ("challenges", "responses", "agent_checks"):
+    for section in ("challenges", "responses", "agent_checks", "notices", "polls"):
         names = _ids(V[section])
         assert len(names) == len(set(names)), section
 
@@ -84,7 +84,12 @@ def test_vector_names_are_unique():
 def test_every_stateless_rejection_code_has_a_vector():
     # challenge_replayed needs the issuing server's database (the record of answers).
     stateful = {"challenge_replayed"}
-    covered = {v["expect"]["code"] for v in V["responses"] if v["expect"]["verdict"] == "reject"}
+    covered = {
+        v["expect"]["code"]
+        for section in ("responses", "notices", "polls")  # notices: test_notice_vectors.py
+        for v in V[section]
+        if v["expect"]["verdict"] == "reject"
+    }
     assert covered == set(CODES) - stateful
 
 

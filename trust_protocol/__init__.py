@@ -10,6 +10,9 @@ dangerous primitives stay in one small, reviewable place:
 * :mod:`trust_protocol.server_keys` - the server's signing key and the HKDF
   derivation of per-challenge box keys (server side only).
 * :mod:`trust_protocol.device_keys` - the device's long-term key pairs.
+* :mod:`trust_protocol.notice` - server-signed notices sealed to one device
+  (the approve ceremony's verification codes).
+* :mod:`trust_protocol.poll` - the device-signed poll that fetches them.
 
 The format is specified in ``docs/protocol.md``; ``tests/vectors/`` holds test
 vectors that any implementation can check itself against.

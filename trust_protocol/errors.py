@@ -28,6 +28,11 @@ CODES: dict[str, str] = {
     "device_revoked": "The device's trust was revoked.",
     "owner_inactive": "The device's owner is deactivated.",
     "clock_skew": "The agent's clock differs from the server's by more than the allowed bound.",
+    "bad_notice_signature": "The notice is not signed by the pinned server key.",
+    "notice_wrong_device": "The notice is addressed to another device.",
+    "notice_expired": "The notice's expires_at has passed.",
+    "bad_poll_signature": "The poll is not signed by the device's registered key.",
+    "poll_expired": "The poll's time is outside the allowed window.",
 }
 
 

@@ -15,7 +15,15 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Mount the console and register its login completer."""
-    from idp_service.admin import checks, devices, directory, overview, records, signin  # noqa: F401
+    from idp_service.admin import (  # noqa: F401
+        checks,
+        devices,
+        directory,
+        overview,
+        policies,
+        records,
+        signin,
+    )
     from idp_service.admin.auth import complete_login
     from idp_service.admin.blueprint import bp
     from idp_service.blueprints.login import LOGIN_COMPLETERS

@@ -45,4 +45,12 @@ def audit_log() -> str:
 @bp.get("/settings")
 def settings() -> str:
     """The effective settings (read-only; change them in the environment, docs/deploy.md)."""
-    return render_template("admin/settings.html", settings=redacted(ctx().settings))
+    from idp_service.admin.policies import listing
+    from idp_service.registration_policy import POLICIES
+
+    return render_template(
+        "admin/settings.html",
+        settings=redacted(ctx().settings),
+        policies=listing(),
+        policy_names=POLICIES,
+    )

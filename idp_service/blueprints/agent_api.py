@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from idp_service import authenticate, challenges, enroll, report
+from idp_service import approve, audit, authenticate, challenges, enroll, report
 from idp_service.context import ctx
 from idp_service.errors import ApiError
 from trust_protocol.encoding import b64e
@@ -86,3 +86,17 @@ def report_challenge() -> Response:
 def report_facts() -> Response:
     """A posture report: the body is a response envelope to a ``report`` challenge."""
     return jsonify(report.ingest(ctx(), _body(MAX_REPORT), remote_addr=request.remote_addr))
+
+
+@bp.post("/notices")
+def notices() -> Response:
+    """A trusted device's pending approval notices; the body is a signed poll."""
+    try:
+        body = _body(1024)
+    except ApiError as exc:
+        audit.record_separately(
+            ctx().db, "approval.poll", "rejected", code=exc.code, remote_addr=request.remote_addr
+        )
+        raise
+    sealed = approve.notices_for(ctx(), body, remote_addr=request.remote_addr)
+    return jsonify({"notices": sealed})

@@ -189,6 +189,12 @@ def _status_body(txn_id: str, status: str, code: str | None) -> Response:
         )
     if status in ("verified", "denied"):
         body["next"] = f"/login/{txn_id}/continue"
+    if code == "device_pending":
+        from idp_service.blueprints.login_approve import approve_url
+
+        url = approve_url(txn_id)
+        if url:
+            body["approve"] = url  # the page asks for a code from a trusted device
     return jsonify(body)
 
 

@@ -191,8 +191,13 @@
       run();
     }
 
-    function pending() {
+    function pending(status) {
       stopPolling();
+      if (status && status.approve) {
+        // A trusted device of this user got a code: ask for it on its own page.
+        window.location.assign(status.approve);
+        return;
+      }
       const note = document.getElementById("pending-note");
       note.textContent = checkedOnce
         ? "Checked at " + new Date().toLocaleTimeString() + ": still waiting for approval."
@@ -231,13 +236,18 @@
         if (!err) return false;
         if (err.code === "not_enrolled") { offer(err.code, port, err.enroll_here === true); return true; }
         if (err.code === "device_unknown") { offer(err.code, port, true); return true; }
-        if (err.code === "device_pending") { pending(); return true; }
+        if (err.code === "device_pending") {
+          fetch(base + "/status", { credentials: "same-origin" })
+            .then(function (r) { return r.json(); })
+            .then(pending, function () { pending(); });
+          return true;
+        }
         return false;
       },
       // A transaction status: waiting for approval is not the end of this sign-in.
       handlesStatus: function (status) {
         if (status && status.status === "denied" && status.code === "device_pending") {
-          pending();
+          pending(status);
           return true;
         }
         return false;

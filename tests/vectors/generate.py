@@ -37,6 +37,8 @@ OUT = Path(__file__).with_name("v1.json")
 
 CHALLENGE_CONTEXT = b"devicetrust/v1/challenge\x00"
 RESPONSE_CONTEXT = b"devicetrust/v1/response\x00"
+NOTICE_CONTEXT = b"devicetrust/v1/notice\x00"
+POLL_CONTEXT = b"devicetrust/v1/poll\x00"
 HKDF_SALT = b"devicetrust/v1"
 HKDF_INFO_PREFIX = b"devicetrust/v1/challenge-box\x00"
 
@@ -1065,6 +1067,256 @@ def box_key_vectors() -> list[dict[str, Any]]:
     return out
 
 
+# -- notices (section 14) ------------------------------------------------------------------
+
+NOTICE_EPHEMERAL = seed("notice ephemeral secret")
+NOTICE_NONCE = seed("notice nonce", 24)
+NOTICE_MAX_SEALED = 32 + 24 + 16 + 64 + 2048
+NOTICE_NOW = T0 + 30
+
+
+def notice_fields(**changes: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "v": 1,
+        "kind": "approval",
+        "kid": SERVER.kid,
+        "id": "6a0f3c2e-8d41-4b7a-9e15-2c3d4f5a6b7c",
+        "to": LAPTOP.device_id,
+        "issued_at": T0,
+        "expires_at": T0 + 600,
+        "code": "K7QM-W3XP",
+        "device": {
+            "hostname": "desktop-02",
+            "platform": "linux",
+            "serial": "PF9ZZ1QB",
+            "first_seen": T0 - 10,
+        },
+    }
+    for key, value in changes.items():
+        if value is DROP:
+            fields.pop(key)
+        else:
+            fields[key] = value
+    return fields
+
+
+def seal_notice_bytes(
+    payload: bytes,
+    *,
+    signer: Server = SERVER,
+    recipient: Device = LAPTOP,
+    context: bytes = NOTICE_CONTEXT,
+) -> bytes:
+    """``epk || nonce || crypto_box(signature || payload)`` with the fixed ephemeral key."""
+    signature = ed25519_sign(signer.sign_seed, context + payload)
+    return x25519_public(NOTICE_EPHEMERAL) + box_seal(
+        signature + payload, recipient.box_public, NOTICE_EPHEMERAL, NOTICE_NONCE
+    )
+
+
+def notice_vectors() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, description: str, sealed: bytes, expect: dict[str, Any], **kw: Any) -> None:
+        out.append(
+            {
+                "name": name,
+                "description": description,
+                "sealed": b64e(sealed),
+                "recipient": kw.get("recipient", "laptop"),
+                "device_id": kw.get("device_id", LAPTOP.device_id),
+                "server": "server",
+                "now": kw.get("now", NOTICE_NOW),
+                "expect": expect,
+            }
+        )
+
+    good = canonical(notice_fields())
+    add(
+        "accept",
+        "A valid approval notice for the laptop",
+        seal_notice_bytes(good),
+        {"verdict": "accept", "notice": notice_fields()},
+    )
+    null_device = notice_fields(
+        device={"hostname": None, "platform": None, "serial": None, "first_seen": T0}
+    )
+    add(
+        "accept_nulls",
+        "hostname, platform and serial may be null",
+        seal_notice_bytes(canonical(null_device)),
+        {"verdict": "accept", "notice": null_device},
+    )
+    sealed = bytearray(seal_notice_bytes(good))
+    sealed[80] ^= 0x01
+    add("tampered_box", "One ciphertext bit flipped", bytes(sealed), reject("box_open_failed"))
+    add(
+        "sealed_to_desktop",
+        "Sealed to another device's box key",
+        seal_notice_bytes(good, recipient=DESKTOP),
+        reject("box_open_failed"),
+    )
+    add(
+        "other_server",
+        "Signed by a server key the device did not pin",
+        seal_notice_bytes(good, signer=OTHER_SERVER),
+        reject("bad_notice_signature"),
+    )
+    add(
+        "challenge_context",
+        "Signed under the challenge context instead of the notice one",
+        seal_notice_bytes(good, context=CHALLENGE_CONTEXT),
+        reject("bad_notice_signature"),
+    )
+    add(
+        "other_kid",
+        "Signed by the pinned key but naming another key id",
+        seal_notice_bytes(canonical(notice_fields(kid=OTHER_SERVER.kid))),
+        reject("bad_notice_signature"),
+    )
+    resealed = canonical(notice_fields(to=DESKTOP.device_id))
+    add(
+        "resealed_to_laptop",
+        "The desktop's notice, re-sealed to the laptop's box key",
+        seal_notice_bytes(resealed),
+        reject("notice_wrong_device"),
+    )
+    add(
+        "expired",
+        "now is at expires_at",
+        seal_notice_bytes(good),
+        reject("notice_expired"),
+        now=T0 + 600,
+    )
+    spaced = json.dumps(notice_fields(), sort_keys=True).encode()
+    add("not_canonical", "JSON with spaces", seal_notice_bytes(spaced), reject("malformed"))
+    extra = canonical(notice_fields(extra="x"))
+    add("extra_field", "An unknown field", seal_notice_bytes(extra), reject("malformed"))
+    add(
+        "missing_field",
+        "No code",
+        seal_notice_bytes(canonical(notice_fields(code=DROP))),
+        reject("malformed"),
+    )
+    add(
+        "version_2",
+        "v is 2",
+        seal_notice_bytes(canonical(notice_fields(v=2))),
+        reject("unsupported_version"),
+    )
+    add(
+        "unknown_kind",
+        "kind is not approval",
+        seal_notice_bytes(canonical(notice_fields(kind="wipe"))),
+        reject("malformed"),
+    )
+    add(
+        "long_lifetime",
+        "expires_at more than a day after issued_at",
+        seal_notice_bytes(canonical(notice_fields(expires_at=T0 + 86401))),
+        reject("malformed"),
+    )
+    dup = good[:-1] + b',"v":1}'
+    add("duplicate_key", "v appears twice", seal_notice_bytes(dup), reject("malformed"))
+    add("too_short", "Shorter than any notice", seal_notice_bytes(good)[:100], reject("malformed"))
+    add(
+        "too_large", "One byte over the size cap", bytes(NOTICE_MAX_SEALED + 1), reject("too_large")
+    )
+    return out
+
+
+def poll_body(payload: bytes, signer_seed: bytes, context: bytes = POLL_CONTEXT) -> str:
+    signature = ed25519_sign(signer_seed, context + payload)
+    return canonical({"poll": b64e(payload), "signature": b64e(signature)}).decode()
+
+
+def poll_vectors() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    good = canonical({"device_id": LAPTOP.device_id, "time": NOW, "v": 1})
+
+    def add(name: str, description: str, body: str, expect: dict[str, Any], now: int = NOW) -> None:
+        out.append(
+            {
+                "name": name,
+                "description": description,
+                "body": body,
+                "registered": "laptop",
+                "now": now,
+                "window": 120,
+                "expect": expect,
+            }
+        )
+
+    add(
+        "accept",
+        "A fresh poll signed by the laptop",
+        poll_body(good, LAPTOP.sign_seed),
+        {"verdict": "accept", "device_id": LAPTOP.device_id, "time": NOW},
+    )
+    add(
+        "accept_edge",
+        "120 s old: at the edge of the window",
+        poll_body(good, LAPTOP.sign_seed),
+        {"verdict": "accept", "device_id": LAPTOP.device_id, "time": NOW},
+        now=NOW + 120,
+    )
+    add(
+        "stale",
+        "121 s old",
+        poll_body(good, LAPTOP.sign_seed),
+        reject("poll_expired"),
+        now=NOW + 121,
+    )
+    add(
+        "future",
+        "121 s ahead",
+        poll_body(good, LAPTOP.sign_seed),
+        reject("poll_expired"),
+        now=NOW - 121,
+    )
+    add(
+        "mallory",
+        "Signed by another key claiming the laptop's id",
+        poll_body(good, MALLORY.sign_seed),
+        reject("bad_poll_signature"),
+    )
+    add(
+        "response_context",
+        "Signed under the response context",
+        poll_body(good, LAPTOP.sign_seed, RESPONSE_CONTEXT),
+        reject("bad_poll_signature"),
+    )
+    spaced = json.dumps({"device_id": LAPTOP.device_id, "time": NOW, "v": 1}).encode()
+    add(
+        "not_canonical",
+        "Payload with spaces",
+        poll_body(spaced, LAPTOP.sign_seed),
+        reject("malformed"),
+    )
+    extra = canonical({"device_id": LAPTOP.device_id, "time": NOW, "v": 1, "x": 1})
+    add(
+        "extra_field",
+        "An unknown payload field",
+        poll_body(extra, LAPTOP.sign_seed),
+        reject("malformed"),
+    )
+    add(
+        "version_2",
+        "v is 2",
+        poll_body(
+            canonical({"device_id": LAPTOP.device_id, "time": NOW, "v": 2}), LAPTOP.sign_seed
+        ),
+        reject("unsupported_version"),
+    )
+    add(
+        "no_signature",
+        "The signature is missing",
+        canonical({"poll": b64e(good)}).decode(),
+        reject("malformed"),
+    )
+    return out
+
+
 def build() -> dict[str, Any]:
     """The whole vector file as a JSON-ready object."""
     return {
@@ -1076,6 +1328,8 @@ def build() -> dict[str, Any]:
         "constants": {
             "challenge_context": CHALLENGE_CONTEXT.hex(),
             "response_context": RESPONSE_CONTEXT.hex(),
+            "notice_context": NOTICE_CONTEXT.hex(),
+            "poll_context": POLL_CONTEXT.hex(),
             "hkdf_salt": HKDF_SALT.hex(),
             "hkdf_info_prefix": HKDF_INFO_PREFIX.hex(),
             "max_lifetime": 120,
@@ -1100,6 +1354,8 @@ def build() -> dict[str, Any]:
         "challenges": challenge_vectors(),
         "responses": response_vectors(),
         "agent_checks": agent_vectors(),
+        "notices": notice_vectors(),
+        "polls": poll_vectors(),
     }
 
 

@@ -1,0 +1,52 @@
+"""The console's registration-policy forms (shown on the settings page).
+
+Set the global policy (or go back to the environment's default), and set or
+clear a SCIM group's policy. Each POST carries the console's CSRF token (the
+blueprint checks it) and is audited by ``idp_service/registration_policy.py``
+with the admin as actor and the policy before and after.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, redirect, request
+
+from idp_service import registration_policy as rp
+from idp_service.admin.auth import current_admin
+from idp_service.admin.blueprint import bp
+from idp_service.context import ctx
+from idp_service.errors import ApiError
+
+
+def listing() -> dict[str, Any]:
+    """What the settings page shows about registration policies."""
+    with ctx().db.session() as s:
+        return rp.listing(s, ctx().settings.registration_policy)
+
+
+@bp.post("/settings/policy")
+def set_policy() -> Response:
+    """``scope=global`` or ``scope=group`` (with ``group``); ``policy`` or ``policy=clear``."""
+    scope = request.form.get("scope", "")
+    policy = request.form.get("policy", "")
+    group = (request.form.get("group") or "").strip()
+    env_default = ctx().settings.registration_policy
+    actor = current_admin().actor
+    if scope not in ("global", "group"):
+        raise ApiError("bad_scope", "Choose the global policy or a group.")
+    if scope == "group" and not 0 < len(group) <= 256:
+        raise ApiError("group_required", "Name the SCIM group (displayName or id).")
+    if policy != "clear":
+        rp.check_policy(policy)
+    with ctx().db.session() as s:
+        if scope == "global":
+            if policy == "clear":
+                rp.clear_global(s, actor=actor, env_default=env_default)
+            else:
+                rp.set_global(s, policy, actor=actor, env_default=env_default)
+        elif policy == "clear":
+            rp.clear_group(s, group, actor=actor, env_default=env_default)
+        else:
+            rp.set_group(s, group, policy, actor=actor, env_default=env_default)
+    return redirect("/admin/settings#policies", 303)

@@ -1,0 +1,131 @@
+"""Registration policies: read them, set the global one, set or clear a group's.
+
+A thin mapping onto :mod:`idp_service.registration_policy`, which validates and
+audits every change with the token as actor and the policy before and after.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from idp_service import registration_policy as rp
+from idp_service.api import schema as S
+from idp_service.api.core import Call
+from idp_service.api.core import operation as op
+from idp_service.context import ctx
+from idp_service.errors import ApiError
+
+POLICY = {"enum": list(rp.POLICIES)}
+STAMP = {
+    "updated_at": S.TIMESTAMP_OR_NULL,
+    "updated_by": {"type": ["string", "null"]},
+}
+LISTING = S.obj(
+    {
+        "global": S.obj(
+            {
+                "policy": POLICY,
+                "source": {"enum": ["env", "setting"]},
+                "env_default": POLICY,
+                **STAMP,
+            },
+            ("policy", "source", "env_default", "updated_at", "updated_by"),
+        ),
+        "groups": S.array(
+            S.obj(
+                {"group_id": {"type": "string"}, "group": {"type": "string"}, "policy": POLICY}
+                | STAMP,
+                ("group_id", "group", "policy", "updated_at", "updated_by"),
+            )
+        ),
+    },
+    ("global", "groups"),
+)
+CHANGE = S.obj(
+    {
+        "scope": {"enum": ["global", "group"]},
+        "group_id": {"type": ["string", "null"]},
+        "before": {"enum": [*rp.POLICIES, None]},
+        "after": {"enum": [*rp.POLICIES, None]},
+    },
+    ("scope", "group_id", "before", "after"),
+)
+BODY = S.obj({"policy": POLICY}, ("policy",))
+GROUP_PATH = {"group": S.string(256, min_length=1)}
+
+
+def _env() -> str:
+    return ctx().settings.registration_policy
+
+
+def _group(call: Call) -> str:
+    ref = call.path["group"]
+    if not S.storable(ref):
+        raise ApiError("group_not_found", "no such SCIM group", 404)
+    return ref
+
+
+@op(
+    "GET",
+    "/policies",
+    summary="The registration policies: global (and where it comes from) and per group",
+    tag="policies",
+    response=LISTING,
+)
+def list_policies(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        return rp.listing(s, _env())
+
+
+@op(
+    "PUT",
+    "/policies/global",
+    summary="Set the global registration policy (overrides DEVICETRUST_REGISTRATION_POLICY)",
+    tag="policies",
+    body=BODY,
+    response=CHANGE,
+)
+def set_global_policy(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        return rp.set_global(s, call.body["policy"], actor=call.actor, env_default=_env())
+
+
+@op(
+    "DELETE",
+    "/policies/global",
+    summary="Drop the stored global policy: the environment's default applies again",
+    tag="policies",
+    response=CHANGE,
+)
+def clear_global_policy(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        return rp.clear_global(s, actor=call.actor, env_default=_env())
+
+
+@op(
+    "PUT",
+    "/policies/groups/{group}",
+    summary="Set a SCIM group's registration policy (group by id or displayName)",
+    tag="policies",
+    path_params=GROUP_PATH,
+    body=BODY,
+    response=CHANGE,
+)
+def set_group_policy(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        return rp.set_group(
+            s, _group(call), call.body["policy"], actor=call.actor, env_default=_env()
+        )
+
+
+@op(
+    "DELETE",
+    "/policies/groups/{group}",
+    summary="Clear a SCIM group's registration policy",
+    tag="policies",
+    path_params=GROUP_PATH,
+    response=CHANGE,
+)
+def clear_group_policy(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        return rp.clear_group(s, _group(call), actor=call.actor, env_default=_env())
