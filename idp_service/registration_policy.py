@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp_service import audit
@@ -217,11 +218,27 @@ def _write(
         if row is not None:
             session.delete(row)
     elif row is None:
-        session.add(
-            RegistrationPolicy(
-                scope=scope, group_id=group_id, policy=policy, updated_at=utcnow(), updated_by=actor
+        try:
+            # A savepoint: if another admin created this scope's row meanwhile, the
+            # insert collides and this becomes an update of their row.
+            with session.begin_nested():
+                session.add(
+                    RegistrationPolicy(
+                        scope=scope,
+                        group_id=group_id,
+                        policy=policy,
+                        updated_at=utcnow(),
+                        updated_by=actor,
+                    )
+                )
+        except IntegrityError:
+            row = session.get(
+                RegistrationPolicy, scope, with_for_update=True, populate_existing=True
             )
-        )
+            if row is None:  # pragma: no cover - it collided, so it exists
+                raise
+            before = row.policy
+            row.policy, row.updated_at, row.updated_by = policy, utcnow(), actor
     else:
         row.policy, row.updated_at, row.updated_by = policy, utcnow(), actor
     details: dict[str, Any] = {"scope": "global" if group_id is None else "group"}

@@ -155,3 +155,45 @@ def test_a_bad_policy_stops_the_service_with_a_clear_message(tmp_path):
     assert out.returncode == 1
     assert "DEVICETRUST_REGISTRATION_POLICY='trust_everyone' is not a policy" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_two_admins_setting_a_new_scope_at_once_both_succeed(service_ctx):
+    """The second insert of a brand-new scope waits for the first, collides, and updates."""
+    import threading
+
+    from sqlalchemy import select
+
+    from idp_service.storage.approval_tables import RegistrationPolicy
+    from idp_service.storage.models import AuditEvent
+
+    db = service_ctx.extensions["devicetrust"].db
+    transaction = db.session()
+    first = transaction.__enter__()
+    set_global(
+        first, "admin_approval", actor="first", env_default="tofu"
+    )  # inserted, not committed
+    outcome: dict[str, object] = {}
+
+    def second() -> None:
+        try:
+            with db.session() as s:
+                outcome["result"] = set_global(s, "tofu", actor="second", env_default="tofu")
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    thread.join(0.5)  # it waits for the first transaction (row lock, or SQLite's write lock)
+    transaction.__exit__(None, None, None)  # commit
+    thread.join(30)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["result"]["before"] == "admin_approval"
+    with db.session() as s:
+        row = s.get(RegistrationPolicy, "global")
+        assert (row.policy, row.updated_by) == ("tofu", "second")
+        actors = s.scalars(
+            select(AuditEvent.actor)
+            .where(AuditEvent.action == "policy.set")
+            .order_by(AuditEvent.id)
+        ).all()
+        assert actors == ["first", "second"]
