@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from idp_service import audit, challenges, login_enroll
+from idp_service import audit, challenges, detection, login_enroll
 from idp_service.context import ServiceContext
 from idp_service.errors import ApiError
 from idp_service.storage.models import Device, EnrollmentCode, User, utcnow
@@ -190,6 +190,10 @@ def register(
                     session, verified.challenge, via="agent", device_id=verified.device_id
                 )
             state = initial_state(service, session, user.id)
+            # Hardware another device claims: flagged, and by policy suspended (detection.py).
+            state, duplicate = detection.registration_state(
+                session, service.settings, verified, state
+            )
             now = utcnow()
             session.add(
                 Device(
@@ -207,8 +211,10 @@ def register(
                     first_seen=now,
                     last_seen=now,
                     last_clock_skew=verified.clock_skew,
+                    agent_instance=verified.platform.get("instance") or None,
                 )
             )
+            detection.record_registration(session, verified.device_id, duplicate, remote_addr)
             if method != "code":
                 details["method"] = method
             audit.record(

@@ -45,13 +45,25 @@ _PG = """
             SELECT 1 FROM devices d JOIN users u ON u.id = d.user_id
             WHERE d.id = %(device_id)s::varchar AND d.sign_key = %(sign_key)s
             AND d.user_id = %(user_id)s::varchar AND d.state = 'trusted' AND u.active
+            AND (%(hw_uuid)s::varchar IS NULL OR coalesce(d.hardware_uuid, '') IN ('', %(hw_uuid)s))
+            AND (%(serial)s::varchar IS NULL OR coalesce(d.serial, '') IN ('', %(serial)s))
+            AND d.last_seen >= %(stale_before)s
+            AND (%(alt_inst)s::varchar IS NULL OR d.agent_instance_prev IS NULL
+                 OR d.agent_instance_prev <> %(alt_inst)s OR d.agent_instance = %(alt_inst)s
+                 OR d.agent_instance_at < %(window_start)s)
         )
         ON CONFLICT (id) DO NOTHING
         RETURNING id
     ), d AS (
         UPDATE devices
         SET last_seen = %(now)s, last_clock_skew = %(skew)s, agent_version = %(agent_version)s,
-            updated_at = %(now)s
+            updated_at = %(now)s, agent_instance = coalesce(%(inst)s::varchar, agent_instance),
+            agent_instance_prev = CASE WHEN %(inst)s::varchar IS NOT NULL
+                AND agent_instance IS DISTINCT FROM %(inst)s THEN agent_instance
+                ELSE agent_instance_prev END,
+            agent_instance_at = CASE WHEN %(inst)s::varchar IS NOT NULL
+                AND agent_instance IS DISTINCT FROM %(inst)s THEN %(now)s
+                ELSE agent_instance_at END
         WHERE id = %(device_id)s::varchar AND EXISTS (SELECT 1 FROM c)
         RETURNING user_id
     ), a AS (
@@ -77,16 +89,28 @@ _PG = """
 _SQLITE_CONSUME = """
     INSERT INTO challenges (id, purpose, binding, issued_at, expires_at, consumed_at,
                             consumed_via, device_id, result)
-    SELECT ?, 'authenticate', ?, ?, ?, ?, ?, ?, 'ok'
+    SELECT :cid, 'authenticate', :binding, :issued_at, :expires_at, :now, :via, :device_id, 'ok'
     WHERE EXISTS (
         SELECT 1 FROM devices d JOIN users u ON u.id = d.user_id
-        WHERE d.id = ? AND d.sign_key = ? AND d.user_id = ? AND d.state = 'trusted' AND u.active
+        WHERE d.id = :device_id AND d.sign_key = :sign_key AND d.user_id = :user_id
+        AND d.state = 'trusted' AND u.active
+        AND (:hw_uuid IS NULL OR coalesce(d.hardware_uuid, '') IN ('', :hw_uuid))
+        AND (:serial IS NULL OR coalesce(d.serial, '') IN ('', :serial))
+        AND d.last_seen >= :stale_before
+        AND (:alt_inst IS NULL OR d.agent_instance_prev IS NULL
+             OR d.agent_instance_prev <> :alt_inst OR d.agent_instance = :alt_inst
+             OR d.agent_instance_at < :window_start)
     )
     ON CONFLICT (id) DO NOTHING
 """
 _SQLITE_DEVICE = """
-    UPDATE devices SET last_seen = ?, last_clock_skew = ?, agent_version = ?, updated_at = ?
-    WHERE id = ?
+    UPDATE devices SET last_seen = :now, last_clock_skew = :skew, agent_version = :agent_version,
+        updated_at = :now, agent_instance = coalesce(:inst, agent_instance),
+        agent_instance_prev = CASE WHEN :inst IS NOT NULL AND agent_instance IS NOT :inst
+            THEN agent_instance ELSE agent_instance_prev END,
+        agent_instance_at = CASE WHEN :inst IS NOT NULL AND agent_instance IS NOT :inst
+            THEN :now ELSE agent_instance_at END
+    WHERE id = :device_id
 """
 _SQLITE_AUDIT = """
     INSERT INTO audit_events (at, action, outcome, user_id, device_id, remote_addr, details, mac)
@@ -97,6 +121,37 @@ _SQLITE_TXN = """
     WHERE id = ? AND status = 'pending' RETURNING status, error_code
 """
 _SQLITE_TXN_STATUS = "SELECT status, error_code FROM login_transactions WHERE id = ?"
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class Guards(NamedTuple):
+    """Detection's checks in the sign-in guard; the defaults check nothing.
+
+    ``hardware_uuid``/``serial``: the seen identifiers (None: not checked; a registry
+    value that is empty matches anything). ``stale_before``: the device must have
+    been seen since. ``alternating``: refuse if this instance is the one replaced
+    since ``window_start``. ``instance`` is recorded either way.
+    """
+
+    hardware_uuid: str | None = None
+    serial: str | None = None
+    stale_before: dt.datetime = EPOCH
+    instance: str | None = None
+    alternating: str | None = None
+    window_start: dt.datetime = EPOCH
+
+    def params(self) -> dict[str, Any]:
+        """The statements' parameters."""
+        return {
+            "hw_uuid": self.hardware_uuid,
+            "serial": self.serial,
+            "stale_before": self.stale_before,
+            "inst": self.instance,
+            "alt_inst": self.alternating,
+            "window_start": self.window_start,
+        }
 
 
 class Consumed(NamedTuple):
@@ -131,10 +186,17 @@ def consume_for_trusted_device(
     remote_addr: str | None,
     details: dict[str, Any],
     txn_id: str | None = None,
+    guards: Guards | None = None,
 ) -> Consumed | None:
     """Record the answer of a trusted device owned by ``user_id`` and verify its
-    transaction; None (nothing written) if refused."""
+    transaction; None (nothing written) if refused.
+
+    ``guards`` add detection's cheap checks (``idp_service/detection.py``) to the
+    same guard: hardware identifiers as registered, not stale, no alternating agent
+    instance. When one fails nothing is written and the slow path finds out which.
+    """
     now = dt.datetime.now(dt.UTC)
+    g = guards or Guards()
     mac = _audit_mac(
         now,
         "login.device_verified",
@@ -161,6 +223,7 @@ def consume_for_trusted_device(
                 "details": json.dumps(details),
                 "mac": mac,
                 "txn_id": txn_id,
+                **g.params(),
             }
             # One statement is atomic on its own; autocommit makes it one round trip.
             row = conn.execute(_PG, params).fetchone()
@@ -168,25 +231,37 @@ def consume_for_trusted_device(
         stamp = sqlite_time(now)
         try:
             cur = conn.cursor()
+            guard = g.params()
+            guard["stale_before"] = sqlite_time(guard["stale_before"])
+            guard["window_start"] = sqlite_time(guard["window_start"])
             cur.execute(
                 _SQLITE_CONSUME,
-                (
-                    challenge_id,
-                    binding,
-                    sqlite_time(issued_at),
-                    sqlite_time(expires_at),
-                    stamp,
-                    via,
-                    device_id,
-                    device_id,
-                    sign_key,
-                    user_id,
-                ),
+                {
+                    "cid": challenge_id,
+                    "binding": binding,
+                    "issued_at": sqlite_time(issued_at),
+                    "expires_at": sqlite_time(expires_at),
+                    "now": stamp,
+                    "via": via,
+                    "device_id": device_id,
+                    "sign_key": sign_key,
+                    "user_id": user_id,
+                    **guard,
+                },
             )
             if cur.rowcount != 1:
                 conn.rollback()
                 return None
-            cur.execute(_SQLITE_DEVICE, (stamp, clock_skew, agent_version, stamp, device_id))
+            cur.execute(
+                _SQLITE_DEVICE,
+                {
+                    "now": stamp,
+                    "skew": clock_skew,
+                    "agent_version": agent_version,
+                    "inst": guard["inst"],
+                    "device_id": device_id,
+                },
+            )
             audit = (stamp, user_id, device_id, remote_addr, json.dumps(details), mac)
             cur.execute(_SQLITE_AUDIT, audit)
             status = error = None
