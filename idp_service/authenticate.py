@@ -19,7 +19,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from idp_service import audit, challenges, detection, transactions
 from idp_service.challenges import timestamp
@@ -210,6 +210,18 @@ def _explain_refusal(
             raise ProtocolError("challenge_replayed")
         now = dt.datetime.now(dt.UTC)
         findings = detection.judge_answer(device, verified.platform, now, service.settings)
+        if findings:
+            # Serialise with the other copy of this answer (browser and callback) before
+            # writing: SQLite has no row locks, so take its write lock, then look again.
+            session.execute(update(Device).where(Device.id == device.id).values(state=Device.state))
+            session.refresh(device)
+            check_registration(
+                verified,
+                RegisteredDevice(device.id, device.sign_key, device.state, bool(found[1])),
+            )
+            if session.get(ChallengeRow, verified.challenge.id_text) is not None:
+                raise ProtocolError("challenge_replayed")
+            findings = detection.judge_answer(device, verified.platform, now, service.settings)
         refusal = None
         owner = device.user_id
         if findings:
