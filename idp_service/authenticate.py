@@ -16,10 +16,10 @@ the reads that say *why* it was refused.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
 
 from idp_service import audit, challenges, detection, transactions
 from idp_service.challenges import timestamp
@@ -27,7 +27,7 @@ from idp_service.context import ServiceContext
 from idp_service.storage.login_reads import read_owner
 from idp_service.storage.login_sql import Consumed, Guards, consume_for_trusted_device
 from idp_service.storage.models import Challenge as ChallengeRow
-from idp_service.storage.models import Device, User
+from idp_service.storage.models import Device, LoginTransaction, User
 from trust_protocol.errors import ProtocolError
 from trust_protocol.response import (
     RegisteredDevice,
@@ -81,7 +81,7 @@ def verify(
         answer = verified
         checked = _guards(service, verified)
 
-        def consume(user_id: str, guards: Guards = checked) -> Consumed | None:
+        def consume(user_id: str) -> Consumed | None:
             return consume_for_trusted_device(
                 service.db.engine,
                 challenge_id=answer.challenge.id_text,
@@ -97,7 +97,7 @@ def verify(
                 remote_addr=remote_addr,
                 details={"via": via, "clock_skew": round(answer.clock_skew, 3)},
                 txn_id=txn_id,
-                guards=guards,
+                guards=checked,
             )
 
         owners = _owners(service)
@@ -110,7 +110,7 @@ def verify(
             if fresh is not None and fresh != remembered:
                 consumed = consume(fresh)
         if consumed is None:
-            consumed = _explain_refusal(service, verified, via, remote_addr, consume)
+            consumed = _explain_refusal(service, verified, via, remote_addr)
         return Authentication(
             verified.device_id,
             consumed.user_id,
@@ -183,13 +183,12 @@ def _explain_refusal(
     verified: VerifiedResponse,
     via: str,
     remote_addr: str | None,
-    consume: Callable[[str, Guards], Consumed | None],
 ) -> Consumed:
     """The guarded write refused: find out why and raise the matching code.
 
     A trusted device that detection finds something wrong with is flagged (and by
     policy suspended or denied, committed before refusing). When the policy is only
-    to flag, the answer is then recorded without detection's guards.
+    to flag, the answer is recorded here, in the same transaction.
     """
     with service.db.session() as session:
         found = session.execute(
@@ -222,20 +221,63 @@ def _explain_refusal(
             if session.get(ChallengeRow, verified.challenge.id_text) is not None:
                 raise ProtocolError("challenge_replayed")
             findings = detection.judge_answer(device, verified.platform, now, service.settings)
-        refusal = None
-        owner = device.user_id
         if findings:
             context = detection.answer_context(via, remote_addr, now)
             refusal = detection.apply(session, device, findings, service.settings, context=context)
-    if findings:
-        if refusal is not None:
-            raise ProtocolError(refusal, "; ".join(f.kind for f in findings))
-        recorded = consume(owner, Guards(instance=verified.platform.get("instance") or None))
-        if recorded is not None:
-            return recorded
+            if refusal is not None:
+                session.commit()  # the flag and the state change stand; the sign-in does not
+                raise ProtocolError(refusal, "; ".join(f.kind for f in findings))
+            # Policy "flag": the device stays trusted. Record the answer in this same
+            # (locked) transaction, so the other copy of it finds it answered.
+            return _record_flagged(session, verified, device, via, remote_addr, now, findings)
     # Everything looks fine a moment later: a concurrent change (say, a re-trust
     # right after a revocation) raced this answer. Refuse; a new sign-in will work.
     raise ProtocolError("device_revoked", "the device's state changed during this sign-in")
+
+
+def _record_flagged(
+    session: Session,
+    verified: VerifiedResponse,
+    device: Device,
+    via: str,
+    remote_addr: str | None,
+    now: dt.datetime,
+    findings: list[detection.Finding],
+) -> Consumed:
+    """The slow path's version of the guarded write, for a device flagged but left trusted."""
+    challenges.consume(session, verified.challenge, via=via, device_id=device.id)
+    device.last_seen = now
+    device.last_clock_skew = verified.clock_skew
+    device.agent_version = verified.agent_version
+    device.agent_instance, device.agent_instance_prev, device.agent_instance_at = (
+        detection.next_instances(
+            device.agent_instance,
+            device.agent_instance_prev,
+            device.agent_instance_at,
+            verified.platform.get("instance") or None,
+            now,
+        )
+    )
+    audit.record(
+        session,
+        "login.device_verified",
+        "ok",
+        user_id=device.user_id,
+        device_id=device.id,
+        remote_addr=remote_addr,
+        details={
+            "via": via,
+            "clock_skew": round(verified.clock_skew, 3),
+            "flagged": [f.kind for f in findings],
+        },
+    )
+    txn_id = transactions.txn_id_from_binding(verified.challenge.binding)
+    txn = session.get(LoginTransaction, txn_id) if txn_id is not None else None
+    if txn is None:
+        return Consumed(device.user_id, None, None)
+    session.flush()
+    txn = transactions.settle(session, txn)
+    return Consumed(device.user_id, txn.status, txn.error_code)
 
 
 def _record_refusal(
