@@ -107,7 +107,7 @@ def search_devices(
     if flt.flagged:
         query = query.where(Device.id.in_(flagged_ids()))
     if flt.review:
-        query = query.where(or_(Device.state == "suspended", Device.id.in_(flagged_ids())))
+        query = query.where(Device.id.in_(review_ids()))
     if flt.q:
         q = flt.q
         owners = select(User.id).where(_prefix(User.user_name_lower, q.lower()))
@@ -142,16 +142,15 @@ def flagged_ids() -> Any:
     return select(DeviceFlag.device_id).where(DeviceFlag.resolved_at.is_(None))
 
 
+def review_ids() -> Any:
+    """Ids of devices that need review: suspended, or with open flags (two indexed
+    lookups, united: an OR would walk the whole device table)."""
+    return union(select(Device.id).where(Device.state == "suspended"), flagged_ids())
+
+
 def review_count(session: Session) -> int:
-    """How many devices need review: suspended, or with open flags."""
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(Device)
-            .where(or_(Device.state == "suspended", Device.id.in_(flagged_ids())))
-        )
-        or 0
-    )
+    """How many devices need review."""
+    return int(session.scalar(select(func.count()).select_from(review_ids().subquery())) or 0)
 
 
 def state_counts(session: Session) -> dict[str, int]:

@@ -15,6 +15,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from idp_service import detection, registry
+from idp_service.admin.queries import flagged_ids, review_count, review_ids
 from idp_service.api import schema as S
 from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor, like, limit_of
 from idp_service.api.core import operation as op
@@ -145,9 +146,9 @@ def device_page(session: Session, query: dict[str, Any], limit: int) -> dict[str
     if query.get("state"):
         stmt = stmt.where(Device.state == query["state"])
     if query.get("flagged"):
-        stmt = stmt.where(Device.id.in_(_flagged()))
+        stmt = stmt.where(Device.id.in_(flagged_ids()))
     if query.get("review"):
-        stmt = stmt.where(or_(Device.state == "suspended", Device.id.in_(_flagged())))
+        stmt = stmt.where(Device.id.in_(review_ids()))
     if query.get("platform"):
         stmt = stmt.where(Device.platform == query["platform"])
     if query.get("user"):
@@ -184,11 +185,6 @@ def device_page(session: Session, query: dict[str, Any], limit: int) -> dict[str
         "items": items,
         "next_cursor": encode_cursor([last.first_seen.isoformat(), last.id]) if last else None,
     }
-
-
-def _flagged() -> Any:
-    """Ids of devices with open flags."""
-    return select(DeviceFlag.device_id).where(DeviceFlag.resolved_at.is_(None))
 
 
 @op(
@@ -447,11 +443,7 @@ def overview(call: Call) -> dict[str, Any]:
             .group_by(pt.CheckResultRow.check_id)
             .order_by(func.count().desc(), pt.CheckResultRow.check_id)
         ).all()
-        review = s.scalar(
-            select(func.count())
-            .select_from(Device)
-            .where(or_(Device.state == "suspended", Device.id.in_(_flagged())))
-        )
+        review = review_count(s)
     devices = {state: int(counts.get(state, 0)) for state in DEVICE_STATES}
     return {
         "devices": devices,
