@@ -167,7 +167,7 @@ def _guards(service: ServiceContext, verified: VerifiedResponse) -> Guards:
     """Detection's cheap checks for the guarded write (any failure takes the slow path)."""
     settings = service.settings
     now = dt.datetime.now(dt.UTC)
-    instance = verified.platform.get("instance") or None
+    instance = detection.instance_of(verified.platform)
     return Guards(
         hardware_uuid=verified.platform.get("hardware_uuid") or None,
         serial=verified.platform.get("serial") or None,
@@ -195,7 +195,6 @@ def _explain_refusal(
             select(Device, User.active)
             .join(User, User.id == Device.user_id)
             .where(Device.id == verified.device_id)
-            .with_for_update(of=Device)
         ).first()
         device = found[0] if found is not None else None
         registered = (
@@ -211,7 +210,8 @@ def _explain_refusal(
         findings = detection.judge_answer(device, verified.platform, now, service.settings)
         if findings:
             # Serialise with the other copy of this answer (browser and callback) before
-            # writing: SQLite has no row locks, so take its write lock, then look again.
+            # writing: a no-op update takes the row lock (PostgreSQL) or the write lock
+            # (SQLite) until this transaction ends; then look again.
             session.execute(update(Device).where(Device.id == device.id).values(state=Device.state))
             session.refresh(device)
             check_registration(
@@ -254,7 +254,7 @@ def _record_flagged(
             device.agent_instance,
             device.agent_instance_prev,
             device.agent_instance_at,
-            verified.platform.get("instance") or None,
+            detection.instance_of(verified.platform),
             now,
         )
     )

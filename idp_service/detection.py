@@ -61,6 +61,14 @@ def _known(value: str | None) -> str | None:
     return value if value else None
 
 
+def instance_of(platform: Mapping[str, str]) -> str | None:
+    """The answering agent process's instance id (``platform.instance``), or None.
+
+    Untrusted input (the protocol allows 256 characters); kept to the column's 64.
+    """
+    return _known(platform.get("instance", "")[:64])
+
+
 # -- pure decisions ---------------------------------------------------------------------------
 
 
@@ -150,7 +158,7 @@ def judge_answer(
             device.agent_instance,
             device.agent_instance_prev,
             device.agent_instance_at,
-            _known(platform.get("instance")),
+            instance_of(platform),
             now,
             settings.concurrent_window,
         ),
@@ -285,7 +293,7 @@ def judge_report(
     commits before refusing, so the flag and the state change stand.
     """
     findings = judge_answer(row, platform, now, settings) if row.state == "trusted" else []
-    seen = _known(platform.get("instance"))
+    seen = instance_of(platform)
     instances = next_instances(
         row.agent_instance, row.agent_instance_prev, row.agent_instance_at, seen, now
     )

@@ -211,7 +211,7 @@ def register(
                     first_seen=now,
                     last_seen=now,
                     last_clock_skew=verified.clock_skew,
-                    agent_instance=verified.platform.get("instance") or None,
+                    agent_instance=detection.instance_of(verified.platform),
                 )
             )
             detection.record_registration(session, verified.device_id, duplicate, remote_addr)

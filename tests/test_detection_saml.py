@@ -51,3 +51,35 @@ def test_clone_in_a_saml_sign_in_gets_authn_failed(idp):  # noqa: F811 - the fix
     r = client.get("/saml/sso?" + redirect_query(authn_request_xml(issuer=SP), "rs"))
     page = device_login(client, device, r.headers["Location"])
     assert '<code id="code">device_suspended</code>' in page.text
+
+
+class LongInstanceDevice(SimDevice):
+    """Answers with the longest platform values the protocol allows, alternating instances."""
+
+    turn: int = 0
+
+    def answer(self, token: str) -> bytes:
+        challenge = parse_challenge(token, self.verify_key)
+        self.turn += 1
+        platform = {
+            "os": "linux",
+            "hardware_uuid": f"hw-{self.id}",
+            "instance": ("A" if self.turn % 2 else "B") * 256,
+        }
+        body = ResponseBody(token, self.keys.public_json(), platform, "test", time.time())
+        return seal_response(body, challenge, self.keys)
+
+
+def test_long_instance_ids_are_bounded_and_still_detected(idp):  # noqa: F811 - the fixture
+    client = FlaskClient(idp)
+    device = enroll(idp, client, "kim@example.com")
+    long = LongInstanceDevice(keys=device.keys, verify_key=device.verify_key)
+    pages = []
+    for _ in range(3):  # A, B, A
+        r = client.get("/saml/sso?" + redirect_query(authn_request_xml(issuer=SP), "rs"))
+        pages.append(device_login(client, long, r.headers["Location"]))
+    assert [p.status_code for p in pages[:2]] == [200, 200]
+    assert '<code id="code">device_suspended</code>' in pages[2].text
+    with idp.extensions["devicetrust"].db.session() as s:
+        stored = s.get(Device, device.id)
+        assert stored.state == "suspended" and stored.agent_instance == "B" * 64

@@ -174,3 +174,9 @@ def test_settings_read_the_policies_and_refuse_unknown_ones():
         Settings.from_env({"DEVICETRUST_STALE_POLICY": "revoke"})
     with pytest.raises(ValueError, match="STALE_AFTER"):
         Settings.from_env({"DEVICETRUST_STALE_AFTER": "soon"})
+
+
+def test_instance_ids_are_bounded_untrusted_input():
+    assert detection.instance_of({"instance": "x" * 256}) == "x" * 64
+    assert detection.instance_of({"instance": ""}) is None
+    assert detection.instance_of({}) is None
