@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import platform
+import secrets
 import socket
 import subprocess
 import sys
@@ -72,6 +73,12 @@ def hardware_ids() -> tuple[str | None, str | None]:
     return uuid_override or hw_uuid, serial_override or serial
 
 
+# This process's random instance id, sent as ``platform.instance`` in every response: the
+# service notices two agents answering for one device when answers alternate between
+# instances (a restart changes it once; a copied agent running elsewhere flips back and forth).
+INSTANCE = secrets.token_hex(8)
+
+
 def platform_json() -> dict[str, str]:
     """The ``platform`` object of a response body."""
     hw_uuid, serial = hardware_ids()
@@ -81,4 +88,5 @@ def platform_json() -> dict[str, str]:
         "os": {"darwin": "macos", "win32": "windows"}.get(sys.platform, sys.platform),
         "os_version": platform.release(),
         "hostname": socket.gethostname(),
+        "instance": INSTANCE,
     }

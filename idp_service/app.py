@@ -17,7 +17,8 @@ from idp_service.storage.db import Database
 def create_app(settings: Settings | None = None, *, background: bool = False) -> Flask:
     """Build the service. The database must already be migrated (``devicetrust migrate``).
 
-    ``background`` starts the per-process background work (the audit sealer); the
+    ``background`` starts the per-process background work (the audit sealer, the
+    staleness sweep); the
     ``serve`` command asks for it, tests and one-off tools do not.
     """
     settings = settings or Settings.from_env()
@@ -64,5 +65,8 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     admin.init_app(app)  # the admin console at /admin
 
     if background:
+        from idp_service.detection import StaleSweeper
+
         audit_chain.Sealer(db).start()
+        StaleSweeper(db, settings).start()
     return app

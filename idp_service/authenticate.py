@@ -15,17 +15,19 @@ the reads that say *why* it was refused.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
 
-from idp_service import audit, challenges, transactions
+from idp_service import audit, challenges, detection, transactions
 from idp_service.challenges import timestamp
 from idp_service.context import ServiceContext
 from idp_service.storage.login_reads import read_owner
-from idp_service.storage.login_sql import Consumed, consume_for_trusted_device
+from idp_service.storage.login_sql import Consumed, Guards, consume_for_trusted_device
 from idp_service.storage.models import Challenge as ChallengeRow
-from idp_service.storage.models import Device, User
+from idp_service.storage.models import Device, LoginTransaction, User
 from trust_protocol.errors import ProtocolError
 from trust_protocol.response import (
     RegisteredDevice,
@@ -37,7 +39,14 @@ from trust_protocol.response import (
 # Refusals that are decisions about a real device, recorded on the transaction so
 # the login page can say why. Other refusals are bad input and change nothing.
 DEVICE_DECISIONS = frozenset(
-    {"device_pending", "device_denied", "device_revoked", "owner_inactive", "device_key_mismatch"}
+    {
+        "device_pending",
+        "device_denied",
+        "device_revoked",
+        "device_suspended",
+        "owner_inactive",
+        "device_key_mismatch",
+    }
 )
 
 
@@ -70,6 +79,7 @@ def verify(
             check_binding(verified, expected_binding)
         txn_id = transactions.txn_id_from_binding(verified.challenge.binding)
         answer = verified
+        checked = _guards(service, verified)
 
         def consume(user_id: str) -> Consumed | None:
             return consume_for_trusted_device(
@@ -87,6 +97,7 @@ def verify(
                 remote_addr=remote_addr,
                 details={"via": via, "clock_skew": round(answer.clock_skew, 3)},
                 txn_id=txn_id,
+                guards=checked,
             )
 
         owners = _owners(service)
@@ -99,8 +110,7 @@ def verify(
             if fresh is not None and fresh != remembered:
                 consumed = consume(fresh)
         if consumed is None:
-            _explain_refusal(service, verified)
-            raise ProtocolError("challenge_unknown")  # pragma: no cover - explain always raises
+            consumed = _explain_refusal(service, verified, via, remote_addr)
         return Authentication(
             verified.device_id,
             consumed.user_id,
@@ -153,26 +163,121 @@ def _owners(service: ServiceContext) -> DeviceOwners:
     return owners
 
 
-def _explain_refusal(service: ServiceContext, verified: VerifiedResponse) -> None:
-    """The guarded write refused: find out why and raise the matching code."""
+def _guards(service: ServiceContext, verified: VerifiedResponse) -> Guards:
+    """Detection's cheap checks for the guarded write (any failure takes the slow path)."""
+    settings = service.settings
+    now = dt.datetime.now(dt.UTC)
+    instance = detection.instance_of(verified.platform)
+    return Guards(
+        hardware_uuid=verified.platform.get("hardware_uuid") or None,
+        serial=verified.platform.get("serial") or None,
+        stale_before=now - dt.timedelta(seconds=settings.stale_after),
+        instance=instance,
+        alternating=instance,
+        window_start=now - dt.timedelta(seconds=settings.concurrent_window),
+    )
+
+
+def _explain_refusal(
+    service: ServiceContext,
+    verified: VerifiedResponse,
+    via: str,
+    remote_addr: str | None,
+) -> Consumed:
+    """The guarded write refused: find out why and raise the matching code.
+
+    A trusted device that detection finds something wrong with is flagged (and by
+    policy suspended or denied, committed before refusing). When the policy is only
+    to flag, the answer is recorded here, in the same transaction.
+    """
     with service.db.session() as session:
-        row = session.execute(
-            select(Device.sign_key, Device.state, User.active)
+        found = session.execute(
+            select(Device, User.active)
             .join(User, User.id == Device.user_id)
             .where(Device.id == verified.device_id)
         ).first()
+        device = found[0] if found is not None else None
         registered = (
-            RegisteredDevice(verified.device_id, row.sign_key, row.state, bool(row.active))
-            if row is not None
+            RegisteredDevice(verified.device_id, device.sign_key, device.state, bool(found[1]))
+            if device is not None
             else None
         )
         check_registration(verified, registered)
         answered = session.get(ChallengeRow, verified.challenge.id_text)
-    if answered is not None:
-        raise ProtocolError("challenge_replayed")
+        if answered is not None:
+            raise ProtocolError("challenge_replayed")
+        now = dt.datetime.now(dt.UTC)
+        findings = detection.judge_answer(device, verified.platform, now, service.settings)
+        if findings:
+            # Serialise with the other copy of this answer (browser and callback) before
+            # writing: a no-op update takes the row lock (PostgreSQL) or the write lock
+            # (SQLite) until this transaction ends; then look again.
+            session.execute(update(Device).where(Device.id == device.id).values(state=Device.state))
+            session.refresh(device)
+            check_registration(
+                verified,
+                RegisteredDevice(device.id, device.sign_key, device.state, bool(found[1])),
+            )
+            if session.get(ChallengeRow, verified.challenge.id_text) is not None:
+                raise ProtocolError("challenge_replayed")
+            findings = detection.judge_answer(device, verified.platform, now, service.settings)
+        if findings:
+            context = detection.answer_context(via, remote_addr, now)
+            refusal = detection.apply(session, device, findings, service.settings, context=context)
+            if refusal is not None:
+                session.commit()  # the flag and the state change stand; the sign-in does not
+                raise ProtocolError(refusal, "; ".join(f.kind for f in findings))
+            # Policy "flag": the device stays trusted. Record the answer in this same
+            # (locked) transaction, so the other copy of it finds it answered.
+            return _record_flagged(session, verified, device, via, remote_addr, now, findings)
     # Everything looks fine a moment later: a concurrent change (say, a re-trust
     # right after a revocation) raced this answer. Refuse; a new sign-in will work.
     raise ProtocolError("device_revoked", "the device's state changed during this sign-in")
+
+
+def _record_flagged(
+    session: Session,
+    verified: VerifiedResponse,
+    device: Device,
+    via: str,
+    remote_addr: str | None,
+    now: dt.datetime,
+    findings: list[detection.Finding],
+) -> Consumed:
+    """The slow path's version of the guarded write, for a device flagged but left trusted."""
+    challenges.consume(session, verified.challenge, via=via, device_id=device.id)
+    device.last_seen = now
+    device.last_clock_skew = verified.clock_skew
+    device.agent_version = verified.agent_version
+    device.agent_instance, device.agent_instance_prev, device.agent_instance_at = (
+        detection.next_instances(
+            device.agent_instance,
+            device.agent_instance_prev,
+            device.agent_instance_at,
+            detection.instance_of(verified.platform),
+            now,
+        )
+    )
+    audit.record(
+        session,
+        "login.device_verified",
+        "ok",
+        user_id=device.user_id,
+        device_id=device.id,
+        remote_addr=remote_addr,
+        details={
+            "via": via,
+            "clock_skew": round(verified.clock_skew, 3),
+            "flagged": [f.kind for f in findings],
+        },
+    )
+    txn_id = transactions.txn_id_from_binding(verified.challenge.binding)
+    txn = session.get(LoginTransaction, txn_id) if txn_id is not None else None
+    if txn is None:
+        return Consumed(device.user_id, None, None)
+    session.flush()
+    txn = transactions.settle(session, txn)
+    return Consumed(device.user_id, txn.status, txn.error_code)
 
 
 def _record_refusal(

@@ -228,6 +228,52 @@ for _action in ("approve", "deny", "revoke", "retrust"):
     devices.add_command(_device_action(_action))
 
 
+@devices.command("sweep-stale")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def devices_sweep_stale(as_json: bool) -> None:
+    """Mark devices not seen for DEVICETRUST_STALE_AFTER stale (denied, by policy), audited.
+
+    The service also sweeps every DEVICETRUST_STALE_SWEEP_INTERVAL in the background.
+    """
+    from idp_service.detection import sweep_stale
+
+    settings = _settings()
+    done = sweep_stale(_db(), settings)
+    lines = [
+        f"{d['device_id']:38} {d['from']:9} -> {d['to']:9} last seen {d['last_seen']}" for d in done
+    ]
+    _emit(
+        {"policy": settings.stale_policy, "stale_after": settings.stale_after, "devices": done},
+        as_json,
+        "\n".join(lines) or "no stale devices",
+    )
+
+
+@devices.command("flags")
+@click.argument("device_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def devices_flags(device_id: str, as_json: bool) -> None:
+    """Show DEVICE_ID's clone, duplicate and staleness flags, with their evidence."""
+    from sqlalchemy import select
+
+    from idp_service.detection import flag_json
+    from idp_service.storage.flag_tables import DeviceFlag
+
+    with _db().session() as session:
+        flags = [
+            flag_json(f)
+            for f in session.scalars(
+                select(DeviceFlag).where(DeviceFlag.device_id == device_id).order_by(DeviceFlag.id)
+            )
+        ]
+    lines = [
+        f"#{f['id']} {f['kind']:18} {'open' if f['resolved_at'] is None else 'resolved'}"
+        f" {f['created_at']} {f['resolution'] or ''}"
+        for f in flags
+    ]
+    _emit(flags, as_json, "\n".join(lines) or "no flags")
+
+
 @cli.group()
 def exemptions() -> None:
     """Posture-check exemptions for a device, user or group, each with an expiry and a reason."""

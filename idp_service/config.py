@@ -45,6 +45,18 @@ def _builtin(text: str) -> tuple[str, ...]:
     return ("all",) if "all" in words else words
 
 
+def parse_duration(text: str, name: str) -> int:
+    """``30d``, ``12h``, ``15m``, ``90s`` or plain seconds -> seconds (positive)."""
+    value = text.strip().lower()
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    scale = units.get(value[-1:], 0)
+    number = value[:-1] if scale else value
+    scale = scale or 1
+    if not number.isdigit() or int(number) <= 0:
+        raise ValueError(f"{name} must be a positive duration like 30d, 12h, 15m or 3600")
+    return int(number) * scale
+
+
 @dataclass
 class Settings:
     """Everything the service needs to know at start-up."""
@@ -73,6 +85,13 @@ class Settings:
     # The admin console (/admin): members of this SCIM group, signed in on a trusted device.
     admin_group: str = "devicetrust-admins"
     admin_session_ttl: int = 8 * 3600  # seconds an admin console session lasts
+    # Clone and duplicate detection (idp_service/detection.py): suspend, or only flag.
+    clone_policy: str = "suspend"
+    concurrent_window: int = 3600  # seconds in which A, B, A answers mean two agents
+    # Staleness: a device not seen for stale_after seconds is flagged and, by policy, denied.
+    stale_after: int = 30 * 86400
+    stale_policy: str = "deny"
+    stale_sweep_interval: int = 300  # seconds between background sweeps
     testing: bool = False
 
     @classmethod
@@ -106,7 +125,24 @@ class Settings:
             scim_reactivation=env.get("DEVICETRUST_SCIM_REACTIVATION", "require_approval"),
             admin_group=env.get("DEVICETRUST_ADMIN_GROUP", "devicetrust-admins").strip(),
             admin_session_ttl=int(env.get("DEVICETRUST_ADMIN_SESSION_TTL", str(8 * 3600))),
+            clone_policy=env.get("DEVICETRUST_CLONE_POLICY", "suspend").strip(),
+            concurrent_window=parse_duration(
+                env.get("DEVICETRUST_CONCURRENT_AGENT_WINDOW", "1h"),
+                "DEVICETRUST_CONCURRENT_AGENT_WINDOW",
+            ),
+            stale_after=parse_duration(
+                env.get("DEVICETRUST_STALE_AFTER", "30d"), "DEVICETRUST_STALE_AFTER"
+            ),
+            stale_policy=env.get("DEVICETRUST_STALE_POLICY", "deny").strip(),
+            stale_sweep_interval=parse_duration(
+                env.get("DEVICETRUST_STALE_SWEEP_INTERVAL", "5m"),
+                "DEVICETRUST_STALE_SWEEP_INTERVAL",
+            ),
         )
+        if s.clone_policy not in ("suspend", "flag"):
+            raise ValueError("DEVICETRUST_CLONE_POLICY must be suspend or flag")
+        if s.stale_policy not in ("deny", "flag"):
+            raise ValueError("DEVICETRUST_STALE_POLICY must be deny or flag")
         if s.scim_reactivation not in ("require_approval", "restore"):
             raise ValueError("DEVICETRUST_SCIM_REACTIVATION must be require_approval or restore")
         if s.registration_policy not in REGISTRATION_POLICIES:

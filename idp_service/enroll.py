@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from idp_service import audit, challenges, login_enroll, registration_policy
+from idp_service import audit, challenges, detection, login_enroll, registration_policy
 from idp_service.context import ServiceContext
 from idp_service.errors import ApiError
 from idp_service.registration_policy import Decision
@@ -190,7 +190,10 @@ def register(
                     session, verified.challenge, via="agent", device_id=verified.device_id
                 )
             decision = initial_state(service, session, user.id)
-            state = decision.state
+            # Hardware another device claims: flagged, and by policy suspended (detection.py).
+            state, duplicate = detection.registration_state(
+                session, service.settings, verified, decision.state
+            )
             now = utcnow()
             session.add(
                 Device(
@@ -208,12 +211,14 @@ def register(
                     first_seen=now,
                     last_seen=now,
                     last_clock_skew=verified.clock_skew,
+                    agent_instance=detection.instance_of(verified.platform),
                 )
             )
+            detection.record_registration(session, verified.device_id, duplicate, remote_addr)
             if method != "code":
                 details["method"] = method
             details.update(decision.audit)
-            if decision.needs_code:
+            if decision.needs_code and state == "pending":  # a suspended one waits for IT
                 from idp_service import approve  # approve builds on this module
 
                 session.flush()

@@ -29,6 +29,7 @@ PROTOCOL_STATUS: dict[str, int] = {
     "device_pending": 403,
     "device_denied": 403,
     "device_revoked": 403,
+    "device_suspended": 403,
     "owner_inactive": 403,
     "bad_poll_signature": 403,
     "poll_expired": 403,
@@ -44,6 +45,8 @@ HINTS: dict[str, str] = {
     "device_revoked": "This device's trust was revoked; ask your IT administrator.",
     "device_denied": "An administrator denied this device; ask your IT administrator.",
     "owner_inactive": "Your account is deactivated; ask your IT administrator.",
+    "device_suspended": "Contact your IT help desk and mention this device; do not copy or "
+    "restore the agent's files onto another computer. IT will approve, replace or revoke it.",
     "enroll_code_invalid": "Ask your administrator for a new code: devicetrust enroll-code create.",
 }
 

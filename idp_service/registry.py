@@ -42,9 +42,9 @@ def list_devices(session: Session, *, user_name: str | None = None) -> list[dict
 
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     # action -> states it may start from
-    "approve": ("pending", "denied"),
-    "deny": ("pending",),
-    "revoke": ("trusted", "pending"),
+    "approve": ("pending", "denied", "suspended"),
+    "deny": ("pending", "suspended"),
+    "revoke": ("trusted", "pending", "suspended"),
     "retrust": ("revoked", "denied"),
 }
 TARGET = {"approve": "trusted", "deny": "denied", "revoke": "revoked", "retrust": "trusted"}
@@ -53,8 +53,11 @@ TARGET = {"approve": "trusted", "deny": "denied", "revoke": "revoked", "retrust"
 def change_state(
     session: Session, device_id: str, action: str, *, reason: str, actor: str
 ) -> Device:
-    """Apply an admin action (approve, deny, revoke, re-trust), audited, effective at once."""
-    from idp_service import audit
+    """Apply an admin action (approve, deny, revoke, re-trust), audited, effective at once.
+
+    The device's open flags (``idp_service/detection.py``) are resolved with the reason.
+    """
+    from idp_service import audit, detection
     from idp_service.errors import ApiError
 
     if action not in TRANSITIONS:
@@ -72,6 +75,7 @@ def change_state(
     from idp_service.approve import close_for_device
 
     close_for_device(session, device.id, f"admin {action}")  # an admin decided instead
+    resolved = detection.on_decision(session, device, action, reason=reason, actor=actor)
     audit.record(
         session,
         f"device.{action}",
@@ -79,7 +83,12 @@ def change_state(
         actor=actor,
         user_id=device.user_id,
         device_id=device.id,
-        details={"from": before, "to": device.state, "reason": reason},
+        details={
+            "from": before,
+            "to": device.state,
+            "reason": reason,
+            **({"flags_resolved": resolved} if resolved else {}),
+        },
     )
     return device
 
@@ -98,13 +107,15 @@ def delete_device(session: Session, device_id: str, *, reason: str, actor: str) 
     from idp_service import audit
     from idp_service.errors import ApiError
     from idp_service.storage import posture_tables as pt
+    from idp_service.storage.flag_tables import DeviceFlag
 
     _require_reason(reason)
     device = session.get(Device, device_id)
     if device is None:
         raise ApiError("device_not_found", f"no device {device_id!r}", 404)
     data = device_json(device, session.get(User, device.user_id))
-    for table in (pt.DeviceFacts, pt.DeviceFactsHistory, pt.CheckResultRow, pt.CheckResultHistory):
+    tables = (pt.DeviceFacts, pt.DeviceFactsHistory, pt.CheckResultRow, pt.CheckResultHistory)
+    for table in (*tables, DeviceFlag):
         session.execute(delete(table).where(table.device_id == device_id))
     session.delete(device)
     audit.record(

@@ -13,11 +13,11 @@ import datetime as dt
 import hmac
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, case, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from idp_service import audit, challenges
+from idp_service import audit, challenges, detection
 from idp_service.context import ServiceContext
 from idp_service.errors import ApiError
 from idp_service.storage.models import Device, utcnow
@@ -27,7 +27,12 @@ from trust_protocol.errors import ProtocolError
 from trust_protocol.response import check_binding
 
 MAX_REPORT = 1024 * 1024
-REFUSED_STATES = {"revoked": "device_revoked", "denied": "device_denied"}
+# A suspended device's reports are refused too: facts from a possible clone are not evidence.
+REFUSED_STATES = {
+    "revoked": "device_revoked",
+    "denied": "device_denied",
+    "suspended": "device_suspended",
+}
 
 
 def binding_for(device_id: str) -> str:
@@ -84,7 +89,8 @@ def ingest(
                 _DEVICE_SEEN,
                 {
                     "b_device_id": device_id,
-                    "last_seen": now,
+                    "b_now": now,
+                    "b_stale_before": now - dt.timedelta(seconds=service.settings.stale_after),
                     "last_clock_skew": verified.clock_skew,
                     "agent_version": verified.agent_version,
                 },
@@ -95,6 +101,13 @@ def ingest(
                 raise ProtocolError("device_key_mismatch")
             if device.state in REFUSED_STATES:
                 raise ProtocolError(REFUSED_STATES[device.state])
+            context = detection.answer_context("report", remote_addr, now)
+            refusal = detection.judge_report(
+                session, service.settings, device_id, device, verified.platform, now, context
+            )
+            if refusal is not None:
+                session.commit()  # the flag and the suspension stand; the report does not
+                raise ProtocolError(refusal)
             challenges.consume(session, verified.challenge, via="report", device_id=device_id)
             # Read after the lock: what the device's previous report (now committed) left.
             stored = conn.execute(_FACTS_STATE, {"device_id": device_id}).first()
@@ -183,10 +196,33 @@ _FACTS_STATE = select(
 # UPDATEs set the columns named in the parameters (besides the ``b_`` keys).
 _FACTS_UPDATE = update(_facts).where(_facts.c.device_id == bindparam("b_device_id"))
 _FACTS_NEW = insert(_facts)
+# last_seen is not refreshed for a trusted device gone stale: detection sees it returned old.
 _DEVICE_SEEN = (
     update(_devices)
     .where(_devices.c.id == bindparam("b_device_id"))
-    .returning(_devices.c.sign_key, _devices.c.state, _devices.c.user_id)
+    .values(
+        last_seen=case(
+            (
+                and_(
+                    _devices.c.state == "trusted",
+                    _devices.c.last_seen < bindparam("b_stale_before"),
+                ),
+                _devices.c.last_seen,
+            ),
+            else_=bindparam("b_now"),
+        )
+    )
+    .returning(
+        _devices.c.sign_key,
+        _devices.c.state,
+        _devices.c.user_id,
+        _devices.c.last_seen,
+        _devices.c.hardware_uuid,
+        _devices.c.serial,
+        _devices.c.agent_instance,
+        _devices.c.agent_instance_prev,
+        _devices.c.agent_instance_at,
+    )
 )
 _HISTORY_UPSERTS: dict[str, Any] = {}
 

@@ -215,7 +215,13 @@ def test_checks_exemptions_overview(api):
     assert call(api, "GET", "/exemptions").json["items"] == []
     assert call(api, "DELETE", f"/exemptions/{ex_id}", json={"reason": "x"}).status_code == 404
     overview = call(api, "GET", "/overview").json
-    assert overview["devices"] == {"pending": 2, "trusted": 2, "denied": 2, "revoked": 2}
+    assert overview["devices"] == {
+        "pending": 2,
+        "trusted": 2,
+        "denied": 2,
+        "revoked": 2,
+        "suspended": 0,
+    }
     assert overview["failing_checks"] == [{"check_id": "disk_encryption", "devices": 1}]
 
 

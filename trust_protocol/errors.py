@@ -26,6 +26,7 @@ CODES: dict[str, str] = {
     "device_pending": "The device waits for approval.",
     "device_denied": "An administrator denied this device.",
     "device_revoked": "The device's trust was revoked.",
+    "device_suspended": "The device is suspended pending a security review (clone detection).",
     "owner_inactive": "The device's owner is deactivated.",
     "clock_skew": "The agent's clock differs from the server's by more than the allowed bound.",
     "bad_notice_signature": "The notice is not signed by the pinned server key.",

@@ -84,7 +84,7 @@ class RegisteredDevice:
 
     device_id: str
     sign_key: bytes
-    state: str  # pending | trusted | denied | revoked
+    state: str  # pending | trusted | denied | revoked | suspended
     owner_active: bool = True
 
 
@@ -253,6 +253,7 @@ def check_registration(verified: VerifiedResponse, device: RegisteredDevice | No
         "revoked": "device_revoked",
         "denied": "device_denied",
         "pending": "device_pending",
+        "suspended": "device_suspended",
     }
     if device.state in state_codes:
         raise ProtocolError(state_codes[device.state])

@@ -5,17 +5,18 @@ from __future__ import annotations
 from flask import Response, abort, redirect, render_template, request
 from sqlalchemy import select
 
-from idp_service import registry
+from idp_service import detection, registry
 from idp_service.admin import queries
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp, reason_from_form
 from idp_service.context import ctx
 from idp_service.errors import ApiError
-from idp_service.storage.models import Device, User
+from idp_service.storage.flag_tables import DeviceFlag
+from idp_service.storage.models import DEVICE_STATES, Device, User
 from idp_service.storage.posture_tables import CheckResultHistory, CheckResultRow, DeviceFacts
 
 STATE_ACTIONS = ("approve", "deny", "revoke", "retrust")
-ACTIONS = (*STATE_ACTIONS, "delete", "change_owner")
+ACTIONS = (*STATE_ACTIONS, "delete", "change_owner", "resolve_flags")
 
 
 @bp.get("/devices")
@@ -26,7 +27,13 @@ def devices() -> str:
         rows, more = queries.search_devices(s, flt)
         platforms = queries.platforms(s)
     return render_template(
-        "admin/devices.html", rows=rows, more=more, flt=flt, platforms=platforms, title="Devices"
+        "admin/devices.html",
+        rows=rows,
+        more=more,
+        flt=flt,
+        platforms=platforms,
+        states=DEVICE_STATES,
+        title="Devices",
     )
 
 
@@ -36,7 +43,15 @@ def pending() -> str:
     flt = queries.DeviceFilter.parse({**request.args, "state": "pending"})
     with ctx().db.session() as s:
         rows, more = queries.search_devices(s, flt)
-    return render_template("admin/pending.html", rows=rows, more=more, flt=flt)
+        review, review_more = queries.search_devices(s, queries.DeviceFilter(review=True))
+    return render_template(
+        "admin/pending.html",
+        rows=rows,
+        more=more,
+        flt=flt,
+        review=review,
+        review_more=review_more,
+    )
 
 
 @bp.get("/devices/<device_id>")
@@ -66,6 +81,14 @@ def device(device_id: str) -> str:
             )
         )
         events, _ = queries.audit_page(s, queries.AuditFilter(device_id=device_id), limit=50)
+        flags = list(
+            s.scalars(
+                select(DeviceFlag)
+                .where(DeviceFlag.device_id == device_id)
+                .order_by(DeviceFlag.id.desc())
+                .limit(50)
+            )
+        )
     return render_template(
         "admin/device.html",
         device=dev,
@@ -74,6 +97,7 @@ def device(device_id: str) -> str:
         results=results,
         history=history,
         events=events,
+        flags=flags,
         actions=[a for a in STATE_ACTIONS if dev.state in registry.TRANSITIONS[a]],
     )
 
@@ -99,6 +123,8 @@ def device_action(device_id: str) -> Response:
             if owner is None:
                 raise ApiError("user_not_found", f"no user {new_owner!r}", 404)
             registry.change_owner(s, device_id, owner.id, reason=reason, actor=actor)
+        elif action == "resolve_flags":
+            detection.mark_reviewed(s, device_id, reason=reason, actor=actor)
         else:
             registry.change_state(s, device_id, action, reason=reason, actor=actor)
     back = request.form.get("back", "")

@@ -16,6 +16,12 @@ def overview() -> str:
         counts = queries.state_counts(s)
         failing = queries.failing_checks(s)
         pending, more = queries.search_devices(s, queries.DeviceFilter(state="pending"), limit=10)
+        review = queries.review_count(s)
     return render_template(
-        "admin/overview.html", counts=counts, failing=failing, pending=pending, more=more
+        "admin/overview.html",
+        counts=counts,
+        failing=failing,
+        pending=pending,
+        more=more,
+        review=review,
     )

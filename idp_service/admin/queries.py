@@ -17,6 +17,7 @@ from sqlalchemy import and_, func, or_, select, union
 from sqlalchemy.orm import Session
 
 from idp_service.errors import ApiError
+from idp_service.storage.flag_tables import DeviceFlag
 from idp_service.storage.models import DEVICE_STATES, AuditEvent, Device, User
 from idp_service.storage.posture_tables import CheckResultRow
 
@@ -39,6 +40,8 @@ class DeviceFilter:
     state: str = ""
     platform: str = ""
     after: tuple[dt.datetime, str] | None = None
+    flagged: bool = False  # only devices with open flags (detection.py)
+    review: bool = False  # suspended, or with open flags
 
     @classmethod
     def parse(cls, args: Any) -> DeviceFilter:
@@ -50,11 +53,26 @@ class DeviceFilter:
             raise ApiError("bad_query", "search text is too long")
         if state and state not in DEVICE_STATES:
             raise ApiError("bad_state", f"state must be one of {', '.join(DEVICE_STATES)}")
-        return cls(q=q, state=state, platform=platform, after=parse_cursor(args.get("after")))
+        flagged = (args.get("flagged") or "").strip()
+        if flagged not in ("", "0", "1"):
+            raise ApiError("bad_query", "flagged is 1 (only flagged devices) or 0")
+        return cls(
+            q=q,
+            state=state,
+            platform=platform,
+            after=parse_cursor(args.get("after")),
+            flagged=flagged == "1",
+        )
 
     def args(self, **change: Any) -> dict[str, str]:
         """Query parameters for a link to this filter (with ``change`` applied)."""
-        values = {"q": self.q, "state": self.state, "platform": self.platform, **change}
+        values = {
+            "q": self.q,
+            "state": self.state,
+            "platform": self.platform,
+            "flagged": "1" if self.flagged else "",
+            **change,
+        }
         return {k: v for k, v in values.items() if v}
 
 
@@ -86,6 +104,10 @@ def search_devices(
         query = query.where(Device.state == flt.state)
     if flt.platform:
         query = query.where(Device.platform == flt.platform)
+    if flt.flagged:
+        query = query.where(Device.id.in_(flagged_ids()))
+    if flt.review:
+        query = query.where(Device.id.in_(review_ids()))
     if flt.q:
         q = flt.q
         owners = select(User.id).where(_prefix(User.user_name_lower, q.lower()))
@@ -113,6 +135,22 @@ def search_devices(
     page = [(d, name) for d, name in rows[:limit]]
     more = cursor(page[-1][0]) if len(rows) > limit else None
     return page, more
+
+
+def flagged_ids() -> Any:
+    """Ids of devices with open flags (an indexed subquery on ``device_flags``)."""
+    return select(DeviceFlag.device_id).where(DeviceFlag.resolved_at.is_(None))
+
+
+def review_ids() -> Any:
+    """Ids of devices that need review: suspended, or with open flags (two indexed
+    lookups, united: an OR would walk the whole device table)."""
+    return union(select(Device.id).where(Device.state == "suspended"), flagged_ids())
+
+
+def review_count(session: Session) -> int:
+    """How many devices need review."""
+    return int(session.scalar(select(func.count()).select_from(review_ids().subquery())) or 0)
 
 
 def state_counts(session: Session) -> dict[str, int]:

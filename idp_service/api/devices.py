@@ -1,7 +1,9 @@
 """Devices: list and search, one device in detail, pending approvals, and admin actions.
 
 Every action takes a reason and is audited by :mod:`idp_service.registry`; it
-takes effect at the device's next sign-in.
+takes effect at the device's next sign-in. Detection's flags
+(:mod:`idp_service.detection`) are shown with a device and resolved by approving,
+denying or revoking it, or, for a device the policy left alone, by marking them reviewed.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from idp_service import registry
+from idp_service import detection, registry
+from idp_service.admin.queries import flagged_ids, review_count, review_ids
 from idp_service.api import schema as S
 from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor, like, limit_of
 from idp_service.api.core import operation as op
 from idp_service.errors import ApiError
 from idp_service.storage import posture_tables as pt
+from idp_service.storage.flag_tables import FLAG_KINDS, DeviceFlag
 from idp_service.storage.models import DEVICE_STATES, AuditEvent, Device, User
 
 NULLABLE = S.string(4096, nullable=True)
@@ -82,9 +86,22 @@ AUDIT_EVENT = S.obj(
     },
     ("id", "at", "action", "outcome"),
 )
+FLAG = S.obj(
+    {
+        "id": {"type": "integer"},
+        "kind": {"enum": list(FLAG_KINDS)},
+        "evidence": {"type": "object"},
+        "created_at": S.TIMESTAMP,
+        "resolved_at": S.TIMESTAMP_OR_NULL,
+        "resolved_by": {"type": ["string", "null"]},
+        "resolution": {"type": ["string", "null"]},
+    },
+    ("id", "kind", "evidence", "created_at", "resolved_at", "resolved_by", "resolution"),
+)
 DEVICE_DETAIL = S.obj(
     {
         "device": DEVICE,
+        "flags": S.array(FLAG),
         "facts": {
             "type": ["object", "null"],
             "description": "The latest fact document, with report_seq and received_at",
@@ -93,13 +110,14 @@ DEVICE_DETAIL = S.obj(
         "check_history": S.array(CHECK_CHANGE),
         "audit": S.array(AUDIT_EVENT),
     },
-    ("device", "facts", "checks", "check_history", "audit"),
+    ("device", "flags", "facts", "checks", "check_history", "audit"),
 )
 REASON_BODY = S.obj({"reason": S.REASON}, ("reason",))
 DEVICE_PATH = {"device_id": ID}
 FILTERS = {
     "q": S.string(256),
     "state": {"type": "string", "enum": list(DEVICE_STATES)},
+    "flagged": {"type": "boolean", "description": "Only devices with open flags (for review)"},
     "platform": S.string(32),
     "user": S.string(256),
     **PAGING,
@@ -127,6 +145,10 @@ def device_page(session: Session, query: dict[str, Any], limit: int) -> dict[str
     stmt = select(Device, User).join(User, User.id == Device.user_id)
     if query.get("state"):
         stmt = stmt.where(Device.state == query["state"])
+    if query.get("flagged"):
+        stmt = stmt.where(Device.id.in_(flagged_ids()))
+    if query.get("review"):
+        stmt = stmt.where(Device.id.in_(review_ids()))
     if query.get("platform"):
         stmt = stmt.where(Device.platform == query["platform"])
     if query.get("user"):
@@ -200,6 +222,62 @@ def _device(session: Session, device_id: str) -> Device:
 
 @op(
     "GET",
+    "/review",
+    summary="Devices that need review: suspended, or with open flags (clone, duplicate, stale)",
+    tag="devices",
+    query=PAGING,
+    response=S.page(DEVICE),
+)
+def list_review(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        return device_page(s, {**call.query, "review": True}, limit_of(call))
+
+
+def _flags(session: Session, device_id: str) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(DeviceFlag)
+        .where(DeviceFlag.device_id == device_id)
+        .order_by(DeviceFlag.id.desc())
+        .limit(100)
+    )
+    return [detection.flag_json(f) for f in rows]
+
+
+@op(
+    "GET",
+    "/devices/{device_id}/flags",
+    summary="A device's clone, duplicate and staleness flags with their evidence, newest first",
+    tag="devices",
+    path_params=DEVICE_PATH,
+    response=S.obj({"items": S.array(FLAG)}, ("items",)),
+)
+def list_flags(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        _device(s, call.path["device_id"])
+        return {"items": _flags(s, call.path["device_id"])}
+
+
+@op(
+    "POST",
+    "/devices/{device_id}/flags/resolve",
+    summary="Mark a device's open flags reviewed without changing its state (policy flag); "
+    "a suspended device is approved, denied or revoked instead",
+    tag="devices",
+    path_params=DEVICE_PATH,
+    body=REASON_BODY,
+    response=S.obj({"resolved": S.array({"type": "integer"})}, ("resolved",)),
+    errors=(409,),
+)
+def resolve_flags(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        ids = detection.mark_reviewed(
+            s, call.path["device_id"], reason=call.body["reason"], actor=call.actor
+        )
+    return {"resolved": ids}
+
+
+@op(
+    "GET",
     "/devices/{device_id}",
     summary="One device with its facts, check results and history, and audit trail",
     tag="devices",
@@ -241,6 +319,7 @@ def get_device(call: Call) -> dict[str, Any]:
         ).all()
         return {
             "device": registry.device_json(device, s.get(User, device.user_id)),
+            "flags": _flags(s, device_id),
             "facts": facts,
             "checks": [
                 {
@@ -338,6 +417,10 @@ def delete_device(call: Call) -> dict[str, Any]:
         {
             "devices": S.obj({k: {"type": "integer"} for k in DEVICE_STATES}, DEVICE_STATES),
             "pending_approvals": {"type": "integer"},
+            "needs_review": {
+                "type": "integer",
+                "description": "Devices suspended or with open flags",
+            },
             "failing_checks": S.array(
                 S.obj(
                     {"check_id": {"type": "string"}, "devices": {"type": "integer"}},
@@ -345,7 +428,7 @@ def delete_device(call: Call) -> dict[str, Any]:
                 )
             ),
         },
-        ("devices", "pending_approvals", "failing_checks"),
+        ("devices", "pending_approvals", "needs_review", "failing_checks"),
     ),
 )
 def overview(call: Call) -> dict[str, Any]:
@@ -360,9 +443,11 @@ def overview(call: Call) -> dict[str, Any]:
             .group_by(pt.CheckResultRow.check_id)
             .order_by(func.count().desc(), pt.CheckResultRow.check_id)
         ).all()
+        review = review_count(s)
     devices = {state: int(counts.get(state, 0)) for state in DEVICE_STATES}
     return {
         "devices": devices,
         "pending_approvals": devices["pending"],
+        "needs_review": int(review or 0),
         "failing_checks": [{"check_id": c, "devices": int(n)} for c, n in failing_rows],
     }

@@ -41,6 +41,7 @@ MESSAGES = {
     "devices.",
     "device_denied": "Your IT administrator denied this device.",
     "device_revoked": "This device's trust was revoked.",
+    "device_suspended": "This device is suspended pending a security review by IT.",
     "owner_inactive": "Your account is deactivated.",
     "device_key_mismatch": "This device answered with a key that does not match its enrollment.",
     "expired": "This sign-in took too long and has expired.",
@@ -221,6 +222,8 @@ def login_continue(txn_id: str) -> Response | str | tuple[str, int]:
                 code = (
                     "owner_inactive" if user is not None and not user.active else "device_revoked"
                 )
+                if device is not None and device.state == "suspended":
+                    code = "device_suspended"
                 transactions.mark_denied(
                     s, txn_id, code=code, device_id=txn.device_id, user_id=txn.user_id
                 )

@@ -78,6 +78,8 @@ def _why_not_claimed(svc: ServiceContext, txn: LoginTransaction) -> str | None:
     if fresh.status != "verified":
         return fresh.error_code or "expired"
     code = "owner_inactive" if user is not None and not user.active else "device_revoked"
+    if device is not None and device.state == "suspended":
+        code = "device_suspended"
     with svc.db.session() as s:
         transactions.mark_denied(
             s, txn.id, code=code, device_id=fresh.device_id, user_id=fresh.user_id

@@ -8,6 +8,7 @@ from idp_service.saml import models as saml_models  # noqa: F401
 from idp_service.storage import (
     api_tables,  # noqa: F401, E402
     approval_tables,  # noqa: F401
+    flag_tables,  # noqa: F401
     models,  # noqa: F401
     posture_tables,  # noqa: F401, E402
 )

@@ -49,13 +49,25 @@ _PG = """
             SELECT 1 FROM devices d JOIN users u ON u.id = d.user_id
             WHERE d.id = %(device_id)s::varchar AND d.sign_key = %(sign_key)s
             AND d.user_id = %(user_id)s::varchar AND d.state = 'trusted' AND u.active
+            AND (%(hw_uuid)s::varchar IS NULL OR coalesce(d.hardware_uuid, '') IN ('', %(hw_uuid)s))
+            AND (%(serial)s::varchar IS NULL OR coalesce(d.serial, '') IN ('', %(serial)s))
+            AND d.last_seen >= %(stale_before)s
+            AND (%(alt_inst)s::varchar IS NULL OR d.agent_instance_prev IS NULL
+                 OR d.agent_instance_prev <> %(alt_inst)s OR d.agent_instance = %(alt_inst)s
+                 OR d.agent_instance_at < %(window_start)s)
         )
         ON CONFLICT (id) DO NOTHING
         RETURNING id
     ), d AS (
         UPDATE devices
         SET last_seen = %(now)s, last_clock_skew = %(skew)s, agent_version = %(agent_version)s,
-            updated_at = %(now)s
+            updated_at = %(now)s, agent_instance = coalesce(%(inst)s::varchar, agent_instance),
+            agent_instance_prev = CASE WHEN %(inst)s::varchar IS NOT NULL
+                AND agent_instance IS DISTINCT FROM %(inst)s THEN agent_instance
+                ELSE agent_instance_prev END,
+            agent_instance_at = CASE WHEN %(inst)s::varchar IS NOT NULL
+                AND agent_instance IS DISTINCT FROM %(inst)s THEN %(now)s
+                ELSE agent_instance_at END
         WHERE id = %(device_id)s::varchar AND EXISTS (SELECT 1 FROM c)
         RETURNING user_id
     ), a AS (
@@ -81,16 +93,28 @@ _PG = """
 _SQLITE_CONSUME = """
     INSERT INTO challenges (id, purpose, binding, issued_at, expires_at, consumed_at,
                             consumed_via, device_id, result)
-    SELECT ?, 'authenticate', ?, ?, ?, ?, ?, ?, 'ok'
+    SELECT :cid, 'authenticate', :binding, :issued_at, :expires_at, :now, :via, :device_id, 'ok'
     WHERE EXISTS (
         SELECT 1 FROM devices d JOIN users u ON u.id = d.user_id
-        WHERE d.id = ? AND d.sign_key = ? AND d.user_id = ? AND d.state = 'trusted' AND u.active
+        WHERE d.id = :device_id AND d.sign_key = :sign_key AND d.user_id = :user_id
+        AND d.state = 'trusted' AND u.active
+        AND (:hw_uuid IS NULL OR coalesce(d.hardware_uuid, '') IN ('', :hw_uuid))
+        AND (:serial IS NULL OR coalesce(d.serial, '') IN ('', :serial))
+        AND d.last_seen >= :stale_before
+        AND (:alt_inst IS NULL OR d.agent_instance_prev IS NULL
+             OR d.agent_instance_prev <> :alt_inst OR d.agent_instance = :alt_inst
+             OR d.agent_instance_at < :window_start)
     )
     ON CONFLICT (id) DO NOTHING
 """
 _SQLITE_DEVICE = """
-    UPDATE devices SET last_seen = ?, last_clock_skew = ?, agent_version = ?, updated_at = ?
-    WHERE id = ?
+    UPDATE devices SET last_seen = :now, last_clock_skew = :skew, agent_version = :agent_version,
+        updated_at = :now, agent_instance = coalesce(:inst, agent_instance),
+        agent_instance_prev = CASE WHEN :inst IS NOT NULL AND agent_instance IS NOT :inst
+            THEN agent_instance ELSE agent_instance_prev END,
+        agent_instance_at = CASE WHEN :inst IS NOT NULL AND agent_instance IS NOT :inst
+            THEN :now ELSE agent_instance_at END
+    WHERE id = :device_id
 """
 _SQLITE_AUDIT = """
     INSERT INTO audit_events (at, action, outcome, user_id, device_id, remote_addr, details, mac)
@@ -101,6 +125,37 @@ _SQLITE_TXN = """
     WHERE id = ? AND status = 'pending' RETURNING status, error_code
 """
 _SQLITE_TXN_STATUS = "SELECT status, error_code FROM login_transactions WHERE id = ?"
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class Guards(NamedTuple):
+    """Detection's checks in the sign-in guard; the defaults check nothing.
+
+    ``hardware_uuid``/``serial``: the seen identifiers (None: not checked; a registry
+    value that is empty matches anything). ``stale_before``: the device must have
+    been seen since. ``alternating``: refuse if this instance is the one replaced
+    since ``window_start``. ``instance`` is recorded either way.
+    """
+
+    hardware_uuid: str | None = None
+    serial: str | None = None
+    stale_before: dt.datetime = EPOCH
+    instance: str | None = None
+    alternating: str | None = None
+    window_start: dt.datetime = EPOCH
+
+    def params(self) -> dict[str, Any]:
+        """The statements' parameters."""
+        return {
+            "hw_uuid": self.hardware_uuid,
+            "serial": self.serial,
+            "stale_before": self.stale_before,
+            "inst": self.instance,
+            "alt_inst": self.alternating,
+            "window_start": self.window_start,
+        }
 
 
 class Consumed(NamedTuple):
@@ -135,9 +190,14 @@ def consume_for_trusted_device(
     remote_addr: str | None,
     details: dict[str, Any],
     txn_id: str | None = None,
+    guards: Guards | None = None,
 ) -> Consumed | None:
     """Record the answer of a trusted device owned by ``user_id`` and verify its
     transaction; None (nothing written) if refused.
+
+    ``guards`` add detection's cheap checks (``idp_service/detection.py``) to the
+    same guard: hardware identifiers as registered, not stale, no alternating agent
+    instance. When one fails nothing is written and the slow path finds out which.
 
     The write is durable when this returns. Answers arriving together from several
     threads share one transaction and one commit (``storage/group_commit.py``).
@@ -168,6 +228,7 @@ def consume_for_trusted_device(
             "details": json.dumps(details),
             "mac": mac,
             "txn_id": txn_id,
+            **(guards or Guards()).params(),
         }
     )
 
@@ -232,22 +293,27 @@ def _sqlite_consume(cur: Any, p: dict[str, Any]) -> Consumed | None:
     device_id, user_id, txn_id = p["device_id"], p["user_id"], p["txn_id"]
     cur.execute(
         _SQLITE_CONSUME,
-        (
-            p["cid"],
-            p["binding"],
-            sqlite_time(p["issued_at"]),
-            sqlite_time(p["expires_at"]),
-            stamp,
-            p["via"],
-            device_id,
-            device_id,
-            p["sign_key"],
-            user_id,
-        ),
+        {
+            **p,
+            "issued_at": sqlite_time(p["issued_at"]),
+            "expires_at": sqlite_time(p["expires_at"]),
+            "now": stamp,
+            "stale_before": sqlite_time(p["stale_before"]),
+            "window_start": sqlite_time(p["window_start"]),
+        },
     )
     if cur.rowcount != 1:
         return None
-    cur.execute(_SQLITE_DEVICE, (stamp, p["skew"], p["agent_version"], stamp, device_id))
+    cur.execute(
+        _SQLITE_DEVICE,
+        {
+            "now": stamp,
+            "skew": p["skew"],
+            "agent_version": p["agent_version"],
+            "inst": p["inst"],
+            "device_id": device_id,
+        },
+    )
     audit = (stamp, user_id, device_id, p["remote_addr"], p["details"], p["mac"])
     cur.execute(_SQLITE_AUDIT, audit)
     status = error = None

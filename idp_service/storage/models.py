@@ -63,7 +63,9 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, dt.datetime: UTCDateTime}
 
 
-DEVICE_STATES = ("pending", "trusted", "denied", "revoked")
+# ``suspended`` is set by the system only (clone detection, ``idp_service/detection.py``);
+# an admin then approves, denies or revokes.
+DEVICE_STATES = ("pending", "trusted", "denied", "revoked", "suspended")
 
 
 class User(Base):
@@ -109,6 +111,11 @@ class Device(Base):
     first_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_clock_skew: Mapped[float | None] = mapped_column(Float)
+    # The agent process instances that answered last (detection.py: two agents, one id):
+    # the current one, the one before it, and when the current one took over.
+    agent_instance: Mapped[str | None] = mapped_column(String(64))
+    agent_instance_prev: Mapped[str | None] = mapped_column(String(64))
+    agent_instance_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -826,6 +826,12 @@ def response_vectors() -> list[dict[str, Any]]:
         ("denied", registered(state="denied"), "device_denied", "The device was denied."),
         ("pending", registered(state="pending"), "device_pending", "The device awaits approval."),
         (
+            "suspended",
+            registered(state="suspended"),
+            "device_suspended",
+            "The device is suspended pending a security review (clone detection).",
+        ),
+        (
             "owner-inactive",
             registered(owner_active=False),
             "owner_inactive",
