@@ -17,7 +17,8 @@ from idp_service.storage.db import Database
 def create_app(settings: Settings | None = None, *, background: bool = False) -> Flask:
     """Build the service. The database must already be migrated (``devicetrust migrate``).
 
-    ``background`` starts the per-process background work (the audit sealer); the
+    ``background`` starts the per-process background work (the audit sealer, the
+    webhook dispatcher); the
     ``serve`` command asks for it, tests and one-off tools do not.
     """
     settings = settings or Settings.from_env()
@@ -62,4 +63,7 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
 
     if background:
         audit_chain.Sealer(db).start()
+        from idp_service.webhooks.dispatcher import Dispatcher
+
+        Dispatcher(db, settings).start()
     return app

@@ -42,6 +42,23 @@ def _builtin(text: str) -> tuple[str, ...]:
     return ("all",) if "all" in words else words
 
 
+# Seconds after each failed webhook attempt: 8 attempts over about 31 hours.
+WEBHOOK_RETRY_DELAYS = (10.0, 30.0, 120.0, 600.0, 3600.0, 6 * 3600.0, 24 * 3600.0)
+
+
+def _delays(text: str | None) -> tuple[float, ...]:
+    """``DEVICETRUST_WEBHOOK_RETRY_DELAYS``: seconds, space or comma separated."""
+    if not text or not text.strip():
+        return WEBHOOK_RETRY_DELAYS
+    try:
+        delays = tuple(float(w) for w in text.replace(",", " ").split())
+    except ValueError:
+        raise ValueError("DEVICETRUST_WEBHOOK_RETRY_DELAYS lists seconds, e.g. 10 30 120") from None
+    if len(delays) > 20 or any(not 0 <= d <= 7 * 86400 for d in delays):
+        raise ValueError("DEVICETRUST_WEBHOOK_RETRY_DELAYS: at most 20 delays of up to 7 days")
+    return delays
+
+
 @dataclass
 class Settings:
     """Everything the service needs to know at start-up."""
@@ -67,6 +84,11 @@ class Settings:
     # The admin console (/admin): members of this SCIM group, signed in on a trusted device.
     admin_group: str = "devicetrust-admins"
     admin_session_ttl: int = 8 * 3600  # seconds an admin console session lasts
+    # Webhooks (docs/events.md): seconds to wait after each failed attempt, the
+    # request timeout, and how often the dispatcher looks for due deliveries.
+    webhook_retry_delays: tuple[float, ...] = WEBHOOK_RETRY_DELAYS
+    webhook_timeout: float = 10.0
+    webhook_poll: float = 1.0
     testing: bool = False
 
     @classmethod
@@ -98,7 +120,12 @@ class Settings:
             scim_reactivation=env.get("DEVICETRUST_SCIM_REACTIVATION", "require_approval"),
             admin_group=env.get("DEVICETRUST_ADMIN_GROUP", "devicetrust-admins").strip(),
             admin_session_ttl=int(env.get("DEVICETRUST_ADMIN_SESSION_TTL", str(8 * 3600))),
+            webhook_retry_delays=_delays(env.get("DEVICETRUST_WEBHOOK_RETRY_DELAYS")),
+            webhook_timeout=float(env.get("DEVICETRUST_WEBHOOK_TIMEOUT", "10")),
+            webhook_poll=float(env.get("DEVICETRUST_WEBHOOK_POLL", "1")),
         )
+        if not 0 < s.webhook_timeout <= 60 or not 0 < s.webhook_poll <= 60:
+            raise ValueError("DEVICETRUST_WEBHOOK_TIMEOUT and _POLL are 0 to 60 seconds")
         if s.scim_reactivation not in ("require_approval", "restore"):
             raise ValueError("DEVICETRUST_SCIM_REACTIVATION must be require_approval or restore")
         if not 0 < s.challenge_ttl <= 120:

@@ -9,5 +9,6 @@ from idp_service.storage import (
     api_tables,  # noqa: F401, E402
     models,  # noqa: F401
     posture_tables,  # noqa: F401, E402
+    webhook_tables,  # noqa: F401, E402
 )
 from scim import tables  # noqa: F401
