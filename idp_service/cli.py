@@ -429,6 +429,10 @@ from idp_service.api.cli import api_token  # noqa: E402
 
 cli.add_command(api_token)
 
+from idp_service.webhooks.cli import webhook  # noqa: E402
+
+cli.add_command(webhook)
+
 
 def main() -> None:
     """Entry point of the ``devicetrust`` console script."""
