@@ -140,3 +140,31 @@ def test_property_old_or_future_timestamps_fail(msg_id, body, skew, sign_):
 def test_property_hostile_headers_only_ever_fail_cleanly(found, body):
     with pytest.raises(WebhookVerificationError):
         verify(SECRET, found, body, now=NOW)
+
+
+def _documented_verifier():
+    """The receiver snippet of docs/events.md, as printed there."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "events.md").read_text()
+    source = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(source, "docs/events.md", "exec"), namespace)  # noqa: S102 - our own docs
+    return namespace["verify_webhook"]
+
+
+def test_the_documented_verifier_accepts_what_the_service_signs_and_nothing_else():
+    import time
+
+    verify_webhook = _documented_verifier()
+    body = b'{"id":"evt-5","type":"device.revoked"}'
+    now = int(time.time())
+    sent = headers(SECRET, "evt-5", now, body)
+    assert verify_webhook(SECRET, sent, body) == "evt-5"
+    for bad_body, bad_headers in [
+        (body + b" ", sent),
+        (body, {**sent, "webhook-timestamp": str(now - 301)}),
+        (body, {**sent, "webhook-signature": sign(new_secret(), "evt-5", now, body)}),
+    ]:
+        with pytest.raises(ValueError):
+            verify_webhook(SECRET, bad_headers, bad_body)
