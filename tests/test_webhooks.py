@@ -536,3 +536,80 @@ def test_cli_manages_endpoints_and_shows_the_log(migrated_url, tmp_path):
         assert secret not in text and rotated not in text and '"webhook.create"' in text
     finally:
         db.dispose()
+
+
+# -- the console ------------------------------------------------------------------------------
+
+
+def test_console_page_adds_shows_the_secret_once_and_guards_every_post(service_ctx):
+    import re
+
+    from idp_service.admin import bootstrap
+    from tests.admin_helpers import csrf_of
+
+    app, db = service_ctx, service_ctx.extensions["devicetrust"].db
+    stranger = app.test_client()
+    assert stranger.get("/admin/webhooks").headers["Location"] == "/admin/signin"
+    client = app.test_client()
+    with db.session() as s:
+        token, _ = bootstrap.issue(s, actor="test")
+    csrf = csrf_of(client.get("/admin/bootstrap").get_data(as_text=True))
+    assert client.post("/admin/bootstrap", data={"token": token, "csrf": csrf}).status_code == 303
+    page = client.get("/admin/webhooks").get_data(as_text=True)
+    assert 'aria-current="page"' in page and "No endpoints yet" in page
+    csrf = csrf_of(page)
+
+    # No CSRF token: refused, nothing written.
+    resp = client.post("/admin/webhooks", data={"url": "https://hooks.example.com/a"})
+    assert resp.status_code == 403 and _count(db, WebhookEndpoint) == 0
+    # A bad URL: 400 with its code on the error page, audited as a rejected admin request.
+    resp = client.post("/admin/webhooks", data={"csrf": csrf, "url": "file:///etc/passwd"})
+    assert resp.status_code == 400 and "bad_url" in resp.get_data(as_text=True)
+    assert _count(db, WebhookEndpoint) == 0
+    with db.session() as s:
+        last = s.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
+    assert (last.action, last.outcome, last.code) == ("admin.request", "rejected", "bad_url")
+
+    resp = client.post(
+        "/admin/webhooks",
+        data={"csrf": csrf, "url": "https://hooks.example.com/a", "event_types": ["webhook.test"]},
+    )
+    html = resp.get_data(as_text=True)
+    (secret,) = re.findall(r"whsec_[A-Za-z0-9+/=]+", html)
+    assert resp.status_code == 200 and "shown <strong>this once</strong>" in html
+    assert "whsec_" not in client.get("/admin/webhooks").get_data(as_text=True)
+    with db.session() as s:
+        endpoint_id = s.scalar(select(WebhookEndpoint.id))
+    resp = client.post(f"/admin/webhooks/{endpoint_id}/rotate", data={"csrf": csrf})
+    (rotated,) = re.findall(r"whsec_[A-Za-z0-9+/=]+", resp.get_data(as_text=True))
+    assert rotated != secret
+    assert (
+        client.post(f"/admin/webhooks/{endpoint_id}/test", data={"csrf": csrf}).status_code == 303
+    )
+    log = client.get(f"/admin/webhooks?webhook={endpoint_id}&status=pending")
+    assert log.status_code == 200 and "webhook.test" in log.get_data(as_text=True)
+    assert client.get("/admin/webhooks?status=lost").status_code == 400
+    assert client.get("/admin/webhooks?webhook=abc").status_code == 400
+    resp = client.post(f"/admin/webhooks/{endpoint_id}/active", data={"csrf": csrf, "active": "x"})
+    assert resp.status_code == 400
+    resp = client.post(
+        f"/admin/webhooks/{endpoint_id}/active", data={"csrf": csrf, "active": "false"}
+    )
+    assert resp.status_code == 303
+    assert (
+        client.post(f"/admin/webhooks/{endpoint_id}/test", data={"csrf": csrf}).status_code == 409
+    )
+    assert (
+        client.post(f"/admin/webhooks/{endpoint_id}/delete", data={"csrf": csrf}).status_code == 303
+    )
+    assert _count(db, WebhookEndpoint) == 0 and _count(db, WebhookDelivery) == 0
+    text = _audit_text(db)
+    assert secret not in text and rotated not in text
+    with db.session() as s:
+        actors = {
+            e.action: e.actor
+            for e in s.scalars(select(AuditEvent).where(AuditEvent.action.like("webhook.%")))
+        }
+    assert set(actors) == {"webhook.create", "webhook.rotate", "webhook.test", "webhook.update",
+                           "webhook.delete"}  # fmt: skip
+    assert all(a.startswith("admin:") for a in actors.values()), actors
