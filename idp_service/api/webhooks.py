@@ -14,7 +14,11 @@ from idp_service.api.core import operation as op
 from idp_service.storage.webhook_tables import DELIVERY_STATUSES
 from idp_service.webhooks import catalog, endpoints
 
-URL = S.string(endpoints.MAX_URL, min_length=1)
+URL = {
+    **S.string(endpoints.MAX_URL, min_length=1),
+    "format": "uri",
+    "description": "An absolute http or https URL, without credentials or a fragment (400 bad_url)",
+}
 EVENT_TYPES = {
     "type": ["array", "null"],
     "items": {"enum": list(catalog.ALL_TYPES)},
