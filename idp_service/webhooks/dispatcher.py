@@ -229,7 +229,9 @@ def record(
 class Dispatcher:
     """Delivers due webhook events every ``settings.webhook_poll`` seconds in a daemon thread."""
 
-    def __init__(self, db: Database, settings: Settings, *, batch: int = 20, senders: int = 4):
+    def __init__(
+        self, db: Database, settings: Settings, *, batch: int = 20, senders: int = 4
+    ) -> None:
         self.db = db
         self.delays = settings.webhook_retry_delays
         self.timeout = settings.webhook_timeout

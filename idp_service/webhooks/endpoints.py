@@ -65,7 +65,7 @@ def check_url(url: object) -> str:
 
 
 def check_event_types(value: object) -> list[str] | None:
-    """A filter of event types (None or ``[]``... see below); else 400 ``bad_event_types``.
+    """An endpoint's event-type filter, sorted; else 400 ``bad_event_types``.
 
     None means every event type. An empty list is refused: it would receive nothing.
     """
