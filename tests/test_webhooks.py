@@ -613,3 +613,30 @@ def test_console_page_adds_shows_the_secret_once_and_guards_every_post(service_c
     assert set(actors) == {"webhook.create", "webhook.rotate", "webhook.test", "webhook.update",
                            "webhook.delete"}  # fmt: skip
     assert all(a.startswith("admin:") for a in actors.values()), actors
+
+
+def test_410_gone_fails_the_delivery_and_disables_the_endpoint(migrated_url, tmp_path):
+    from idp_service import audit_chain
+
+    audit_chain.configure(audit_chain.load_key(tmp_path / "data"))
+    server = _Server(410)
+    db = Database(migrated_url)
+    try:
+        endpoint_id = _queue(db, 2, url=server.url)
+        first, second = dispatcher.claim(db, batch=5, lease=30)
+        for held in (first, second):
+            outcome = dispatcher.send(held, timeout=5)
+            assert outcome.status_code == 410
+            assert dispatcher.record(db, held, outcome, (1.0, 2.0)) == "failed"
+        with db.session() as s:
+            assert s.get(WebhookEndpoint, endpoint_id).active is False
+            disabled = s.scalars(
+                select(AuditEvent).where(AuditEvent.action == "webhook.disable")
+            ).all()
+        assert [(e.actor, e.details["endpoint_id"]) for e in disabled] == [
+            ("webhook-dispatcher", endpoint_id)
+        ]  # once, however many deliveries were refused
+        assert [d.status for d in _deliveries(db)] == ["failed", "failed"]
+    finally:
+        db.dispose()
+        server.close()

@@ -15,7 +15,8 @@ by ``create_app(background=True)``, like the audit sealer). Each pass:
    answer is *delivered*; anything else (other statuses, timeouts, refused
    connections) is a failure, retried after the next delay of
    ``DEVICETRUST_WEBHOOK_RETRY_DELAYS`` (plus up to 20 % jitter), and *failed*
-   once the delays run out.
+   once the delays run out. A ``410 Gone`` fails the delivery at once and
+   disables the endpoint.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from idp_service.config import Settings
 from idp_service.storage.db import Database
@@ -57,6 +59,7 @@ class Claim:
     payload: dict[str, Any]
     url: str
     secret: str
+    endpoint_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,8 @@ def claim(db: Database, *, batch: int, lease: float, now: dt.datetime | None = N
             r.payload,
             endpoints[r.endpoint_id].url,
             endpoints[r.endpoint_id].secret,
-        )  # fmt: skip
+            r.endpoint_id,
+        )
         for r in rows
         if r.endpoint_id in endpoints
     ]
@@ -196,8 +200,13 @@ def record(
     delays: tuple[float, ...],
     now: dt.datetime | None = None,
 ) -> str:
-    """Store an attempt's outcome; return the delivery's new status."""
+    """Store an attempt's outcome; return the delivery's new status.
+
+    ``410 Gone`` means the receiver wants no more events (Standard Webhooks): the
+    delivery fails at once and the endpoint is disabled, audited as ``webhook.disable``.
+    """
     now = now or utcnow()
+    gone = outcome.status_code == 410
     attempt = held.attempts + 1
     values: dict[str, Any] = {
         "attempts": attempt,
@@ -207,6 +216,8 @@ def record(
     }
     if outcome.delivered:
         values.update(status="delivered", delivered_at=now, next_attempt_at=None)
+    elif gone:
+        values.update(status="failed", next_attempt_at=None)
     else:
         delay = next_delay(attempt, delays)
         if delay is None:
@@ -214,7 +225,7 @@ def record(
         else:
             values.update(status="pending", next_attempt_at=now + dt.timedelta(seconds=delay))
     with db.session() as session:
-        session.execute(
+        applied = session.execute(
             update(WebhookDelivery)
             .where(
                 WebhookDelivery.id == held.id,
@@ -222,8 +233,27 @@ def record(
                 WebhookDelivery.attempts == held.attempts,
             )
             .values(**values)
-        )
+        ).rowcount
+        if gone and applied == 1:
+            _disable_gone(session, held.endpoint_id, now)
     return values["status"]
+
+
+def _disable_gone(session: Session, endpoint_id: int, now: dt.datetime) -> None:
+    from idp_service import audit
+
+    endpoint = session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is None or not endpoint.active:
+        return
+    endpoint.active = False
+    endpoint.updated_at = now
+    audit.record(
+        session,
+        "webhook.disable",
+        "ok",
+        actor="webhook-dispatcher",
+        details={"endpoint_id": endpoint.id, "url": endpoint.url, "reason": "answered 410 Gone"},
+    )
 
 
 class Dispatcher:
