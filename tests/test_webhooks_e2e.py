@@ -169,7 +169,8 @@ def _console(svc) -> httpx.Client:
 
 
 def test_failures_are_retried_with_backoff_and_shown_in_the_delivery_log(tmp_path, database_url):
-    svc = start_service(tmp_path, database_url, extra_env=ENV)
+    # Two gunicorn workers, two dispatchers: each attempt is still made exactly once.
+    svc = start_service(tmp_path, database_url, extra_env=ENV, workers=2)
     try:
         with Receiver() as receiver:
             api = _api(svc)
@@ -195,6 +196,7 @@ def test_failures_are_retried_with_backoff_and_shown_in_the_delivery_log(tmp_pat
             assert gaps[0] < gaps[1] < gaps[2], gaps
             time.sleep(1.0)
             assert len(receiver.hooks["/dead"].received) == 4  # given up: no fifth attempt
+            assert len(receiver.hooks["/flaky"].received) == 3  # delivered: no more
             assert _deliveries(api, status="failed")[0]["id"] == log["id"]
 
             # The console's delivery log shows both, with attempts, codes and errors.
