@@ -18,7 +18,7 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     """Build the service. The database must already be migrated (``devicetrust migrate``).
 
     ``background`` starts the per-process background work (the audit sealer, the
-    staleness sweep); the
+    staleness sweep, webhook dispatcher); the
     ``serve`` command asks for it, tests and one-off tools do not.
     """
     settings = settings or Settings.from_env()
@@ -69,4 +69,7 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
 
         audit_chain.Sealer(db).start()
         StaleSweeper(db, settings).start()
+        from idp_service.webhooks.dispatcher import Dispatcher
+
+        Dispatcher(db, settings).start()
     return app

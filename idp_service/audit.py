@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from idp_service.audit_chain import with_mac
 from idp_service.storage.db import Database
-from idp_service.storage.models import AuditEvent
+from idp_service.storage.models import AuditEvent, utcnow
+from idp_service.webhooks.catalog import EVENT_TYPES
 
 
 def record(
@@ -28,11 +29,17 @@ def record(
     remote_addr: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Add an audit event to ``session`` (committed with the caller's transaction)."""
+    """Add an audit event to ``session`` (committed with the caller's transaction).
+
+    An ``ok`` decision that is a webhook event (``webhooks/catalog.py``) also
+    enqueues its deliveries in the same transaction.
+    """
+    at = utcnow()
     session.add(
         AuditEvent(
             **with_mac(
                 {
+                    "at": at,
                     "action": action,
                     "outcome": outcome,
                     "code": code,
@@ -45,6 +52,13 @@ def record(
             )
         )
     )
+    if outcome == "ok" and action in EVENT_TYPES:
+        from idp_service.webhooks import catalog, outbox
+
+        found = catalog.events_for(
+            action, actor=actor, user_id=user_id, device_id=device_id, details=details
+        )
+        outbox.enqueue(session, found, at)
 
 
 def record_separately(db: Database, action: str, outcome: str, **kwargs: Any) -> None:

@@ -484,6 +484,10 @@ from idp_service.policy_cli import policy  # noqa: E402
 
 cli.add_command(policy)
 
+from idp_service.webhooks.cli import webhook  # noqa: E402
+
+cli.add_command(webhook)
+
 
 def main() -> None:
     """Entry point of the ``devicetrust`` console script."""

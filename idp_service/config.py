@@ -57,6 +57,23 @@ def parse_duration(text: str, name: str) -> int:
     return int(number) * scale
 
 
+# Seconds after each failed webhook attempt: 8 attempts over about 31 hours.
+WEBHOOK_RETRY_DELAYS = (10.0, 30.0, 120.0, 600.0, 3600.0, 6 * 3600.0, 24 * 3600.0)
+
+
+def _delays(text: str | None) -> tuple[float, ...]:
+    """``DEVICETRUST_WEBHOOK_RETRY_DELAYS``: seconds, space or comma separated."""
+    if not text or not text.strip():
+        return WEBHOOK_RETRY_DELAYS
+    try:
+        delays = tuple(float(w) for w in text.replace(",", " ").split())
+    except ValueError:
+        raise ValueError("DEVICETRUST_WEBHOOK_RETRY_DELAYS lists seconds, e.g. 10 30 120") from None
+    if len(delays) > 20 or any(not 0 <= d <= 7 * 86400 for d in delays):
+        raise ValueError("DEVICETRUST_WEBHOOK_RETRY_DELAYS: at most 20 delays of up to 7 days")
+    return delays
+
+
 @dataclass
 class Settings:
     """Everything the service needs to know at start-up."""
@@ -92,6 +109,11 @@ class Settings:
     stale_after: int = 30 * 86400
     stale_policy: str = "deny"
     stale_sweep_interval: int = 300  # seconds between background sweeps
+    # Webhooks (docs/events.md): seconds to wait after each failed attempt, the
+    # request timeout, and how often the dispatcher looks for due deliveries.
+    webhook_retry_delays: tuple[float, ...] = WEBHOOK_RETRY_DELAYS
+    webhook_timeout: float = 10.0
+    webhook_poll: float = 1.0
     testing: bool = False
 
     @classmethod
@@ -138,11 +160,16 @@ class Settings:
                 env.get("DEVICETRUST_STALE_SWEEP_INTERVAL", "5m"),
                 "DEVICETRUST_STALE_SWEEP_INTERVAL",
             ),
+            webhook_retry_delays=_delays(env.get("DEVICETRUST_WEBHOOK_RETRY_DELAYS")),
+            webhook_timeout=float(env.get("DEVICETRUST_WEBHOOK_TIMEOUT", "10")),
+            webhook_poll=float(env.get("DEVICETRUST_WEBHOOK_POLL", "1")),
         )
         if s.clone_policy not in ("suspend", "flag"):
             raise ValueError("DEVICETRUST_CLONE_POLICY must be suspend or flag")
         if s.stale_policy not in ("deny", "flag"):
             raise ValueError("DEVICETRUST_STALE_POLICY must be deny or flag")
+        if not 0 < s.webhook_timeout <= 60 or not 0 < s.webhook_poll <= 60:
+            raise ValueError("DEVICETRUST_WEBHOOK_TIMEOUT and _POLL are 0 to 60 seconds")
         if s.scim_reactivation not in ("require_approval", "restore"):
             raise ValueError("DEVICETRUST_SCIM_REACTIVATION must be require_approval or restore")
         if s.registration_policy not in REGISTRATION_POLICIES:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from idp_service.saml import api as saml_api
 from idp_service.storage.db import Database
+from idp_service.webhooks import endpoints as webhook_endpoints
 from tests.api_helpers import make_token, seed
 from tests.procs import start_service
 from tests.saml_support import sp_metadata
@@ -43,6 +44,11 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(database_url, tm
             token = make_token(db, "schemathesis", "write")
             xml = sp_metadata("https://sp.example.com/meta", ["https://sp.example.com/acs"])
             sp = saml_api.create_sp(db, {"metadata_xml": xml.decode(), "name": "seeded"})
+            with db.session() as s:
+                # Deliveries to a closed loopback port fail harmlessly in the background.
+                hook, _ = webhook_endpoints.create(s, "http://127.0.0.1:9/hook", actor="test")
+                delivery = webhook_endpoints.send_test(s, hook.id, actor="test")
+                hooks = {"webhook_id": [hook.id], "delivery_id": [delivery.id]}
         finally:
             db.dispose()
         ids = {
@@ -51,6 +57,7 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(database_url, tm
             "group_id": [data["group"]],
             "group": [data["group"], "Admins"],  # registration policies, by id or displayName
             "sp": [sp["id"], "seeded"],
+            **hooks,
         }
         report = artifacts / f"schemathesis-{Path(database_url).name.split('?')[0]}"
         env = {

@@ -5,7 +5,7 @@ Modules: ``auth`` (sessions, CSRF, the ``admin`` login completer),
 stay fast at 100k devices), ``tables`` (storage and indexes), and one module of
 pages per area: ``signin``, ``overview``, ``devices``, ``directory`` (users,
 groups, SPs), ``checks`` (checks and exemptions), ``records`` (audit log,
-settings). See ``docs/admin.md``.
+settings), ``webhooks`` (endpoints and the delivery log). See ``docs/admin.md``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def init_app(app: Flask) -> None:
         policies,
         records,
         signin,
+        webhooks,
     )
     from idp_service.admin.auth import complete_login
     from idp_service.admin.blueprint import bp

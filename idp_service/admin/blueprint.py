@@ -25,6 +25,7 @@ NAV = [
     ("admin.sps", "SPs"),
     ("admin.checks", "Checks"),
     ("admin.audit_log", "Audit log"),
+    ("admin.webhooks", "Webhooks"),
     ("admin.settings", "Settings"),
 ]
 

@@ -7,7 +7,15 @@ all on :data:`bp`. See docs/api.md.
 
 from __future__ import annotations
 
-from idp_service.api import devices, directory, events, policies, posture, sps  # noqa: F401
+from idp_service.api import (  # noqa: F401
+    devices,
+    directory,
+    events,
+    policies,
+    posture,
+    sps,
+    webhooks,
+)
 from idp_service.api.core import OPERATIONS, bp, openapi_document
 
 __all__ = ["OPERATIONS", "bp", "openapi_document"]
