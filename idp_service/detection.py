@@ -238,6 +238,9 @@ def set_state(session: Session, device: Device, state: str, reason: str) -> None
         return
     device.state = state
     device.state_reason = reason
+    from idp_service.approve import close_for_device  # approve builds on enroll -> detection
+
+    close_for_device(session, device.id, f"system: {state}")  # no code can trust it now
     action = {"suspended": "device.suspend", "denied": "device.deny"}.get(state, "device.state")
     audit.record(
         session,
