@@ -351,3 +351,47 @@ def test_tofu_admin_approval_and_a_group_policy_set_through_the_api(tmp_path, da
         assert svc.cli_json("policy", "show")["groups"] == []
     finally:
         svc.stop()
+
+
+def test_without_javascript_the_waiting_page_links_the_code_form(tda_service, tmp_path):
+    svc = tda_service
+    a, b = _pair(svc, tmp_path, "kim@example.com")
+    b_id = b.cli_json("id")["device_id"]
+    b.start("--no-approvals")
+    try:
+        browser, txn, status = _login(svc, b)
+        assert status["code"] == "device_pending" and status["next"] == f"/login/{txn}/continue"
+        # The page a browser without JavaScript lands on: plain HTML, no script needed.
+        page = browser.get(f"/login/{txn}/continue")
+        assert page.status_code == 200 and "Waiting for approval" in page.text
+        assert "<script" not in page.text
+        assert "open the devicetrust agent on one of your\n  trusted devices" in page.text
+        link = re.search(r'<a class="button" id="enter-code" href="([^"]+)">', page.text)
+        assert link and link.group(1) == status["approve"] == f"/login/{txn}/approve"
+
+        # Without an open request (closed by an admin decision, say) there is nothing to link.
+        engine = _engine(svc)
+        with engine.begin() as conn:
+            conn.execute(update(ApprovalRequest).values(status="closed"))
+        closed = browser.get(f"/login/{txn}/continue").text
+        assert "Waiting for approval" in closed and 'id="enter-code"' not in closed
+        assert "devicetrust-agent approve" not in closed
+        with engine.begin() as conn:
+            conn.execute(update(ApprovalRequest).values(status="open"))
+
+        form_page = browser.get(link.group(1))
+        assert form_page.status_code == 200
+        action = re.search(
+            r'<form method="post" action="([^"]+)" autocomplete="off">', form_page.text
+        )
+        assert action and action.group(1) == link.group(1)
+        csrf = CSRF.search(form_page.text).group(1)
+        code = _codes(a)[0]["code"]
+        done = browser.post(action.group(1), data={"csrf": csrf, "code": code, "action": "code"})
+        assert done.status_code == 303 and done.headers["location"] == f"/login/{txn}"
+        with engine.connect() as conn:
+            state = conn.execute(select(Device.state).where(Device.id == b_id)).scalar_one()
+        engine.dispose()
+        assert state == "trusted"
+    finally:
+        b.stop()

@@ -299,6 +299,11 @@ def _posture_page(txn: LoginTransaction, verdict: object, *, blocked: bool) -> s
 
 def _complete_local(txn: LoginTransaction, user: User | None, device: Device | None) -> str:
     code = txn.error_code or ("expired" if txn.status != "verified" else None)
+    approve_url = None
+    if code == "device_pending":  # without JavaScript: link the code form the script would open
+        from idp_service.blueprints.login_approve import approval_open
+
+        approve_url = f"/login/{txn.id}/approve" if approval_open(txn) else None
     return render_template(
         "login_done.html",
         txn=txn,
@@ -307,6 +312,7 @@ def _complete_local(txn: LoginTransaction, user: User | None, device: Device | N
         code=code,
         message=MESSAGES.get(code or "", CODES.get(code or "", code or "")),
         hint=HINTS.get(code or "", ""),
+        approve_url=approve_url,
     )
 
 
