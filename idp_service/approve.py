@@ -29,6 +29,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -153,6 +154,51 @@ def open_for_device(session: Session, device_id: str) -> ApprovalRequest | None:
         .where(ApprovalRequest.device_id == device_id, ApprovalRequest.status == "open")
         .limit(1)
     ).first()
+
+
+def latest_requests(session: Session, device_ids: list[str]) -> dict[str, ApprovalRequest]:
+    """The newest approval request of each of ``device_ids`` that has one.
+
+    One query for a whole page of devices (``ix_approval_requests_device_status``
+    leads with the device id); the console and the admin API show the result.
+    """
+    if not device_ids:
+        return {}
+    rows = session.scalars(
+        select(ApprovalRequest)
+        .where(ApprovalRequest.device_id.in_(device_ids))
+        .order_by(ApprovalRequest.created_at, ApprovalRequest.id)
+    )
+    return {req.device_id: req for req in rows}  # a later request replaces an earlier one
+
+
+REQUEST_STATUSES = ("open", "expired", "approved", "exhausted", "closed")
+
+
+def request_view(req: ApprovalRequest, now: dt.datetime | None = None) -> dict[str, Any]:
+    """What an admin may see of a request: status, times, attempts; there is no code to show.
+
+    ``expired`` is an open request whose current code has expired (the user can ask
+    for a new one on the login page).
+    """
+    expired = req.status == "open" and req.expires_at <= (now or utcnow())
+    return {
+        "id": req.id,
+        "status": "expired" if expired else req.status,
+        "attempts": req.attempts,
+        "max_attempts": req.max_attempts,
+        "created_at": req.created_at,
+        "expires_at": req.expires_at,
+        "closed_at": req.closed_at,
+    }
+
+
+def request_json(req: ApprovalRequest, now: dt.datetime | None = None) -> dict[str, Any]:
+    """:func:`request_view` with ISO 8601 times, as the admin API shows it."""
+    view = request_view(req, now)
+    for key in ("created_at", "expires_at", "closed_at"):
+        view[key] = view[key].isoformat() if view[key] is not None else None
+    return view
 
 
 def _close(session: Session, req: ApprovalRequest, status: str, reason: str) -> None:

@@ -6,13 +6,14 @@ The real sign-in with an agent and Chromium is in ``test_admin_browser.py``.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from sqlalchemy import func, select
 
 from idp_service.admin import bootstrap
 from idp_service.admin.tables import AdminBootstrapToken
-from idp_service.storage.models import AuditEvent, Device, LoginTransaction, utcnow
+from idp_service.storage.models import AuditEvent, Device, LoginTransaction, User, utcnow
 from tests.admin_helpers import csrf_of, make_admin_group, make_device, make_user
 
 PAGES = [
@@ -314,3 +315,121 @@ def test_detail_overview_exemptions_and_settings(app, db, world):
     key = app.config["SECRET_KEY"]
     assert (key.hex() if isinstance(key, bytes) else key) not in page
     assert "(from the database)" in page
+
+
+def test_pending_page_detail_and_api_show_code_requests(app, db, world):
+    from sqlalchemy import event
+
+    from idp_service.api import schema as S
+    from idp_service.api.devices import DEVICE, DEVICE_DETAIL
+    from idp_service.storage.approval_tables import ApprovalNotice, ApprovalRequest
+    from tests.admin_helpers import make_device
+    from tests.api_helpers import make_token
+
+    now = utcnow()
+    with db.session() as s:
+        bob = world["bob"]
+        owner = s.get(User, bob)
+        stale = make_device(s, owner, state="pending", hostname="bob-expired")
+        burnt = make_device(s, owner, state="pending", hostname="bob-burnt")
+        plain = make_device(s, owner, state="pending", hostname="bob-no-code")
+        ids = {"open": world["bob_pending"], "expired": stale.id, "exhausted": burnt.id}
+        for status, device_id, expires, attempts in (
+            ("open", ids["open"], now + dt.timedelta(minutes=7), 1),
+            ("open", ids["expired"], now - dt.timedelta(minutes=1), 2),
+            ("exhausted", ids["exhausted"], now - dt.timedelta(minutes=3), 5),
+        ):
+            req = ApprovalRequest(
+                id=f"req-{status}-{device_id[:8]}",
+                device_id=device_id,
+                user_id=bob,
+                status=status,
+                attempts=attempts,
+                max_attempts=5,
+                expires_at=expires,
+                created_at=now - dt.timedelta(minutes=10),
+            )
+            s.add(req)
+            s.flush()
+            s.add(
+                ApprovalNotice(
+                    request_id=req.id,
+                    device_id=world["bob_trusted"],
+                    code_mac="ab" * 32,
+                    sealed=b"sealed-notice",
+                )
+            )
+    expires = (now + dt.timedelta(minutes=7)).strftime("%Y-%m-%d %H:%M:%S UTC")
+    client, _ = _bootstrap_signin(app, db)
+
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        page = client.get("/admin/pending").get_data(as_text=True)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert sum("approval_requests" in st for st in statements) == 1  # one query for the page
+    assert not any("approval_notices" in st for st in statements)  # codes are not even read
+
+    def cell(device_id: str) -> str:
+        found = re.search(rf'id="approval-{device_id}">(.*?)</td>', page, re.S)
+        assert found, device_id
+        return " ".join(re.sub(r"<[^>]+>", " ", found.group(1)).split())
+
+    assert cell(ids["open"]) == f"code open expires {expires}, 1 of 5 attempts used"
+    assert cell(ids["expired"]).startswith("code expired since ")
+    assert cell(ids["expired"]).endswith("2 of 5 attempts used")
+    assert cell(ids["exhausted"]) == "attempts used up 5 of 5 attempts used"
+    assert cell(plain.id) == "none"
+    assert "<th>Code request</th>" in page
+
+    detail = client.get(f"/admin/devices/{ids['open']}").get_data(as_text=True)
+    shown = re.search(r'<dd id="approval-request">(.*?)</dd>', detail, re.S).group(1)
+    assert "code open" in shown and expires in shown and "1 of 5 attempts used" in shown
+    assert 'id="approval-request"' not in client.get(
+        f"/admin/devices/{world['alice_laptop']}"
+    ).get_data(as_text=True)  # trusted, never asked for a code
+    assert "none" in client.get(f"/admin/devices/{plain.id}").get_data(as_text=True)
+
+    # The admin API shows the same, on the lists and the detail.
+    token = make_token(db, "reader", "read")
+    api = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    items = api.get("/api/v1/approvals", headers=headers).json["items"]
+    by_id = {d["id"]: d["approval_request"] for d in items}
+    assert by_id[plain.id] is None
+    assert by_id[ids["expired"]]["status"] == "expired"
+    assert by_id[ids["exhausted"]]["status"] == "exhausted"
+    full = api.get(f"/api/v1/devices/{ids['open']}", headers=headers).json
+    S.validate(DEVICE_DETAIL, full)  # the OpenAPI document's schema, with a request in it
+    for item in items:
+        S.validate(DEVICE, item)
+    request = full["device"]["approval_request"]
+    assert set(request) == {
+        "id",
+        "status",
+        "attempts",
+        "max_attempts",
+        "created_at",
+        "expires_at",
+        "closed_at",
+    }
+    assert (request["status"], request["attempts"], request["max_attempts"]) == ("open", 1, 5)
+    assert dt.datetime.fromisoformat(request["expires_at"]) > now
+    assert "ab" * 32 not in str(items) and "sealed" not in str(items)
+
+    # An admin's decision closes the request; the page says so.
+    csrf = csrf_of(page)
+    resp = client.post(
+        f"/admin/devices/{ids['open']}/action",
+        data={"action": "deny", "reason": "not his", "csrf": csrf},
+    )
+    assert resp.status_code == 303
+    got = api.get(f"/api/v1/devices/{ids['open']}", headers=headers).json["device"]
+    assert got["approval_request"]["status"] == "closed" and got["approval_request"]["closed_at"]
+    detail = client.get(f"/admin/devices/{ids['open']}").get_data(as_text=True)
+    assert "closed" in re.search(r'<dd id="approval-request">(.*?)</dd>', detail, re.S).group(1)

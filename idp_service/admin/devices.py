@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, abort, redirect, render_template, request
 from sqlalchemy import select
 
-from idp_service import detection, registry
+from idp_service import approve, detection, registry
 from idp_service.admin import queries
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp, reason_from_form
@@ -44,6 +44,8 @@ def pending() -> str:
     with ctx().db.session() as s:
         rows, more = queries.search_devices(s, flt)
         review, review_more = queries.search_devices(s, queries.DeviceFilter(review=True))
+        found = approve.latest_requests(s, [d.id for d, _ in rows])  # one query for the page
+        requests = {device_id: approve.request_view(r) for device_id, r in found.items()}
     return render_template(
         "admin/pending.html",
         rows=rows,
@@ -51,6 +53,7 @@ def pending() -> str:
         flt=flt,
         review=review,
         review_more=review_more,
+        requests=requests,
     )
 
 
@@ -89,6 +92,8 @@ def device(device_id: str) -> str:
                 .limit(50)
             )
         )
+        request_row = approve.latest_requests(s, [device_id]).get(device_id)
+        approval = approve.request_view(request_row) if request_row is not None else None
     return render_template(
         "admin/device.html",
         device=dev,
@@ -98,6 +103,7 @@ def device(device_id: str) -> str:
         history=history,
         events=events,
         flags=flags,
+        approval=approval,
         actions=[a for a in STATE_ACTIONS if dev.state in registry.TRANSITIONS[a]],
     )
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from idp_service import detection, registry
+from idp_service import approve, detection, registry
 from idp_service.admin.queries import flagged_ids, review_count, review_ids
 from idp_service.api import schema as S
 from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor, like, limit_of
@@ -25,6 +25,26 @@ from idp_service.storage.flag_tables import FLAG_KINDS, DeviceFlag
 from idp_service.storage.models import DEVICE_STATES, AuditEvent, Device, User
 
 NULLABLE = S.string(4096, nullable=True)
+APPROVAL_REQUEST = {
+    **S.obj(
+        {
+            "id": {"type": "string"},
+            "status": {"enum": list(approve.REQUEST_STATUSES)},
+            "attempts": {"type": "integer"},
+            "max_attempts": {"type": "integer"},
+            "created_at": S.TIMESTAMP,
+            "expires_at": S.TIMESTAMP,
+            "closed_at": S.TIMESTAMP_OR_NULL,
+        },
+        ("id", "status", "attempts", "max_attempts", "created_at", "expires_at", "closed_at"),
+    ),
+    "type": ["object", "null"],
+    "description": "The device's newest trusted-device approval request (a code from one of "
+    "its owner's trusted devices approves it), or null. status: open; expired (the current "
+    "code expired, the user can ask for a new one); approved; exhausted (too many wrong "
+    "codes); closed (an admin or the system decided). Codes are never shown. In lists and "
+    "the device detail.",
+}
 DEVICE = S.obj(
     {
         "id": {"type": "string"},
@@ -41,6 +61,7 @@ DEVICE = S.obj(
         "first_seen": S.TIMESTAMP,
         "last_seen": S.TIMESTAMP,
         "last_clock_skew": {"type": ["number", "null"]},
+        "approval_request": APPROVAL_REQUEST,
     },
     (
         "id",
@@ -140,6 +161,11 @@ def audit_json(row: AuditEvent) -> dict[str, Any]:
     }
 
 
+def _with_request(data: dict[str, Any], req: Any) -> dict[str, Any]:
+    data["approval_request"] = approve.request_json(req) if req is not None else None
+    return data
+
+
 def device_page(session: Session, query: dict[str, Any], limit: int) -> dict[str, Any]:
     """A page of devices, newest first, filtered as ``query`` says."""
     stmt = select(Device, User).join(User, User.id == Device.user_id)
@@ -178,7 +204,8 @@ def device_page(session: Session, query: dict[str, Any], limit: int) -> dict[str
     rows = session.execute(
         stmt.order_by(Device.first_seen.desc(), Device.id.desc()).limit(limit + 1)
     ).all()
-    items = [registry.device_json(d, u) for d, u in rows[:limit]]
+    requests = approve.latest_requests(session, [d.id for d, _ in rows[:limit]])
+    items = [_with_request(registry.device_json(d, u), requests.get(d.id)) for d, u in rows[:limit]]
     more = len(rows) > limit
     last = rows[limit - 1][0] if more else None
     return {
@@ -318,7 +345,10 @@ def get_device(call: Call) -> dict[str, Any]:
             .limit(100)
         ).all()
         return {
-            "device": registry.device_json(device, s.get(User, device.user_id)),
+            "device": _with_request(
+                registry.device_json(device, s.get(User, device.user_id)),
+                approve.latest_requests(s, [device_id]).get(device_id),
+            ),
             "flags": _flags(s, device_id),
             "facts": facts,
             "checks": [
