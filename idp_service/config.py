@@ -74,6 +74,16 @@ def _delays(text: str | None) -> tuple[float, ...]:
     return delays
 
 
+def _flag(env: dict[str, str], name: str) -> bool:
+    """A yes/no setting: true/yes/1/on or false/no/0/off (empty or unset: false)."""
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name} must be true or false")
+
+
 @dataclass
 class Settings:
     """Everything the service needs to know at start-up."""
@@ -114,6 +124,8 @@ class Settings:
     webhook_retry_delays: tuple[float, ...] = WEBHOOK_RETRY_DELAYS
     webhook_timeout: float = 10.0
     webhook_poll: float = 1.0
+    # Send webhooks to loopback/private/link-local addresses too (webhooks/targets.py).
+    webhook_allow_private: bool = False
     testing: bool = False
 
     @classmethod
@@ -163,6 +175,7 @@ class Settings:
             webhook_retry_delays=_delays(env.get("DEVICETRUST_WEBHOOK_RETRY_DELAYS")),
             webhook_timeout=float(env.get("DEVICETRUST_WEBHOOK_TIMEOUT", "10")),
             webhook_poll=float(env.get("DEVICETRUST_WEBHOOK_POLL", "1")),
+            webhook_allow_private=_flag(env, "DEVICETRUST_WEBHOOK_ALLOW_PRIVATE"),
         )
         if s.clone_policy not in ("suspend", "flag"):
             raise ValueError("DEVICETRUST_CLONE_POLICY must be suspend or flag")

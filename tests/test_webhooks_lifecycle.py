@@ -35,7 +35,11 @@ from idp_service.webhooks.catalog import ALL_TYPES, EVENT_TYPES
 from tests.procs import make_agent, start_service
 from tests.webhook_receiver import Received, Receiver
 
-ENV = {"DEVICETRUST_WEBHOOK_POLL": "0.1", "DEVICETRUST_STALE_SWEEP_INTERVAL": "1h"}
+ENV = {
+    "DEVICETRUST_WEBHOOK_POLL": "0.1",
+    "DEVICETRUST_STALE_SWEEP_INTERVAL": "1h",
+    "DEVICETRUST_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver is on loopback
+}
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "events.md"
 

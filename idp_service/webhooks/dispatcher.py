@@ -42,6 +42,7 @@ from idp_service.config import Settings
 from idp_service.storage.db import Database
 from idp_service.storage.models import utcnow
 from idp_service.storage.webhook_tables import WebhookDelivery, WebhookEndpoint
+from idp_service.webhooks import targets
 from trust_protocol import webhook_signature
 
 log = logging.getLogger(__name__)
@@ -75,16 +76,6 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A 3xx answer is a failure (Standard Webhooks): update the endpoint's URL instead."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirects())
-
-
 def body_of(payload: dict[str, Any]) -> bytes:
     """The exact bytes sent and signed for ``payload``."""
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
@@ -104,8 +95,11 @@ def _short(exc: BaseException) -> str:
     return text[:MAX_ERROR] or type(exc).__name__
 
 
-def send(claim: Claim, timeout: float, now: float | None = None) -> Outcome:
-    """POST one delivery, signed; never raises."""
+def send(
+    claim: Claim, timeout: float, now: float | None = None, *, allow_private: bool = False
+) -> Outcome:
+    """POST one delivery, signed; never raises. Only to public addresses unless
+    ``allow_private`` (``targets.py``)."""
     if not claim.url.lower().startswith(("http://", "https://")):
         return Outcome(None, "not an http or https URL")
     try:
@@ -117,7 +111,7 @@ def send(claim: Claim, timeout: float, now: float | None = None) -> Outcome:
             claim.url, data=body, headers=headers, method="POST"
         )
         try:
-            with _OPENER.open(request, timeout=timeout) as resp:  # noqa: S310
+            with targets.opener(allow_private).open(request, timeout=timeout) as resp:  # noqa: S310
                 return Outcome(resp.status, None)
         except urllib.error.HTTPError as exc:
             exc.close()
@@ -265,6 +259,7 @@ class Dispatcher:
         self.db = db
         self.delays = settings.webhook_retry_delays
         self.timeout = settings.webhook_timeout
+        self.allow_private = settings.webhook_allow_private
         self.poll = settings.webhook_poll
         self.batch = batch
         self.lease = settings.webhook_timeout + 30.0
@@ -285,7 +280,11 @@ class Dispatcher:
         claims = claim(self.db, batch=self.batch, lease=self.lease)
         if not claims:
             return 0
-        outcomes = list(self._pool.map(lambda c: send(c, self.timeout), claims))
+        outcomes = list(
+            self._pool.map(
+                lambda c: send(c, self.timeout, allow_private=self.allow_private), claims
+            )
+        )
         for held, outcome in zip(claims, outcomes, strict=True):
             record(self.db, held, outcome, self.delays)
         return len(claims)
