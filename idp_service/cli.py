@@ -98,6 +98,9 @@ def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", 5)
             self.cfg.set("accesslog", None)
+            # gunicorn's control socket is one fixed path per user: a second
+            # service on the host (a replica, a test) would fight over it.
+            self.cfg.set("control_socket_disable", True)
 
         def load(self):  # noqa: ANN202
             return create_app(background=True)

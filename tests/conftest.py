@@ -1,22 +1,42 @@
-"""Shared fixtures: a fresh database per test module on SQLite and on PostgreSQL.
+"""Shared fixtures: a fresh database per test on SQLite and on PostgreSQL.
 
-PostgreSQL is the real server on 127.0.0.1:5432 (trust auth); each use gets its
-own database, made and dropped through pytest-postgresql's janitor.
+PostgreSQL is the real server on 127.0.0.1:5432 (trust auth). Migrating a new
+database costs about a second, so each test session (each xdist worker) migrates
+one template per backend and every test gets a copy of it: ``CREATE DATABASE …
+TEMPLATE`` on PostgreSQL, a file copy on SQLite. Tests of the migrations
+themselves take ``empty_database_url``.
+
+Hypothesis runs under the ``ci`` profile when ``CI`` is set (derandomised, so a
+CI run is repeatable) and under ``dev`` otherwise.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 PG_HOST = os.environ.get("DEVICETRUST_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("DEVICETRUST_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("DEVICETRUST_TEST_PG_USER", "postgres")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 @pytest.fixture(scope="session")
@@ -26,24 +46,88 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database, dropped afterwards."""
-    from pytest_postgresql.janitor import DatabaseJanitor
+def _pg_admin():
+    import psycopg
 
-    name = f"devicetrust_test_{uuid.uuid4().hex[:12]}"
-    janitor = DatabaseJanitor(user=PG_USER, host=PG_HOST, port=PG_PORT, dbname=name)
-    janitor.init()
+    return psycopg.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True
+    )
+
+
+def _pg_url(name: str) -> str:
+    return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+
+
+def _pg_drop(name: str) -> None:
+    with _pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def _pg_template() -> Iterator[str]:
+    """A PostgreSQL database migrated to the newest schema, copied by each test."""
+    from idp_service.storage.migrate import upgrade
+
+    name = f"devicetrust_tmpl_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+        upgrade(_pg_url(name))
+        yield name
     finally:
-        janitor.drop()
+        _pg_drop(name)
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to the newest schema, copied by each test."""
+    import sqlite3
+
+    from idp_service.storage.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:  # fold any WAL into the file before copying it
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    """A fresh SQLite database file."""
+def empty_postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (no schema), dropped afterwards."""
+    name = f"devicetrust_test_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _pg_url(name)
+    finally:
+        _pg_drop(name)
+
+
+@pytest.fixture
+def postgres_url(_pg_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database at the newest schema, dropped afterwards."""
+    name = f"devicetrust_test_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_pg_template}" STRATEGY FILE_COPY')
+    try:
+        yield _pg_url(name)
+    finally:
+        _pg_drop(name)
+
+
+@pytest.fixture
+def empty_sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite database file with no schema."""
     return f"sqlite:///{tmp_path / 'devicetrust.db'}"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, _sqlite_template: Path) -> str:
+    """A fresh SQLite database file at the newest schema."""
+    path = tmp_path / "devicetrust.db"
+    shutil.copyfile(_sqlite_template, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -52,6 +136,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """``database_url`` without a schema: for tests of the migrations themselves."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("empty_sqlite_url")
+    return request.getfixturevalue("empty_postgres_url")
 
 
 @pytest.fixture

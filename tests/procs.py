@@ -16,11 +16,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Ports for the processes the tests start come from below the kernel's ephemeral
+# range (32768-60999 on Linux), so that no outgoing connection can take one between
+# the moment it is chosen and the moment the child binds it; each xdist worker has
+# its own slice, so that two workers never choose the same one.
+_PORT_BASE, _PORT_SLICE = 20000, 1500
+_next_port = 0
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free now and that no other test worker will choose."""
+    global _next_port
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    first = _PORT_BASE + (index % 8) * _PORT_SLICE
+    for _ in range(_PORT_SLICE):
+        port = first + (_next_port + os.getpid()) % _PORT_SLICE
+        _next_port += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + _PORT_SLICE - 1}")
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -111,13 +130,16 @@ def start_service(
         **({"DEVICETRUST_AGENT_PORTS": " ".join(map(str, agent_ports))} if agent_ports else {}),
         **(extra_env or {}),
     )
-    subprocess.run(
-        [sys.executable, "-m", "idp_service", "migrate"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    from idp_service.storage.migrate import is_current
+
+    if not is_current(database_url):
+        subprocess.run(
+            [sys.executable, "-m", "idp_service", "migrate"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     log_path = tmp / f"service-{port}.log"
     log = log_path.open("w")
     proc = subprocess.Popen(

@@ -7,9 +7,9 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from agent.collectors import collect_facts
@@ -103,19 +103,11 @@ def test_secure_boot_agrees_with_firmware(facts):
         assert facts["secure_boot"]["supported"] in (True, False)
 
 
-def test_collection_is_cheap_and_spawns_few_processes():
+def test_collection_spawns_few_processes():
+    # How much CPU a collection costs is measured by bench/agent.py, not here.
     host = Host.local()
-    before = os.times()
-    start = time.process_time()
     collect_facts(host)
-    own = time.process_time() - start
-    after = os.times()
-    children = (after.children_user - before.children_user) + (
-        after.children_system - before.children_system
-    )
     assert host.runner.spawned <= 8
-    # Generous bound for a shared 2-core CI box; bench/agent.py measures the real target.
-    assert own + children < 1.0
 
 
 def test_gnome_screen_lock_read_for_real_in_another_users_context():
@@ -153,7 +145,10 @@ def test_missing_program_is_reported_not_raised():
 def test_command_timeout_kills(tmp_path):
     from agent.collectors.base import CommandTimeout
 
-    started = time.monotonic()
+    # Without the kill this would wait an hour (and pytest-timeout fails the test).
+    marker = "3599.5"
     with pytest.raises(CommandTimeout):
-        SubprocessRunner().run(["sleep", "5"], timeout=0.2)
-    assert time.monotonic() - started < 2
+        SubprocessRunner().run(["sleep", marker], timeout=0.2)
+    assert not [
+        p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", marker]
+    ]

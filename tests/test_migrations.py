@@ -11,7 +11,8 @@ from idp_service.storage.migrate import is_current, upgrade
 from idp_service.storage.models import Base
 
 
-def test_migrations_match_models_and_are_idempotent(database_url):
+def test_migrations_match_models_and_are_idempotent(empty_database_url):
+    database_url = empty_database_url
     upgrade(database_url)
     upgrade(database_url)  # a second run is a no-op
     assert is_current(database_url)

@@ -181,9 +181,26 @@ def test_two_admins_setting_a_new_scope_at_once_both_succeed(service_ctx):
         except Exception as exc:  # noqa: BLE001 - reported to the test
             outcome["error"] = exc
 
+    from sqlalchemy import event
+
+    inserting = threading.Event()
+
+    def _saw(_conn, _cursor, statement, _params, _context, _many) -> None:
+        words = statement.split(None, 3)[:3]
+        if threading.current_thread() is thread and words[0].upper() in ("INSERT", "UPDATE"):
+            if "registration_policies" in words:
+                inserting.set()
+
     thread = threading.Thread(target=second)
-    thread.start()
-    thread.join(0.5)  # it waits for the first transaction (row lock, or SQLite's write lock)
+    event.listen(db.engine, "before_cursor_execute", _saw)
+    try:
+        thread.start()
+        # The second write has been sent: it now waits for the first transaction
+        # (a row lock on PostgreSQL, SQLite's write lock) and can't finish before it.
+        assert inserting.wait(30)
+        assert thread.is_alive()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", _saw)
     transaction.__exit__(None, None, None)  # commit
     thread.join(30)
     assert "error" not in outcome, outcome.get("error")

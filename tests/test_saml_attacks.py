@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
-import time
 import zlib
 from urllib.parse import quote, urlencode
 
@@ -86,12 +85,9 @@ def _audit(app, **where) -> list[AuditEvent]:
 
 
 def refused(app, send, code: str, status: int | None = None):
-    """Send one hostile request; check speed, status, page, and that only audit was written."""
+    """Send one hostile request; check status, page, and that only audit was written."""
     before = _counts(app)
-    start = time.perf_counter()
     resp = send(FlaskClient(app))
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"took {elapsed:.2f}s"
     assert 400 <= resp.status_code < 500, (resp.status_code, resp.text[:500])
     if status is not None:
         assert resp.status_code == status
