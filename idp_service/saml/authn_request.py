@@ -14,8 +14,9 @@ only with :class:`~idp_service.saml.errors.SamlError`:
    (enveloped on POST, detached over the query string *as received* on
    Redirect); Destination is this endpoint; the request is fresh; the ACS is
    one of the SP's own, by index or exact URL plus binding. After that the ACS
-   can be trusted, so :func:`policy_check` failures are answered to the SP with
-   a SAML status. Each ID is single use: the endpoint records it, until
+   can be trusted, so :func:`policy_check` failures (among them a
+   RequestedAuthnContext we cannot satisfy, :mod:`.authn_context`) are answered
+   to the SP with a SAML status. Each ID is single use: the endpoint records it, until
    :func:`seen_until`, in the same write that starts the login transaction
    (``sso_sql.accept``).
 """
