@@ -360,6 +360,8 @@ def strict_check(
     sign_assertion: bool = True,
     sp_key: str | None = None,
     now: dt.datetime | None = None,
+    authn_context_class: str = "urn:devicetrust:ac:classes:device-bound",
+    idp_public: str = IDP_PUBLIC,
 ) -> etree._Element:
     """Everything SAML core/profiles ask of a success Response, checked exactly."""
     now = now or dt.datetime.now(dt.UTC)
@@ -368,7 +370,7 @@ def strict_check(
     assert root.get("Version") == "2.0"
     assert root.get("Destination") == acs_url
     assert root.get("InResponseTo") == request_id
-    assert root.findtext("saml:Issuer", namespaces=NS) == IDP_PUBLIC + "/saml/metadata"
+    assert root.findtext("saml:Issuer", namespaces=NS) == idp_public + "/saml/metadata"
     code = root.find("samlp:Status/samlp:StatusCode", NS).get("Value")
     assert code == "urn:oasis:names:tc:SAML:2.0:status:Success"
     if sign_response:
@@ -409,8 +411,24 @@ def strict_check(
     assert _t(stmt.get("SessionNotOnOrAfter")) > now
     assert stmt.get("SessionIndex")
     ref = stmt.findtext("saml:AuthnContext/saml:AuthnContextClassRef", namespaces=NS)
-    assert ref == "urn:devicetrust:ac:classes:device-bound"
+    assert ref == authn_context_class
     return assertion
+
+
+def failure_check(
+    xml: bytes, *, idp_cert: str, acs_url: str, request_id: str
+) -> tuple[list[str], str | None]:
+    """A signed status Response with no assertion; returns (status codes, StatusMessage)."""
+    root = etree.fromstring(xml)
+    assert root.tag == f"{{{NS['samlp']}}}Response"
+    assert root.get("Destination") == acs_url
+    assert root.get("InResponseTo") == request_id
+    assert root.findtext("saml:Issuer", namespaces=NS) == IDP_PUBLIC + "/saml/metadata"
+    assert root.find("saml:Assertion", NS) is None
+    assert root.find("saml:EncryptedAssertion", NS) is None
+    _verify(root, idp_cert)
+    codes = [c.get("Value") for c in root.iter(f"{{{NS['samlp']}}}StatusCode")]
+    return codes, root.findtext("samlp:Status/samlp:StatusMessage", namespaces=NS)
 
 
 def _t(text: str) -> dt.datetime:

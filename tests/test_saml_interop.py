@@ -28,6 +28,7 @@ from tests.saml_support import (
     attributes_of,
     cached_key_pair,
     device_login,
+    failure_check,
     onelogin_request_data,
     onelogin_settings,
     posted_form,
@@ -308,3 +309,205 @@ def test_pysaml2_client_accepts_every_nameid_format(idp, tmp_path, fmt, key_type
     )
     assert assertion.find("saml:Subject/saml:NameID", NS).text == parsed.name_id.text
     assert attributes_of(assertion)["email"] == ["erin@example.com"]
+
+
+# ---- RequestedAuthnContext ------------------------------------------------------------------
+
+AC = "urn:oasis:names:tc:SAML:2.0:ac:classes:"
+DEVICE_BOUND = "urn:devicetrust:ac:classes:device-bound"
+NO_AUTHN_CONTEXT = [
+    "urn:oasis:names:tc:SAML:2.0:status:Responder",
+    "urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext",
+]
+
+
+def _sso_events(app, code: str) -> list:
+    from sqlalchemy import select
+
+    from idp_service.storage.models import AuditEvent
+
+    with app.extensions["devicetrust"].db.session() as s:
+        return list(
+            s.scalars(
+                select(AuditEvent).where(AuditEvent.action == "saml.sso", AuditEvent.code == code)
+            )
+        )
+
+
+def _transactions(app) -> int:
+    from sqlalchemy import func, select
+
+    from idp_service.storage.models import LoginTransaction
+
+    with app.extensions["devicetrust"].db.session() as s:
+        return s.scalar(select(func.count()).select_from(LoginTransaction))
+
+
+def test_python3_saml_exact_password_gets_a_signed_no_authn_context_before_any_device(idp):
+    cert = idp_cert(idp, "rsa")
+    settings = onelogin_settings("http://sp.test", cert)
+    settings["security"]["requestedAuthnContext"] = True  # exact PasswordProtectedTransport
+    add_sp(idp, OneLogin_Saml2_Settings(settings, sp_validation_only=True).get_sp_metadata())
+    client = FlaskClient(idp)
+    auth = OneLogin_Saml2_Auth(onelogin_request_data("http://sp.test/login"), settings)
+    url = auth.login(return_to="/back")
+    request_id = auth.get_last_request_id()
+    before = _transactions(idp)
+
+    r = client.get(url[len(IDP_PUBLIC) :])
+    # Answered at the SSO endpoint: no login transaction, no device asked.
+    assert r.status_code == 400
+    assert "/login/" not in r.headers.get("Location", "")
+    assert _transactions(idp) == before
+    form = posted_form(r.text)
+    assert form.action == "http://sp.test/acs" and form.relay_state == "/back"
+    codes, message = failure_check(
+        form.xml, idp_cert=cert, acs_url="http://sp.test/acs", request_id=request_id
+    )
+    assert codes == NO_AUTHN_CONTEXT and message == "saml_no_authn_context"
+    events = _sso_events(idp, "saml_no_authn_context")
+    assert len(events) == 1 and events[0].outcome == "rejected"
+    assert events[0].details["request_id"] == request_id
+    assert events[0].details["requested_authn_context"] == {
+        "comparison": "exact",
+        "classes": [AC + "PasswordProtectedTransport"],
+    }
+
+    # The SP library reads it as a failed sign-in with the Responder status.
+    sp = OneLogin_Saml2_Auth(
+        onelogin_request_data(
+            form.action, {"SAMLResponse": form.saml_response, "RelayState": form.relay_state}
+        ),
+        settings,
+    )
+    sp.process_response(request_id=request_id)
+    assert not sp.is_authenticated()
+    assert sp.get_errors() == ["invalid_response"]
+    assert "was not Success, was Responder" in sp.get_last_error_reason()
+
+
+@pytest.mark.parametrize(
+    "classes,expected",
+    [([DEVICE_BOUND], DEVICE_BOUND), ([AC + "PasswordProtectedTransport"], DEVICE_BOUND)],
+)
+def test_python3_saml_minimum_is_satisfied_by_the_device_check(idp, classes, expected):
+    client = FlaskClient(idp)
+    device = enroll(idp, client, "fay@example.com")
+    cert = idp_cert(idp, "rsa")
+    settings = onelogin_settings("http://sp.test", cert)
+    settings["security"]["requestedAuthnContext"] = classes
+    settings["security"]["requestedAuthnContextComparison"] = "minimum"
+    add_sp(idp, OneLogin_Saml2_Settings(settings, sp_validation_only=True).get_sp_metadata())
+    request_id, form = onelogin_login(idp, client, device, settings)
+    onelogin_accepts(settings, form, request_id)
+    strict_check(
+        form.xml,
+        idp_cert=cert,
+        sp_entity_id="http://sp.test/metadata",
+        acs_url="http://sp.test/acs",
+        request_id=request_id,
+        authn_context_class=expected,
+    )
+
+
+def test_python3_saml_lenient_sp_gets_the_device_bound_class_anyway(idp):
+    client = FlaskClient(idp)
+    device = enroll(idp, client, "gus@example.com")
+    cert = idp_cert(idp, "rsa")
+    settings = onelogin_settings("http://sp.test", cert)
+    settings["security"]["requestedAuthnContext"] = True  # exact PasswordProtectedTransport
+    metadata = OneLogin_Saml2_Settings(settings, sp_validation_only=True).get_sp_metadata()
+    sp = add_sp(idp, metadata, requested_authn_context="lenient")
+    assert sp["requested_authn_context"] == "lenient"
+    request_id, form = onelogin_login(idp, client, device, settings)
+    onelogin_accepts(settings, form, request_id)
+    strict_check(
+        form.xml,
+        idp_cert=cert,
+        sp_entity_id="http://sp.test/metadata",
+        acs_url="http://sp.test/acs",
+        request_id=request_id,
+        authn_context_class=DEVICE_BOUND,  # never a password class we did not check
+    )
+
+
+def _pysaml2_authn_request(sp_client, classes: list[str], comparison: str):
+    from saml2 import BINDING_HTTP_REDIRECT
+    from saml2.saml import AuthnContextClassRef
+    from saml2.samlp import RequestedAuthnContext
+    from saml2.xmldsig import SIG_RSA_SHA256
+
+    requested = RequestedAuthnContext(
+        authn_context_class_ref=[AuthnContextClassRef(text=c) for c in classes],
+        comparison=comparison,
+    )
+    request_id, info = sp_client.prepare_for_authenticate(
+        entityid=IDP_PUBLIC + "/saml/metadata",
+        relay_state="state-2",
+        binding=BINDING_HTTP_REDIRECT,
+        sign=True,
+        sigalg=SIG_RSA_SHA256,
+        requested_authn_context=requested,
+    )
+    return request_id, dict(info["headers"])["Location"]
+
+
+def test_pysaml2_reads_no_authn_context_as_that_status(idp, tmp_path):
+    from saml2 import BINDING_HTTP_POST
+    from saml2.metadata import entity_descriptor
+    from saml2.response import StatusNoAuthnContext
+
+    client = FlaskClient(idp)
+    sp_client, config = pysaml2_client(tmp_path, client.get("/saml/metadata").text, "emailAddress")
+    add_sp(idp, str(entity_descriptor(config)), require_signed_requests=True)
+    request_id, location = _pysaml2_authn_request(
+        sp_client, [AC + "PasswordProtectedTransport"], "exact"
+    )
+    r = client.get(location[len(IDP_PUBLIC) :])
+    assert r.status_code == 400
+    form = posted_form(r.text)
+    codes, _ = failure_check(
+        form.xml,
+        idp_cert=idp_cert(idp, "rsa"),
+        acs_url="http://pysaml2.test/acs",
+        request_id=request_id,
+    )
+    assert codes == NO_AUTHN_CONTEXT
+    with pytest.raises(StatusNoAuthnContext):
+        sp_client.parse_authn_request_response(
+            form.saml_response, BINDING_HTTP_POST, outstanding={request_id: "/"}
+        )
+
+
+@pytest.mark.parametrize(
+    "classes,comparison,expected",
+    [
+        ([AC + "unspecified"], "exact", AC + "unspecified"),
+        ([AC + "PasswordProtectedTransport"], "better", DEVICE_BOUND),
+    ],
+)
+def test_pysaml2_gets_the_class_it_asked_for(idp, tmp_path, classes, comparison, expected):
+    from saml2 import BINDING_HTTP_POST
+    from saml2.metadata import entity_descriptor
+
+    client = FlaskClient(idp)
+    device = enroll(idp, client, "hal@example.com")
+    sp_client, config = pysaml2_client(tmp_path, client.get("/saml/metadata").text, "emailAddress")
+    add_sp(idp, str(entity_descriptor(config)), require_signed_requests=True)
+    request_id, location = _pysaml2_authn_request(sp_client, classes, comparison)
+    r = client.get(location[len(IDP_PUBLIC) :])
+    assert r.status_code == 303, r.text
+    form = posted_form(device_login(client, device, r.headers["Location"]).text)
+    parsed = sp_client.parse_authn_request_response(
+        form.saml_response, BINDING_HTTP_POST, outstanding={request_id: "/"}
+    )
+    assert parsed is not None and parsed.in_response_to == request_id
+    assert parsed.authn_info()[0][0] == expected
+    strict_check(
+        form.xml,
+        idp_cert=idp_cert(idp, "rsa"),
+        sp_entity_id="http://pysaml2.test/metadata",
+        acs_url="http://pysaml2.test/acs",
+        request_id=request_id,
+        authn_context_class=expected,
+    )

@@ -338,3 +338,31 @@ def test_comments_cannot_truncate_a_subject():
     xml = authn_request_xml(issuer="http://sp.test/metadata", subject="alice@example.com.evil.org")
     xml = xml.replace(b"alice@example.com", b"alice@example.com<!---->")
     assert authn_request.parse(xml).subject == "alice@example.com.evil.org"
+
+
+def test_a_committed_key_change_is_seen_by_the_next_use_in_every_ring(sqlite_url):
+    """No time-based staleness: two rings (two processes) see each step at their next use."""
+    from idp_service.storage.db import Database
+    from idp_service.storage.migrate import upgrade
+
+    upgrade(sqlite_url)
+    db = Database(sqlite_url)
+    here, there = keys.KeyRing(db), keys.KeyRing(db)
+    first = here.active("rsa")
+    assert there.active("rsa").id == first.id
+    assert [k.id for k in there.published()] == [first.id]
+    with db.session() as s:
+        staged = keys.stage_next(s, "rsa").id
+    for ring in (here, there):
+        assert {k.id: k.status for k in ring.published()} == {first.id: "active", staged: "next"}
+    with db.session() as s:
+        keys.activate_next(s, "rsa")
+    for ring in (here, there):
+        assert ring.active("rsa").id == staged
+    with db.session() as s:
+        keys.retire_previous(s, "rsa")
+    for ring in (here, there):
+        assert [k.id for k in ring.published()] == [staged]
+    # An unchanged generation reuses the parsed keys (no reload, same objects).
+    assert here.active("rsa") is here.active("rsa")
+    db.dispose()

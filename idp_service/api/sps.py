@@ -11,7 +11,7 @@ from idp_service.api import schema as S
 from idp_service.api.core import Call
 from idp_service.api.core import operation as op
 from idp_service.saml import api as saml_api
-from idp_service.saml.sp_registry import SETTINGS
+from idp_service.saml.sp_registry import AUTHN_CONTEXT_MODES, SETTINGS
 
 _KIND = {
     str: S.string(4096),
@@ -20,6 +20,9 @@ _KIND = {
     dict: {"type": "object"},
 }
 SETTINGS_SCHEMA = {key: _KIND[kind] for key, kind in SETTINGS.items()}
+# strict: NoAuthnContext when the SP's RequestedAuthnContext cannot be satisfied;
+# lenient: assert the device-bound class anyway.
+SETTINGS_SCHEMA["requested_authn_context"] = {"type": "string", "enum": list(AUTHN_CONTEXT_MODES)}
 SP = S.obj(
     {
         "id": {"type": "string"},

@@ -15,6 +15,8 @@ SAML Response. Modules, by what they do:
 * :mod:`.sp_registry` - SP CRUD, per-SP settings and SP-metadata import.
 * :mod:`.metadata` - the IdP's own metadata document.
 * :mod:`.authn_request` - decoding, parsing and checking AuthnRequests.
+* :mod:`.authn_context` - RequestedAuthnContext: the classes we assert, their
+  strength order, and the choice (or ``NoAuthnContext``).
 * :mod:`.attributes` - attribute sources (groups, posture) and mapping.
 * :mod:`.assertion` / :mod:`.response` - building, signing, encrypting Responses.
 * :mod:`.completer` - turns a finished login transaction into exactly one Response.

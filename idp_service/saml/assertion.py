@@ -4,7 +4,8 @@ Follows SAML core and the anchors' defaults: ``NotBefore`` = now - 30 s,
 ``NotOnOrAfter`` = now + 5 min, ``SessionNotOnOrAfter`` from the SP's session
 length, Audience = SP entityID, bearer SubjectConfirmation whose Recipient is
 the ACS URL and whose InResponseTo is the request ID, and an
-AuthnContextClassRef naming the device-bound method.
+AuthnContextClassRef naming the device-bound method (or ``unspecified`` when the
+SP asked for exactly that; see :mod:`.authn_context`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ class AssertionSpec:
     attributes: list[tuple[str, list[str]]] = field(default_factory=list)
     now: dt.datetime | None = None
     session_index: str | None = None
+    # Chosen at the SSO endpoint from the SP's RequestedAuthnContext (authn_context.choose);
+    # None means the device-bound class.
+    authn_context_class: str | None = None
 
 
 def nameid_value(spec: AssertionSpec) -> tuple[str, str]:
@@ -140,7 +144,9 @@ def build(spec: AssertionSpec) -> etree._Element:
         SessionNotOnOrAfter=instant(now + dt.timedelta(minutes=spec.session_minutes)),
     )
     context = etree.SubElement(statement, _S + "AuthnContext")
-    etree.SubElement(context, _S + "AuthnContextClassRef").text = AUTHN_CONTEXT_DEVICE_BOUND
+    etree.SubElement(context, _S + "AuthnContextClassRef").text = (
+        spec.authn_context_class or AUTHN_CONTEXT_DEVICE_BOUND
+    )
 
     if spec.attributes:
         attrs = etree.SubElement(assertion, _S + "AttributeStatement")

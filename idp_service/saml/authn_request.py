@@ -14,8 +14,9 @@ only with :class:`~idp_service.saml.errors.SamlError`:
    (enveloped on POST, detached over the query string *as received* on
    Redirect); Destination is this endpoint; the request is fresh; the ACS is
    one of the SP's own, by index or exact URL plus binding. After that the ACS
-   can be trusted, so :func:`policy_check` failures are answered to the SP with
-   a SAML status. Each ID is single use: the endpoint records it, until
+   can be trusted, so :func:`policy_check` failures (among them a
+   RequestedAuthnContext we cannot satisfy, :mod:`.authn_context`) are answered
+   to the SP with a SAML status. Each ID is single use: the endpoint records it, until
    :func:`seen_until`, in the same write that starts the login transaction
    (``sso_sql.accept``).
 """
@@ -35,8 +36,9 @@ from urllib.parse import unquote_plus
 from lxml import etree
 from sqlalchemy import delete
 
-from idp_service.saml import sp_registry, xmldsig, xmlsafe
+from idp_service.saml import authn_context, sp_registry, xmldsig, xmlsafe
 from idp_service.saml.constants import (
+    AUTHN_CONTEXT_DEVICE_BOUND,
     BINDING_POST,
     BINDING_REDIRECT,
     NAMEID_FORMATS,
@@ -44,6 +46,7 @@ from idp_service.saml.constants import (
     NS_SAML,
     NS_SAMLP,
     STATUS_INVALID_NAMEID_POLICY,
+    STATUS_NO_AUTHN_CONTEXT,
     STATUS_NO_PASSIVE,
     STATUS_REQUEST_DENIED,
     STATUS_REQUESTER,
@@ -98,6 +101,7 @@ class AuthnRequest:
     force_authn: bool
     subject: str | None
     root: etree._Element
+    requested_authn_context: authn_context.Requested | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,14 @@ class Accepted:
     identity_broker: bool
     sp_settings: dict[str, Any]
 
+    def authn_context_class(self) -> str | None:
+        """The AuthnContextClassRef to assert, or None: we cannot satisfy the SP's
+        RequestedAuthnContext and the SP is strict about it (the default)."""
+        chosen = authn_context.choose(self.request.requested_authn_context)
+        if chosen is None and self.sp_settings.get("requested_authn_context") == "lenient":
+            return AUTHN_CONTEXT_DEVICE_BOUND
+        return chosen
+
     def context(self) -> dict[str, Any]:
         """What the login transaction keeps (JSON) until the completer answers the SP.
 
@@ -122,6 +134,7 @@ class Accepted:
         ``tofu_subject`` marks it as an identity proof for registering that
         user's first device (only ever set for a signed broker request).
         ``sp`` is the SP's settings as they were when the request was accepted.
+        ``authn_context_class`` is what the assertion's AuthnContextClassRef will say.
         """
         subject = self.request.subject if self.identity_broker else None
         return {
@@ -135,6 +148,7 @@ class Accepted:
             "broker_subject": subject,
             "tofu_subject": subject if self.signed else None,
             "sp": self.sp_settings,
+            "authn_context_class": self.authn_context_class() or AUTHN_CONTEXT_DEVICE_BOUND,
         }
 
 
@@ -283,6 +297,7 @@ def parse(xml: bytes) -> AuthnRequest:
         force_authn=_bool(root.get("ForceAuthn")),
         subject=subject,
         root=root,
+        requested_authn_context=authn_context.parse(root),
     )
 
 
@@ -360,6 +375,16 @@ def policy_check(accepted: Accepted) -> None:
             "saml_broker_subject_missing",
             "an identity broker must name the user in Subject/NameID",
             saml_status=(STATUS_REQUESTER, STATUS_REQUEST_DENIED),
+        )
+    if accepted.authn_context_class() is None:
+        # SAML core 3.3.2.2.1: satisfy the requested context or say NoAuthnContext. Said
+        # here, before a login transaction exists, so no device is asked to answer for it.
+        requested = request.requested_authn_context
+        raise SamlError(
+            "saml_no_authn_context",
+            "none of the classes devicetrust asserts satisfies the RequestedAuthnContext",
+            saml_status=(STATUS_RESPONDER, STATUS_NO_AUTHN_CONTEXT),
+            audit_details={"requested_authn_context": requested.to_json() if requested else None},
         )
 
 

@@ -41,11 +41,11 @@ def idp_metadata() -> Response:
     """The IdP's metadata; ``?key_type=ec`` lists only the ECDSA certificates."""
     svc = ctx()
     ring = service.keys(svc)
-    published = ring.published()
     key_type = request.args.get("key_type")
     if key_type in ("rsa", "ec"):
-        ring.active(key_type)
-        published = [k for k in ring.published() if k.key_type == key_type]
+        published = [k for k in ring.published(("rsa", key_type)) if k.key_type == key_type]
+    else:
+        published = ring.published()
     body = metadata.build(svc.settings.public_url, published)
     return Response(body, mimetype="application/samlmetadata+xml")
 
@@ -82,7 +82,12 @@ def _status_reply(exc: SamlError, accepted: authn_request.Accepted) -> Response:
         "rejected",
         code=exc.code,
         remote_addr=request.remote_addr,
-        details={"binding": accepted.binding, "sp": accepted.sp_entity_id},
+        details={
+            "binding": accepted.binding,
+            "sp": accepted.sp_entity_id,
+            "request_id": accepted.request.id,
+            **(exc.audit_details or {}),
+        },
     )
     return pages.refused(
         acs_url=accepted.acs_url,

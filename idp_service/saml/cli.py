@@ -101,6 +101,13 @@ def _setting_options(f):  # noqa: ANN001, ANN202
             help="Factor mode: the SP (Okta, Entra ID) names the user in a signed request.",
         ),
         click.option("--session-minutes", type=int, help="SessionNotOnOrAfter, in minutes."),
+        click.option(
+            "--requested-authn-context",
+            type=click.Choice(["strict", "lenient"]),
+            help="An AuthnRequest asking for an authentication context devicetrust cannot "
+            "satisfy: strict (default) answers Responder/NoAuthnContext, lenient asserts the "
+            "device-bound class anyway (for brokers that always ask for one).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print JSON."),
     ]
     for option in reversed(options):
@@ -119,6 +126,7 @@ def _body(opts: dict[str, Any], current_attributes: dict[str, str] | None) -> di
         "allow_idp_initiated",
         "identity_broker",
         "session_minutes",
+        "requested_authn_context",
     ):
         if opts.get(key) is not None:
             body[key] = opts[key]
@@ -149,6 +157,8 @@ def _sp_line(sp: dict[str, Any]) -> str:
         flags.append("identity-broker")
     if sp["encrypt_assertion"]:
         flags.append("encrypted")
+    if sp["requested_authn_context"] == "lenient":
+        flags.append("authn-context-lenient")
     return f"{sp['name'][:30]:30} {sp['entity_id'][:60]:60} {', '.join(flags)}"
 
 
@@ -168,6 +178,7 @@ def _sp_text(sp: dict[str, Any]) -> str:
             "allow_idp_initiated",
             "identity_broker",
             "session_minutes",
+            "requested_authn_context",
         )
     ]
     lines.append(f"signing certs: {len(sp['signing_certs'])}")

@@ -129,6 +129,7 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
             persistent_secret=persistent_secret,
             session_minutes=sp["session_minutes"],
             attributes=attrs,
+            authn_context_class=c.get("authn_context_class"),
         )
         xml = response.success(target, assertion.build(spec), key)
         if complete_verified(

@@ -40,6 +40,7 @@ STATUS_AUTHN_FAILED = "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed"
 STATUS_INVALID_NAMEID_POLICY = "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy"
 STATUS_NO_PASSIVE = C.STATUS_NO_PASSIVE
 STATUS_REQUEST_DENIED = "urn:oasis:names:tc:SAML:2.0:status:RequestDenied"
+STATUS_NO_AUTHN_CONTEXT = "urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext"
 
 CM_BEARER = C.CM_BEARER
 ATTRNAME_FORMAT_BASIC = C.ATTRNAME_FORMAT_BASIC
@@ -47,6 +48,11 @@ ATTRNAME_FORMAT_BASIC = C.ATTRNAME_FORMAT_BASIC
 # The authentication method devicetrust performs: a registered device of the user
 # answered a fresh server challenge bound to this login, with its device key.
 AUTHN_CONTEXT_DEVICE_BOUND = "urn:devicetrust:ac:classes:device-bound"
+# Standard authentication context classes (SAML 2.0 authn context, section 3.4).
+AC_PREFIX = "urn:oasis:names:tc:SAML:2.0:ac:classes:"
+AC_UNSPECIFIED = C.AC_UNSPECIFIED
+AC_PASSWORD = C.AC_PASSWORD
+AC_PASSWORD_PROTECTED = C.AC_PASSWORD_PROTECTED
 
 # Signature and encryption algorithms, by the names per-SP settings use.
 SIG_RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"

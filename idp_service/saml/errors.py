@@ -8,6 +8,8 @@ status; otherwise the browser gets an error page and nothing goes to the SP.
 
 from __future__ import annotations
 
+from typing import Any
+
 MESSAGES: dict[str, str] = {
     "saml_malformed": "The sign-in request from the application is not valid SAML.",
     "saml_too_large": "The sign-in request is too large.",
@@ -29,6 +31,8 @@ MESSAGES: dict[str, str] = {
     "saml_login_finished": "This sign-in was already completed.",
     "saml_no_passive": "devicetrust cannot sign you in without showing its page.",
     "saml_nameid_policy": "The application asked for a NameID format it is not set up for.",
+    "saml_no_authn_context": "The application asked for a kind of sign-in (such as a password) "
+    "that devicetrust does not perform.",
 }
 
 HINTS: dict[str, str] = {
@@ -39,6 +43,8 @@ HINTS: dict[str, str] = {
     "saml_login_finished": "Go back to the application and start the sign-in again.",
     "saml_signature_invalid": "The application's signing certificate may have changed; "
     "ask your IT administrator to refresh its metadata.",
+    "saml_no_authn_context": "Ask your IT administrator: the application's requested "
+    "authentication context does not match devicetrust's device check.",
 }
 
 
@@ -52,12 +58,14 @@ class SamlError(Exception):
         *,
         status: int = 400,
         saml_status: tuple[str, ...] | None = None,
+        audit_details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
         self.detail = detail
         self.status = status
         self.saml_status = saml_status
+        self.audit_details = audit_details
 
     @property
     def message(self) -> str:

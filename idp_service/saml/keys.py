@@ -14,9 +14,13 @@ Rollover is staged (SimpleSAMLphp's ``keyrollover`` recipe):
 3. :func:`retire_previous` drops the old key from metadata.
 
 Each process keeps a :class:`KeyRing` in ``ctx().extras``: PEMs are parsed once
-(an RSA PEM costs ~50 ms to load) and the ring re-reads the key table's ids at
-most every ``REFRESH_SECONDS`` so a rotation done by the CLI reaches every
-replica.
+(an RSA PEM costs ~50 ms to load). Every change to the keys (a key created,
+staged, activated or retired) raises the generation number in the one row of
+``saml_key_generation``, in the same transaction as the change. Before each use
+the ring reads that number (one primary-key read) and reloads the key table
+only when it moved, so once a change has committed - from the CLI, the admin
+API or another replica - the next request in every process publishes and signs
+with the new key set.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -40,13 +43,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp_service import audit
-from idp_service.saml.models import SigningKey
+from idp_service.saml.models import SigningKey, SigningKeyGeneration
 from idp_service.storage.db import Database
+from idp_service.storage.driver import driver
 from idp_service.storage.models import utcnow
 
 KEY_TYPES = ("rsa", "ec")
 PUBLISHED = ("next", "active", "previous")
-REFRESH_SECONDS = 10.0
+GENERATION_ROW = 1
+_READ_GENERATION = "SELECT generation FROM saml_key_generation WHERE id = 1"
 CERT_YEARS = 10
 
 
@@ -114,6 +119,27 @@ def _new_row(key_type: str, status: str) -> SigningKey:
     )
 
 
+def bump_generation(session: Session) -> None:
+    """Mark the key set changed, in the transaction of the change (so the two commit
+    together). On PostgreSQL the row lock also orders concurrent key changes."""
+    bumped = session.execute(
+        update(SigningKeyGeneration)
+        .where(SigningKeyGeneration.id == GENERATION_ROW)
+        .values(generation=SigningKeyGeneration.generation + 1)
+    ).rowcount
+    if not bumped:  # migration 0013 inserts the row; a database without it gets it here
+        session.add(SigningKeyGeneration(id=GENERATION_ROW, generation=1))
+        session.flush()
+
+
+def read_generation(db: Database) -> int:
+    """The key set's current generation (0 if the row is missing): one primary-key read
+    on the pooled driver connection."""
+    with driver(db.engine) as (conn, _is_pg):
+        row = conn.execute(_READ_GENERATION).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
 def ensure_active(db: Database, key_type: str) -> None:
     """Create the active key of ``key_type`` unless one exists (safe across replicas)."""
     with db.session() as s:
@@ -125,6 +151,7 @@ def ensure_active(db: Database, key_type: str) -> None:
             row = _new_row(key_type, "active")
             s.add(row)
             s.flush()
+            bump_generation(s)
             audit.record(
                 s, "saml.key.create", "ok", details={"key_id": row.id, "key_type": key_type}
             )
@@ -142,6 +169,7 @@ def stage_next(session: Session, key_type: str, *, actor: str | None = None) -> 
     row = _new_row(key_type, "next")
     session.add(row)
     session.flush()
+    bump_generation(session)
     audit.record(
         session,
         "saml.key.stage",
@@ -177,6 +205,7 @@ def activate_next(session: Session, key_type: str, *, actor: str | None = None) 
         .where(SigningKey.id == nxt.id)
         .values(status="active", active_slot=key_type, next_slot=None, activated_at=now)
     )
+    bump_generation(session)
     audit.record(
         session,
         "saml.key.activate",
@@ -204,6 +233,7 @@ def retire_previous(session: Session, key_type: str, *, actor: str | None = None
             .where(SigningKey.id.in_(ids))
             .values(status="retired", retired_at=utcnow())
         )
+        bump_generation(session)
         audit.record(session, "saml.key.retire", "ok", actor=actor, details={"key_ids": ids})
     return ids
 
@@ -251,67 +281,77 @@ def load(row_id: str, key_type: str, status: str, pem: bytes, cert_pem: str) -> 
 
 
 class KeyRing:
-    """The published and active keys of one process, refreshed from the database."""
+    """The published and active keys of one process, checked against the database's key
+    generation before every use (see the module doc)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self._lock = threading.Lock()
         self._keys: dict[str, LoadedKey] = {}
-        self._state: frozenset[tuple[str, str]] = frozenset()
-        self._checked = 0.0
+        self._generation: int | None = None
 
-    def _refresh(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._checked < REFRESH_SECONDS:
-            return
+    def _current(self) -> dict[str, LoadedKey]:
+        """The keys of the committed key set, reloaded if its generation moved."""
+        # The generation is read before the rows: rows newer than the number we keep
+        # only cause one more reload later, never a stale key set kept as current.
+        generation = read_generation(self.db)
+        if generation == self._generation:
+            return self._keys
         with self._lock:
-            if not force and now - self._checked < REFRESH_SECONDS:
-                return
+            if generation == self._generation:
+                return self._keys
             with self.db.session() as s:
                 rows = s.execute(
                     select(SigningKey.id, SigningKey.status).where(SigningKey.status.in_(PUBLISHED))
                 ).all()
-                state = frozenset((r.id, r.status) for r in rows)
-                if state != self._state:
-                    keys: dict[str, LoadedKey] = {}
-                    for row_id, status in state:
-                        old = self._keys.get(row_id)
-                        if old is not None:
-                            keys[row_id] = dataclasses.replace(old, status=status)
-                            continue
-                        row = s.get(SigningKey, row_id)
-                        if row is not None:
-                            keys[row_id] = load(
-                                row.id, row.key_type, status, row.private_key_pem, row.cert_pem
-                            )
-                    self._keys = keys
-                    self._state = state
-            self._checked = time.monotonic()
+                keys: dict[str, LoadedKey] = {}
+                for row_id, status in rows:
+                    old = self._keys.get(row_id)
+                    if old is not None:
+                        keys[row_id] = dataclasses.replace(old, status=status)
+                        continue
+                    row = s.get(SigningKey, row_id)
+                    if row is not None:
+                        keys[row_id] = load(
+                            row.id, row.key_type, status, row.private_key_pem, row.cert_pem
+                        )
+            self._keys = keys
+            self._generation = generation
+            return keys
+
+    @staticmethod
+    def _active_in(keys: dict[str, LoadedKey], key_type: str) -> LoadedKey | None:
+        for key in keys.values():
+            if key.key_type == key_type and key.status == "active":
+                return key
+        return None
+
+    def _with_active(self, key_types: tuple[str, ...]) -> dict[str, LoadedKey]:
+        keys = self._current()
+        for key_type in key_types:
+            if self._active_in(keys, key_type) is None:
+                ensure_active(self.db, key_type)
+                keys = self._current()
+                if self._active_in(keys, key_type) is None:  # pragma: no cover - insert refused
+                    raise LookupError(f"no active {key_type} key")
+        return keys
 
     def active(self, key_type: str) -> LoadedKey:
         """The key that signs for ``key_type``, created on first use."""
-        self._refresh()
-        for key in self._keys.values():
-            if key.key_type == key_type and key.status == "active":
-                return key
-        ensure_active(self.db, key_type)
-        self._refresh(force=True)
-        for key in self._keys.values():
-            if key.key_type == key_type and key.status == "active":
-                return key
-        raise LookupError(f"no active {key_type} key")  # pragma: no cover - db refused the insert
+        key = self._active_in(self._with_active((key_type,)), key_type)
+        assert key is not None
+        return key
 
-    def published(self) -> list[LoadedKey]:
-        """Every key metadata lists: active, next and previous, RSA first."""
-        self.active("rsa")
+    def published(self, key_types: tuple[str, ...] = ("rsa",)) -> list[LoadedKey]:
+        """Every key metadata lists: active, next and previous, RSA first (the active
+        keys of ``key_types`` are created first if missing)."""
+        keys = self._with_active(key_types)
         order = {"active": 0, "next": 1, "previous": 2}
-        return sorted(
-            self._keys.values(), key=lambda k: (k.key_type != "rsa", order[k.status], k.id)
-        )
+        return sorted(keys.values(), key=lambda k: (k.key_type != "rsa", order[k.status], k.id))
 
     def invalidate(self) -> None:
-        """Re-read the table on next use (after a rotation in this process)."""
-        self._checked = 0.0
+        """Reload the key table on next use, whatever the generation says."""
+        self._generation = None
 
 
 def keyring(extras: dict, db: Database) -> KeyRing:

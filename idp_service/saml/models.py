@@ -1,6 +1,7 @@
 """Tables of the SAML surface: service providers, IdP signing keys, request-ID replay cache.
 
-Registered in ``idp_service/storage/all_models.py``; created by migration ``0003``.
+Registered in ``idp_service/storage/all_models.py``; created by migration ``0003``
+(``0013``: the SPs' ``requested_authn_context`` and the key-set generation row).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class ServiceProvider(Base):
     allow_idp_initiated: Mapped[bool] = mapped_column(Boolean, default=False)
     identity_broker: Mapped[bool] = mapped_column(Boolean, default=False)
     session_minutes: Mapped[int] = mapped_column(Integer, default=480)
+    # strict: answer NoAuthnContext when we cannot satisfy the SP's RequestedAuthnContext;
+    # lenient: assert the device-bound class anyway (brokers that always ask for one).
+    requested_authn_context: Mapped[str] = mapped_column(String(16), default="strict")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -67,6 +71,17 @@ class SigningKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     activated_at: Mapped[dt.datetime | None]
     retired_at: Mapped[dt.datetime | None]
+
+
+class SigningKeyGeneration(Base):
+    """One row (``id`` 1) whose ``generation`` goes up in the same transaction as every
+    change to the published or active keys; processes compare it with the generation
+    of the keys they hold, before each use, to see a change as soon as it commits."""
+
+    __tablename__ = "saml_key_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(Integer)
 
 
 class SeenRequest(Base):

@@ -4,7 +4,8 @@ An SP is added from its metadata XML (``EntityDescriptor`` with an
 ``SPSSODescriptor``): its entityID, its HTTP-POST AssertionConsumerService
 endpoints (URL, binding, index, isDefault), and its signing and encryption
 certificates. Settings default from the metadata (``AuthnRequestsSigned``, the
-first supported ``NameIDFormat``) and can be changed later; re-importing
+first supported ``NameIDFormat``; ``requested_authn_context`` is ``strict``) and
+can be changed later; re-importing
 metadata refreshes endpoints and certificates and keeps the settings.
 
 Every function here takes a SQLAlchemy session and raises :class:`RegistryError`
@@ -60,7 +61,10 @@ SETTINGS: dict[str, type] = {
     "allow_idp_initiated": bool,
     "identity_broker": bool,
     "session_minutes": int,
+    "requested_authn_context": str,
 }
+# How an SP's RequestedAuthnContext that we cannot satisfy is answered (authn_context.py).
+AUTHN_CONTEXT_MODES = ("strict", "lenient")
 
 
 class RegistryError(ValueError):
@@ -209,6 +213,14 @@ def _check_settings(values: dict[str, Any]) -> dict[str, Any]:
             "setting_invalid",
             f"signature_algorithm must be one of {', '.join(SIGNATURE_ALGORITHMS)}",
         )
+    if (
+        "requested_authn_context" in clean
+        and clean["requested_authn_context"] not in AUTHN_CONTEXT_MODES
+    ):
+        raise RegistryError(
+            "setting_invalid",
+            f"requested_authn_context must be one of {', '.join(AUTHN_CONTEXT_MODES)}",
+        )
     if "attributes" in clean:
         try:
             clean["attributes"] = attrs.validate_mapping(clean["attributes"])
@@ -270,6 +282,7 @@ def add(
         allow_idp_initiated=False,
         identity_broker=False,
         session_minutes=480,
+        requested_authn_context="strict",
     )
     for key, value in clean.items():
         setattr(sp, key, value)
@@ -396,6 +409,7 @@ def snapshot(sp: ServiceProvider) -> dict[str, Any]:
         "signature_algorithm": sp.signature_algorithm,
         "encrypt_cert": (sp.encryption_certs or [None])[0] if sp.encrypt_assertion else None,
         "session_minutes": sp.session_minutes,
+        "requested_authn_context": sp.requested_authn_context,
     }
 
 
