@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from idp_service.config import Settings
+from idp_service.durations import format_duration
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
@@ -175,7 +176,8 @@ def enroll_code_create(email: str, create_user: bool, ttl: int | None, as_json: 
         data,
         as_json,
         f"enrollment code for {data['user']}: {code}\n"
-        f"expires {data['expires_at']}; on the device run:\n"
+        f"expires {data['expires_at']} (in {format_duration(ttl or settings.enroll_code_ttl)});"
+        " on the device run:\n"
         f"  devicetrust-agent enroll {settings.public_url} {code}",
     )
 
@@ -321,7 +323,12 @@ def exemptions_add(
             data = posture.exemption_json(row)
     except ApiError as exc:
         raise click.ClickException(f"{exc.message} ({exc.code})") from None
-    _emit(data, as_json, f"exempted {scope} {subject} from {check_id} until {data['expires_at']}")
+    _emit(
+        data,
+        as_json,
+        f"exempted {scope} {subject} from {check_id} until {data['expires_at']}"
+        f" (for {format_duration(dt.timedelta(days=days))})",
+    )
 
 
 @exemptions.command("list")
@@ -394,7 +401,8 @@ def admin_bootstrap(as_json: bool) -> None:
     _emit(
         data,
         as_json,
-        f"one-time admin token (shown once, expires {data['expires_at']}):\n  {token}\n"
+        f"one-time admin token (shown once, expires {data['expires_at']},"
+        f" in {format_duration(bootstrap.TTL)}):\n  {token}\n"
         f"open {data['url']} and paste it.",
     )
 

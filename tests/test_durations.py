@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 
 from idp_service.config import parse_duration as setting_seconds
 from idp_service.durations import format_duration, parse_duration
+from tests.procs import ROOT, base_env
 
 
 @pytest.mark.parametrize(
@@ -79,3 +82,45 @@ def test_round_trip(seconds):
     text = format_duration(dt.timedelta(seconds=seconds))
     assert parse_duration(text) == dt.timedelta(seconds=seconds)
     assert "day" not in text and ":" not in text
+
+
+def _devicetrust(url: str, tmp_path, *args: str) -> str:
+    env = base_env(DEVICETRUST_DATABASE_URL=url, DEVICETRUST_DATA_DIR=str(tmp_path / "d"))
+    done = subprocess.run(
+        [sys.executable, "-m", "idp_service", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout
+
+
+def test_commands_print_durations_as_people_write_them(sqlite_url, tmp_path):
+    from idp_service.storage.migrate import upgrade
+
+    upgrade(sqlite_url)
+    out = _devicetrust(
+        sqlite_url, tmp_path, "enroll-code", "create", "--user", "d@example.com", "--create-user"
+    )
+    assert "(in 24 h); on the device run:" in out
+    out = _devicetrust(sqlite_url, tmp_path, "admin", "bootstrap")
+    assert ", in 1 h):" in out
+    out = _devicetrust(
+        sqlite_url,
+        tmp_path,
+        "exemptions",
+        "add",
+        "--check",
+        "*",
+        "--user",
+        "d@example.com",
+        "--days",
+        "7",
+        "--reason",
+        "trip",
+    )
+    assert "(for 7 d)" in out
+    assert "day," not in out and "0:00:00" not in out
