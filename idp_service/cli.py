@@ -465,11 +465,23 @@ def audit_export(since_seq: int, output: object) -> None:
 
 
 @cli.command()
-def demo() -> None:
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    envvar="DEVICETRUST_DEMO_PORT",
+    help="The service's port (default 8000; `make run PORT=9000`).",
+)
+@click.option(
+    "--sp-port",
+    type=click.IntRange(1, 65535),
+    help="The demo app's port (default 8001, or the service's port + 1).",
+)
+@click.option("--verbose", is_flag=True, help="Show every log line of the demo's processes.")
+def demo(port: int | None, sp_port: int | None, verbose: bool) -> None:
     """Start the service and a local agent enrolled to it (what `make run` does)."""
     from idp_service.demo import run_demo
 
-    sys.exit(run_demo())
+    sys.exit(run_demo(port=port, sp_port=sp_port, verbose=verbose))
 
 
 # Surfaces add their command groups here.
