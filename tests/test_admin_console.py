@@ -207,6 +207,9 @@ def test_bad_query_parameters_are_4xx(app, db, world):
         "/admin/devices?state=melted",
         "/admin/devices?q=" + "x" * 300,
         "/admin/audit?before=abc",
+        "/admin/devices?check=disk&status=broken",
+        "/admin/devices?status=FAIL",
+        "/admin/devices?check=" + "c" * 200,
     ):
         assert client.get(path).status_code == 400, path
     assert client.get("/admin/devices/" + "x" * 80).status_code == 404
