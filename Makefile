@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 
 deps: $(STAMP)
 
-## run: start the IdP on 127.0.0.1:8000 with a local agent enrolled to it (Ctrl-C stops both)
+## run: start the IdP on 127.0.0.1:8000 with a local agent enrolled to it (Ctrl-C stops both;
+##      PORT=9000 for another port, VERBOSE=1 for every log line)
 run: $(STAMP)
-	$(BIN)/devicetrust demo
+	$(BIN)/devicetrust demo $(if $(PORT),--port $(PORT)) $(if $(VERBOSE),--verbose)
 
 ## system-deps: Debian packages the tests need (installed only when run as root)
 system-deps:

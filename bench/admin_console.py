@@ -183,7 +183,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=100_000)
     parser.add_argument("--database-url", default="")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few iterations of every code path (make test runs this); figures mean nothing",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.devices = 300
     if args.database_url:
         print(run(args.database_url, args.devices))
         return

@@ -72,8 +72,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _settled_rss(proc: subprocess.Popen, seconds: float = 3.0) -> float:
-    time.sleep(seconds)
+SETTLE = 3.0  # seconds an idle process gets before its RSS is read (--smoke: less)
+
+
+def _settled_rss(proc: subprocess.Popen, seconds: float | None = None) -> float:
+    time.sleep(SETTLE if seconds is None else seconds)
     p = psutil.Process(proc.pid)
     samples = []
     for _ in range(5):
@@ -145,7 +148,15 @@ def _median(values: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few iterations of every code path (make test runs this); figures mean nothing",
+    )
     args = parser.parse_args()
+    global SETTLE
+    if args.smoke:
+        args.runs, SETTLE = 1, 0.2
 
     real = real_agent_rss()
     loaded = loaded_agent_rss()
@@ -164,7 +175,7 @@ def main() -> None:
     print(f"  of which the agent process {own:.1f} ms, the commands it ran {children:.1f} ms")
     ok = max(real, loaded) <= RSS_TARGET_MB and total <= CPU_TARGET_MS
     print("targets met" if ok else "TARGET MISSED")
-    sys.exit(0 if ok else 1)
+    sys.exit(0 if ok or args.smoke else 1)
 
 
 if __name__ == "__main__":

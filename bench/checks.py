@@ -34,7 +34,14 @@ def per_document(checks, doc, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300)
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few iterations of every code path (make test runs this); figures mean nothing",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.n = 2
     doc = collect_facts()
     checks = CatalogLoader().current().checks
     without = [c for c in checks if "packages" not in c.roots]

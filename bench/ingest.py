@@ -654,7 +654,7 @@ def _ingest_steps(report: Any, service: Any, run: Any, n: int) -> dict[str, floa
 
         setattr(owner, name, timed)
 
-    wrap(report, "open_response", "open_response: JSON, base64, box, 2 signatures")
+    wrap(report.challenges, "open_answer", "open_answer: JSON, base64, box, 2 signatures")
     wrap(report.challenges, "consume", "challenges.consume (single-use INSERT, ORM)")
     wrap(report.FactDigests, "content", "content digest (marshal + BLAKE2b)")
     wrap(report, "_evaluate", "posture: combined key (+ evaluation when changed)")
@@ -727,7 +727,15 @@ def main() -> None:
     )
     parser.add_argument("--skip-http", action="store_true", help="only the in-process figures")
     parser.add_argument("--skip-breakdown", action="store_true", help="only the HTTP figures")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few iterations of every code path (make test runs this); figures mean nothing",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.devices, args.seconds, args.warmup, args.floor_seconds = 12, 0.5, 0.2, 0.3
+        args.clients, args.workers, args.n = 1, 1, 4
 
     docs = fleet_documents(max(args.devices, 1))
     sizes = sorted(len(json.dumps(d)) for d in docs)

@@ -316,7 +316,12 @@ def http_logins(
 # ---- in-process issuance --------------------------------------------------------------------
 
 
-def _rate(fn, seconds: float = 3.0, min_n: int = 5) -> float:  # noqa: ANN001
+RATE_SECONDS = 3.0  # seconds per in-process rate (--smoke: one call after the warm-up)
+
+
+def _rate(fn, seconds: float | None = None, min_n: int = 5) -> float:  # noqa: ANN001
+    seconds = RATE_SECONDS if seconds is None or RATE_SECONDS == 0 else seconds
+    min_n = min_n if seconds else 1
     fn()
     n, start = 0, time.perf_counter()
     while True:
@@ -537,7 +542,15 @@ def main() -> None:
     parser.add_argument("--skip-http", action="store_true", help="only the in-process figures")
 
     parser.add_argument("--http-only", action="store_true", help="only the HTTP figures")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few iterations of every code path (make test runs this); figures mean nothing",
+    )
     args = parser.parse_args()
+    global RATE_SECONDS
+    if args.smoke:
+        args.seconds, args.clients, RATE_SECONDS = 0.5, 1, 0.0
 
     logins = failed = None
     if not args.skip_http:

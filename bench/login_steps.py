@@ -181,7 +181,14 @@ def main() -> None:
         "--pg-url",
         default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few iterations of every code path (make test runs this); figures mean nothing",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.n = 3
     if args.db == "sqlite":
         with tempfile.TemporaryDirectory() as tmp:
             run(f"sqlite:///{tmp}/steps.db", args.n, args.profile, tuple(args.steps.split(",")))

@@ -276,7 +276,14 @@ def main() -> None:
     parser.add_argument("--database-url", help="default: a fresh PostgreSQL database")
     parser.add_argument("--serve", choices=("ours", "peer"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few iterations of every code path (make test runs this); figures mean nothing",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.users, args.rounds, args.concurrency = 40, 2, 2
     if args.serve:
         serve(ours_app if args.serve == "ours" else peer_app, args.port)
         return

@@ -248,7 +248,14 @@ def main() -> None:
         default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
         help="PostgreSQL server to create a scratch database on",
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few iterations of every code path (make test runs this); figures mean nothing",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.n, args.slice, args.threads = 20, 10, 2
 
     # Everything runs on one core, the ceiling too: a single-threaded loop uses one core,
     # and the threaded run may not borrow the second.

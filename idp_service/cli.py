@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from idp_service.config import Settings
+from idp_service.durations import format_duration
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
@@ -178,7 +179,8 @@ def enroll_code_create(email: str, create_user: bool, ttl: int | None, as_json: 
         data,
         as_json,
         f"enrollment code for {data['user']}: {code}\n"
-        f"expires {data['expires_at']}; on the device run:\n"
+        f"expires {data['expires_at']} (in {format_duration(ttl or settings.enroll_code_ttl)});"
+        " on the device run:\n"
         f"  devicetrust-agent enroll {settings.public_url} {code}",
     )
 
@@ -324,7 +326,12 @@ def exemptions_add(
             data = posture.exemption_json(row)
     except ApiError as exc:
         raise click.ClickException(f"{exc.message} ({exc.code})") from None
-    _emit(data, as_json, f"exempted {scope} {subject} from {check_id} until {data['expires_at']}")
+    _emit(
+        data,
+        as_json,
+        f"exempted {scope} {subject} from {check_id} until {data['expires_at']}"
+        f" (for {format_duration(dt.timedelta(days=days))})",
+    )
 
 
 @exemptions.command("list")
@@ -397,7 +404,8 @@ def admin_bootstrap(as_json: bool) -> None:
     _emit(
         data,
         as_json,
-        f"one-time admin token (shown once, expires {data['expires_at']}):\n  {token}\n"
+        f"one-time admin token (shown once, expires {data['expires_at']},"
+        f" in {format_duration(bootstrap.TTL)}):\n  {token}\n"
         f"open {data['url']} and paste it.",
     )
 
@@ -460,11 +468,23 @@ def audit_export(since_seq: int, output: object) -> None:
 
 
 @cli.command()
-def demo() -> None:
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    envvar="DEVICETRUST_DEMO_PORT",
+    help="The service's port (default 8000; `make run PORT=9000`).",
+)
+@click.option(
+    "--sp-port",
+    type=click.IntRange(1, 65535),
+    help="The demo app's port (default 8001, or the service's port + 1).",
+)
+@click.option("--verbose", is_flag=True, help="Show every log line of the demo's processes.")
+def demo(port: int | None, sp_port: int | None, verbose: bool) -> None:
     """Start the service and a local agent enrolled to it (what `make run` does)."""
     from idp_service.demo import run_demo
 
-    sys.exit(run_demo())
+    sys.exit(run_demo(port=port, sp_port=sp_port, verbose=verbose))
 
 
 # Surfaces add their command groups here.

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from idp_service import durations
 from trust_protocol.ports import DEFAULT_AGENT_PORTS, parse_ports
 
 # Registration policies, least strict first (idp_service/registration_policy.py).
@@ -46,15 +47,17 @@ def _builtin(text: str) -> tuple[str, ...]:
 
 
 def parse_duration(text: str, name: str) -> int:
-    """``30d``, ``12h``, ``15m``, ``90s`` or plain seconds -> seconds (positive)."""
-    value = text.strip().lower()
-    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-    scale = units.get(value[-1:], 0)
-    number = value[:-1] if scale else value
-    scale = scale or 1
-    if not number.isdigit() or int(number) <= 0:
+    """``30d``, ``12h``, ``15m``, ``90s``, ``1d 6h`` or plain seconds -> seconds (positive).
+
+    The same text the console and the commands print (:mod:`idp_service.durations`).
+    """
+    try:
+        seconds = int(durations.parse_duration(text).total_seconds())
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
         raise ValueError(f"{name} must be a positive duration like 30d, 12h, 15m or 3600")
-    return int(number) * scale
+    return seconds
 
 
 # Seconds after each failed webhook attempt: 8 attempts over about 31 hours.

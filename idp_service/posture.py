@@ -33,7 +33,7 @@ from idp_service.storage.posture_tables import (
     ExemptionRow,
 )
 from posture_checks.enforcement import Action, Decision, decide, overall
-from posture_checks.evaluator import CheckResult, Status, evaluate_all, prepare_facts
+from posture_checks.evaluator import FAILING, CheckResult, Status, evaluate_all, prepare_facts
 from posture_checks.exemptions import Exemption, find_exemption
 from posture_checks.incremental import (
     FactDigests,
@@ -45,8 +45,6 @@ from posture_checks.incremental import (
 from posture_checks.loader import BUILTIN_DIR, CatalogLoader
 from posture_checks.model import Check
 from posture_checks.remediation import render_remediation
-
-FAILING = {Status.FAIL, Status.STALE}
 
 
 def _failing(check: Check, status: Status) -> bool:

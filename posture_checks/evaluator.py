@@ -49,6 +49,15 @@ class Status(enum.StrEnum):
     ERROR = "ERROR"
     STALE = "STALE"
 
+    @property
+    def css(self) -> str:
+        """The lowercase name the console styles (``.pill.fail``)."""
+        return self.value.lower()
+
+
+FAILING = frozenset({Status.FAIL, Status.STALE})
+"""Statuses that count as failing whatever the check's ``fail_closed`` says."""
+
 
 @dataclass(frozen=True)
 class CheckResult:

@@ -80,6 +80,7 @@ def list_(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def rotate(name: str, grace: int, as_json: bool) -> None:
     """Replace NAME's token with a new one, printed once."""
+    from idp_service.durations import format_duration
     from scim import tokens
 
     token = _run(lambda s: tokens.rotate(s, name, grace_seconds=grace))
@@ -87,7 +88,7 @@ def rotate(name: str, grace: int, as_json: bool) -> None:
         {"name": name, "token": token, "grace_seconds": grace},
         as_json,
         f"new SCIM token for {name!r} (shown once):\n{token}"
-        + (f"\nthe old one works for {grace} more seconds" if grace else ""),
+        + (f"\nthe old one works for {format_duration(grace)} more" if grace else ""),
     )
 
 

@@ -11,6 +11,7 @@ from idp_service.api import tokens
 from idp_service.storage.db import Database
 from idp_service.storage.models import Device, User, utcnow
 from idp_service.storage.posture_tables import CheckResultHistory, CheckResultRow, DeviceFacts
+from posture_checks.evaluator import Status
 from scim.tables import Group, GroupMember
 
 
@@ -48,7 +49,7 @@ def seed(db: Database, devices_per_state: int = 2) -> dict[str, Any]:
                     sign_key=os.urandom(32),
                     box_key=os.urandom(32),
                     hostname=f"host-{i}_x%",
-                    platform="linux" if i % 2 else "darwin",
+                    platform="linux" if i % 2 else "macos",
                     serial=f"SER{i:04d}",
                     first_seen=now - dt.timedelta(minutes=i),
                     last_seen=now,
@@ -62,12 +63,16 @@ def seed(db: Database, devices_per_state: int = 2) -> dict[str, Any]:
             CheckResultRow(
                 device_id=first,
                 check_id="disk_encryption",
-                status="FAIL",
+                status=Status.FAIL.value,
                 reason="not encrypted",
                 evaluated_at=now,
                 first_failed_at=now,
             )
         )
-        s.add(CheckResultHistory(device_id=first, check_id="disk_encryption", status="FAIL"))
+        s.add(
+            CheckResultHistory(
+                device_id=first, check_id="disk_encryption", status=Status.FAIL.value
+            )
+        )
         out.update(alice=alice.id, bob=bob.id, group=group.id)
     return out

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from idp_service.admin import bootstrap
 from idp_service.admin.tables import AdminBootstrapToken
 from idp_service.storage.models import AuditEvent, Device, LoginTransaction, User, utcnow
+from posture_checks.evaluator import Status
 from tests.admin_helpers import csrf_of, make_admin_group, make_device, make_user
 
 PAGES = [
@@ -206,6 +207,9 @@ def test_bad_query_parameters_are_4xx(app, db, world):
         "/admin/devices?state=melted",
         "/admin/devices?q=" + "x" * 300,
         "/admin/audit?before=abc",
+        "/admin/devices?check=disk&status=broken",
+        "/admin/devices?status=FAIL",
+        "/admin/devices?check=" + "c" * 200,
     ):
         assert client.get(path).status_code == 400, path
     assert client.get("/admin/devices/" + "x" * 80).status_code == 404
@@ -275,13 +279,15 @@ def test_detail_overview_exemptions_and_settings(app, db, world):
             CheckResultRow(
                 device_id=device_id,
                 check_id="disk-encrypted",
-                status="fail",
+                status=Status.FAIL.value,  # real reports: tests/test_admin_posture_views.py
                 reason="root is not encrypted",
                 evaluated_at=utcnow(),
                 first_failed_at=utcnow(),
             )
         )
-        s.add(CheckResultHistory(device_id=device_id, check_id="disk-encrypted", status="fail"))
+        s.add(
+            CheckResultHistory(device_id=device_id, check_id="disk-encrypted", status=Status.FAIL)
+        )
     client, _ = _bootstrap_signin(app, db)
     page = client.get(f"/admin/devices/{device_id}").get_data(as_text=True)
     assert "Debian" in page and "root is not encrypted" in page and "Report #3" in page
@@ -301,7 +307,8 @@ def test_detail_overview_exemptions_and_settings(app, db, world):
     with db.session() as s:
         rows = list(s.scalars(select(ExemptionRow)))
     assert len(rows) == 1 and rows[0].created_by == "admin:bootstrap"
-    assert "waiting on IT" in client.get("/admin/checks").get_data(as_text=True)
+    checks_page = client.get("/admin/checks").get_data(as_text=True)
+    assert "waiting on IT" in checks_page and "(in 7 d)" in checks_page
     resp = client.post(f"/admin/exemptions/{rows[0].id}/remove", data={"csrf": csrf, "reason": ""})
     assert resp.status_code == 400
     resp = client.post(
@@ -315,6 +322,10 @@ def test_detail_overview_exemptions_and_settings(app, db, world):
     key = app.config["SECRET_KEY"]
     assert (key.hex() if isinstance(key, bytes) else key) not in page
     assert "(from the database)" in page
+    # Durations read as people write them, not as Python's timedelta text.
+    assert "<dt>stale_after</dt><dd><code>30 d</code></dd>" in page
+    assert "<dt>admin_session_ttl</dt><dd><code>8 h</code></dd>" in page
+    assert "<dt>enroll_code_ttl</dt><dd><code>24 h</code></dd>" in page
 
 
 def test_pending_page_detail_and_api_show_code_requests(app, db, world):
@@ -380,8 +391,9 @@ def test_pending_page_detail_and_api_show_code_requests(app, db, world):
         assert found, device_id
         return " ".join(re.sub(r"<[^>]+>", " ", found.group(1)).split())
 
-    assert cell(ids["open"]) == f"code open expires {expires}, 1 of 5 attempts used"
+    assert cell(ids["open"]) == f"code open expires {expires} (in 7 min), 1 of 5 attempts used"
     assert cell(ids["expired"]).startswith("code expired since ")
+    assert re.search(r"\((\d+ s|1 min) ago\)", cell(ids["expired"]))
     assert cell(ids["expired"]).endswith("2 of 5 attempts used")
     assert cell(ids["exhausted"]) == "attempts used up 5 of 5 attempts used"
     assert cell(plain.id) == "none"

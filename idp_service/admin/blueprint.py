@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request
@@ -9,7 +10,10 @@ from flask import Blueprint, Response, redirect, render_template, request
 from idp_service import audit
 from idp_service.admin.auth import check_csrf, csrf_token, current_admin
 from idp_service.context import ctx
+from idp_service.durations import format_duration
 from idp_service.errors import ApiError
+from idp_service.storage.models import utcnow
+from posture_checks.evaluator import Status
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -59,6 +63,35 @@ def _headers(resp: Response) -> Response:
 @bp.app_template_global("admin_csrf")
 def _csrf() -> str:
     return csrf_token()
+
+
+@bp.app_template_filter("duration")
+def _duration(value: Any) -> str:
+    """``{{ x|duration }}``: a timedelta or seconds as ``24 h``, ``7 d``, ``1 d 6 h``."""
+    return format_duration(value)
+
+
+@bp.app_template_filter("from_now")
+def _from_now(value: dt.datetime | None) -> str:
+    """``{{ t|from_now }}``: ``in 8 min`` or ``3 d 2 h ago`` (to the minute, seconds under two)."""
+    if value is None:
+        return ""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    seconds = int((value - utcnow()).total_seconds())
+    if abs(seconds) >= 120:
+        seconds = round(seconds / 60) * 60
+    text = format_duration(abs(seconds))
+    return f"in {text}" if seconds >= 0 else f"{text} ago"
+
+
+@bp.app_template_filter("status_class")
+def _status_class(value: str) -> str:
+    """``{{ r.status|status_class }}``: a stored check status as its pill class (``fail``)."""
+    try:
+        return Status(value).css
+    except ValueError:
+        return "unknown"
 
 
 @bp.context_processor

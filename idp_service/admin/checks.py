@@ -1,4 +1,4 @@
-"""Checks in force and their exemptions (add and remove, each with a reason)."""
+"""Checks in force (mode, devices passing, failing, stale ...) and their exemptions."""
 
 from __future__ import annotations
 
@@ -8,20 +8,30 @@ from flask import Response, redirect, render_template, request
 from sqlalchemy import select
 
 from idp_service import posture
+from idp_service.admin import queries
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp, reason_from_form
 from idp_service.context import ctx
 from idp_service.errors import ApiError
 from idp_service.storage.models import utcnow
 from idp_service.storage.posture_tables import ExemptionRow
+from posture_checks.evaluator import Status
+
+# The statuses the checks page counts, in the order an admin reads them.
+COLUMNS = (Status.FAIL, Status.STALE, Status.PASS, Status.UNKNOWN, Status.ERROR)
 
 
 @bp.get("/checks")
 def checks() -> str:
-    """The checks in force now, and the active exemptions."""
+    """The checks in force now with how many devices are in each status, and exemptions.
+
+    The counts come from the results stored at each device's last report, in one
+    grouped query; each links to the devices list filtered by check and status.
+    """
     service = ctx()
     in_force = service.extras["posture"].checks()
     with service.db.session() as s:
+        counts = queries.check_status_counts(s)
         rows = list(
             s.scalars(
                 select(ExemptionRow)
@@ -30,7 +40,13 @@ def checks() -> str:
                 .limit(500)
             )
         )
-    return render_template("admin/checks.html", checks=in_force, exemptions=rows)
+    return render_template(
+        "admin/checks.html",
+        checks=in_force,
+        counts=counts,
+        columns=COLUMNS,
+        exemptions=rows,
+    )
 
 
 @bp.post("/exemptions")

@@ -16,13 +16,15 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, union
 from sqlalchemy.orm import Session
 
+from agent.collectors.schema import PLATFORMS
 from idp_service.errors import ApiError
 from idp_service.storage.flag_tables import DeviceFlag
 from idp_service.storage.models import DEVICE_STATES, AuditEvent, Device, User
 from idp_service.storage.posture_tables import CheckResultRow
+from posture_checks.evaluator import FAILING, Status
 
 PAGE = 50
-FAILING = ("fail", "stale")
+STATUSES = tuple(s.value for s in Status)
 MAX_QUERY = 256
 
 
@@ -42,6 +44,8 @@ class DeviceFilter:
     after: tuple[dt.datetime, str] | None = None
     flagged: bool = False  # only devices with open flags (detection.py)
     review: bool = False  # suspended, or with open flags
+    check: str = ""  # only devices whose stored result for this check ...
+    status: str = ""  # ... has this status (a Status value)
 
     @classmethod
     def parse(cls, args: Any) -> DeviceFilter:
@@ -49,8 +53,14 @@ class DeviceFilter:
         q = (args.get("q") or "").strip()
         state = (args.get("state") or "").strip()
         platform = (args.get("platform") or "").strip()
-        if len(q) > MAX_QUERY or len(platform) > 32:
+        check = (args.get("check") or "").strip()
+        status = (args.get("status") or "").strip().upper()
+        if len(q) > MAX_QUERY or len(platform) > 32 or len(check) > 128:
             raise ApiError("bad_query", "search text is too long")
+        if status and status not in STATUSES:
+            raise ApiError("bad_status", f"status must be one of {', '.join(STATUSES)}")
+        if status and not check:
+            raise ApiError("bad_query", "status filters the results of one check: give check too")
         if state and state not in DEVICE_STATES:
             raise ApiError("bad_state", f"state must be one of {', '.join(DEVICE_STATES)}")
         flagged = (args.get("flagged") or "").strip()
@@ -62,6 +72,8 @@ class DeviceFilter:
             platform=platform,
             after=parse_cursor(args.get("after")),
             flagged=flagged == "1",
+            check=check,
+            status=status,
         )
 
     def args(self, **change: Any) -> dict[str, str]:
@@ -71,6 +83,8 @@ class DeviceFilter:
             "state": self.state,
             "platform": self.platform,
             "flagged": "1" if self.flagged else "",
+            "check": self.check,
+            "status": self.status,
             **change,
         }
         return {k: v for k, v in values.items() if v}
@@ -108,6 +122,11 @@ def search_devices(
         query = query.where(Device.id.in_(flagged_ids()))
     if flt.review:
         query = query.where(Device.id.in_(review_ids()))
+    if flt.check:
+        results = select(CheckResultRow.device_id).where(CheckResultRow.check_id == flt.check)
+        if flt.status:
+            results = results.where(CheckResultRow.status == flt.status)
+        query = query.where(Device.id.in_(results))
     if flt.q:
         q = flt.q
         owners = select(User.id).where(_prefix(User.user_name_lower, q.lower()))
@@ -161,9 +180,6 @@ def state_counts(session: Session) -> dict[str, int]:
     return counts
 
 
-PLATFORMS = ("linux", "macos", "windows")
-
-
 def platforms(session: Session) -> list[str]:
     """The platforms of the filter menu (the agents' platforms; no scan of the fleet)."""
     return list(PLATFORMS)
@@ -174,12 +190,25 @@ def failing_checks(session: Session, *, limit: int = 20) -> list[tuple[str, int]
     n = func.count().label("n")
     rows = session.execute(
         select(CheckResultRow.check_id, n)
-        .where(CheckResultRow.status.in_(FAILING))
+        .where(CheckResultRow.status.in_(sorted(s.value for s in FAILING)))
         .group_by(CheckResultRow.check_id)
         .order_by(n.desc(), CheckResultRow.check_id)
         .limit(limit)
     ).all()
     return [(r.check_id, r.n) for r in rows]
+
+
+def check_status_counts(session: Session) -> dict[str, dict[str, int]]:
+    """``{check_id: {status: devices}}`` from the stored results: one grouped query."""
+    out: dict[str, dict[str, int]] = {}
+    rows = session.execute(
+        select(CheckResultRow.check_id, CheckResultRow.status, func.count()).group_by(
+            CheckResultRow.check_id, CheckResultRow.status
+        )
+    )
+    for check_id, status, n in rows:
+        out.setdefault(check_id, {})[status] = int(n)
+    return out
 
 
 @dataclass(frozen=True)

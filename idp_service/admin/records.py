@@ -12,8 +12,26 @@ from idp_service.admin import queries
 from idp_service.admin.blueprint import bp
 from idp_service.config import Settings
 from idp_service.context import ctx
+from idp_service.durations import format_duration
 
 HIDDEN = "(set, hidden)"
+# Settings held in seconds: shown as people write durations (24 h, 30 d).
+DURATIONS = {
+    "challenge_ttl",
+    "max_clock_skew",
+    "login_ttl",
+    "enroll_code_ttl",
+    "approval_code_ttl",
+    "approval_poll_skew",
+    "report_interval",
+    "admin_session_ttl",
+    "concurrent_window",
+    "stale_after",
+    "stale_sweep_interval",
+    "webhook_retry_delays",
+    "webhook_timeout",
+    "webhook_poll",
+}
 
 
 def redacted(settings: Settings) -> list[tuple[str, Any]]:
@@ -27,6 +45,10 @@ def redacted(settings: Settings) -> list[tuple[str, Any]]:
             value = make_url(value).render_as_string(hide_password=True)
         elif f.name == "osquery_queries":
             value = ", ".join(sorted(value)) or "none"
+        elif f.name in DURATIONS and isinstance(value, tuple):
+            value = ", ".join(map(format_duration, value)) or "none"
+        elif f.name in DURATIONS:
+            value = format_duration(value)
         elif isinstance(value, tuple):
             value = " ".join(map(str, value)) or "none"
         shown.append((f.name, value))

@@ -23,6 +23,7 @@ from idp_service.errors import ApiError
 from idp_service.storage import posture_tables as pt
 from idp_service.storage.flag_tables import FLAG_KINDS, DeviceFlag
 from idp_service.storage.models import DEVICE_STATES, AuditEvent, Device, User
+from posture_checks.evaluator import Status
 
 NULLABLE = S.string(4096, nullable=True)
 APPROVAL_REQUEST = {
@@ -76,7 +77,7 @@ DEVICE = S.obj(
 CHECK_RESULT = S.obj(
     {
         "check_id": {"type": "string"},
-        "status": {"type": "string"},
+        "status": {"enum": [s.value for s in Status]},
         "reason": {"type": ["string", "null"]},
         "evaluated_at": S.TIMESTAMP,
         "first_failed_at": S.TIMESTAMP_OR_NULL,
@@ -86,7 +87,7 @@ CHECK_RESULT = S.obj(
 CHECK_CHANGE = S.obj(
     {
         "check_id": {"type": "string"},
-        "status": {"type": "string"},
+        "status": {"enum": [s.value for s in Status]},
         "reason": {"type": ["string", "null"]},
         "at": S.TIMESTAMP,
     },
@@ -462,7 +463,7 @@ def delete_device(call: Call) -> dict[str, Any]:
     ),
 )
 def overview(call: Call) -> dict[str, Any]:
-    from idp_service.posture import FAILING
+    from posture_checks.evaluator import FAILING
 
     failing = sorted(status.value for status in FAILING)
     with call.db.session() as s:
