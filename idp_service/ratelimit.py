@@ -159,8 +159,11 @@ def _refusal(limiter: Limiter, db: Database, exc: RateLimitExceeded) -> Response
     retry_after = 1
     if current is not None:
         try:
-            retry_after = max(1, math.ceil(current.window.reset_time - time.time()))
-            first = limiter.storage.incr(AUDIT_KEY_PREFIX + current.key, retry_after) == 1
+            reset_time = current.window.reset_time
+            retry_after = max(1, math.ceil(reset_time - time.time()))
+            # One marker per client, group and window: the window's end names it.
+            marker = f"{AUDIT_KEY_PREFIX}{current.key}/{int(reset_time)}"
+            first = limiter.storage.incr(marker, retry_after) == 1
         except Exception:  # the storage failed; the refusal stands, unaudited
             log.exception("rate-limit storage failed while refusing a request")
             first = False
