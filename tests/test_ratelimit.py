@@ -176,6 +176,15 @@ def test_defaults_and_memory_storage(sqlite_migrated, tmp_path):
     app.extensions["devicetrust"].db.dispose()
 
 
+def test_the_console_hides_a_redis_password():
+    from idp_service.admin.records import redacted
+
+    settings = Settings.from_env({"DEVICETRUST_RATELIMIT_STORAGE": "redis://:s3cret@cache:6379/0"})
+    shown = dict(redacted(settings))
+    assert shown["ratelimit_storage"] == "redis://(hidden)@cache:6379/0"
+    assert "s3cret" not in repr(shown)
+
+
 # --- the client key -------------------------------------------------------------------
 
 
