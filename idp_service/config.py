@@ -127,6 +127,14 @@ def _ratelimit_storage(value: str) -> str:
     return value
 
 
+def _proxies(value: str) -> int:
+    """``DEVICETRUST_TRUSTED_PROXIES``: how many proxies append X-Forwarded-For (0 to 10)."""
+    value = value.strip() or "0"
+    if not value.isdigit() or int(value) > 10:
+        raise ValueError("DEVICETRUST_TRUSTED_PROXIES must be a number of proxies, 0 to 10")
+    return int(value)
+
+
 @dataclass
 class Settings:
     """Everything the service needs to know at start-up."""
@@ -230,10 +238,8 @@ class Settings:
             ratelimit_enabled=_flag(env, "DEVICETRUST_RATELIMIT_ENABLED", default=True),
             ratelimit_storage=_ratelimit_storage(env.get("DEVICETRUST_RATELIMIT_STORAGE", "")),
             rate_limits=_rate_limits(env),
-            trusted_proxies=int(env.get("DEVICETRUST_TRUSTED_PROXIES", "0") or "0"),
+            trusted_proxies=_proxies(env.get("DEVICETRUST_TRUSTED_PROXIES", "")),
         )
-        if not 0 <= s.trusted_proxies <= 10:
-            raise ValueError("DEVICETRUST_TRUSTED_PROXIES must be between 0 and 10")
         if s.clone_policy not in ("suspend", "flag"):
             raise ValueError("DEVICETRUST_CLONE_POLICY must be suspend or flag")
         if s.stale_policy not in ("deny", "flag"):

@@ -151,6 +151,7 @@ def test_switched_off_nothing_is_limited(sqlite_migrated, tmp_path):
         ("DEVICETRUST_RATELIMIT_STORAGE", "memcached://x", "DEVICETRUST_RATELIMIT_STORAGE"),
         ("DEVICETRUST_RATELIMIT_ENABLED", "maybe", "DEVICETRUST_RATELIMIT_ENABLED"),
         ("DEVICETRUST_TRUSTED_PROXIES", "11", "DEVICETRUST_TRUSTED_PROXIES"),
+        ("DEVICETRUST_TRUSTED_PROXIES", "one", "DEVICETRUST_TRUSTED_PROXIES"),
     ],
 )
 def test_bad_settings_stop_the_service_with_the_variable_named(name, value, complaint):
