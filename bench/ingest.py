@@ -363,7 +363,10 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
             Path(tmp),
             pg_url,
             workers=args.workers,
-            extra_env={"DEVICETRUST_BUILTIN_CHECKS": "all"},
+            extra_env={
+                "DEVICETRUST_BUILTIN_CHECKS": "all",
+                "DEVICETRUST_RATELIMIT_ENABLED": "false",
+            },
         )
         try:
             db = Database(pg_url)
@@ -493,6 +496,7 @@ def breakdown(pg_url: str, docs: list[dict[str, Any]], n: int) -> dict[str, floa
             "DEVICETRUST_DATA_DIR": tmp,
             "DEVICETRUST_PUBLIC_URL": "http://127.0.0.1:8000",
             "DEVICETRUST_BUILTIN_CHECKS": "all",
+            "DEVICETRUST_RATELIMIT_ENABLED": "false",  # one address, bench rates
         }
     )
     app = create_app(settings)

@@ -97,6 +97,7 @@ def run(url: str, n: int, profile: str | None, profile_steps: tuple[str, ...] = 
                 "DEVICETRUST_DATABASE_URL": url,
                 "DEVICETRUST_DATA_DIR": tmp,
                 "DEVICETRUST_PUBLIC_URL": "http://127.0.0.1:8000",
+                "DEVICETRUST_RATELIMIT_ENABLED": "false",  # one address, bench rates
             }
         )
     )

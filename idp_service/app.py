@@ -43,6 +43,11 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     register_error_handlers(app)
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # The client address is the one the trusted proxies saw (idp_service/ratelimit.py).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
 
     from idp_service.blueprints import agent_api, health, login, login_approve  # noqa: F401
 
@@ -63,6 +68,9 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     from idp_service import admin
 
     admin.init_app(app)  # the admin console at /admin
+    from idp_service import ratelimit
+
+    ratelimit.init_app(app, settings, db)  # per-client limits, after every route exists
 
     if background:
         from idp_service.detection import StaleSweeper

@@ -77,14 +77,65 @@ def _delays(text: str | None) -> tuple[float, ...]:
     return delays
 
 
-def _flag(env: dict[str, str], name: str) -> bool:
-    """A yes/no setting: true/yes/1/on or false/no/0/off (empty or unset: false)."""
+def _flag(env: dict[str, str], name: str, default: bool = False) -> bool:
+    """A yes/no setting: true/yes/1/on or false/no/0/off (empty or unset: ``default``)."""
     value = env.get(name, "").strip().lower()
+    if not value:
+        return default
     if value in ("", "0", "false", "no", "off"):
         return False
     if value in ("1", "true", "yes", "on"):
         return True
     raise ValueError(f"{name} must be true or false")
+
+
+# Per-client rate limits, one per group of routes (idp_service/ratelimit.py lists the
+# routes): the limits library's syntax, several separated by ";". Generous enough
+# for an office of a few thousand people behind one NAT address.
+RATE_LIMITS: dict[str, str] = {
+    "saml": "600/minute",  # /saml/sso, /saml/idp-initiated
+    "login": "1200/minute",  # the login page's POSTs (challenge, response, continue, ...)
+    "agent": "1200/minute",  # /agent/v1/*
+    "enroll": "120/minute",  # enrollment: register challenges and registrations
+    "approval": "60/minute",  # trusted-device approval code submissions
+    "admin_signin": "30/minute",  # admin console sign-in and bootstrap token
+}
+
+
+def _rate_limits(env: dict[str, str]) -> dict[str, str]:
+    """``DEVICETRUST_RATELIMIT_<GROUP>``: a limit string such as ``30/minute``."""
+    from limits import parse_many
+
+    result = {}
+    for group, default in RATE_LIMITS.items():
+        name = f"DEVICETRUST_RATELIMIT_{group.upper()}"
+        value = env.get(name, "").strip() or default
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(
+                f"{name}={value!r} is not a rate limit; write e.g. 30/minute or 5 per 10 seconds"
+            ) from None
+        result[group] = value
+    return result
+
+
+def _ratelimit_storage(value: str) -> str:
+    """``database`` (the default), ``memory://`` or a ``redis://`` URL."""
+    value = value.strip() or "database"
+    if value != "database" and not value.startswith(("memory://", "redis://", "rediss://")):
+        raise ValueError(
+            "DEVICETRUST_RATELIMIT_STORAGE must be database, memory:// or a redis:// URL"
+        )
+    return value
+
+
+def _proxies(value: str) -> int:
+    """``DEVICETRUST_TRUSTED_PROXIES``: how many proxies append X-Forwarded-For (0 to 10)."""
+    value = value.strip() or "0"
+    if not value.isdigit() or int(value) > 10:
+        raise ValueError("DEVICETRUST_TRUSTED_PROXIES must be a number of proxies, 0 to 10")
+    return int(value)
 
 
 @dataclass
@@ -129,6 +180,14 @@ class Settings:
     webhook_poll: float = 1.0
     # Send webhooks to loopback/private/link-local addresses too (webhooks/targets.py).
     webhook_allow_private: bool = False
+    # Per-client rate limits (idp_service/ratelimit.py): on/off, where the counters
+    # live, and the limit of each group of routes.
+    ratelimit_enabled: bool = True
+    ratelimit_storage: str = "database"
+    rate_limits: dict[str, str] = field(default_factory=lambda: dict(RATE_LIMITS))
+    # Reverse proxies in front of the service that append X-Forwarded-For; the
+    # client address is taken that many hops from the right (0: the TCP peer).
+    trusted_proxies: int = 0
     testing: bool = False
 
     @classmethod
@@ -179,6 +238,10 @@ class Settings:
             webhook_timeout=float(env.get("DEVICETRUST_WEBHOOK_TIMEOUT", "10")),
             webhook_poll=float(env.get("DEVICETRUST_WEBHOOK_POLL", "1")),
             webhook_allow_private=_flag(env, "DEVICETRUST_WEBHOOK_ALLOW_PRIVATE"),
+            ratelimit_enabled=_flag(env, "DEVICETRUST_RATELIMIT_ENABLED", default=True),
+            ratelimit_storage=_ratelimit_storage(env.get("DEVICETRUST_RATELIMIT_STORAGE", "")),
+            rate_limits=_rate_limits(env),
+            trusted_proxies=_proxies(env.get("DEVICETRUST_TRUSTED_PROXIES", "")),
         )
         if s.clone_policy not in ("suspend", "flag"):
             raise ValueError("DEVICETRUST_CLONE_POLICY must be suspend or flag")

@@ -166,6 +166,9 @@ def service_ctx(migrated_url: str, tmp_path: Path):
             "DEVICETRUST_DATABASE_URL": migrated_url,
             "DEVICETRUST_DATA_DIR": str(tmp_path / "data"),
             "DEVICETRUST_PUBLIC_URL": "http://127.0.0.1:8000",
+            # Property tests send hundreds of requests from one address; the limits
+            # themselves are tested in tests/test_ratelimit.py.
+            "DEVICETRUST_RATELIMIT_ENABLED": "false",
         }
     )
     app = create_app(settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from flask import render_template, request
@@ -43,6 +44,8 @@ def redacted(settings: Settings) -> list[tuple[str, Any]]:
             value = HIDDEN if value else "(from the database)"
         elif f.name == "database_url":
             value = make_url(value).render_as_string(hide_password=True)
+        elif f.name == "ratelimit_storage":  # a redis:// URL may carry a password
+            value = re.sub(r"//[^@/]*@", "//(hidden)@", value)
         elif f.name == "osquery_queries":
             value = ", ".join(sorted(value)) or "none"
         elif f.name in DURATIONS and isinstance(value, tuple):

@@ -11,6 +11,7 @@ from idp_service.storage import (
     flag_tables,  # noqa: F401
     models,  # noqa: F401
     posture_tables,  # noqa: F401, E402
+    ratelimit_tables,  # noqa: F401
     webhook_tables,  # noqa: F401, E402
 )
 from scim import tables  # noqa: F401
