@@ -1,7 +1,7 @@
 """saml: per-SP RequestedAuthnContext handling, and the signing-key generation row
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-05 21:00:00
 
 ``saml_service_providers.requested_authn_context`` is ``strict`` (answer
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
