@@ -113,6 +113,25 @@ def test_a_second_continue_delivers_the_identical_response_until_it_expires(idp)
     assert [e.code for e in _events(idp, "rejected")] == ["saml_login_finished"]
 
 
+def test_expired_responses_are_purged_and_valid_ones_kept(idp):
+    from idp_service.saml.completer import purge_issued
+
+    client = FlaskClient(idp)
+    device = enroll(idp, client, "erin@example.com")
+    txns = []
+    for _ in range(2):
+        r = client.get("/saml/sso?" + redirect_query(authn_request_xml(issuer=SP)))
+        assert device_login(client, device, r.headers["Location"]).status_code == 200
+        txns.append(r.headers["Location"].rsplit("/", 1)[-1])
+    _expire(idp, txns[0])
+    assert purge_issued(idp.extensions["devicetrust"]) == 1
+    with _db(idp).session() as s:
+        assert s.get(IssuedResponse, txns[0]) is None
+        assert s.get(IssuedResponse, txns[1]) is not None
+    assert client.get(f"/login/{txns[0]}/continue").status_code == 409
+    assert client.get(f"/login/{txns[1]}/continue").status_code == 200
+
+
 def test_a_refusal_is_delivered_again_as_it_was(idp):
     client = FlaskClient(idp)
     device = enroll(idp, client, "bob@example.com")

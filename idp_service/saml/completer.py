@@ -29,6 +29,7 @@ owner active, rechecked just now; or ``denied`` with a reason). The completer:
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 from flask import Response
 from lxml import etree
@@ -162,6 +163,17 @@ def _deliver_again(
     return _refusal_page(c["acs_url"], encoded, c, code)
 
 
+PURGE_ONE_IN = 64
+
+
+def purge_issued(svc: ServiceContext, now: dt.datetime | None = None) -> int:
+    """Delete stored Responses past their validity (they can never be delivered again)."""
+    with svc.db.session() as s:
+        return s.execute(
+            delete(IssuedResponse).where(IssuedResponse.valid_until <= (now or utcnow()))
+        ).rowcount
+
+
 def _trusted(user: User | None, device: Device | None) -> bool:
     return (
         user is not None
@@ -229,6 +241,8 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
             details=details,
             issued=(encoded, valid_until),
         ):
+            if random.randrange(PURGE_ONE_IN) == 0:  # now and then, off the common path
+                purge_issued(svc)
             return pages.post_form(target.acs_url, encoded, c.get("relay_state"), sp["name"])
         code = _why_not_claimed(svc, txn)
         if code is None:  # another request for this transaction completed it just now
