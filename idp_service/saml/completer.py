@@ -9,8 +9,8 @@ owner active, rechecked just now; or ``denied`` with a reason). The completer:
 * builds and signs the Response, then claims the transaction with one
   conditional write (``storage/login_sql.complete_verified``) that also rechecks,
   in the same statement, that the device is still trusted and its owner active,
-  and records the audit event: only the first call issues anything, a second
-  a revocation committed before the claim wins;
+  and records the audit event: only the first call issues anything, and a
+  revocation committed before the claim wins;
 * stores the encoded Response it issued (success or refusal) in the same write
   as the claim (``saml_issued_responses``), so that a *repeated* ``/continue``
   from the browser that owns the transaction (the page navigated twice, a
