@@ -93,7 +93,10 @@ def test_a_change_after_continue_read_the_device_still_wins(idp, change):
     assert not complete_verified(
         db.engine, txn, user_id=user.id, device_id=dev.id, action="saml.response", details={}
     )
-    assert client.get(f"/login/{txn}/continue").status_code == 409
+    # A later /continue gets the refusal it was given, again; never a success.
+    again = client.get(f"/login/{txn}/continue")
+    assert again.status_code == 403 and f'<code id="code">{code}</code>' in again.text
+    assert _count(db, "saml.response", "ok") == 0
 
 
 def test_the_hot_path_audit_rows_carry_valid_macs(idp):

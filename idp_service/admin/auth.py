@@ -23,7 +23,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from idp_service import audit
-from idp_service.blueprints.login import MESSAGES
+from idp_service.blueprints.login import MESSAGES, remember
 from idp_service.context import ctx
 from idp_service.errors import ApiError
 from idp_service.storage.models import Device, LoginTransaction, User, utcnow
@@ -143,8 +143,18 @@ def _load() -> Admin | None:
 
 
 def complete_login(txn: LoginTransaction, user: User | None, device: Device | None) -> Response:
-    """The ``admin`` login completer: a session for a verified admin, else a refusal page."""
+    """The ``admin`` login completer: a session for a verified admin, else a refusal page.
+
+    A transaction opens at most one session. A repeat (the login page went to
+    ``/continue`` twice, or a reload) never runs it again: the browser goes to the
+    console if it is signed in already as this transaction's user, otherwise it
+    gets the "already used" page.
+    """
     svc = ctx()
+    if txn.completed_at is not None:
+        admin = current_admin()
+        if admin is not None and admin.via == "device" and admin.user_id == txn.user_id:
+            return redirect("/admin/", 303)
     with svc.db.session() as s:
         claimed = s.execute(
             update(LoginTransaction)
@@ -171,6 +181,7 @@ def complete_login(txn: LoginTransaction, user: User | None, device: Device | No
         )
     if code is None:
         open_session(Admin(user.user_name, "device", user.id, device.id))
+        remember(txn.id)  # so that a repeated /continue finds it and goes to the console
         return redirect("/admin/", 303)
     message = {
         "not_admin": "Your account is not an administrator of this console.",

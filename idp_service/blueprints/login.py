@@ -207,13 +207,24 @@ def login_status(txn_id: str) -> Response:
 
 @bp.route("/login/<txn_id>/continue", methods=["GET", "POST"])
 def login_continue(txn_id: str) -> Response | str | tuple[str, int]:
-    """Hand a finished transaction to the surface that started it, once posture allows."""
+    """Hand a finished transaction to the surface that started it, once posture allows.
+
+    A transaction that was completed already goes straight to its completer, which
+    answers a repeat without issuing anything new (SAML: the same Response again,
+    while it is valid; admin: the console if this browser is signed in).
+    """
     try:
         txn, user, device = owned_login(txn_id)
     except ApiError:
         abort(404)
     if txn.status == "pending" and transactions.is_open(txn):
         return redirect(f"/login/{txn_id}", 303)
+    kind = (txn.context or {}).get("kind", "local")
+    completer = LOGIN_COMPLETERS.get(kind, _complete_local)
+    if txn.completed_at is not None:
+        # Already completed (the page went here twice, or the user reloaded): the
+        # completer decides what a repeat gets; it never issues anything new.
+        return completer(txn, user, device)
     with ctx().db.session() as s:
         if txn.status == "verified":
             # Recheck at the last moment (user and device were read just now): a revocation
@@ -232,8 +243,6 @@ def login_continue(txn_id: str) -> Response | str | tuple[str, int]:
             page = _posture_gate(s, txn, user, device)
             if page is not None:
                 return page
-    kind = (txn.context or {}).get("kind", "local")
-    completer = LOGIN_COMPLETERS.get(kind, _complete_local)
     return completer(txn, user, device)
 
 

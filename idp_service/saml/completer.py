@@ -9,8 +9,16 @@ owner active, rechecked just now; or ``denied`` with a reason). The completer:
 * builds and signs the Response, then claims the transaction with one
   conditional write (``storage/login_sql.complete_verified``) that also rechecks,
   in the same statement, that the device is still trusted and its owner active,
-  and records the audit event: only the first call issues anything, a second
-  gets an error page, and a revocation committed before the claim wins;
+  and records the audit event: only the first call issues anything, and a
+  revocation committed before the claim wins;
+* stores the encoded Response it issued (success or refusal) in the same write
+  as the claim (``saml_issued_responses``), so that a *repeated* ``/continue``
+  from the browser that owns the transaction (the page navigated twice, a
+  reload, a slow network) gets the very same Response, RelayState and auto-POST
+  form again -- never a new assertion -- until the Response's validity ends (the
+  assertion's ``NotOnOrAfter``, no later than the transaction's expiry); after
+  that, or when nothing was stored, a page that says the sign-in is finished.
+  Replay protection at the ACS stays the SP's job;
 * in factor mode (``identity_broker`` SP) refuses unless the device's owner is
   the user the broker named in its signed request;
 * on success returns the auto-POST form carrying the signed Response;
@@ -20,8 +28,12 @@ owner active, rechecked just now; or ``denied`` with a reason). The completer:
 
 from __future__ import annotations
 
+import datetime as dt
+import random
+
 from flask import Response
-from sqlalchemy import update
+from lxml import etree
+from sqlalchemy import delete, update
 
 from idp_service import audit, transactions
 from idp_service.blueprints.login import MESSAGES
@@ -34,6 +46,7 @@ from idp_service.saml.constants import (
     STATUS_RESPONDER,
 )
 from idp_service.saml.errors import SamlError
+from idp_service.saml.models import IssuedResponse
 from idp_service.storage.login_reads import read_login
 from idp_service.storage.login_sql import complete_verified
 from idp_service.storage.models import Device, LoginTransaction, User, utcnow
@@ -87,6 +100,90 @@ def _why_not_claimed(svc: ServiceContext, txn: LoginTransaction) -> str | None:
     return code
 
 
+def _not_on_or_after(element: etree._Element) -> dt.datetime:
+    """The earliest ``NotOnOrAfter`` in an assertion (its conditions and confirmations)."""
+    found = [
+        dt.datetime.fromisoformat(e.get("NotOnOrAfter"))
+        for e in element.iter()
+        if isinstance(e.tag, str) and e.get("NotOnOrAfter")
+    ]
+    return min(found) if found else dt.datetime.now(dt.UTC) + assertion.LIFETIME
+
+
+def _refusal_page(target_acs: str, encoded: str, c: dict, code: str) -> Response:
+    return pages.refused(
+        acs_url=target_acs,
+        saml_response=encoded,
+        relay_state=c.get("relay_state"),
+        sp_name=c["sp"]["name"],
+        code=code,
+        message=FACTOR_MESSAGES.get(code) or MESSAGES.get(code, "The device check failed."),
+        hint=FACTOR_HINTS.get(code) or HINTS.get(code, ""),
+    )
+
+
+def _deliver_again(
+    svc: ServiceContext, txn: LoginTransaction, user: User | None, device: Device | None
+) -> Response:
+    """A completed transaction: the Response it issued, again, while that is still valid.
+
+    Only reached for a transaction this browser owns (``login.owned_login``). Never
+    builds or signs anything: the stored bytes go out as they are. A success is not
+    delivered again once the device is no longer trusted or its owner is inactive
+    (``user``/``device`` as read for this request). Writes nothing but the audit
+    event (and drops a stored Response found past its validity).
+    """
+    c = txn.context or {}
+    details = {"sp": c.get("sp_entity_id"), "request_id": c.get("request_id")}
+    encoded: str | None = None
+    code: str | None = None
+    with svc.db.session() as s:
+        row = s.get(IssuedResponse, txn.id)
+        if row is not None and row.valid_until <= utcnow():
+            # Past its validity: nobody may use it any more.
+            s.execute(delete(IssuedResponse).where(IssuedResponse.txn_id == txn.id))
+        elif row is not None and (row.code is not None or _trusted(user, device)):
+            encoded, code = row.saml_response, row.code
+        if encoded is not None:
+            audit.record(
+                s,
+                "saml.response",
+                "redelivered",
+                code=code,
+                user_id=txn.user_id,
+                device_id=txn.device_id,
+                details=details,
+            )
+        else:
+            finished = SamlError("saml_login_finished", status=409)
+            audit.record(s, "saml.response", "rejected", code=finished.code, details=details)
+            return pages.error(finished)
+    if code is None:
+        return pages.post_form(c["acs_url"], encoded, c.get("relay_state"), c["sp"]["name"])
+    return _refusal_page(c["acs_url"], encoded, c, code)
+
+
+PURGE_ONE_IN = 64
+
+
+def purge_issued(svc: ServiceContext, now: dt.datetime | None = None) -> int:
+    """Delete stored Responses past their validity (they can never be delivered again)."""
+    with svc.db.session() as s:
+        return s.execute(
+            delete(IssuedResponse).where(IssuedResponse.valid_until <= (now or utcnow()))
+        ).rowcount
+
+
+def _trusted(user: User | None, device: Device | None) -> bool:
+    return (
+        user is not None
+        and device is not None
+        and bool(user.active)
+        and device.state == "trusted"
+        and device.user_id == user.id
+    )
+
+
 def complete(txn: LoginTransaction, user: User | None, device: Device | None) -> Response:
     """Issue the one Response this transaction is allowed (see the module doc)."""
     svc = ctx()
@@ -96,6 +193,8 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
         exc = SamlError("saml_malformed", "not a SAML sign-in", status=400)
         audit.record_separately(svc.db, "saml.response", "rejected", code=exc.code)
         return pages.error(exc)
+    if txn.completed_at is not None:
+        return _deliver_again(svc, txn, user, device)
     # Load (or create) shared material before the write transaction: on SQLite a nested
     # writer would wait for the outer one.
     key = service.keys(svc).active(KEY_TYPE_FOR_ALGORITHM[sp["signature_algorithm"]])
@@ -131,7 +230,9 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
             attributes=attrs,
             authn_context_class=c.get("authn_context_class"),
         )
-        xml = response.success(target, assertion.build(spec), key)
+        built = assertion.build(spec)
+        valid_until = min(_not_on_or_after(built), txn.expires_at)
+        encoded = response.encode(response.success(target, built, key))
         if complete_verified(
             svc.db.engine,
             txn.id,
@@ -139,10 +240,14 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
             device_id=device.id,
             action="saml.response",
             details=details,
+            issued=(encoded, valid_until),
         ):
-            encoded = response.encode(xml)
+            if random.randrange(PURGE_ONE_IN) == 0:  # now and then, off the common path
+                purge_issued(svc)
             return pages.post_form(target.acs_url, encoded, c.get("relay_state"), sp["name"])
         code = _why_not_claimed(svc, txn)
+        if code is None:  # another request for this transaction completed it just now
+            return _deliver_again(svc, txn, user, device)
     xml = None
     if code is not None:
         with svc.db.session() as s:
@@ -156,6 +261,14 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
                 xml = response.failure(
                     target, (STATUS_RESPONDER, STATUS_AUTHN_FAILED), key, message=code
                 )
+                s.add(
+                    IssuedResponse(
+                        txn_id=txn.id,
+                        saml_response=response.encode(xml),
+                        code=code,
+                        valid_until=min(utcnow() + assertion.LIFETIME, txn.expires_at),
+                    )
+                )
                 audit.record(
                     s,
                     "saml.response",
@@ -165,19 +278,6 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
                     device_id=txn.device_id,
                     details=details,
                 )
-    if xml is None:
-        finished = SamlError("saml_login_finished", status=409)
-        audit.record_separately(
-            svc.db, "saml.response", "rejected", code=finished.code, details=details
-        )
-        return pages.error(finished)
-    encoded = response.encode(xml)
-    return pages.refused(
-        acs_url=target.acs_url,
-        saml_response=encoded,
-        relay_state=c.get("relay_state"),
-        sp_name=sp["name"],
-        code=code,
-        message=FACTOR_MESSAGES.get(code) or MESSAGES.get(code, "The device check failed."),
-        hint=FACTOR_HINTS.get(code) or HINTS.get(code, ""),
-    )
+    if xml is None:  # another request for this transaction completed it just now
+        return _deliver_again(svc, txn, user, device)
+    return _refusal_page(target.acs_url, response.encode(xml), c, code)

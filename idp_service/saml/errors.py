@@ -28,7 +28,8 @@ MESSAGES: dict[str, str] = {
     "saml_unsupported_binding": "This SAML binding is not supported here.",
     "saml_broker_subject_missing": "The identity broker did not name the user to verify.",
     "saml_idp_initiated_disabled": "This application does not accept IdP-initiated sign-in.",
-    "saml_login_finished": "This sign-in was already completed.",
+    "saml_login_finished": "This sign-in was already completed, and its answer can no longer "
+    "be sent to the application.",
     "saml_no_passive": "devicetrust cannot sign you in without showing its page.",
     "saml_nameid_policy": "The application asked for a NameID format it is not set up for.",
     "saml_no_authn_context": "The application asked for a kind of sign-in (such as a password) "

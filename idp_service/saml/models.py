@@ -1,7 +1,9 @@
-"""Tables of the SAML surface: service providers, IdP signing keys, request-ID replay cache.
+"""Tables of the SAML surface: service providers, IdP signing keys, request-ID replay cache,
+and the Response each finished sign-in issued.
 
 Registered in ``idp_service/storage/all_models.py``; created by migration ``0003``
-(``0013``: the SPs' ``requested_authn_context`` and the key-set generation row).
+(``0013``: the SPs' ``requested_authn_context`` and the key-set generation row;
+``0014``: ``saml_issued_responses``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp_service.storage.models import Base, utcnow
@@ -97,3 +109,27 @@ class SeenRequest(Base):
 
 
 Index("ix_saml_seen_requests_expires_at", SeenRequest.expires_at)
+
+
+class IssuedResponse(Base):
+    """The one SAML Response a login transaction issued, kept to deliver it again.
+
+    Written in the same database transaction that claims the login transaction
+    (``storage/login_sql.complete_verified`` for a success), so a second
+    ``/login/<id>/continue`` that finds the transaction completed finds this row
+    too. A repeated ``/continue`` from the browser that owns the transaction gets
+    exactly these bytes again until ``valid_until`` (the assertion's
+    ``NotOnOrAfter``, no later than the transaction's own expiry); never a new
+    assertion. ``saml_response`` is a bearer credential until then: it is never
+    logged, and the row is deleted when a repeat finds it expired.
+    """
+
+    __tablename__ = "saml_issued_responses"
+
+    txn_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("login_transactions.id", ondelete="CASCADE"), primary_key=True
+    )
+    saml_response: Mapped[str] = mapped_column(Text)  # base64, exactly as POSTed to the ACS
+    code: Mapped[str | None] = mapped_column(String(32))  # None: Success; else why refused
+    issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    valid_until: Mapped[dt.datetime] = mapped_column(index=True)

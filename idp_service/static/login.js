@@ -4,6 +4,17 @@
   const cfg = JSON.parse(document.getElementById("login-config").textContent);
   const base = "/login/" + encodeURIComponent(cfg.txn);
   let polling = null;
+  // The verified answer reaches this page twice (the /status poll and the reply to its
+  // own POST .../response): whichever comes first leaves the page, once, and nothing
+  // afterwards starts a second navigation.
+  let leaving = false;
+
+  function leave(url) {
+    if (leaving) return;
+    leaving = true;
+    if (polling) { clearInterval(polling); polling = null; }
+    window.location.assign(url);
+  }
 
   function show(name) {
     document.querySelectorAll(".state").forEach(function (el) { el.classList.remove("active"); });
@@ -40,17 +51,19 @@
   }
 
   function finish(status) {
+    if (leaving) return true;
     if (enrollment.handlesStatus(status)) return true;
     if (status && status.next) {
-      window.location.assign(status.next);
+      leave(status.next);
       return true;
     }
     return false;
   }
 
   function poll() {
-    if (polling) return;
+    if (polling || leaving) return;
     polling = setInterval(async function () {
+      if (leaving) return;
       const resp = await fetch(base + "/status", { credentials: "same-origin" });
       const status = await resp.json().catch(function () { return {}; });
       if (finish(status)) { clearInterval(polling); polling = null; }
@@ -58,6 +71,7 @@
   }
 
   async function run() {
+    if (leaving) return;
     show("searching");
     const ch = await postJSON(base + "/challenge");
     if (!ch.ok) {
@@ -79,7 +93,7 @@
       show("waiting");
       poll();
       const res = await postJSON(base + "/response", answer.body.response);
-      if (finish(res.body)) return;
+      if (finish(res.body)) return;  // nothing more when the poll left the page already
       if (!res.ok && res.body.error) {
         if (enrollment.handlesError(res.body.error, port)) return;
         showAgentError(res.body.error);
@@ -195,7 +209,7 @@
       stopPolling();
       if (status && status.approve) {
         // A trusted device of this user got a code: ask for it on its own page.
-        window.location.assign(status.approve);
+        leave(status.approve);
         return;
       }
       const note = document.getElementById("pending-note");

@@ -21,7 +21,8 @@ When the guard fails nothing is written here; the caller then works out *why*
 (unknown device, revoked, replayed, another owner, ...) on the slow path.
 
 Completing a verified sign-in (:func:`complete_verified`) is likewise one guarded
-write: claim the transaction, recheck the device and its owner, audit.
+write: claim the transaction, recheck the device and its owner, audit, and keep
+the SAML Response it issued (to deliver the same one again on a repeat).
 """
 
 from __future__ import annotations
@@ -341,6 +342,10 @@ _PG_CLAIM = """
         SELECT %(now)s, %(action)s::varchar, 'ok', %(user_id)s::varchar, %(device_id)s::varchar,
                CAST(%(details)s AS json), %(mac)s::varchar
         FROM t
+    ), r AS (
+        INSERT INTO saml_issued_responses (txn_id, saml_response, code, issued_at, valid_until)
+        SELECT id, %(issued_response)s::text, NULL, %(now)s, %(valid_until)s::timestamptz
+        FROM t WHERE %(issued_response)s::text IS NOT NULL
     )
     SELECT count(*) FROM t
 """
@@ -357,6 +362,10 @@ _SQLITE_CLAIM_AUDIT = """
     INSERT INTO audit_events (at, action, outcome, user_id, device_id, details, mac)
     VALUES (:now, :action, 'ok', :user_id, :device_id, :details, :mac)
 """
+_SQLITE_CLAIM_ISSUED = """
+    INSERT INTO saml_issued_responses (txn_id, saml_response, code, issued_at, valid_until)
+    VALUES (:txn_id, :issued_response, NULL, :now, :valid_until)
+"""
 
 
 def complete_verified(
@@ -367,6 +376,7 @@ def complete_verified(
     device_id: str,
     action: str,
     details: dict[str, Any],
+    issued: tuple[str, dt.datetime] | None = None,
 ) -> bool:
     """Claim a verified transaction for its one success, and audit it, in one write.
 
@@ -374,6 +384,10 @@ def complete_verified(
     not completed yet, and -- checked in the same statement -- the device is still
     trusted and its owner still active: a revocation or deactivation committed
     before this write wins. False means nothing was written.
+
+    ``issued`` is (encoded SAML Response, valid until): stored with the claim in
+    ``saml_issued_responses``, so whoever sees the transaction completed can
+    deliver that same Response again.
     """
     now = dt.datetime.now(dt.UTC)
     params = {
@@ -384,16 +398,22 @@ def complete_verified(
         "action": action,
         "details": json.dumps(details),
         "mac": _audit_mac(now, action, user_id=user_id, device_id=device_id, details=details),
+        "issued_response": issued[0] if issued else None,
+        "valid_until": issued[1] if issued else None,
     }
     with driver(engine) as (conn, is_pg):
         if is_pg:
             return conn.execute(_PG_CLAIM, params).fetchone()[0] == 1
         params["now"] = sqlite_time(params["now"])
+        if issued:
+            params["valid_until"] = sqlite_time(issued[1])
         try:
             if conn.execute(_SQLITE_CLAIM, params).rowcount != 1:
                 conn.rollback()
                 return False
             conn.execute(_SQLITE_CLAIM_AUDIT, params)
+            if issued:
+                conn.execute(_SQLITE_CLAIM_ISSUED, params)
             conn.commit()
             return True
         except BaseException:
