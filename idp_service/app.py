@@ -64,6 +64,10 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
 
     admin.init_app(app)  # the admin console at /admin
 
+    from idp_service import bodies
+
+    bodies.install(app)  # a body refused unread ends its connection (SCIM included)
+
     if background:
         from idp_service.detection import StaleSweeper
 

@@ -89,6 +89,8 @@ def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
         return
     from gunicorn.app.base import BaseApplication
 
+    from idp_service import bodies
+
     class _Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
@@ -98,6 +100,8 @@ def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", 5)
             self.cfg.set("accesslog", None)
+            # Lets a refused, unread request body close its connection (idp_service/bodies.py).
+            self.cfg.set("pre_request", bodies.gunicorn_pre_request)
 
         def load(self):  # noqa: ANN202
             return create_app(background=True)
