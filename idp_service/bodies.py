@@ -17,6 +17,7 @@ about to drop.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -131,15 +132,19 @@ class _CountingInput:
 class UnreadBodyGuard:
     """WSGI middleware: an answer that leaves the body unread closes the connection.
 
-    A body of at most ``drain`` bytes left unread is read and dropped instead, so
-    the connection stays usable; a larger one (or one that does not arrive) gets
+    A body of at most ``drain`` bytes left unread is read and dropped instead (for
+    at most ``drain_seconds``), so the connection stays usable; a larger one (or
+    one that does not arrive in time) gets
     ``Connection: close``, and gunicorn is told to close (it drains at most 64 KiB
     of an unread body itself, then drops the connection without saying so).
     """
 
-    def __init__(self, app: WSGIApplication, *, drain: int = 64 * 1024) -> None:
+    def __init__(
+        self, app: WSGIApplication, *, drain: int = 64 * 1024, drain_seconds: float = 2.0
+    ) -> None:
         self.app = app
         self.drain = drain
+        self.drain_seconds = drain_seconds
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -153,7 +158,7 @@ class UnreadBodyGuard:
         environ["wsgi.input"] = counting
 
         def guarded_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            if not self._consumed(counting, length, chunked):
+            if not self._consumed(environ, counting, length, chunked):
                 headers = [(k, v) for k, v in headers if k.lower() != "connection"]
                 headers.append(("Connection", "close"))
                 req = getattr(_gunicorn, "req", None)
@@ -163,8 +168,10 @@ class UnreadBodyGuard:
 
         return self.app(environ, guarded_start)
 
-    def _consumed(self, counting: _CountingInput, length: int, chunked: bool) -> bool:
-        """Whether the body is all read, after draining a small rest."""
+    def _consumed(
+        self, environ: WSGIEnvironment, counting: _CountingInput, length: int, chunked: bool
+    ) -> bool:
+        """Whether the body is all read, after draining a small rest (for a short while)."""
         if length < 0:
             return False
         if not chunked and counting.read_bytes >= length:
@@ -174,15 +181,29 @@ class UnreadBodyGuard:
         rest = self.drain if chunked else length - counting.read_bytes
         if rest > self.drain:
             return False
+        sock = environ.get("gunicorn.socket")
+        before = sock.gettimeout() if sock is not None else None
+        deadline = time.monotonic() + self.drain_seconds
         try:
             while rest > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if sock is not None:
+                    sock.settimeout(left)
                 data = counting.read(min(rest, 16 * 1024))
-                if not data:
-                    return not chunked and counting.read_bytes >= length
+                if not data:  # the end: of a chunked body, or a client that sent less
+                    return chunked or counting.read_bytes >= length
                 rest -= len(data)
             return counting.read(1) == b"" if chunked else True
         except Exception:  # noqa: BLE001 - a client that stalls or breaks: close
             return False
+        finally:
+            if sock is not None:
+                try:
+                    sock.settimeout(before)
+                except OSError:
+                    pass
 
 
 def install(app: Any) -> Callable[..., Any]:
