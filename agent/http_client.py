@@ -6,12 +6,13 @@ on the size of what the server may send back.
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 from typing import Any
 
 from agent import __version__
+from trust_protocol import strict_json
+from trust_protocol.errors import ProtocolError
 
 MAX_BODY = 1024 * 1024
 USER_AGENT = f"devicetrust-agent/{__version__}"
@@ -45,20 +46,20 @@ def request(
     except urllib.error.HTTPError as exc:
         raw = exc.read(MAX_BODY)
         try:
-            err = json.loads(raw)["error"]
+            err = strict_json.loads(raw, max_size=MAX_BODY)["error"]
             raise ServerError(
                 err.get("code", f"http_{exc.code}"),
                 err.get("message", ""),
                 exc.code,
                 err.get("hint", ""),
             ) from None
-        except (ValueError, KeyError, TypeError):
+        except (ProtocolError, KeyError, TypeError, AttributeError):
             raise ServerError(f"http_{exc.code}", f"server answered {exc.code}", exc.code) from None
     except (urllib.error.URLError, OSError) as exc:
         raise ServerError("unreachable", f"cannot reach {url}: {exc}") from None
     if len(raw) > MAX_BODY:
         raise ServerError("too_large", "server response too large")
     try:
-        return json.loads(raw)
-    except ValueError:
+        return strict_json.loads(raw, max_size=MAX_BODY)
+    except ProtocolError:
         raise ServerError("bad_response", "server did not answer JSON") from None

@@ -8,7 +8,17 @@ service's login page also knows. Defences:
   be one the *server-signed* challenge allows; preflights are answered only for
   origins the enrolled service declared;
 * CORS and Private-Network-Access headers are sent only to those origins;
-* short socket timeouts and a cap on the request size.
+* a cap on the request size, bodies read by the strict JSON reader
+  (``trust_protocol/strict_json.py``), short socket timeouts, a total deadline
+  per connection (a client trickling a byte at a time is cut off), and a cap on
+  concurrent connections (the excess gets a quick 503 ``busy``);
+* a request refused before its body was read closes its connection
+  (``Connection: close``), so a keep-alive client never reuses a broken one.
+
+The listening socket uses ``SO_REUSEADDR`` (``SO_EXCLUSIVEADDRUSE`` on Windows),
+so an agent restarted at once is not blocked by its old connections in
+TIME_WAIT, while a port held by a running program (another agent) still is; the
+error then says which program holds which port.
 
 ``/v1/recheck`` (the login page's "recheck now") makes the agent collect and
 report its posture at once, through its own report ceremony; at most one every
@@ -21,8 +31,12 @@ for, or is enrolled with; never with a server the page chooses.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -34,13 +48,17 @@ from urllib.parse import urlsplit
 from agent import __version__, page_enroll
 from agent.authenticate import Refusal, answer, origin_of, post_callback
 from agent.state import Enrollment
+from trust_protocol import strict_json
 from trust_protocol.device_keys import DeviceKeys
+from trust_protocol.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 16 * 1024
 RECHECK_MIN_INTERVAL = 3.0  # seconds between two "recheck now" reports
-SOCKET_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 2.0  # seconds one read may wait
+CONNECTION_DEADLINE = 10.0  # seconds a connection may spend sending requests, in all
+MAX_CONNECTIONS = 16  # connections served at once; the next one gets 503 busy
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -88,6 +106,30 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("local channel: " + format, *args)
 
+    def setup(self) -> None:
+        """Read through a deadline: each read waits at most what is left of it."""
+        super().setup()
+        deadline = time.monotonic() + self.server.connection_deadline
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
+
+    def parse_request(self) -> bool:
+        self.body_read = False
+        return super().parse_request()
+
+    def _read_body(self, length: int) -> bytes:
+        data = self.rfile.read(length)
+        self.body_read = True
+        return data
+
+    def _body_pending(self) -> bool:
+        """Whether the request announced a body this handler did not read."""
+        if getattr(self, "body_read", True) or self.headers is None:
+            return False
+        if self.headers.get("Transfer-Encoding"):
+            return True
+        length = self.headers.get("Content-Length", "0").strip()
+        return length != "0"
+
     # -- helpers -------------------------------------------------------------------------
     def _origin(self) -> str | None:
         origin = self.headers.get("Origin")
@@ -108,6 +150,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        if self._body_pending():
+            # The unread body would be read as the next request: end the connection.
+            self.send_header("Connection", "close")
+            self.close_connection = True
         if origin:
             self.send_header("Access-Control-Allow-Origin", origin)
             self.send_header("Vary", "Origin")
@@ -180,7 +226,7 @@ class Handler(BaseHTTPRequestHandler):
         if not 0 <= length <= MAX_REQUEST:
             self._error(413, "too_large", f"Requests are capped at {MAX_REQUEST} bytes.")
             return
-        raw = self.rfile.read(length)
+        raw = self._read_body(length)
         if path == "/v1/recheck":
             self._recheck(origin)
             return
@@ -202,9 +248,10 @@ class Handler(BaseHTTPRequestHandler):
             self._send(409, {"error": err}, self._cors_origin(origin, (origin or "",)))
             return
         try:
-            body = json.loads(raw)
-            token = body["challenge"]
-        except (ValueError, KeyError, TypeError):
+            token = strict_json.loads_object(raw, max_size=MAX_REQUEST).get("challenge")
+        except ProtocolError:
+            token = None
+        if not isinstance(token, str):
             self._error(400, "malformed", 'Send {"challenge": "<token>"}.')
             return
         try:
@@ -282,26 +329,162 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, outcome.to_json(), origin)
 
 
+class _DeadlineReader(socket.SocketIO):
+    """A socket's reading side that ends at ``deadline`` (``time.monotonic()``).
+
+    Each read waits at most :data:`SOCKET_TIMEOUT` and never past the deadline,
+    so however slowly a client trickles bytes its connection ends in time. A
+    timeout is a :class:`TimeoutError`, which the request handler answers by
+    closing the connection.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__(sock, "rb")
+        self._deadline = deadline
+
+    def readinto(self, b: Any) -> int | None:  # noqa: ANN001 - io signature
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("connection deadline passed")
+        self._sock.settimeout(min(SOCKET_TIMEOUT, left))
+        return super().readinto(b)
+
+
+_BUSY = json.dumps(
+    {"error": {"code": "busy", "message": "Too many connections to the agent; retry."}}
+).encode()
+_BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Cache-Control: no-store\r\nConnection: close\r\nRetry-After: 1\r\n"
+    b"Content-Length: " + str(len(_BUSY)).encode() + b"\r\n\r\n" + _BUSY
+)
+
+
 class LocalChannel(ThreadingHTTPServer):
-    """The HTTP server; ``state`` is read by every request."""
+    """The HTTP server; ``state`` is read by every request.
+
+    At most ``max_connections`` connections are served at once, each for at most
+    ``connection_deadline`` seconds of reading.
+    """
 
     daemon_threads = True
-    allow_reuse_address = False
+    allow_reuse_address = False  # set in server_bind, the right way for the platform
     request_queue_size = 16
 
-    def __init__(self, port: int, state: ChannelState) -> None:
+    def __init__(
+        self,
+        port: int,
+        state: ChannelState,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        connection_deadline: float = CONNECTION_DEADLINE,
+    ) -> None:
         self.state = state
+        self.connection_deadline = connection_deadline
+        self.slots = threading.BoundedSemaphore(max_connections)
         super().__init__(("127.0.0.1", port), Handler)
+
+    def server_bind(self) -> None:
+        """Bind with address reuse, so a restart is not blocked by TIME_WAIT sockets.
+
+        On POSIX, ``SO_REUSEADDR`` allows that and still refuses a port another
+        socket listens on. On Windows the same option would let another program
+        take over a port in use, so there it is ``SO_EXCLUSIVEADDRUSE`` (Windows
+        does not block a restart on TIME_WAIT). Never ``SO_REUSEPORT``.
+        """
+        if os.name == "nt":  # pragma: no cover - Windows
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        else:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        super().server_bind()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a thread, or refuse it at once when all slots are taken."""
+        if not self.slots.acquire(blocking=False):
+            self._refuse_busy(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def _refuse_busy(self, request: socket.socket) -> None:
+        try:
+            request.settimeout(0.5)
+            request.sendall(_BUSY_RESPONSE)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+
+def _holder(port: int) -> str:
+    """Who listens on 127.0.0.1:``port``: another devicetrust agent (and its pid) or not."""
+    who = "another program"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.settimeout(1.0)
+            sock.sendall(
+                f"GET /v1/ping HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            answer = b""
+            while len(answer) < 4096:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        body = answer.partition(b"\r\n\r\n")[2]
+        ping = strict_json.loads_object(body, max_size=4096)
+        if ping.get("agent") == "devicetrust":
+            who = f"another devicetrust agent (version {str(ping.get('version'))[:20]})"
+    except (OSError, ProtocolError):
+        pass
+    pid = _listener_pid(port)
+    return who + (f", pid {pid}" if pid else "")
+
+
+def _listener_pid(port: int) -> int | None:
+    """The pid listening on 127.0.0.1:``port``, when the system tells us (best effort)."""
+    try:
+        import psutil
+
+        for conn in psutil.net_connections(kind="tcp"):
+            if (
+                conn.status == psutil.CONN_LISTEN
+                and conn.laddr
+                and conn.laddr.port == port
+                and conn.pid
+            ):
+                return conn.pid
+    except Exception:  # noqa: BLE001, S110 - not allowed to look, or no psutil: no pid
+        pass
+    return None
 
 
 def bind_first_free(ports: list[int] | tuple[int, ...], state: ChannelState) -> LocalChannel:
-    """Bind the first port of ``ports`` that is free on 127.0.0.1."""
+    """Bind the first port of ``ports`` that is free on 127.0.0.1.
+
+    A port in use is skipped; when none is free, the error names what holds each
+    one (another devicetrust agent, with its pid when the system says).
+    """
     errors = []
     for port in ports:
         try:
             return LocalChannel(port, state)
         except OSError as exc:
-            errors.append(f"{port}: {exc.strerror or exc}")
+            if exc.errno == errno.EADDRINUSE:
+                holder = _holder(port)
+                log.warning("127.0.0.1:%d is in use by %s", port, holder)
+                errors.append(f"127.0.0.1:{port} is in use by {holder}")
+            else:
+                errors.append(f"127.0.0.1:{port}: {exc.strerror or exc}")
     raise OSError("no free port for the local channel (" + "; ".join(errors) + ")")
 
 

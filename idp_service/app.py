@@ -72,6 +72,10 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
 
     ratelimit.init_app(app, settings, db)  # per-client limits, after every route exists
 
+    from idp_service import bodies
+
+    bodies.install(app)  # a body refused unread ends its connection (SCIM included)
+
     if background:
         from idp_service.detection import StaleSweeper
 

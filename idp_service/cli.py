@@ -90,6 +90,8 @@ def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
         return
     from gunicorn.app.base import BaseApplication
 
+    from idp_service import bodies
+
     class _Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
@@ -102,6 +104,8 @@ def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
             # gunicorn's control socket is one fixed path per user: a second
             # service on the host (a replica, a test) would fight over it.
             self.cfg.set("control_socket_disable", True)
+            # Lets a refused, unread request body close its connection (idp_service/bodies.py).
+            self.cfg.set("pre_request", bodies.gunicorn_pre_request)
 
         def load(self):  # noqa: ANN202
             return create_app(background=True)

@@ -2,7 +2,8 @@
 
 A thin subclass of scim2-server's :class:`~scim2_server.service.ScimService`:
 it names our realm in ``WWW-Authenticate``, bounds every request body (the
-library only bounds bulk bodies, and leaves the others to the integration),
+library only bounds bulk bodies, and leaves the others to the integration) and
+reads it with the service's strict JSON reader first,
 answers a PATCH with 200 and the resource rather than 204 (Okta reads the body),
 and remembers the last routes it matched (a request is matched several times).
 Everything else, validation, PATCH, ETags, filters, paging, bulk, is
@@ -16,9 +17,11 @@ from typing import Any
 
 from scim2_models import (
     Context,
+    InvalidSyntaxException,
     PayloadTooLargeException,
     Resource,
     ResponseParameters,
+    SCIMException,
     ScimProvider,
 )
 from scim2_server.requests import ScimRequest
@@ -26,8 +29,12 @@ from scim2_server.responses import ScimResponse
 from scim2_server.routing import Target, match
 from scim2_server.service import ScimService
 
+from trust_protocol import strict_json
+from trust_protocol.errors import ProtocolError
+
 REALM = "devicetrust-scim"
 DEFAULT_MAX_BODY = 1024 * 1024
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class DevicetrustScimService(ScimService):
@@ -55,7 +62,9 @@ class DevicetrustScimService(ScimService):
         return self.max_body if limit is None else min(limit, self.max_body)
 
     def check_body_size(self, request: ScimRequest) -> None:
-        """Refuse with a 413 a body longer than :meth:`max_body_size`.
+        """Refuse with a 413 a body longer than :meth:`max_body_size`, and with a 400
+        ``invalidSyntax`` a body the strict reader refuses (:mod:`trust_protocol.strict_json`:
+        duplicate keys, ``NaN``, a byte-order mark, lone surrogates, deep nesting).
 
         The WSGI application reads at most one byte more than the limit, so a
         longer body is never held in memory whole. A request no route serves is
@@ -64,6 +73,24 @@ class DevicetrustScimService(ScimService):
         limit = self.max_body_size(request)
         if limit and len(request.body) > limit:
             raise PayloadTooLargeException(detail=f"The request body exceeds {limit} bytes")
+        if request.body and request.method.upper() in BODY_METHODS and self._routed(request):
+            # The service's one strict reader goes first; the library parses after it.
+            self.ensure_json(request.header("Content-Type"))  # a 415 stays a 415
+            try:
+                strict_json.loads(request.body, max_size=limit or len(request.body))
+            except ProtocolError as exc:
+                if exc.code == "too_large":
+                    raise PayloadTooLargeException(detail=exc.detail) from None
+                raise InvalidSyntaxException(
+                    detail=f"The request body is not strict JSON: {exc.detail}"
+                ) from None
+
+    def _routed(self, request: ScimRequest) -> bool:
+        try:
+            self.match(request)
+        except SCIMException:
+            return False
+        return True
 
     def patch_response(
         self,

@@ -11,10 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 from typing import Any
 
+from trust_protocol import strict_json
 from trust_protocol.errors import ProtocolError
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -60,91 +60,15 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ProtocolError("malformed", f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def _reject_constant(name: str) -> None:
-    raise ProtocolError("malformed", f"non-finite number {name}")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999 parses to inf
-        raise ProtocolError("malformed", f"number {text[:32]} is out of range")
-    return value
-
-
-def _check_text(text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:  # a lone surrogate written as a \uXXXX escape
-        raise ProtocolError("malformed", "string is not valid Unicode") from exc
-
-
-def _walk(obj: Any, depth: int = 0) -> None:
-    """Refuse nesting deeper than MAX_JSON_DEPTH containers, and lone surrogates."""
-    if isinstance(obj, dict):
-        if depth >= MAX_JSON_DEPTH:
-            raise ProtocolError("malformed", "JSON nested too deeply")
-        for key, value in obj.items():
-            _check_text(key)
-            _walk(value, depth + 1)
-    elif isinstance(obj, list):
-        if depth >= MAX_JSON_DEPTH:
-            raise ProtocolError("malformed", "JSON nested too deeply")
-        for value in obj:
-            _walk(value, depth + 1)
-    elif isinstance(obj, str):
-        _check_text(obj)
-
-
 def loads(data: bytes | str, *, max_size: int) -> Any:
-    """Parse untrusted JSON with a size cap, no duplicate keys and bounded depth.
+    """Parse an untrusted protocol message: :func:`trust_protocol.strict_json.loads`.
 
     ``max_size`` counts UTF-8 bytes. Refused as ``malformed``: invalid UTF-8 or
-    JSON, duplicate object keys, ``NaN``/``Infinity`` and numbers that overflow a
-    double, strings holding lone surrogates, and more than ``MAX_JSON_DEPTH``
-    nested containers. Oversized input is ``too_large``.
+    JSON, a byte-order mark, duplicate object keys, ``NaN``/``Infinity`` and
+    numbers that overflow a double, strings holding lone surrogates, and more than
+    ``MAX_JSON_DEPTH`` nested containers. Oversized input is ``too_large``.
     """
-    if isinstance(data, str):
-        if len(data) > max_size:  # cheap bound first: a str has at least one byte per char
-            raise ProtocolError("too_large", f"message exceeds {max_size} bytes")
-        try:
-            raw = data.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ProtocolError("malformed", "message is not valid Unicode") from exc
-    elif isinstance(data, bytes | bytearray | memoryview):
-        raw = bytes(data)
-    else:
-        raise ProtocolError("malformed", "message must be bytes or text")
-    if len(raw) > max_size:
-        raise ProtocolError("too_large", f"message exceeds {max_size} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProtocolError("malformed", "message is not UTF-8") from exc
-    try:
-        # The C parser bounds its own recursion (RecursionError), so pathological
-        # nesting fails fast; the exact depth limit is applied on the result.
-        obj = json.loads(
-            text,
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-        )
-    except ProtocolError:
-        raise
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError("malformed", "message is not valid JSON") from exc
-    if "\\u" in text or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
-        _walk(obj)  # only such documents can be too deep or hold a lone surrogate
-    return obj
+    return strict_json.loads(data, max_size=max_size, max_depth=MAX_JSON_DEPTH)
 
 
 def require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:

@@ -22,6 +22,7 @@ from nacl.signing import SigningKey, VerifyKey
 from trust_protocol import encoding
 from trust_protocol.encoding import b64d, b64e, require
 from trust_protocol.errors import ProtocolError
+from trust_protocol.strict_json import printable_id
 
 VERSION = 1
 POLL_CONTEXT = b"devicetrust/v1/poll\x00"
@@ -67,6 +68,7 @@ def parse_poll(body: bytes) -> Poll:
     time = require(fields, "time", int)
     if not 0 < len(device_id) <= MAX_ID or not 0 <= time <= 2**53 - 1:
         raise ProtocolError("malformed", "poll device_id or time out of range")
+    printable_id(device_id, max_length=MAX_ID)
     return Poll(device_id, time, payload, signature)
 
 

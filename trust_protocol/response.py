@@ -31,6 +31,7 @@ from trust_protocol.challenge import MIN_ID_BYTES, Challenge, parse_challenge
 from trust_protocol.device_keys import DeviceKeys
 from trust_protocol.encoding import b64d, b64e, require
 from trust_protocol.errors import ProtocolError
+from trust_protocol.strict_json import printable_id
 
 VERSION = 1
 RESPONSE_CONTEXT = b"devicetrust/v1/response\x00"
@@ -196,6 +197,7 @@ def open_response(
     device_id = require(device, "id", str)
     if not 0 < len(device_id) <= 64:
         raise ProtocolError("malformed", "device id must be 1 to 64 characters")
+    printable_id(device_id)  # no NULs or other control characters in an identifier
     sign_key = b64d(require(device, "sign_key", str), length=32, field="sign_key")
     box_key = b64d(require(device, "box_key", str), length=32, field="box_key")
     try:

@@ -22,13 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from idp_service import audit
 from idp_service.api import schema as S
+from idp_service.bodies import json_body
 from idp_service.context import ctx
 from idp_service.errors import ApiError
 from idp_service.storage.db import Database
+from trust_protocol import strict_json
+from trust_protocol.errors import ProtocolError
 
 PREFIX = "/api/v1"
 MAX_ID = 2**31 - 1  # integer primary keys are 32-bit on PostgreSQL
@@ -158,8 +160,8 @@ def decode_cursor(text: str, kinds: tuple[type, ...]) -> list[Any]:
     bad = ApiError("bad_cursor", "cursor is not one this API gave out; start from the first page")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        values = json.loads(raw)
-    except (ValueError, binascii.Error, RecursionError):
+        values = strict_json.loads(raw, max_size=4096)
+    except (ValueError, binascii.Error, ProtocolError):
         raise bad from None
     if not isinstance(values, list) or len(values) != len(kinds):
         raise bad
@@ -235,12 +237,7 @@ def _input(op: Operation, path_kw: dict[str, Any]) -> tuple[dict, dict, Any]:
     if op.body is not None:
         if not request.mimetype or request.mimetype != "application/json":
             raise ApiError("unsupported_media_type", "send the body as application/json", 415)
-        try:
-            body = json.loads(request.get_data(cache=False) or b"null")
-        except RequestEntityTooLarge:
-            raise ApiError("too_large", "the request body is too large", 413) from None
-        except (ValueError, RecursionError):
-            raise ApiError("malformed", "the body is not valid JSON") from None
+        body = json_body(ctx().settings.max_request_bytes, empty=None, text_code="invalid_body")
         try:
             S.validate(op.body, body, "body")
         except S.SchemaError as exc:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from idp_service import approve, audit, authenticate, challenges, enroll, report
+from idp_service.bodies import json_body, read_body
 from idp_service.context import ctx
 from idp_service.errors import ApiError
 from trust_protocol.encoding import b64e
+from trust_protocol.strict_json import printable_id
 
 bp = Blueprint("agent_api", __name__, url_prefix="/agent/v1")
 
@@ -16,15 +18,7 @@ MAX_REPORT = report.MAX_REPORT
 
 
 def _body(limit: int = MAX_ENVELOPE) -> bytes:
-    length = request.content_length
-    if length is not None and length > limit:
-        raise ApiError("too_large", f"request body exceeds {limit} bytes", 413)
-    data = request.get_data(cache=False)
-    if len(data) > limit:
-        raise ApiError("too_large", f"request body exceeds {limit} bytes", 413)
-    if not data:
-        raise ApiError("malformed", "request body is empty", 400)
-    return data
+    return read_body(limit)
 
 
 @bp.get("/server")
@@ -46,7 +40,7 @@ def server_info() -> Response:
 @bp.post("/challenges")
 def new_challenge() -> Response:
     """Issue a ``register`` challenge to an agent that is about to enroll."""
-    body = request.get_json(silent=True)
+    body = json_body(MAX_ENVELOPE)
     if not isinstance(body, dict) or body.get("purpose") != "register":
         raise ApiError(
             "malformed", 'send {"purpose": "register"}; login challenges come from the login page'
@@ -75,9 +69,10 @@ def callback() -> Response:
 @bp.post("/report/challenge")
 def report_challenge() -> Response:
     """A ``report`` challenge bound to the asking device."""
-    body = request.get_json(silent=True)
+    body = json_body(MAX_ENVELOPE)
+    device_id = body.get("device_id") if isinstance(body, dict) else None
     token, expires_at = report.issue_challenge(
-        ctx(), body.get("device_id") if isinstance(body, dict) else None
+        ctx(), printable_id(device_id) if isinstance(device_id, str) else None
     )
     return jsonify({"challenge": token, "expires_at": expires_at})
 

@@ -20,6 +20,7 @@ from flask import Blueprint, Response, abort, jsonify, redirect, render_template
 from sqlalchemy.orm import Session
 
 from idp_service import audit, authenticate, challenges, login_enroll, transactions
+from idp_service.bodies import json_body, read_body
 from idp_service.context import ctx
 from idp_service.errors import HINTS, ApiError
 from idp_service.storage.login_reads import read_login, read_transaction
@@ -149,9 +150,7 @@ def login_challenge(txn_id: str) -> Response:
 def login_response(txn_id: str) -> Response:
     """The browser forwards the agent's answer (the agent also posts it directly)."""
     _require_owned(txn_id)
-    data = request.get_data(cache=False)
-    if len(data) > MAX_ENVELOPE:
-        raise ApiError("too_large", "response envelope is too large", 413)
+    data = read_body(MAX_ENVELOPE)
     try:
         done = authenticate.verify(
             ctx(),
@@ -352,8 +351,7 @@ def login_register_challenge(txn_id: str) -> Response:
     enrollment code is never sent here: the agent seals it into its response.
     """
     txn = owned_transaction(txn_id)
-    raw = request.get_data(cache=True)
-    body = request.get_json(silent=True, force=True) if raw.strip() else {}
+    body = json_body(MAX_ENVELOPE, empty={})
     mode = body.get("mode", "code") if isinstance(body, dict) else None
     if not isinstance(mode, str) or mode not in login_enroll.MODES:
         raise ApiError("malformed", 'send {"mode": "code"} or {"mode": "tofu"}')
