@@ -4,7 +4,8 @@ Each request re-reads the admin: a deactivation through SCIM, or removal from
 the admin group through a SCIM group PATCH, ends the session at the next
 request. Sessions expire (checked through the module's clock), sign-out ends
 them, and a device revoked between verification and ``/continue`` gets no
-session at all.
+session at all. In process, then with the real service, a real agent answering
+the console sign-in and SCIM over HTTP.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import time
 import types
 
+import httpx
 import pytest
 from sqlalchemy import select
 from werkzeug.test import Client
@@ -24,7 +26,8 @@ from idp_service.storage.models import AuditEvent, LoginTransaction, utcnow
 from scim import tokens
 from scim.app import ScimApplication
 from tests.admin_helpers import csrf_of, make_admin_group, make_device, make_user
-from tests.scim_helpers import PATCH_OP, SCIM_JSON
+from tests.procs import make_agent, start_service
+from tests.scim_helpers import GROUP, PATCH_OP, SCIM_JSON
 
 PAGE = "/admin/devices"
 
@@ -156,3 +159,90 @@ def test_a_device_revoked_before_continue_gets_no_admin_session(app, db, world):
         outcomes = s.scalars(select(AuditEvent.outcome).where(AuditEvent.action == "admin.login"))
         assert "ok" not in set(outcomes)
         assert s.get(LoginTransaction, txn).status == "denied"
+
+
+# ---- end to end: the real service, a real agent, SCIM over HTTP ---------------------------
+
+
+@pytest.fixture
+def live(tmp_path, database_url):
+    """A running service; alice's real agent is enrolled, she is in the admin group via SCIM."""
+    svc = start_service(tmp_path, database_url)
+    agent = make_agent(tmp_path, "alice")
+    agent.enroll(svc.url, svc.enroll_code("alice@example.com"))
+    agent.start("--no-callback")
+    token = svc.cli_json("scim-token", "create", "idp")["token"]
+    scim_http = httpx.Client(
+        base_url=f"{svc.url}/scim/v2",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": SCIM_JSON},
+        timeout=30,
+    )
+    found = scim_http.get("/Users", params={"filter": 'userName eq "alice@example.com"'})
+    alice = found.json()["Resources"][0]["id"]
+    group = scim_http.post(
+        "/Groups",
+        json={
+            "schemas": [GROUP],
+            "displayName": "devicetrust-admins",
+            "members": [{"value": alice}],
+        },
+    )
+    assert group.status_code == 201, group.text
+    try:
+        yield svc, agent, scim_http, alice, group.json()["id"]
+    finally:
+        agent.stop()
+        svc.stop()
+
+
+def _verified_admin_signin(svc, agent) -> tuple[httpx.Client, str]:
+    """Start a console sign-in in a browser and let the real agent answer it."""
+    browser = httpx.Client(base_url=svc.url, follow_redirects=False, timeout=30)
+    csrf = csrf_of(browser.get("/admin/signin").text)
+    started = browser.post("/admin/signin", data={"csrf": csrf})
+    assert started.status_code == 303 and started.headers["location"].startswith("/login/")
+    txn = started.headers["location"].rsplit("/", 1)[-1]
+    challenge = browser.post(f"/login/{txn}/challenge", json={}).json()["challenge"]
+    answer = httpx.post(
+        f"http://127.0.0.1:{agent.port}/v1/challenge",
+        json={"challenge": challenge},
+        headers={"Origin": svc.url},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    done = browser.post(f"/login/{txn}/response", content=answer.json()["response"])
+    assert done.json()["status"] == "verified", done.text
+    return browser, txn
+
+
+def _console_open(browser: httpx.Client) -> bool:
+    r = browser.get(PAGE)
+    assert r.status_code in (200, 303)
+    return r.status_code == 200
+
+
+@pytest.mark.parametrize("change", ["deactivate", "ungroup"])
+def test_e2e_scim_changes_end_the_console_session(live, change):
+    svc, agent, scim_http, alice, group = live
+    browser, txn = _verified_admin_signin(svc, agent)
+    assert browser.get(f"/login/{txn}/continue").headers["location"] == "/admin/"
+    assert _console_open(browser)
+    if change == "deactivate":
+        op = {"op": "replace", "path": "active", "value": False}
+        r = scim_http.patch(f"/Users/{alice}", json={"schemas": [PATCH_OP], "Operations": [op]})
+    else:
+        op = {"op": "remove", "path": f'members[value eq "{alice}"]'}
+        r = scim_http.patch(f"/Groups/{group}", json={"schemas": [PATCH_OP], "Operations": [op]})
+    assert r.status_code in (200, 204), r.text
+    assert not _console_open(browser)
+
+
+def test_e2e_a_device_revoked_before_continue_gets_no_console(live):
+    svc, agent, *_ = live
+    browser, txn = _verified_admin_signin(svc, agent)
+    device_id = agent.cli_json("id")["device_id"]
+    svc.cli("devices", "revoke", device_id, "--reason", "stolen")
+    resp = browser.get(f"/login/{txn}/continue")
+    assert resp.status_code == 403 and "device_revoked" in resp.text
+    assert resp.headers.get("location") != "/admin/"
+    assert not _console_open(browser)
