@@ -18,9 +18,10 @@ import uuid
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 
 from idp_service import authenticate, transactions
+from idp_service.storage.db import make_engine
 from idp_service.storage.login_sql import consume_for_trusted_device
 from idp_service.storage.models import AuditEvent, Challenge, Device, LoginTransaction
 from tests.procs import start_service
@@ -113,7 +114,9 @@ def test_an_answer_bound_to_another_sign_in_is_refused_in_process(service_ctx):
 @pytest.fixture
 def live(tmp_path, database_url):
     svc = start_service(tmp_path, database_url)
-    yield svc, create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = make_engine(database_url)
+    yield svc, engine
+    engine.dispose()
     svc.stop()
 
 
@@ -140,7 +143,8 @@ def test_an_answer_signed_with_another_key_is_refused_end_to_end(live):
     r = browser.post(f"/login/{txn}/response", content=imposter.answer(token))
     assert r.status_code in (401, 403), r.text
     assert r.json()["error"]["code"] == "device_key_mismatch"
-    assert browser.get(f"/login/{txn}/status").json()["status"] != "verified"
+    status = browser.get(f"/login/{txn}/status").json()
+    assert (status["status"], status.get("code")) == ("denied", "device_key_mismatch")
     assert _counts(engine, device.id) == (0, 0)
     with engine.connect() as c:
         refused = c.execute(
@@ -149,11 +153,11 @@ def test_an_answer_signed_with_another_key_is_refused_end_to_end(live):
             )
         ).scalars()
         assert "device_key_mismatch" in set(refused)
-    # The control: the device's own answer to a fresh challenge signs in.
-    token = browser.post(f"/login/{txn}/challenge", json={})
-    if token.status_code == 200:
-        r = browser.post(f"/login/{txn}/response", content=device.answer(token.json()["challenge"]))
-        assert r.json()["status"] == "verified"
+    # The control: the device's own answer signs in (a new sign-in: that one was denied).
+    txn = _txn(browser)
+    token = browser.post(f"/login/{txn}/challenge", json={}).json()["challenge"]
+    r = browser.post(f"/login/{txn}/response", content=device.answer(token))
+    assert r.json()["status"] == "verified"
 
 
 def test_an_answer_bound_to_another_sign_in_is_refused_end_to_end(live):
