@@ -104,6 +104,12 @@ def test_macos_reader_on_recorded_ioreg_output(runner, output, expected):
         (POWERSHELL_JSON, ("4C4C4544-0042-3510-8052-B4C04F4E4D32", "4B5RNM2")),
         (POWERSHELL_ERROR_STDOUT, (None, None)),
         ("Get-CimInstance : Access denied\r\n", (None, None)),
+        # PowerShell 7 prints null for no object, and an array for several.
+        ("null\r\n", (None, None)),
+        (
+            '[{"UUID": "A", "IdentifyingNumber": "1"}, {"UUID": "B", "IdentifyingNumber": "2"}]',
+            (None, None),
+        ),
     ],
 )
 def test_windows_reader_on_recorded_powershell_output(runner, output, expected):
