@@ -55,6 +55,8 @@ def _windows_ids() -> tuple[str | None, str | None]:
         data = json.loads(out)
     except ValueError:
         return None, None
+    if not isinstance(data, dict):  # null (no object) or an array (several): not one machine
+        return None, None
     return data.get("UUID"), data.get("IdentifyingNumber")
 
 
