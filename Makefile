@@ -25,10 +25,12 @@ system-deps:
 	bash packaging/system-deps.sh
 
 ## test: install everything the tests need, lint, then run the whole suite
+##       (in parallel: TEST_WORKERS=auto by default, one per core; TEST_WORKERS=0 for one process)
+TEST_WORKERS ?= auto
 test: system-deps $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
