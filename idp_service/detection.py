@@ -56,9 +56,46 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+# Values firmware vendors leave in DMI/SMBIOS when they never set a real one. Many
+# machines share them, so matching on them would call different machines "the same
+# hardware" (a false clone or duplicate); they count as unknown.
+_PLACEHOLDERS = frozenset(
+    {
+        "to be filled by o.e.m.",
+        "to be filled by oem",
+        "default string",
+        "system serial number",
+        "system product name",
+        "not specified",
+        "not applicable",
+        "not available",
+        "none",
+        "null",
+        "n/a",
+        "na",
+        "0",
+        "0123456789",
+        "123456789",
+        "chassis serial number",
+        "invalid",
+        "unknown",
+        "03000200-0400-0500-0006-000700080009",
+    }
+)
+
+
 def _known(value: str | None) -> str | None:
-    """An identifier, or None when unknown (agents send "" for unknown)."""
-    return value if value else None
+    """An identifier, or None when unknown: empty (agents send "" for unknown), a
+    vendor placeholder, or a UUID made of one repeated digit (all zeros, all Fs)."""
+    if not value:
+        return None
+    folded = value.strip().casefold()
+    if folded in _PLACEHOLDERS:
+        return None
+    digits = folded.replace("-", "")
+    if len(digits) >= 8 and len(set(digits)) == 1:
+        return None
+    return value
 
 
 def instance_of(platform: Mapping[str, str]) -> str | None:

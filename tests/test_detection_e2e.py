@@ -438,3 +438,31 @@ def test_cli_sweep_alone(tmp_path, database_url, engine_of):
         assert svc.cli("devices", "flags", device_id).stdout.startswith(f"#{flags[0].id} stale")
     finally:
         svc.stop()
+
+
+@pytest.mark.parametrize(
+    ("hw_uuid", "serial"),
+    [
+        ("03000200-0400-0500-0006-000700080009", "To be filled by O.E.M."),
+        ("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF", "Default string"),
+    ],
+)
+def test_firmware_placeholders_are_not_one_machine(
+    tmp_path, sqlite_url, engine_of, hw_uuid, serial
+):
+    """Two laptops whose firmware left the vendor's placeholder ids are two devices."""
+    svc = start_service(tmp_path, sqlite_url)
+    try:
+        results = []
+        for name, email in (("ann", "ann@example.com"), ("bob", "bob@example.com")):
+            agent = make_agent(tmp_path, name)
+            agent.env["DEVICETRUST_AGENT_HARDWARE_UUID"] = hw_uuid
+            agent.env["DEVICETRUST_AGENT_SERIAL"] = serial
+            result = agent.enroll(svc.url, svc.enroll_code(email))
+            results.append((result["state"], agent.cli_json("id")["device_id"]))
+        assert [state for state, _ in results] == ["trusted", "trusted"]
+        engine = engine_of(svc)
+        for _, device_id in results:
+            assert _events(engine, device_id, "device.flag") == []
+    finally:
+        svc.stop()

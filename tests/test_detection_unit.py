@@ -36,6 +36,37 @@ def test_hardware_mismatch_needs_a_known_value_on_both_sides():
     assert both is not None and both.evidence["differs"] == ["hardware_uuid", "serial"]
 
 
+@pytest.mark.parametrize(
+    "placeholder",
+    [
+        "To be filled by O.E.M.",
+        "Default string",
+        "System Serial Number",
+        " Not Specified ",
+        "0",
+        "00000000-0000-0000-0000-000000000000",
+        "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+        "03000200-0400-0500-0006-000700080009",
+    ],
+)
+def test_firmware_placeholders_count_as_unknown(placeholder):
+    # Thousands of machines share these: matching on them would make false clones.
+    assert (
+        detection.hardware_finding(
+            placeholder, placeholder, {"hardware_uuid": "hw-real", "serial": "SN-real"}
+        )
+        is None
+    )
+    assert (
+        detection.hardware_finding(
+            "hw-real", "SN-real", {"hardware_uuid": placeholder, "serial": placeholder}
+        )
+        is None
+    )
+    assert detection._known(placeholder) is None
+    assert detection._known("4C4C4544-0042-3510-8052-B4C04F564E32") is not None
+
+
 def test_instances_alternating_within_the_window_are_two_agents():
     window = 3600
     # A answered, then B took over at T0: A again within the hour is two agents.
