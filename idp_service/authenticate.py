@@ -191,6 +191,9 @@ def _explain_refusal(
     to flag, the answer is recorded here, in the same transaction.
     """
     with service.db.session() as session:
+        # Reads only, in the shared order (single use, registry, detection), to say why.
+        if session.get(ChallengeRow, verified.challenge.id_text) is not None:
+            raise ProtocolError("challenge_replayed")
         found = session.execute(
             select(Device, User.active)
             .join(User, User.id == Device.user_id)
@@ -203,36 +206,56 @@ def _explain_refusal(
             else None
         )
         check_registration(verified, registered)
-        answered = session.get(ChallengeRow, verified.challenge.id_text)
-        if answered is not None:
-            raise ProtocolError("challenge_replayed")
         now = dt.datetime.now(dt.UTC)
-        findings = detection.judge_answer(device, verified.platform, now, service.settings)
-        if findings:
-            # Serialise with the other copy of this answer (browser and callback) before
-            # writing: a no-op update takes the row lock (PostgreSQL) or the write lock
-            # (SQLite) until this transaction ends; then look again.
-            session.execute(update(Device).where(Device.id == device.id).values(state=Device.state))
-            session.refresh(device)
-            check_registration(
-                verified,
-                RegisteredDevice(device.id, device.sign_key, device.state, bool(found[1])),
-            )
-            if session.get(ChallengeRow, verified.challenge.id_text) is not None:
-                raise ProtocolError("challenge_replayed")
-            findings = detection.judge_answer(device, verified.platform, now, service.settings)
-        if findings:
-            context = detection.answer_context(via, remote_addr, now)
-            refusal = detection.apply(session, device, findings, service.settings, context=context)
-            if refusal is not None:
-                session.commit()  # the flag and the state change stand; the sign-in does not
-                raise ProtocolError(refusal, "; ".join(f.kind for f in findings))
-            # Policy "flag": the device stays trusted. Record the answer in this same
-            # (locked) transaction, so the other copy of it finds it answered.
-            return _record_flagged(session, verified, device, via, remote_addr, now, findings)
+        if detection.judge_answer(device, verified.platform, now, service.settings):
+            return _judge_detected(service, session, verified, device, via, remote_addr, now)
     # Everything looks fine a moment later: a concurrent change (say, a re-trust
     # right after a revocation) raced this answer. Refuse; a new sign-in will work.
     raise ProtocolError("device_revoked", "the device's state changed during this sign-in")
+
+
+def _judge_detected(
+    service: ServiceContext,
+    session: Session,
+    verified: VerifiedResponse,
+    device: Device,
+    via: str,
+    remote_addr: str | None,
+    now: dt.datetime,
+) -> Consumed:
+    """Detection found something: judge the answer in the order every ceremony shares.
+
+    :func:`challenges.accept_once` records the challenge first, which also
+    serialises this answer with its other copy (browser and callback): the copy
+    that comes second finds it answered (``challenge_replayed``) before anything
+    is written. Then the device is locked and judged again on what it is now.
+    """
+    findings: list[detection.Finding] = []
+
+    def registry() -> RegisteredDevice:
+        # A no-op update takes the row lock (PostgreSQL) or the write lock (SQLite)
+        # until this transaction ends; then look again.
+        session.execute(update(Device).where(Device.id == device.id).values(state=Device.state))
+        session.refresh(device)
+        active = session.execute(select(User.active).where(User.id == device.user_id)).scalar()
+        return RegisteredDevice(device.id, device.sign_key, device.state, bool(active))
+
+    def judge() -> ProtocolError | None:
+        findings.extend(detection.judge_answer(device, verified.platform, now, service.settings))
+        if not findings:
+            # Everything looks fine a moment later: a concurrent change (say, a re-trust
+            # right after a revocation) raced this answer. Refuse; a new sign-in will work.
+            raise ProtocolError("device_revoked", "the device's state changed during this sign-in")
+        context = detection.answer_context(via, remote_addr, now)
+        refusal = detection.apply(session, device, findings, service.settings, context=context)
+        if refusal is None:
+            return None
+        return ProtocolError(refusal, "; ".join(f.kind for f in findings))
+
+    challenges.accept_once(session, verified, via=via, registry=registry, judge=judge)
+    # Policy "flag": the device stays trusted, and the answer is recorded in this same
+    # (locked) transaction.
+    return _record_flagged(session, verified, device, via, remote_addr, now, findings)
 
 
 def _record_flagged(
@@ -244,8 +267,8 @@ def _record_flagged(
     now: dt.datetime,
     findings: list[detection.Finding],
 ) -> Consumed:
-    """The slow path's version of the guarded write, for a device flagged but left trusted."""
-    challenges.consume(session, verified.challenge, via=via, device_id=device.id)
+    """The slow path's version of the guarded write, for a device flagged but left trusted
+    (the challenge is already recorded, by :func:`challenges.accept_once`)."""
     device.last_seen = now
     device.last_clock_skew = verified.clock_skew
     device.agent_version = verified.agent_version

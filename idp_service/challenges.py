@@ -6,6 +6,11 @@ challenge id, so a second answer collides with the first. That keeps the
 single-use guarantee atomic across threads, processes and replicas sharing the
 database, and lets anyone ask for a challenge without writing to the database.
 A challenge this server never signed cannot get that far: its signature fails.
+
+Every ceremony judges an opened answer in one order, :func:`accept_once`: single
+use first, then the registry, then detection. Nothing that writes runs before the
+challenge is recorded, so a replayed answer is refused before it can change
+anything, and any refusal but detection's rolls the whole transaction back.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
+from collections.abc import Callable
 
+from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -21,7 +28,13 @@ from idp_service.context import ServiceContext
 from idp_service.storage.models import Challenge as ChallengeRow
 from trust_protocol.challenge import Challenge, sign_challenge
 from trust_protocol.errors import ProtocolError
-from trust_protocol.response import MAX_ENVELOPE_SIZE, VerifiedResponse, open_response
+from trust_protocol.response import (
+    MAX_ENVELOPE_SIZE,
+    RegisteredDevice,
+    VerifiedResponse,
+    check_registration,
+    open_response,
+)
 
 CALLBACK_PATH = "/agent/v1/callback"
 
@@ -85,6 +98,48 @@ def consume(session: Session, challenge: Challenge, *, via: str, device_id: str)
     ).first()
     if result is None:
         raise ProtocolError("challenge_replayed")
+
+
+def accept_once(
+    session: Session,
+    verified: VerifiedResponse,
+    *,
+    via: str,
+    registry: Callable[[], RegisteredDevice | None] | None = None,
+    judge: Callable[[], ProtocolError | None] | None = None,
+) -> None:
+    """Judge an opened answer in the order every ceremony shares (docs/protocol.md §7.2).
+
+    1. **Single use**: record the challenge as answered (:func:`consume`), or raise
+       ``challenge_replayed``. Nothing has been written before this point, so a
+       replayed answer changes nothing, whoever sent it and whatever it claims.
+    2. **Registry**: ``registry()`` reads (and may lock and touch) the device's
+       record; :func:`~trust_protocol.response.check_registration` judges it, the
+       one state table of sign-in and report.
+    3. **Detection**: ``judge()`` may flag the device and, by policy, change its
+       state. When it returns a refusal, that decision is committed (flag, state
+       change, and the challenge recorded with the refusal as its result, so the
+       same answer cannot be judged twice) and the refusal is raised.
+
+    Runs in the caller's transaction. Any other refusal propagates and the caller
+    rolls back: the challenge is not burned and nothing else is written.
+    """
+    consume(session, verified.challenge, via=via, device_id=verified.device_id)
+    if registry is not None:
+        check_registration(verified, registry())
+    if judge is None:
+        return
+    refusal = judge()
+    if refusal is None:
+        return
+    session.execute(
+        update(ChallengeRow)
+        .where(ChallengeRow.id == verified.challenge.id_text)
+        .values(result=refusal.code)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()  # the detection's decision stands; the answer does not
+    raise refusal
 
 
 def open_answer(

@@ -149,8 +149,9 @@ def register(
     The device is bound to the user of the enrollment code in the response, or,
     for a challenge the login page got bound ``tofu:<txn>``, to the user an
     identity broker vouched for in that sign-in (``login_enroll.broker_user``).
-    Raises :class:`ProtocolError` or :class:`ApiError`; in that case nothing is
-    written but an audit event.
+    The challenge is recorded first (:func:`challenges.accept_once`), so a replay
+    is refused before the code is claimed. Raises :class:`ProtocolError` or
+    :class:`ApiError`; in that case nothing is written but an audit event.
     """
     method = "code"
     try:
@@ -164,6 +165,11 @@ def register(
         elif not isinstance(code, str) or not 0 < len(code) <= 64:
             raise ApiError("enroll_code_invalid", "The response carries no enrollment code.", 400)
         with service.db.session() as session:
+            # Single use first (the order every ceremony shares): a replayed answer is
+            # refused before the code is claimed or anything else is written. On SQLite
+            # this write also serialises concurrent registrations, so the "no device yet"
+            # check of a broker's sign-in cannot pass twice for one user.
+            challenges.accept_once(session, verified, via="agent")
             if session.get(Device, verified.device_id) is not None:
                 raise ApiError(
                     "device_exists",
@@ -174,11 +180,6 @@ def register(
             details: dict[str, object] = {}
             if tofu_txn is not None:
                 txn = login_enroll.open_transaction(session, tofu_txn)
-                # Consume first: on SQLite this write serialises concurrent registrations,
-                # so the "no device yet" check below cannot pass twice for one user.
-                challenges.consume(
-                    session, verified.challenge, via="agent", device_id=verified.device_id
-                )
                 user = login_enroll.broker_user(session, txn, lock=True)
                 details["sp"] = (txn.context or {}).get("sp_entity_id")
             else:
@@ -186,9 +187,6 @@ def register(
                 user = session.get(User, user_id)
                 if user is None or not user.active:
                     raise ProtocolError("owner_inactive")
-                challenges.consume(
-                    session, verified.challenge, via="agent", device_id=verified.device_id
-                )
             decision = initial_state(service, session, user.id)
             # Hardware another device claims: flagged, and by policy suspended (detection.py).
             state, duplicate = detection.registration_state(

@@ -10,7 +10,6 @@ ingest; the agent never sends a verdict.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, insert, select, update
@@ -20,19 +19,13 @@ from sqlalchemy.orm import Session
 from idp_service import audit, challenges, detection
 from idp_service.context import ServiceContext
 from idp_service.errors import ApiError
-from idp_service.storage.models import Device, utcnow
+from idp_service.storage.models import Device, User, utcnow
 from idp_service.storage.posture_tables import FACTS_HISTORY, DeviceFacts, DeviceFactsHistory
 from posture_checks.incremental import VOLATILE, FactDigests
 from trust_protocol.errors import ProtocolError
-from trust_protocol.response import check_binding
+from trust_protocol.response import RegisteredDevice, check_binding
 
 MAX_REPORT = 1024 * 1024
-# A suspended device's reports are refused too: facts from a possible clone are not evidence.
-REFUSED_STATES = {
-    "revoked": "device_revoked",
-    "denied": "device_denied",
-    "suspended": "device_suspended",
-}
 
 
 def binding_for(device_id: str) -> str:
@@ -66,12 +59,16 @@ def ingest(
 ) -> dict[str, Any]:
     """Verify a report and store its facts; return what the agent should do next.
 
-    One transaction of few statements (Core, compiled once): update the device's
-    ``last_seen`` and read its keys and state (which locks its row, so that one
-    device's reports are applied one at a time), record the challenge, read the
-    bookkeeping of its latest facts, evaluate the checks whose inputs changed,
-    write the latest facts (a few bytes when the report repeats the stored
-    document) and a history slot when the content changed.
+    One transaction of few statements (Core, compiled once), in the order every
+    ceremony shares (:func:`challenges.accept_once`): record the challenge (a
+    replay is refused before anything else is written), update the device's
+    ``last_seen`` and read its keys, state and owner (which locks its row, so that
+    one device's reports are applied one at a time) and judge them by sign-in's
+    table, run detection, then read the bookkeeping of its latest facts, evaluate
+    the checks whose inputs changed, write the latest facts (a few bytes when the
+    report repeats the stored document) and a history slot when the content
+    changed. A refused report writes nothing but its audit event (and, when
+    detection refuses it, detection's flag and state change).
     """
     try:
         verified = challenges.open_answer(service, envelope, "report", max_size=MAX_REPORT)
@@ -83,32 +80,36 @@ def ingest(
         with service.db.session() as session:
             conn = session.connection()
             now = utcnow()
-            # Updating the device first locks its row until COMMIT, so that one device's
-            # reports are applied one at a time; a refused report rolls it back.
-            device = conn.execute(
-                _DEVICE_SEEN,
-                {
-                    "b_device_id": device_id,
-                    "b_now": now,
-                    "b_stale_before": now - dt.timedelta(seconds=service.settings.stale_after),
-                    "last_clock_skew": verified.clock_skew,
-                    "agent_version": verified.agent_version,
-                },
-            ).first()
-            if device is None:
-                raise ProtocolError("device_unknown")
-            if not hmac.compare_digest(device.sign_key, verified.sign_key):
-                raise ProtocolError("device_key_mismatch")
-            if device.state in REFUSED_STATES:
-                raise ProtocolError(REFUSED_STATES[device.state])
-            context = detection.answer_context("report", remote_addr, now)
-            refusal = detection.judge_report(
-                session, service.settings, device_id, device, verified.platform, now, context
-            )
-            if refusal is not None:
-                session.commit()  # the flag and the suspension stand; the report does not
-                raise ProtocolError(refusal)
-            challenges.consume(session, verified.challenge, via="report", device_id=device_id)
+            seen: list[Any] = []
+
+            def registry() -> RegisteredDevice | None:
+                # Updating the device locks its row until COMMIT, so that one device's
+                # reports are applied one at a time; a refused report rolls it back.
+                row = conn.execute(
+                    _DEVICE_SEEN,
+                    {
+                        "b_device_id": device_id,
+                        "b_now": now,
+                        "b_stale_before": now - dt.timedelta(seconds=service.settings.stale_after),
+                        "last_clock_skew": verified.clock_skew,
+                        "agent_version": verified.agent_version,
+                    },
+                ).first()
+                if row is None:
+                    return None
+                seen.append(row)
+                return RegisteredDevice(device_id, row.sign_key, row.state, bool(row.owner_active))
+
+            def judge() -> ProtocolError | None:
+                context = detection.answer_context("report", remote_addr, now)
+                refusal = detection.judge_report(
+                    session, service.settings, device_id, seen[0], verified.platform, now, context
+                )
+                return ProtocolError(refusal) if refusal is not None else None
+
+            # Single use, then the state table shared with sign-in, then detection.
+            challenges.accept_once(session, verified, via="report", registry=registry, judge=judge)
+            device = seen[0]
             # Read after the lock: what the device's previous report (now committed) left.
             stored = conn.execute(_FACTS_STATE, {"device_id": device_id}).first()
             digests = FactDigests(facts)
@@ -215,6 +216,10 @@ _DEVICE_SEEN = (
     .returning(
         _devices.c.sign_key,
         _devices.c.state,
+        select(User.active)
+        .where(User.id == _devices.c.user_id)
+        .scalar_subquery()
+        .label("owner_active"),
         _devices.c.user_id,
         _devices.c.last_seen,
         _devices.c.hardware_uuid,
