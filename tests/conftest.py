@@ -39,6 +39,20 @@ settings.load_profile(
 )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test of a module that uses tests/procs.py's process helpers as ``e2e``,
+    so that ``-m "not e2e"`` selects the in-process suite without a list to keep up."""
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is None:
+            continue
+        uses_procs = any(
+            getattr(value, "__module__", None) == "tests.procs" for value in vars(module).values()
+        )
+        if uses_procs:
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     """Where tests save screenshots and logs for people to look at."""

@@ -17,7 +17,10 @@ from agent.collectors.base import CommandNotFound, Host, SubprocessRunner
 from agent.collectors.common import LocalUser
 from agent.collectors.schema import ROOTS, validate_facts
 
-pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="Linux only")
+pytestmark = [
+    pytest.mark.host,
+    pytest.mark.skipif(not Path("/proc").is_dir(), reason="Linux only"),
+]
 
 
 @pytest.fixture(scope="module")
