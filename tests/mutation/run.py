@@ -307,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="BASE",
         help="only targets whose module or tests changed since BASE (default: main)",
     )
-    parser.add_argument("--list", action="store_true", help="print the targets and exit")
+    parser.add_argument(
+        "--list", action="store_true", help="print the selected targets and their tests, and exit"
+    )
     parser.add_argument(
         "--max-children", type=int, default=1, help="mutants tested at once (default 1)"
     )
@@ -328,13 +330,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.job:
         return job(by_module[args.job], args.max_children)
 
-    if args.list:
-        for t in targets:
-            extra = f" [{', '.join(t.functions)}]" if t.functions else ""
-            child = " (through child processes)" if t.subprocesses else ""
-            print(f"{t.module}{extra}{child}\n    " + "\n    ".join(t.tests))
-        return 0
-
     if args.report:
         report = json.loads((MUTANTS / "report.json").read_text())
         report.setdefault("wall_seconds", report["seconds"])
@@ -353,6 +348,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     else:
         selected = targets
+
+    if args.list:
+        for t in selected:
+            extra = f" [{', '.join(t.functions)}]" if t.functions else ""
+            child = " (through child processes)" if t.subprocesses else ""
+            print(f"{t.module}{extra}{child}\n    " + "\n    ".join(t.tests))
+        return 0
 
     allow = load_allowlist()
     failed = False
