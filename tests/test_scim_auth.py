@@ -175,3 +175,37 @@ def test_last_used_recorded_by_another_process_is_not_rewritten(migrated_url):
         assert stored.replace(tzinfo=None) == recent.replace(tzinfo=None)
     finally:
         db.dispose()
+
+
+def test_first_use_is_recorded_on_that_token_only(migrated_url):
+    from scim.auth import TokenCache
+
+    db = Database(migrated_url)
+    try:
+        with db.session() as session:
+            okta = tokens.create(session, "okta")
+            tokens.create(session, "entra")
+        with db.session() as session:
+            assert TokenCache().verify(session, okta) is not None
+        with db.session() as session:
+            used = dict(session.execute(select(ScimToken.name, ScimToken.last_used_at)).all())
+        assert used["okta"] is not None and used["entra"] is None
+    finally:
+        db.dispose()
+
+
+def test_a_graced_old_token_works_in_a_process_that_never_saw_it(migrated_url):
+    """The table read (not only the copy) honours a rotated token's grace."""
+    from scim.auth import TokenCache
+
+    db = Database(migrated_url)
+    try:
+        with db.session() as session:
+            old = tokens.create(session, "okta")
+        with db.session() as session:
+            tokens.rotate(session, "okta", grace_seconds=300)
+        with db.session() as session:
+            grant = TokenCache().verify(session, old)
+        assert grant is not None and grant.name == "okta"
+    finally:
+        db.dispose()
