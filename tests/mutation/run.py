@@ -114,7 +114,13 @@ def changed_targets(targets: list[Target], base: str) -> list[Target]:
 
 
 def job(target: Target, max_children: int) -> int:
-    """Run mutmut over ``target`` (cwd is the repository root) and write mutants/report.json."""
+    """Run mutmut over ``target`` (cwd is the repository root) and write mutants/report.json.
+
+    mutmut reads its settings once from pyproject.toml; running it in-process lets each
+    target set its own file and tests. This leans on internals of the pinned mutmut 3.8.1
+    (``_run``, ``copy_also_copy_files``, ``get_mutant_runner``, the stats state): check them
+    when upgrading.
+    """
     import mutmut.__main__ as mm
     from mutmut.configuration import config
     from mutmut.mutation.data import SourceFileMutationData
