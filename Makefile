@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test lint format deps system-deps bench clean
+.PHONY: run test lint format deps system-deps bench mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,5 +43,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/verify.py
 
+## mutation: mutation-test the security-critical modules (slow; not part of `make test`).
+## MUTATION_ARGS="--module scim/auth.py" runs one, "--changed" those touched since main.
+mutation: $(STAMP)
+	$(BIN)/python tests/mutation/run.py $(MUTATION_ARGS)
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info test-artifacts
+	rm -rf $(VENV) build dist *.egg-info test-artifacts mutants

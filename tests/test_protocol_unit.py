@@ -343,6 +343,7 @@ def test_require_bool_is_not_a_number():
     assert require({"v": 1}, "v", int) == 1
     assert require({"v": 1.5}, "v", (int, float)) == 1.5
     assert require({"v": True}, "v", bool) is True
+    assert require({"v": True}, "v", (bool, str)) is True  # bool named among several kinds
     assert code_of(require, {"v": 1.0}, "v", int) == "malformed"
     assert code_of(require, {}, "v", int) == "malformed"
     assert code_of(require, [], "v", int) == "malformed"

@@ -121,3 +121,91 @@ def test_a_new_token_works_at_once_and_a_wrong_one_never(scim):
     assert _get(client, script).status_code == 200
     assert _get(client, "dtscim_" + "x" * 43).status_code == 401
     assert _get(client, token + "x").status_code == 401
+
+
+def test_the_copy_saves_the_read_until_it_is_old(migrated_url):
+    """A known token is checked against the copy; an old copy is read again."""
+    from sqlalchemy import event
+
+    from scim.auth import TokenCache
+
+    db = Database(migrated_url)
+    try:
+        with db.session() as session:
+            token = tokens.create(session, "okta")
+        reads: list[str] = []
+
+        @event.listens_for(db.engine, "before_cursor_execute")
+        def count(conn, cursor, statement, params, context, executemany):
+            if statement.lstrip().upper().startswith("SELECT") and "scim_tokens" in statement:
+                reads.append(statement)
+
+        cache = TokenCache()
+        for _ in range(3):
+            with db.session() as session:
+                grant = cache.verify(session, token)
+            assert grant is not None and grant.name == "okta"
+        assert len(reads) == 1  # the first request read the table; the others used the copy
+
+        stale = TokenCache(seconds=0.0)
+        for _ in range(2):
+            with db.session() as session:
+                assert stale.verify(session, token) is not None
+        assert len(reads) == 3  # a copy past its age is never used
+    finally:
+        db.dispose()
+
+
+def test_last_used_recorded_by_another_process_is_not_rewritten(migrated_url):
+    """A fresh process trusts a recent last_used_at from the table (one write a minute)."""
+    from idp_service.storage.models import utcnow
+    from scim.auth import TokenCache
+
+    db = Database(migrated_url)
+    try:
+        with db.session() as session:
+            token = tokens.create(session, "okta")
+        recent = (utcnow() - dt.timedelta(seconds=5)).replace(microsecond=0)
+        with db.session() as session:
+            session.execute(update(ScimToken).values(last_used_at=recent))
+        with db.session() as session:
+            assert TokenCache().verify(session, token) is not None
+        with db.session() as session:
+            stored = session.scalar(select(ScimToken.last_used_at))
+        assert stored.replace(tzinfo=None) == recent.replace(tzinfo=None)
+    finally:
+        db.dispose()
+
+
+def test_first_use_is_recorded_on_that_token_only(migrated_url):
+    from scim.auth import TokenCache
+
+    db = Database(migrated_url)
+    try:
+        with db.session() as session:
+            okta = tokens.create(session, "okta")
+            tokens.create(session, "entra")
+        with db.session() as session:
+            assert TokenCache().verify(session, okta) is not None
+        with db.session() as session:
+            used = dict(session.execute(select(ScimToken.name, ScimToken.last_used_at)).all())
+        assert used["okta"] is not None and used["entra"] is None
+    finally:
+        db.dispose()
+
+
+def test_a_graced_old_token_works_in_a_process_that_never_saw_it(migrated_url):
+    """The table read (not only the copy) honours a rotated token's grace."""
+    from scim.auth import TokenCache
+
+    db = Database(migrated_url)
+    try:
+        with db.session() as session:
+            old = tokens.create(session, "okta")
+        with db.session() as session:
+            tokens.rotate(session, "okta", grace_seconds=300)
+        with db.session() as session:
+            grant = TokenCache().verify(session, old)
+        assert grant is not None and grant.name == "okta"
+    finally:
+        db.dispose()
