@@ -115,3 +115,14 @@ def test_ping_without_origin_still_answers_local_tools(target):
     r = httpx.get(f"http://127.0.0.1:{port}/v1/ping")
     assert r.status_code == 200 and r.json()["agent"] == "devicetrust"
     assert "access-control-allow-origin" not in r.headers
+
+
+@pytest.mark.parametrize("host", ["localhost:{port}", "LocalHost:{port}", "127.0.0.1:{port}"])
+def test_loopback_host_names_are_answered_in_any_case(channel, host):
+    """A page that calls http://localhost:PORT sends that Host (browsers may keep its case)."""
+    port, origin = channel
+    r = httpx.get(
+        f"http://127.0.0.1:{port}/v1/ping",
+        headers={"Host": host.format(port=port), "Origin": origin},
+    )
+    assert r.status_code == 200 and r.json()["enrolled"] is True
