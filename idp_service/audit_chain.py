@@ -673,9 +673,11 @@ def verify(
 
     # A restore checkpoint acknowledges that checkpoints signed before it, beyond its
     # seq, anchor rows the restored database never had: they are reported, not failed.
+    # When a checkpoint file is given, only restores it holds count: one only in the
+    # database could have been put there by whoever truncated it.
     superseded: set[str] = set()
     for i, cp in enumerate(valid):
-        if cp.get("kind") != "restore":
+        if cp.get("kind") != "restore" or (external is not None and cp not in external):
             continue
         lost = [c for c in valid[:i] if c["seq"] > cp["seq"] and c["signature"] not in superseded]
         if lost:
