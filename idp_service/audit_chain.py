@@ -401,7 +401,7 @@ class Sealer:
         self.checkpoint_every = (
             checkpoint_interval() if checkpoint_every is None else checkpoint_every
         )
-        self._last_checkpoint = float("-inf")
+        self._last_checkpoint = time.monotonic()  # the first one after one interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
 
