@@ -441,3 +441,62 @@ def test_cli_checkpoint_export_verify_and_prune(service_ctx, tmp_path):
                                "(SELECT MAX(chain_seq) - 1 FROM audit_events)", {}))  # fmt: skip
     bad = cli("verify", "--checkpoints", str(tmp_path / "anchors.jsonl"))
     assert bad.returncode == 1 and "TAMPERED" in bad.stdout
+
+
+def test_the_running_service_publishes_checkpoints_to_its_file_and_webhooks(tmp_path, database_url):
+    """The real service: its sealer signs checkpoints at intervals, appends them to the file
+    and sends them as ``audit.checkpoint`` events; the receiver's copies verify the log."""
+    import time
+
+    import httpx
+
+    from tests.procs import start_service
+    from tests.webhook_receiver import Receiver
+
+    anchors = tmp_path / "anchors.jsonl"
+    svc = start_service(
+        tmp_path,
+        database_url,
+        extra_env={
+            "DEVICETRUST_AUDIT_CHECKPOINT_INTERVAL": "1",
+            "DEVICETRUST_AUDIT_CHECKPOINT_FILE": str(anchors),
+            "DEVICETRUST_WEBHOOK_POLL": "0.1",
+            "DEVICETRUST_WEBHOOK_ALLOW_PRIVATE": "true",
+        },
+    )
+    try:
+        with Receiver() as receiver:
+            hook = receiver.add("/audit")
+            token = svc.cli_json("api-token", "create", "hooks", "--scope", "write")["token"]
+            created = httpx.post(
+                f"{svc.url}/api/v1/webhooks",
+                json={"url": receiver.url("/audit"), "event_types": ["audit.checkpoint"]},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            )
+            assert created.status_code == 201, created.text
+            hook.secret = created.json()["secret"]
+            deadline = time.monotonic() + 30
+            while True:
+                with receiver.lock:
+                    received = list(receiver.hooks["/audit"].received)
+                if received:
+                    break
+                assert time.monotonic() < deadline, "no audit.checkpoint event"
+                time.sleep(0.1)
+        assert all(r.verified == r.headers["webhook-id"] for r in received)
+        from_webhook = [r.payload["data"]["details"] for r in received]
+        assert {r.payload["type"] for r in received} == {"audit.checkpoint"}
+        assert all(line["kind"] == "interval" for line in from_webhook)
+        in_file = [json.loads(raw) for raw in anchors.read_text().splitlines()]
+        assert all(line in in_file for line in from_webhook)
+        copy = tmp_path / "from-webhook.jsonl"
+        copy.write_text("".join(json.dumps(line) + "\n" for line in from_webhook))
+        public = svc.cli("audit", "checkpoint", "--public-key").stdout.strip()
+        verify = svc.cli("audit", "verify", "--checkpoints", str(copy), "--public-key", public,
+                         "--json", check=False)  # fmt: skip
+        report = json.loads(verify.stdout)
+        assert verify.returncode == 0 and report["ok"], report["problems"]
+        assert report["anchored_seq"] == max(line["seq"] for line in from_webhook)
+    finally:
+        svc.stop()
