@@ -274,6 +274,9 @@ def _pruned_base(session: Session) -> tuple[int, str] | None:
 
 
 # -- sealing -------------------------------------------------------------------------------
+# Databases this process has checked for rows of the old chain (the check scans the table;
+# rows of the old scheme can only predate the upgrade, so once is enough).
+_resealed_dbs: set[str] = set()
 _UPDATE = (
     update(AuditEvent.__table__)
     .where(AuditEvent.__table__.c.id == bindparam("row_id"))
@@ -290,10 +293,12 @@ def seal(db: Database, batch: int = SEAL_BATCH, key: bytes | None = None) -> int
     key = key or current_key()
     sealed = 0
     resealed = False
+    check = str(db.engine.url) not in _resealed_dbs  # once per process and database
     while True:
         with db.session() as session:
             _lock(db, session)
-            if not resealed:
+            if check:
+                check = False
                 resealed = _reseal(session, key)
                 if resealed:
                     continue  # committed; the audit.reseal row is sealed next
@@ -313,6 +318,7 @@ def seal(db: Database, batch: int = SEAL_BATCH, key: bytes | None = None) -> int
                 updates.append({"row_id": row.id, "seq": seq, "hash": previous})
             session.connection().execute(_UPDATE, updates)
             sealed += len(rows)
+    _resealed_dbs.add(str(db.engine.url))
     if resealed:
         checkpoint(db, "reseal", actor="system")
         sealed += seal(db, batch, key)  # the checkpoint's own event

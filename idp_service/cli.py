@@ -531,7 +531,12 @@ def audit_checkpoint(export_: bool, show_all: bool, show_key: bool, restore: boo
         return
     if show_all:
         raise click.UsageError("--all goes with --export")
-    line = audit_chain.checkpoint(db, "restore" if restore else "manual", actor="cli")
+    try:
+        line = audit_chain.checkpoint(db, "restore" if restore else "manual", actor="cli")
+    except OSError as exc:  # signed and stored, but the file could not take it
+        raise click.ClickException(
+            f"checkpoint stored and sent, but not appended to the checkpoint file: {exc}"
+        ) from None
     click.echo(json.dumps(line, sort_keys=True, separators=(",", ":")))
 
 
