@@ -758,6 +758,7 @@ def verify(
 
     # Each checkpoint against the chain.
     matched: dict[str, Any] | None = None
+    matching: set[str] = set()
     beyond: list[dict[str, Any]] = []
     for cp in sorted(live, key=lambda c: c["seq"]):
         seq = cp["seq"]
@@ -779,6 +780,7 @@ def verify(
             )
         else:
             matched = cp
+            matching.add(str(cp["signature"]))
     if beyond:
         newest = max(beyond, key=lambda c: c["seq"])
         since = (
@@ -798,7 +800,7 @@ def verify(
             "(truncated, or restored from an older backup)"
         )
     anchors = live if external is None else [c for c in live if c in external]
-    anchored = [c["seq"] for c in anchors if c["seq"] <= report.head_seq]
+    anchored = [c["seq"] for c in anchors if c["signature"] in matching]
     report.anchored_seq = max(anchored) if anchored else None
     report.unanchored_rows = report.head_seq - (report.anchored_seq or report.retained_from - 1)
     return report
