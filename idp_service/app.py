@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     ``serve`` command asks for it, tests and one-off tools do not.
     """
     settings = settings or Settings.from_env()
-    audit_chain.configure(audit_chain.load_key(settings.data_dir))
+    audit_chain.configure(audit_chain.load_key(settings.data_dir), data_dir=settings.data_dir)
     app = Flask(__name__)
     db = Database(settings.database_url)
     service = ServiceContext(settings=settings, db=db, keys=load_server_keys(db))

@@ -33,7 +33,7 @@ def _db():  # noqa: ANN202 - returns Database; imported lazily to keep --help fa
     from idp_service.storage.db import Database
 
     settings = _settings()
-    audit_chain.configure(audit_chain.load_key(settings.data_dir))
+    audit_chain.configure(audit_chain.load_key(settings.data_dir), data_dir=settings.data_dir)
     return Database(settings.database_url)
 
 
@@ -420,29 +420,151 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
+@click.option(
+    "--checkpoints",
+    "checkpoint_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A checkpoint file (JSON lines, as appended by the service or received by webhook): "
+    "prove nothing before its newest checkpoint was removed or changed.",
+)
+@click.option(
+    "--public-key",
+    "public_key",
+    help="The checkpoint public key (hex) to check signatures with "
+    "(default: this service's; see `devicetrust audit checkpoint --public-key`).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def audit_verify(as_json: bool) -> None:
-    """Check every audit row's MAC and the hash chain; exit 1 if anything was tampered with."""
+def audit_verify(checkpoint_path: str | None, public_key: str | None, as_json: bool) -> None:
+    """Check every audit row's MAC, the keyed chain and the checkpoints; exit 1 if anything
+    was tampered with or is missing."""
+    from pathlib import Path
+
     from sqlalchemy import func, select
 
     from idp_service import audit_chain
     from idp_service.storage.models import AuditEvent
 
     db = _db()
+    verify_key = _verify_key(public_key)
+    lines = None
+    file_problems: list[str] = []
+    if checkpoint_path is not None:
+        lines, file_problems = audit_chain.read_checkpoint_file(Path(checkpoint_path))
     audit_chain.seal(db)
     with db.session() as session:
         total = session.execute(select(func.count()).select_from(AuditEvent)).scalar_one()
     with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
-        report = audit_chain.verify(db, progress=bar.update)
-    data = {"ok": report.ok, "rows": report.rows, "head": report.head, "problems": report.problems}
+        report = audit_chain.verify(
+            db, checkpoints=lines, public_key=verify_key, progress=bar.update
+        )
+    report.problems[:0] = file_problems
+    data = report.as_json()
+    notes = []
+    if report.pruned:
+        notes.append(
+            f"retained log starts at seq {report.retained_from} (pruned through seq "
+            f"{report.pruned['seq']}, before {report.pruned.get('before')})"
+        )
+    if report.anchored_seq is not None:
+        source = "the checkpoint file" if lines is not None else "the database's checkpoints"
+        notes.append(
+            f"anchored by {source} up to seq {report.anchored_seq}; "
+            f"{report.unanchored_rows} newer rows are not anchored yet"
+        )
+    else:
+        notes.append(f"no checkpoint anchors it yet ({report.unanchored_rows} rows)")
+    for lost in report.restored:
+        notes.append(
+            f"restored from a backup at seq {lost['restore']['seq']} ({lost['restore']['at']}):"
+            f" rows {lost['lost_rows'][0]}..{lost['lost_rows'][1]} were lost"
+        )
     text = (
-        f"audit log intact: {report.rows} rows, head {report.head}"
+        f"audit log intact: {report.rows} rows, head seq {report.head_seq} {report.head}"
         if report.ok
-        else "audit log TAMPERED:\n" + "\n".join(f"  - {p}" for p in report.problems)
+        else "audit log TAMPERED or INCOMPLETE:\n" + "\n".join(f"  - {p}" for p in report.problems)
     )
-    _emit(data, as_json, text)
+    _emit(data, as_json, "\n".join([text, *(f"  {n}" for n in notes)]))
     if not report.ok:
         sys.exit(1)
+
+
+def _verify_key(public_key: str | None):  # noqa: ANN202 - VerifyKey | None
+    if public_key is None:
+        return None
+    from nacl.signing import VerifyKey
+
+    try:
+        return VerifyKey(bytes.fromhex(public_key.strip()))
+    except ValueError:
+        raise click.BadParameter(
+            "not a 32-byte hex Ed25519 public key", param_hint="--public-key"
+        ) from None
+
+
+@audit_group.command("checkpoint")
+@click.option("--export", "export_", is_flag=True, help="Print the newest checkpoint (JSON line).")
+@click.option("--all", "show_all", is_flag=True, help="With --export: every checkpoint.")
+@click.option(
+    "--public-key", "show_key", is_flag=True, help="Print the checkpoint public key (hex)."
+)
+@click.option(
+    "--restore",
+    is_flag=True,
+    help="After restoring the database from a backup: sign a `restore` checkpoint at its head, "
+    "acknowledging that newer checkpoints anchor rows this database lost.",
+)
+def audit_checkpoint(export_: bool, show_all: bool, show_key: bool, restore: bool) -> None:
+    """Seal the log and sign a checkpoint of its head now (appended to the checkpoint file
+    and sent as an `audit.checkpoint` event), or print checkpoints or the public key."""
+    import json
+
+    from idp_service import audit_chain
+
+    db = _db()
+    if show_key:
+        click.echo(audit_chain.public_key_hex())
+        return
+    if export_:
+        lines = audit_chain.stored_checkpoints(db)
+        for line in lines if show_all else lines[-1:]:
+            click.echo(json.dumps(line, sort_keys=True, separators=(",", ":")))
+        return
+    if show_all:
+        raise click.UsageError("--all goes with --export")
+    try:
+        line = audit_chain.checkpoint(db, "restore" if restore else "manual", actor="cli")
+    except OSError as exc:  # signed and stored, but the file could not take it
+        raise click.ClickException(
+            f"checkpoint stored and sent, but not appended to the checkpoint file: {exc}"
+        ) from None
+    click.echo(json.dumps(line, sort_keys=True, separators=(",", ":")))
+
+
+@audit_group.command("prune")
+@click.option(
+    "--before",
+    required=True,
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    help="Remove rows older than this (UTC), up to the newest checkpoint among them.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def audit_prune(before: object, as_json: bool) -> None:
+    """Retention: remove the oldest rows, only up to a checkpoint, and sign a prune checkpoint
+    (verification then starts there)."""
+    import datetime as dt
+
+    from idp_service import audit_chain
+
+    assert isinstance(before, dt.datetime)
+    try:
+        result = audit_chain.prune(_db(), before.replace(tzinfo=dt.UTC), actor="cli")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    _emit(
+        result,
+        as_json,
+        f"pruned {result['rows']} rows; the retained log starts at seq {result['first_retained']}",
+    )
 
 
 @audit_group.command("export")

@@ -205,3 +205,23 @@ class AuditEvent(Base):
     mac: Mapped[str | None] = mapped_column(String(64))
     chain_seq: Mapped[int | None] = mapped_column(Integer, index=True, unique=True)
     chain_hash: Mapped[str | None] = mapped_column(String(64))
+    # The chain scheme the link was computed under: 2 is the keyed chain; NULL rows
+    # were sealed by the unkeyed chain of 0007 and are re-sealed on the next seal.
+    chain_version: Mapped[int | None] = mapped_column(Integer)
+
+
+class AuditCheckpoint(Base):
+    """A signed statement of the audit chain's head (idp_service/audit_chain.py).
+
+    ``payload`` is the exact canonical JSON that was signed; ``seq`` and ``kind``
+    repeat two of its fields for queries (and for the trigger that lets retention
+    pruning delete rows only up to a ``prune`` checkpoint). Never updated, never deleted.
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(Integer, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(128))

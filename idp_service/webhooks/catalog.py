@@ -32,6 +32,9 @@ EVENT_TYPES: dict[str, str] = {
     # A SCIM reactivation that sends the owner's trusted devices back to approval:
     # one event per device (see :func:`events_for`).
     "scim.user.reactivate": "device.reapproval_required",
+    # A signed checkpoint of the audit chain (idp_service/audit_chain.py): keep them
+    # outside the database to prove later that nothing before them was removed.
+    "audit.checkpoint": "audit.checkpoint",
 }
 TEST_EVENT = "webhook.test"
 ALL_TYPES: tuple[str, ...] = (*sorted(set(EVENT_TYPES.values())), TEST_EVENT)
