@@ -37,12 +37,21 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
         SESSION_COOKIE_NAME="devicetrust_session",
+        # An unknown Host header is refused (400 host_not_allowed, errors.py).
+        TRUSTED_HOSTS=list(settings.trusted_hosts) or None,
         TESTING=settings.testing,
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     register_error_handlers(app)
+    from idp_service import headers
+
+    headers.install(app, settings)  # no framing anywhere; a strict CSP on every page
+    from idp_service import display
+
+    display.install(app)  # untrusted names are isolated from the page's text direction
+    app.jinja_env.globals["public_url"] = settings.public_url  # never the Host header
     if settings.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
