@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 from idp_service import audit_chain
 from idp_service.config import Settings
@@ -12,6 +13,18 @@ from idp_service.context import ServiceContext
 from idp_service.errors import register_error_handlers
 from idp_service.keys import SESSION_KEY, load_secret, load_server_keys
 from idp_service.storage.db import Database
+
+# The largest id any table holds (a signed 64-bit integer, SQLite's and PostgreSQL's
+# bigint): a larger number in a URL matches no route (404), never reaching the database.
+MAX_ID = 2**63 - 1
+
+
+class BoundedInt(IntegerConverter):
+    """``<int:...>`` in every route: a non-negative integer that fits a database id."""
+
+    def __init__(self, map: object, *args: object, **kwargs: object) -> None:  # noqa: A002
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)  # type: ignore[arg-type]
 
 
 def create_app(settings: Settings | None = None, *, background: bool = False) -> Flask:
@@ -24,6 +37,7 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     settings = settings or Settings.from_env()
     audit_chain.configure(audit_chain.load_key(settings.data_dir), data_dir=settings.data_dir)
     app = Flask(__name__)
+    app.url_map.converters["int"] = BoundedInt  # before any route is added
     db = Database(settings.database_url)
     service = ServiceContext(settings=settings, db=db, keys=load_server_keys(db))
     app.extensions["devicetrust"] = service
@@ -37,12 +51,21 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
         SESSION_COOKIE_NAME="devicetrust_session",
+        # An unknown Host header is refused (400 host_not_allowed, errors.py).
+        TRUSTED_HOSTS=list(settings.trusted_hosts) or None,
         TESTING=settings.testing,
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     register_error_handlers(app)
+    from idp_service import headers
+
+    headers.install(app, settings)  # no framing anywhere; a strict CSP on every page
+    from idp_service import display
+
+    display.install(app)  # untrusted names are isolated from the page's text direction
+    app.jinja_env.globals["public_url"] = settings.public_url  # never the Host header
     if settings.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

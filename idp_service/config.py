@@ -77,6 +77,33 @@ def _delays(text: str | None) -> tuple[float, ...]:
     return delays
 
 
+# Names only this machine can send in Host: health checks and local tools use them.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
+
+
+def _trusted_hosts(text: str | None, public_url: str) -> tuple[str, ...]:
+    """``DEVICETRUST_TRUSTED_HOSTS``: host names (``.example.com`` for every subdomain),
+    space or comma separated, or ``*`` for any (empty tuple). Unset: the public URL's
+    host and the loopback names (any host when the public URL names an IPv6 address,
+    which the Host check cannot match)."""
+    from urllib.parse import urlsplit
+
+    if text is None or not text.strip():
+        host = (urlsplit(public_url).hostname or "").lower()
+        if ":" in host:
+            return ()
+        return tuple(dict.fromkeys(h for h in (host, *LOOPBACK_HOSTS) if h))
+    words = tuple(w.strip().lower() for w in text.replace(",", " ").split())
+    if words == ("*",):
+        return ()
+    if any("/" in w or "*" in w or ":" in w for w in words):
+        raise ValueError(
+            "DEVICETRUST_TRUSTED_HOSTS lists host names without scheme or port "
+            "(e.g. idp.example.com .example.com), or is * for any"
+        )
+    return words
+
+
 def _flag(env: dict[str, str], name: str, default: bool = False) -> bool:
     """A yes/no setting: true/yes/1/on or false/no/0/off (empty or unset: ``default``)."""
     value = env.get(name, "").strip().lower()
@@ -188,6 +215,9 @@ class Settings:
     # Reverse proxies in front of the service that append X-Forwarded-For; the
     # client address is taken that many hops from the right (0: the TCP peer).
     trusted_proxies: int = 0
+    # Host names the service answers to (the Host header); empty: any. Unset, the
+    # public URL's host and the loopback names (idp_service/headers.py).
+    trusted_hosts: tuple[str, ...] = ()
     testing: bool = False
 
     @classmethod
@@ -243,6 +273,7 @@ class Settings:
             rate_limits=_rate_limits(env),
             trusted_proxies=_proxies(env.get("DEVICETRUST_TRUSTED_PROXIES", "")),
         )
+        s.trusted_hosts = _trusted_hosts(env.get("DEVICETRUST_TRUSTED_HOSTS"), s.public_url)
         if s.clone_policy not in ("suspend", "flag"):
             raise ValueError("DEVICETRUST_CLONE_POLICY must be suspend or flag")
         if s.stale_policy not in ("deny", "flag"):

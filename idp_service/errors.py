@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 from trust_protocol.errors import CODES as PROTOCOL_CODES
 from trust_protocol.errors import ProtocolError
@@ -109,6 +109,18 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ProtocolError)
     def _protocol_error(exc: ProtocolError) -> Response:
         return ApiError.from_protocol(exc).response()
+
+    @app.errorhandler(SecurityError)
+    def _host_not_allowed(exc: SecurityError) -> Response:
+        # Werkzeug raises it for a Host header outside TRUSTED_HOSTS (app.py); nothing
+        # here may read request.host, which would raise again.
+        return ApiError(
+            "host_not_allowed",
+            "This service does not answer to that host name.",
+            400,
+            "Use the service's public URL; operators list other names in "
+            "DEVICETRUST_TRUSTED_HOSTS (docs/deploy.md).",
+        ).response()
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response | HTTPException:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import markdown
+import nh3
 from sqlalchemy import bindparam, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -45,6 +46,23 @@ from posture_checks.incremental import (
 from posture_checks.loader import BUILTIN_DIR, CatalogLoader
 from posture_checks.model import Check
 from posture_checks.remediation import render_remediation
+
+# What rendered remediation may contain: Markdown's own output, links only to
+# http(s) and mailto. The HTML is sanitised after rendering, whatever produced
+# it (the check's text, a placeholder's value, raw HTML in the Markdown).
+_REMEDIATION_HTML = nh3.Cleaner(
+    tags={"p", "a", "em", "strong", "code", "pre", "kbd", "ul", "ol", "li", "blockquote"}
+    | {"h1", "h2", "h3", "h4", "h5", "h6", "hr", "br"},
+    attributes={"a": {"href", "title"}},
+    url_schemes={"http", "https", "mailto"},
+    url_relative="deny",
+    link_rel="noopener noreferrer",
+)
+
+
+def remediation_html(text: str) -> str:
+    """Remediation Markdown as HTML safe to put on a page: http, https and mailto links only."""
+    return _REMEDIATION_HTML.clean(markdown.markdown(text))
 
 
 def _failing(check: Check, status: Status) -> bool:
@@ -248,7 +266,7 @@ class Posture:
             )
             html = ""
             if decision.action is not Action.ALLOW:
-                html = markdown.markdown(render_remediation(check, facts or {}))
+                html = remediation_html(render_remediation(check, facts or {}))
             outcomes.append(CheckOutcome(check, result, decision, html))
         return LoginPosture(
             overall(o.decision for o in outcomes),

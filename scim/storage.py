@@ -120,6 +120,10 @@ def comparison_key(model: type[Resource[Any]], attribute: str, value: str) -> st
     return cast(str, _binding(model, attribute).comparable(value))
 
 
+# Larger than any table, small enough for SQL OFFSET/LIMIT (a signed 64-bit integer).
+_MAX_OFFSET = 2**62
+
+
 class SqlStorage(ScimStorage):
     """Users and groups in SQL, for scim2-server's handler.
 
@@ -229,8 +233,9 @@ class SqlStorage(ScimStorage):
             raise InvalidCursorException(detail="cursor pagination is not supported")
         kinds = list(dict.fromkeys(self._kind(rt) for rt in resource_types))
         scim_filter = search_request.filter
-        start = search_request.start_index_0 or 0
-        count = search_request.count
+        # Paging past any table is an empty page, never a number the database refuses.
+        start = min(search_request.start_index_0 or 0, _MAX_OFFSET)
+        count = None if search_request.count is None else min(search_request.count, _MAX_OFFSET)
         with self._session() as session:
             if len(kinds) == 1 and scim_filter is None and search_request.sort_by is None:
                 return self._sql_page(session, kinds[0], start, count)

@@ -82,6 +82,7 @@ class SimDevice:
 
     keys: DeviceKeys = field(default_factory=lambda: DeviceKeys.generate(str(uuid.uuid4())))
     verify_key: VerifyKey | None = None
+    hostname: str = "test-host"
 
     @property
     def id(self) -> str:
@@ -101,7 +102,7 @@ class SimDevice:
                 "hardware_uuid": f"hw-{self.id}",
                 "serial": f"SN-{self.id[:8]}",
                 "os": "linux",
-                "hostname": "test-host",
+                "hostname": self.hostname,
             },
             "test",
             time.time(),

@@ -186,6 +186,12 @@ def test_unknown_acs_index_is_refused(idp):
     refused(idp, get(redirect_query(xml)), "saml_acs_mismatch", 400)
 
 
+@pytest.mark.parametrize("index", ["\u00b2", "\u2460", "-1", "1.0"])
+def test_an_acs_index_that_is_not_ascii_digits_is_malformed(idp, index):
+    xml = authn_request_xml(issuer=SP, extra_attrs=f' AssertionConsumerServiceIndex="{index}"')
+    refused(idp, get(redirect_query(xml)), "saml_malformed", 400)
+
+
 def test_wrong_destination_is_refused(idp):
     xml = authn_request_xml(issuer=SP, destination="http://other-idp.test/saml/sso")
     refused(idp, get(redirect_query(xml)), "saml_wrong_destination", 400)

@@ -7,6 +7,7 @@ say why in the delivery log, and must connect to the very address it checked.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import pytest
@@ -47,6 +48,83 @@ def test_only_globally_routable_addresses_are_public(address, public):
 @given(st.ip_addresses(v=4))
 def test_ipv4_and_its_mapped_ipv6_form_are_judged_alike(ip):
     assert targets.is_public(str(ip)) == targets.is_public(f"::ffff:{ip}")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::127.0.0.1",  # NAT64, well-known prefix
+        "64:ff9b::a00:1",
+        "64:ff9b::169.254.169.254",
+        "64:ff9b:1::8.8.8.8",  # NAT64, local-use prefix: never public
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254
+        "::127.0.0.1",  # IPv4-compatible
+        "::10.0.0.1",
+        "::ffff:0:127.0.0.1",  # IPv4-translated
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+        "2001:0:a00:1:8000:63bf:f7f7:fefe",  # Teredo, server 10.0.0.1
+    ],
+)
+def test_an_ipv4_address_embedded_in_ipv6_is_judged_as_ipv4(address):
+    assert targets.is_public(address) is False
+
+
+@pytest.mark.parametrize(
+    "address", ["64:ff9b::8.8.8.8", "2002:808:808::1", "2001:0:4136:e378:8000:63bf:f7f7:f7f7"]
+)
+def test_a_public_ipv4_address_embedded_in_ipv6_stays_public(address):
+    assert targets.is_public(address) is True
+
+
+_PRIVATE_V4 = st.one_of(
+    *(
+        st.ip_addresses(network=network)
+        for network in (
+            "127.0.0.0/8",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "169.254.0.0/16",
+            "100.64.0.0/10",
+            "0.0.0.0/8",
+        )
+    )
+)
+
+
+def _embeddings(v4: ipaddress.IPv4Address, high: int, server: int) -> list[str]:
+    """Every IPv6 form that reaches ``v4``; ``high`` and ``server`` fill the free bits."""
+    n = int(v4)
+    return [
+        f"::ffff:{v4}",  # IPv4-mapped
+        f"::{v4}",  # IPv4-compatible
+        f"::ffff:0:{v4}",  # IPv4-translated
+        str(ipaddress.IPv6Address((0x64FF9B << 96) | n)),  # NAT64 /96
+        str(ipaddress.IPv6Address((0x0064FF9B0001 << 80) | (high >> 48 << 32) | n)),  # /48
+        str(ipaddress.IPv6Address((0x2002 << 112) | (n << 80) | (high & (1 << 80) - 1))),
+        str(  # Teredo: server in bits 32-63, client obfuscated in the last 32 bits
+            ipaddress.IPv6Address(
+                (0x20010000 << 96) | (server << 64) | ((high & 0xFFFFFFFF) << 32) | (n ^ 0xFFFFFFFF)
+            )
+        ),
+        str(  # Teredo whose server is the private address
+            ipaddress.IPv6Address(
+                (0x20010000 << 96) | (n << 64) | ((high & 0xFFFFFFFF) << 32) | (server ^ 0xFFFFFFFF)
+            )
+        ),
+    ]
+
+
+@given(
+    _PRIVATE_V4,
+    st.integers(min_value=0, max_value=(1 << 80) - 1),
+    st.integers(min_value=0, max_value=0xFFFFFFFF),
+)
+def test_every_ipv6_embedding_of_a_private_ipv4_address_is_refused(v4, high, server):
+    assert not targets.is_public(str(v4))
+    for address in _embeddings(v4, high, server):
+        assert not targets.is_public(address), address
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])

@@ -55,7 +55,7 @@ def exemption_add() -> Response:
     reason = reason_from_form()
     form = request.form
     days = form.get("days", "")
-    if not days.isdigit() or not 1 <= int(days) <= 365:
+    if not (days.isascii() and days.isdigit()) or not 1 <= int(days) <= 365:
         raise ApiError("bad_exemption", "days must be a whole number from 1 to 365")
     with ctx().db.session() as s:
         posture.add_exemption(

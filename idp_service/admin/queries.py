@@ -227,7 +227,7 @@ class AuditFilter:
         if any(len(v) > MAX_QUERY for v in values.values()):
             raise ApiError("bad_query", "filter text is too long")
         before = args.get("before") or ""
-        if before and (not before.isdigit() or len(before) > 18):
+        if before and (not (before.isascii() and before.isdigit()) or len(before) > 18):
             raise ApiError("bad_cursor", "not a page cursor from this console")
         return cls(**values, before=int(before) if before else None)
 

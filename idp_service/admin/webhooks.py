@@ -21,7 +21,7 @@ from idp_service.webhooks import catalog, endpoints
 def _int(name: str, value: str | None) -> int | None:
     if not value:
         return None
-    if not value.isdigit() or len(value) > 10:
+    if not (value.isascii() and value.isdigit()) or len(value) > 10:
         raise ApiError("bad_query", f"{name} must be a whole number")
     return int(value)
 

@@ -7,7 +7,11 @@ checks the bearer token and its scope, validates the input before the handler
 runs, and produces the operation in ``/api/v1/openapi.json``.
 
 Every use of a token is audited (``api.request``, with the token's *name*); a
-missing or unknown token is audited as ``api.auth`` denied. Handlers write in
+missing or unknown token is audited as ``api.auth`` denied. A valid token sent
+to a route that is not declared (404) or with a method it does not take (405)
+is a probe: the first per token per minute is audited as ``api.request``
+rejected (``not_found`` / ``method_not_allowed``), so a scan leaves a trace
+without flooding the log. Handlers write in
 their own transaction; a refused request rolls it back, so only the audit
 event is written.
 """
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from idp_service import audit
 from idp_service.api import schema as S
@@ -277,6 +282,55 @@ def _dispatch(op: Operation, path_kw: dict[str, Any]) -> Response:
             details={"token": token, **details},
         )
     return resp
+
+
+PROBE_WINDOW = 60  # seconds: one audited probe per token per window
+PROBE_KEY_PREFIX = "devicetrust-audit/api-probe/"
+
+
+@bp.before_app_request
+def _audit_probe() -> None:
+    """Audit a valid token's request to an undeclared route or method (first per minute)."""
+    failure = request.routing_exception
+    if not isinstance(failure, NotFound | MethodNotAllowed) or not request.path.startswith(
+        PREFIX + "/"
+    ):
+        return
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented:
+        return
+    from idp_service.api import tokens
+    from idp_service.storage.ratelimit_sql import DatabaseStorage
+
+    db = ctx().db
+    with db.session() as session:
+        found = tokens.authenticate(session, presented)
+    if found is None:
+        return  # not an authenticated request
+    name = found[0]
+    storage = ctx().extras.get("api_probe_marks")
+    if storage is None:
+        storage = ctx().extras["api_probe_marks"] = DatabaseStorage(engine=db.engine)
+    if storage.incr(PROBE_KEY_PREFIX + name, PROBE_WINDOW) != 1:
+        return  # this token's probe is already on record for this minute
+    status = failure.code or 404
+    audit.record_separately(
+        db,
+        "api.request",
+        "rejected",
+        code="not_found" if status == 404 else "method_not_allowed",
+        actor=f"api:{name}",
+        remote_addr=request.remote_addr,
+        details={
+            "token": name,
+            "method": request.method[:16],
+            "path": _safe_path(),
+            "status": status,
+            "undeclared": True,
+            "window_seconds": PROBE_WINDOW,
+        },
+    )
 
 
 # -- OpenAPI ----------------------------------------------------------------------------------

@@ -278,7 +278,7 @@ def parse(xml: bytes) -> AuthnRequest:
     index_text = root.get("AssertionConsumerServiceIndex")
     acs_index = None
     if index_text is not None:
-        if not index_text.isdigit() or len(index_text) > 5:
+        if not (index_text.isascii() and index_text.isdigit()) or len(index_text) > 5:
             raise SamlError("saml_malformed", "AssertionConsumerServiceIndex is not an index")
         acs_index = int(index_text)
     policy = root.find(_P + "NameIDPolicy")

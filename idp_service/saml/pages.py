@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from flask import Response, make_response, render_template
 
+from idp_service.headers import page_policy
 from idp_service.saml.errors import SamlError
 
 
-def _no_store(resp: Response) -> Response:
+def _no_store(resp: Response, *, to_sp: bool = False) -> Response:
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["Pragma"] = "no-cache"
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["Referrer-Policy"] = "no-referrer"
+    if to_sp:  # its form goes to the SP's ACS, which may redirect anywhere: no form-action
+        resp.headers["Content-Security-Policy"] = page_policy((), form_action=False)
     return resp
 
 
@@ -30,7 +33,8 @@ def post_form(acs_url: str, saml_response: str, relay_state: str | None, sp_name
                 relay_state=relay_state,
                 sp_name=sp_name,
             )
-        )
+        ),
+        to_sp=True,
     )
 
 
@@ -59,7 +63,7 @@ def refused(
         ),
         status,
     )
-    return _no_store(resp)
+    return _no_store(resp, to_sp=True)
 
 
 def error(exc: SamlError) -> Response:

@@ -34,13 +34,50 @@ class TargetRefused(OSError):
     """The URL's host resolves to an address webhooks may not be sent to."""
 
 
+# IPv6 ranges whose addresses carry an IPv4 address in their last 32 bits: a
+# packet to one of them reaches (or is translated to) that IPv4 address.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215, local use only
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d (RFC 4291)
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # SIIT (RFC 2765)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address stands for: IPv4-mapped, IPv4-compatible,
+    IPv4-translated, NAT64 (well-known prefix), 6to4 (the relay) or Teredo (its server
+    and its client). Empty when the address embeds none."""
+    if ip.ipv4_mapped is not None:
+        return (ip.ipv4_mapped,)
+    if ip.sixtofour is not None:
+        return (ip.sixtofour,)
+    if ip.teredo is not None:
+        return ip.teredo  # (server, client): the client is the last 32 bits XOR 0xffffffff
+    if ip in _NAT64 or ip in _IPV4_COMPATIBLE or ip in _IPV4_TRANSLATED:
+        return (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF),)
+    return ()
+
+
+def _global(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_global and not ip.is_multicast
+
+
 def is_public(address: str) -> bool:
     """Whether an IP address is globally routable (not loopback, private, link-local,
-    shared, reserved, multicast or unspecified; IPv4-mapped IPv6 judged as IPv4)."""
+    shared, reserved, multicast or unspecified).
+
+    An IPv6 address that embeds an IPv4 address (:func:`embedded_ipv4`) is judged by
+    the IPv4 address it reaches, so ``64:ff9b::7f00:1`` or ``2002:a00:1::`` is no way
+    round the guard; the local-use NAT64 prefix ``64:ff9b:1::/48`` (RFC 8215), whose
+    IPv4 position depends on the local prefix length, is never public.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL:
+            return False
+        embedded = embedded_ipv4(ip)
+        if embedded:
+            return all(_global(v4) for v4 in embedded)
+    return _global(ip)
 
 
 def connect(
