@@ -9,6 +9,7 @@ from idp_service.admin import queries
 from idp_service.admin.blueprint import bp
 from idp_service.context import ctx
 from idp_service.errors import ApiError
+from idp_service.identity import name_key
 from idp_service.saml import sp_registry
 from idp_service.storage.models import Device, User
 from scim.tables import Group, GroupMember
@@ -54,7 +55,7 @@ def groups() -> str:
             .limit(1000)
         ).all()
     return render_template(
-        "admin/groups.html", rows=rows, admin_group=ctx().settings.admin_group.casefold()
+        "admin/groups.html", rows=rows, admin_group=name_key(ctx().settings.admin_group)
     )
 
 
