@@ -175,3 +175,20 @@ def test_admin_group_removal_ends_the_session_for_good(app, db, world, scim):
     add = {"op": "add", "path": "members", "value": [{"value": world["alice"]}]}
     assert scim(f"/v2/Groups/{world['group']}", add) == 200
     assert _replay(app, captured, world["hook"]) == (303, 401)
+
+
+def test_the_overview_shows_sessions_elsewhere_and_ends_them(app, db, world):
+    mine = _device_signin(app, db, world)
+    page = mine.get("/admin/").get_data(as_text=True)
+    assert 'id="signed-in-elsewhere"' not in page
+    other = _device_signin(app, db, world)  # the same account, in another browser
+    page = mine.get("/admin/").get_data(as_text=True)
+    assert 'id="signed-in-elsewhere"' in page and "1 other browser session" in page
+    resp = mine.post("/admin/sessions/end-others", data={"csrf": csrf_of(page)})
+    assert resp.status_code == 303
+    assert other.get(PAGE).status_code == 303  # the other browser is signed out
+    page = mine.get("/admin/").get_data(as_text=True)
+    assert mine.get(PAGE).status_code == 200 and 'id="signed-in-elsewhere"' not in page
+    with db.session() as s:
+        reasons = s.scalars(select(AdminSession.ended_reason)).all()
+    assert sorted(reasons, key=str) == [None, "ended_by_owner"]  # mine lives on

@@ -45,6 +45,7 @@ class Admin:
     via: str  # "device" or "bootstrap"
     user_id: str | None = None
     device_id: str | None = None
+    session_id: str | None = None  # the admin_sessions row of this browser
 
     @property
     def actor(self) -> str:
@@ -155,7 +156,11 @@ def _load() -> Admin | None:
         if row is None:
             return None
         admin = Admin(
-            user_name=row.user_name, via=row.via, user_id=row.user_id, device_id=row.device_id
+            user_name=row.user_name,
+            via=row.via,
+            user_id=row.user_id,
+            device_id=row.device_id,
+            session_id=row.id,
         )
         if admin.via == "bootstrap":
             return admin

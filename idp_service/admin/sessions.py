@@ -64,6 +64,36 @@ def live(session: Session, secret: str) -> AdminSession | None:
     ).scalar_one_or_none()
 
 
+def others(session: Session, user_id: str, current_id: str) -> list[AdminSession]:
+    """The user's other live sessions, newest first (shown on the overview)."""
+    return list(
+        session.scalars(
+            select(AdminSession)
+            .where(
+                AdminSession.user_id == user_id,
+                AdminSession.id != current_id,
+                AdminSession.ended_at.is_(None),
+                AdminSession.expires_at > utcnow(),
+            )
+            .order_by(AdminSession.created_at.desc())
+        )
+    )
+
+
+def end_others(session: Session, user_id: str, current_id: str) -> int:
+    """End every live session of the user but ``current_id``; return how many were ended."""
+    return session.execute(
+        update(AdminSession)
+        .where(
+            AdminSession.user_id == user_id,
+            AdminSession.id != current_id,
+            AdminSession.ended_at.is_(None),
+        )
+        .values(ended_at=utcnow(), ended_reason="ended_by_owner")
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
 def end(session: Session, secret: str, reason: str) -> None:
     """End the session of ``secret`` (idempotent)."""
     if isinstance(secret, str) and secret:
