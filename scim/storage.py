@@ -65,6 +65,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, false, func, or_, select,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from idp_service.admin.sessions import end_where_not_admin
 from idp_service.identity import ConfusableName, check_identifier, name_key
 from idp_service.storage.db import Database
 from idp_service.storage.models import User, utcnow
@@ -165,8 +166,10 @@ class SqlStorage(ScimStorage):
         provider: ScimProvider,
         *,
         reactivation: Reactivation | str = Reactivation.require_approval,
+        admin_group: str = "devicetrust-admins",
     ) -> None:
         self.db = db
+        self.admin_group = admin_group
         self.provider = provider
         self.reactivation = Reactivation(reactivation)
         self._scope: ContextVar[Scope | None] = ContextVar(f"scim_scope_{id(self)}", default=None)
@@ -609,6 +612,7 @@ class SqlStorage(ScimStorage):
                 raise PreconditionFailedException
             if kind == "Group":
                 self._write_members(session, resource_id, members)
+                end_where_not_admin(session, self.admin_group)
                 group = cast(Group, session.get(Group, resource_id, populate_existing=True))
                 return self._group_resources(session, [group])[0]
             if was_active != values["active"]:
@@ -652,6 +656,7 @@ class SqlStorage(ScimStorage):
                 session.connection().execute(
                     Group.__table__.delete().where(Group.id == resource_id)
                 )
+                end_where_not_admin(session, self.admin_group)
                 return
             # The row stays: devices and audit events refer to it. It becomes an
             # inactive tombstone whose userName is free for a new user.

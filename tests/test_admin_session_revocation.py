@@ -14,7 +14,7 @@ import json
 import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from werkzeug.test import Client
 
 from idp_service import registry
@@ -171,9 +171,28 @@ def test_admin_group_removal_ends_the_session_for_good(app, db, world, scim):
     captured = _capture(_device_signin(app, db, world))
     remove = {"op": "remove", "path": f'members[value eq "{world["alice"]}"]'}
     assert scim(f"/v2/Groups/{world['group']}", remove) == 200
-    assert _replay(app, captured, world["hook"]) == (303, 401)  # the recheck ends the row
+    # Put back before the cookie is used again: the removal ended the session already.
     add = {"op": "add", "path": "members", "value": [{"value": world["alice"]}]}
     assert scim(f"/v2/Groups/{world['group']}", add) == 200
+    assert _replay(app, captured, world["hook"]) == (303, 401)
+    with db.session() as s:
+        assert s.scalars(select(AdminSession.ended_reason)).all() == ["not_admin"]
+
+
+def test_a_recheck_that_fails_ends_the_session(app, db, world):
+    """A membership lost outside SCIM is caught by the request's recheck, which ends the row."""
+    from scim.tables import GroupMember
+
+    captured = _capture(_device_signin(app, db, world))
+    with db.session() as s:
+        s.execute(
+            delete(GroupMember).where(
+                GroupMember.group_id == world["group"], GroupMember.value == world["alice"]
+            )
+        )
+    assert _replay(app, captured, world["hook"]) == (303, 401)
+    with db.session() as s:
+        s.add(GroupMember(group_id=world["group"], value=world["alice"], type="User"))
     assert _replay(app, captured, world["hook"]) == (303, 401)
 
 

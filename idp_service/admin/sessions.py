@@ -115,6 +115,36 @@ def end_for_user(session: Session, user_id: str, reason: str) -> int:
     ).rowcount
 
 
+def end_where_not_admin(session: Session, admin_group: str) -> int:
+    """End every live device session whose user is no longer in ``admin_group``.
+
+    SCIM calls it after a group changes (members, name, deletion), so the
+    session ends then, not only at its next request: a removal and a re-adding
+    between two requests still ends it. Live console sessions are few.
+    """
+    from idp_service.identity import name_key
+    from scim.groups import group_keys_of
+
+    wanted = name_key(admin_group)
+    rows = session.execute(
+        select(AdminSession.id, AdminSession.user_id).where(
+            AdminSession.via == "device",
+            AdminSession.ended_at.is_(None),
+            AdminSession.expires_at > utcnow(),
+        )
+    ).all()
+    ended = 0
+    for row_id, user_id in rows:
+        if user_id is None or wanted not in group_keys_of(session, user_id):
+            ended += session.execute(
+                update(AdminSession)
+                .where(AdminSession.id == row_id, AdminSession.ended_at.is_(None))
+                .values(ended_at=utcnow(), ended_reason="not_admin")
+                .execution_options(synchronize_session=False)
+            ).rowcount
+    return ended
+
+
 def end_for_device(session: Session, device_id: str, reason: str) -> int:
     """End every live session opened through a device; return how many were ended."""
     return session.execute(
