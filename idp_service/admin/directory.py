@@ -18,8 +18,8 @@ from scim.tables import Group, GroupMember
 @bp.get("/users")
 def users() -> str:
     """Users by userName, paged by keyset, with a prefix search."""
-    q = (request.args.get("q") or "").strip().lower()
-    after = (request.args.get("after") or "").strip().lower()
+    q = name_key((request.args.get("q") or "").strip())
+    after = name_key((request.args.get("after") or "").strip())
     if len(q) > queries.MAX_QUERY or len(after) > 256:
         raise ApiError("bad_query", "search text is too long")
     query = select(User)
