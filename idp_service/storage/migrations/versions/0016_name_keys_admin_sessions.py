@@ -40,10 +40,15 @@ def _key(value: str) -> str:
 
 def _rekey(table: str, name_col: str, key_col: str, managed_col: str | None) -> None:
     conn = op.get_bind()
-    managed = f", {managed_col} IS NOT NULL" if managed_col else ", 0"
-    rows = conn.execute(
-        sa.text(f"SELECT id, {name_col}, {key_col}, created_at{managed} FROM {table}")
-    ).all()
+    managed = f", {managed_col}" if managed_col else ", NULL"
+    rows = [
+        # (id, name, key, created_at, managed): JSON null (however the driver shows it)
+        # counts as not managed.
+        (*r[:4], r[4] not in (None, "null"))
+        for r in conn.execute(
+            sa.text(f"SELECT id, {name_col}, {key_col}, created_at{managed} FROM {table}")
+        )
+    ]
     by_key: dict[str, list] = {}
     for row in rows:
         if row[2].startswith("~"):  # tombstones (~deleted~<id>) keep their key
