@@ -48,6 +48,7 @@ bp = Blueprint("login", __name__)
 
 MAX_TXNS_PER_SESSION = 8
 MAX_ENVELOPE = 64 * 1024
+MAX_HOLDERS = 4  # challenge holders a browser keeps per transaction
 
 # kind -> function(txn, user, device) -> Response. The SAML surface registers "saml".
 Completer = Callable[[LoginTransaction, User | None, Device | None], Response | str]
@@ -163,9 +164,15 @@ def login_challenge(txn_id: str) -> Response:
             "ports": list(service.settings.agent_ports),
         }
     )
+    # The holders of this browser's last few challenges for the transaction: a retry
+    # fetches a new challenge while the agent may still answer an older one.
+    kept = [h for h in request.cookies.get(holder_cookie(txn_id), "").split(".") if len(h) == 64][
+        -(MAX_HOLDERS - 1) :
+    ]
+    kept.append(transactions.holder_secret(current_app.secret_key, challenge.id_text))
     response.set_cookie(
         holder_cookie(txn_id),
-        transactions.holder_secret(current_app.secret_key, challenge.id_text),
+        ".".join(kept),
         max_age=service.settings.login_ttl,
         path="/",
         secure=service.settings.public_url.startswith("https://"),
@@ -186,9 +193,12 @@ def _holder_ok(txn_id: str) -> bool:
         answered = transactions.answered_challenge(s, txn_id)
     if answered is None:
         return True  # nothing verified, nothing to hand over
-    expected = transactions.holder_secret(current_app.secret_key, answered)
-    sent = request.cookies.get(holder_cookie(txn_id), "")
-    return hmac.compare_digest(sent.encode(), expected.encode())
+    expected = transactions.holder_secret(current_app.secret_key, answered).encode()
+    sent = request.cookies.get(holder_cookie(txn_id), "").split(".")[-MAX_HOLDERS:]
+    found = False
+    for holder in sent:  # no early exit: every kept holder is compared
+        found |= hmac.compare_digest(holder.encode(), expected)
+    return found
 
 
 def _handed_over(txn: LoginTransaction) -> tuple[str, int]:
