@@ -74,7 +74,8 @@ def holder_secret(key: bytes | str, challenge_id: str) -> str:
     continue a sign-in which that browser's device answered.
     """
     raw = key.encode() if isinstance(key, str) else key
-    return hmac.new(raw, b"login-holder:" + challenge_id.encode(), hashlib.sha256).hexdigest()
+    mac = hmac.new(raw, b"login-holder:" + challenge_id.encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]  # 128 bits
 
 
 def verified_device(session: Session, txn_id: str) -> tuple[str, dt.datetime] | None:

@@ -38,7 +38,7 @@ def test_session_and_holder_cookies(migrated_url, tmp_path, public_url, prefix, 
         resp = client.post(f"/login/{txn}/challenge", json={}, base_url=public_url)
         assert resp.status_code == 200, resp.get_data(as_text=True)
         holder = [h for h in resp.headers.getlist("Set-Cookie") if "holder" in h]
-        assert len(holder) == 1 and holder[0].startswith(f"{prefix}devicetrust_holder_{txn}=")
+        assert len(holder) == 1 and holder[0].startswith(f"{prefix}devicetrust_holder=")
         assert ("Secure" in holder[0]) is secure and "HttpOnly" in holder[0]
         assert "Domain=" not in holder[0] and "Path=/" in holder[0]
     finally:

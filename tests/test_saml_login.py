@@ -219,8 +219,8 @@ def test_concurrent_completion_issues_one_response(idp):
     results: list[tuple[int, str]] = []
     barrier = threading.Barrier(6)
     # The browser that fetched the answered challenge holds its holder cookie.
-    holder = client.c.get_cookie(f"devicetrust_holder_{txn}").value
-    cookie = {"Cookie": f"devicetrust_holder_{txn}={holder}"}
+    holder = client.c.get_cookie("devicetrust_holder").value
+    cookie = {"Cookie": f"devicetrust_holder={holder}"}
 
     def finish():
         with idp.test_request_context(f"/login/{txn}/continue", headers=cookie):

@@ -56,3 +56,14 @@ def test_a_retry_keeps_the_holder_of_the_older_challenge(idp):
     assert answered.json()["status"] == "verified"
     mine = client.get(f"/login/{txn}/continue")
     assert mine.status_code == 200 and posted_form(mine.text).xml
+
+
+def test_the_holder_cookie_stays_bounded(idp):
+    client, _, txn = _start(idp, "fay@example.com")
+    client.post(f"/login/{txn}/challenge", json={})
+    for _ in range(20):  # many sign-ins in one browser
+        r = client.get("/saml/sso?" + redirect_query(authn_request_xml(issuer=SP)))
+        other = r.headers["Location"].rsplit("/", 1)[-1]
+        client.post(f"/login/{other}/challenge", json={})
+    holders = client.c.get_cookie("devicetrust_holder").value.split(".")
+    assert len(holders) == 8 and all(len(h) == 32 for h in holders)

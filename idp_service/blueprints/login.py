@@ -48,7 +48,7 @@ bp = Blueprint("login", __name__)
 
 MAX_TXNS_PER_SESSION = 8
 MAX_ENVELOPE = 64 * 1024
-MAX_HOLDERS = 4  # challenge holders a browser keeps per transaction
+MAX_HOLDERS = 8  # challenge holders a browser keeps (one cookie, about 260 bytes)
 
 # kind -> function(txn, user, device) -> Response. The SAML surface registers "saml".
 Completer = Callable[[LoginTransaction, User | None, Device | None], Response | str]
@@ -164,14 +164,16 @@ def login_challenge(txn_id: str) -> Response:
             "ports": list(service.settings.agent_ports),
         }
     )
-    # The holders of this browser's last few challenges for the transaction: a retry
-    # fetches a new challenge while the agent may still answer an older one.
-    kept = [h for h in request.cookies.get(holder_cookie(txn_id), "").split(".") if len(h) == 64][
-        -(MAX_HOLDERS - 1) :
+    # One cookie keeps the holders of this browser's last few challenges (of any sign-in):
+    # a retry fetches a new challenge while the agent may still answer an older one, and
+    # a bounded cookie never grows the request headers however many sign-ins a browser runs.
+    kept = [h for h in request.cookies.get(holder_cookie(), "").split(".") if len(h) == 32]
+    kept = [
+        *kept[-(MAX_HOLDERS - 1) :],
+        transactions.holder_secret(current_app.secret_key, challenge.id_text),
     ]
-    kept.append(transactions.holder_secret(current_app.secret_key, challenge.id_text))
     response.set_cookie(
-        holder_cookie(txn_id),
+        holder_cookie(),
         ".".join(kept),
         max_age=service.settings.login_ttl,
         path="/",
@@ -182,9 +184,9 @@ def login_challenge(txn_id: str) -> Response:
     return response
 
 
-def holder_cookie(txn_id: str) -> str:
-    """The name of the cookie that holds this transaction's holder secret."""
-    return cookie_name(ctx().settings, "devicetrust_holder_" + txn_id)
+def holder_cookie() -> str:
+    """The name of the cookie that holds this browser's challenge holder secrets."""
+    return cookie_name(ctx().settings, "devicetrust_holder")
 
 
 def _holder_ok(txn_id: str) -> bool:
@@ -194,7 +196,7 @@ def _holder_ok(txn_id: str) -> bool:
     if answered is None:
         return True  # nothing verified, nothing to hand over
     expected = transactions.holder_secret(current_app.secret_key, answered).encode()
-    sent = request.cookies.get(holder_cookie(txn_id), "").split(".")[-MAX_HOLDERS:]
+    sent = request.cookies.get(holder_cookie(), "").split(".")[-MAX_HOLDERS:]
     found = False
     for holder in sent:  # no early exit: every kept holder is compared
         found |= hmac.compare_digest(holder.encode(), expected)
