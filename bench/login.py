@@ -64,7 +64,7 @@ def _request_query(sso_url: str) -> str:
 
 
 class _Browser:
-    """A keep-alive HTTP/1.1 connection with one cookie, like a browser tab.
+    """A keep-alive HTTP/1.1 connection with a cookie jar, like a browser tab.
 
     A minimal client on a raw socket: the load generator shares the machine's two
     cores with the service, so it must cost as little as it can (``http.client``
@@ -75,7 +75,7 @@ class _Browser:
         u = urlsplit(base)
         self.address = (u.hostname, u.port)
         self.host = f"Host: {u.netloc}\r\n".encode()
-        self.cookie = b""
+        self.cookies: dict[bytes, bytes] = {}
         self._connect()
 
     def _connect(self) -> None:
@@ -94,8 +94,9 @@ class _Browser:
         if self.closed:
             self._connect()
         head = [f"{method} {path} HTTP/1.1\r\n".encode(), self.host]
-        if self.cookie:
-            head.append(b"Cookie: " + self.cookie + b"\r\n")
+        if self.cookies:
+            jar = b"; ".join(k + b"=" + v for k, v in self.cookies.items())
+            head.append(b"Cookie: " + jar + b"\r\n")
         if body is not None:
             head.append(f"Content-Length: {len(body)}\r\n".encode())
         if ctype:
@@ -116,7 +117,9 @@ class _Browser:
             elif name == b"location":
                 location = value.strip().decode()
             elif name == b"set-cookie":
-                self.cookie = value.strip().split(b";", 1)[0]
+                pair = value.strip().split(b";", 1)[0]
+                key, _, val = pair.partition(b"=")
+                self.cookies[key] = val
             elif name == b"connection":
                 close = value.strip().lower() == b"close"
             elif name == b"transfer-encoding":

@@ -8,7 +8,7 @@ from flask import Flask
 from werkzeug.routing import IntegerConverter
 
 from idp_service import audit_chain
-from idp_service.config import Settings
+from idp_service.config import Settings, cookie_name
 from idp_service.context import ServiceContext
 from idp_service.errors import register_error_handlers
 from idp_service.keys import SESSION_KEY, load_secret, load_server_keys
@@ -50,7 +50,11 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
-        SESSION_COOKIE_NAME="devicetrust_session",
+        # __Host- (Secure, no Domain, Path=/) on https, so a sibling host cannot plant it;
+        # browsers refuse that prefix without Secure, so plain-http loopback keeps the bare name.
+        SESSION_COOKIE_NAME=cookie_name(settings, "devicetrust_session"),
+        SESSION_COOKIE_PATH="/",
+        SESSION_COOKIE_DOMAIN=None,
         # An unknown Host header is refused (400 host_not_allowed, errors.py).
         TRUSTED_HOSTS=list(settings.trusted_hosts) or None,
         TESTING=settings.testing,

@@ -165,16 +165,29 @@ def enroll_code_create(email: str, create_user: bool, ttl: int | None, as_json: 
     """Make a one-time enrollment code for USER (shown once; it is stored hashed)."""
     from idp_service import enroll
     from idp_service import users as users_mod
+    from idp_service.errors import ApiError
 
     settings = _settings()
     with _db().session() as session:
         user = users_mod.find(session, email)
+        if user is not None and create_user and user.user_name != email.strip():
+            # Another spelling of an existing name (Unicode form, case, look-alike letters):
+            # never a second account, and no silent switch to the existing one either.
+            raise click.ClickException(
+                f"{email!r} is the same name as existing user {user.user_name!r}"
+                f"{' (managed by SCIM)' if user.scim_resource is not None else ''}: names are"
+                " compared after Unicode normalisation and case folding. Pass --user with the"
+                " existing user's name, without --create-user."
+            )
         if user is None:
             if not create_user:
                 raise click.ClickException(
                     f"no user {email!r}. Provision it by SCIM, or pass --create-user."
                 )
-            user = users_mod.create(session, email, actor="cli")
+            try:
+                user = users_mod.create(session, email, actor="cli")
+            except ApiError as exc:
+                raise click.ClickException(f"{exc.code}: {exc.message}") from None
         code, row = enroll.create_code(
             session, user, ttl_seconds=ttl or settings.enroll_code_ttl, created_by="cli"
         )

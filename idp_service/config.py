@@ -307,3 +307,13 @@ class Settings:
     def allowed_origins(self) -> tuple[str, ...]:
         """Browser origins the agent may answer for this service."""
         return (self.origin, *self.extra_origins)
+
+
+def cookie_name(settings: Settings, base: str) -> str:
+    """``__Host-`` + ``base`` when the service is public over https, else ``base``.
+
+    A ``__Host-`` cookie must be Secure, host-only and Path=/, so no sibling host
+    can set or shadow it; browsers refuse it without Secure, which plain-http
+    loopback (development, tests) cannot have, so there the bare name is used.
+    """
+    return f"__Host-{base}" if settings.public_url.startswith("https://") else base

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from idp_service import audit
 from idp_service.config import REGISTRATION_POLICIES
 from idp_service.errors import ApiError
+from idp_service.identity import name_key
 from idp_service.storage.approval_tables import RegistrationPolicy
 from idp_service.storage.models import Device, utcnow
 
@@ -164,7 +165,7 @@ def _find_group(session: Session, ref: str) -> Any:
     group = session.get(Group, ref)
     if group is None:
         group = session.scalars(
-            select(Group).where(Group.display_name_key == ref.casefold()).limit(1)
+            select(Group).where(Group.display_name_key == name_key(ref)).limit(1)
         ).first()
     if group is None:
         raise ApiError("group_not_found", f"no SCIM group {ref!r} (by id or displayName)", 404)

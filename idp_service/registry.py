@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from idp_service.identity import name_key
 from idp_service.storage.models import Device, User
 from trust_protocol.device_keys import fingerprint
 
@@ -35,7 +36,7 @@ def list_devices(session: Session, *, user_name: str | None = None) -> list[dict
     """Devices with owners, newest first, optionally for one user."""
     query = select(Device, User).join(User, User.id == Device.user_id)
     if user_name:
-        query = query.where(User.user_name_lower == user_name.lower())
+        query = query.where(User.user_name_lower == name_key(user_name))
     rows = session.execute(query.order_by(Device.first_seen.desc())).all()
     return [device_json(d, u) for d, u in rows]
 
@@ -75,6 +76,10 @@ def change_state(
     from idp_service.approve import close_for_device
 
     close_for_device(session, device.id, f"admin {action}")  # an admin decided instead
+    if device.state != "trusted":
+        from idp_service.admin.sessions import end_for_device
+
+        end_for_device(session, device.id, f"device_{device.state}")
     resolved = detection.on_decision(session, device, action, reason=reason, actor=actor)
     audit.record(
         session,
@@ -114,6 +119,9 @@ def delete_device(session: Session, device_id: str, *, reason: str, actor: str) 
     if device is None:
         raise ApiError("device_not_found", f"no device {device_id!r}", 404)
     data = device_json(device, session.get(User, device.user_id))
+    from idp_service.admin.sessions import end_for_device
+
+    end_for_device(session, device_id, "device_deleted")
     tables = (pt.DeviceFacts, pt.DeviceFactsHistory, pt.CheckResultRow, pt.CheckResultHistory)
     for table in (*tables, DeviceFlag):
         session.execute(delete(table).where(table.device_id == device_id))

@@ -12,6 +12,8 @@ the page continues, :func:`settle` copies the outcome onto the transaction row.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import secrets
 from typing import Any
 
@@ -50,6 +52,30 @@ def create(session: Session, *, ttl_seconds: int, context: dict[str, Any] | None
         )
     )
     return txn_id
+
+
+def answered_challenge(session: Session, txn_id: str) -> str | None:
+    """The id of the challenge whose ``ok`` answer verified this transaction, if any."""
+    return session.execute(
+        select(Challenge.id)
+        .where(Challenge.binding == binding_for(txn_id), Challenge.result == "ok")
+        .order_by(Challenge.consumed_at)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def holder_secret(key: bytes | str, challenge_id: str) -> str:
+    """The secret of the browser that fetched challenge ``challenge_id`` (HMAC under ``key``).
+
+    The login page's ``/challenge`` response sets it as a cookie on the browser
+    that fetched the challenge; ``/continue`` of a verified transaction requires
+    the one of the challenge that was answered. Someone who planted their own
+    session cookie in another browser never sees that response, so cannot
+    continue a sign-in which that browser's device answered.
+    """
+    raw = key.encode() if isinstance(key, str) else key
+    mac = hmac.new(raw, b"login-holder:" + challenge_id.encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]  # 128 bits
 
 
 def verified_device(session: Session, txn_id: str) -> tuple[str, dt.datetime] | None:

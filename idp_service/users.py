@@ -1,4 +1,10 @@
-"""Users: lookup by userName (case-insensitive) and creation outside SCIM."""
+"""Users: lookup by userName and creation outside SCIM, under one normalisation.
+
+``find`` and ``create`` key names with :func:`idp_service.identity.name_key`,
+as SCIM does, so a name typed in another Unicode form or case (``Renée``
+decomposed, ``straße`` for ``strasse``) finds the same user and cannot make a
+second, identically rendered account.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +16,14 @@ from sqlalchemy.orm import Session
 
 from idp_service import audit
 from idp_service.errors import ApiError
+from idp_service.identity import ConfusableName, check_identifier, name_key
 from idp_service.storage.models import User
 
 
 def find(session: Session, user_name: str) -> User | None:
-    """The user whose userName equals ``user_name`` without regard to case."""
+    """The user whose userName is ``user_name`` under :func:`~idp_service.identity.name_key`."""
     return session.execute(
-        select(User).where(User.user_name_lower == user_name.lower())
+        select(User).where(User.user_name_lower == name_key(user_name))
     ).scalar_one_or_none()
 
 
@@ -27,12 +34,24 @@ def create(
     user_name = user_name.strip()
     if not user_name or len(user_name) > 256:
         raise ApiError("invalid_user_name", "userName must be 1 to 256 characters.")
-    if find(session, user_name) is not None:
-        raise ApiError("user_exists", f"user {user_name!r} exists already", 409)
+    try:
+        check_identifier(user_name)
+    except ConfusableName:
+        raise ApiError(
+            "invalid_user_name", "userName mixes scripts with look-alike characters."
+        ) from None
+    existing = find(session, user_name)
+    if existing is not None:
+        raise ApiError(
+            "user_exists",
+            f"user {user_name!r} is the same name as existing user {existing.user_name!r}"
+            " (names are compared after Unicode normalisation and case folding)",
+            409,
+        )
     user = User(
         id=str(uuid.uuid4()),
         user_name=user_name,
-        user_name_lower=user_name.lower(),
+        user_name_lower=name_key(user_name),
         email=user_name if "@" in user_name else None,
         display_name=display_name,
         active=True,

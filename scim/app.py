@@ -73,9 +73,10 @@ class ScimApplication(WSGIApplication):
         public_url: str,
         reactivation: Reactivation | str = Reactivation.require_approval,
         max_body: int = 1024 * 1024,
+        admin_group: str = "devicetrust-admins",
     ) -> None:
         provider = build_provider()
-        storage = SqlStorage(db, provider, reactivation=reactivation)
+        storage = SqlStorage(db, provider, reactivation=reactivation, admin_group=admin_group)
         super().__init__(storage, provider, DevicetrustScimService(provider, max_body=max_body))
         self.db = db
         self.sql_storage = storage
@@ -220,6 +221,7 @@ def mount_scim(app: Flask) -> None:
         public_url=settings.public_url,
         reactivation=settings.scim_reactivation,
         max_body=settings.max_request_bytes,
+        admin_group=settings.admin_group,
     )
     service.extras["scim"] = scim_app
     app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {MOUNT: scim_app})  # type: ignore[method-assign]

@@ -38,7 +38,10 @@ REAPPROVAL_REASON = "owner reactivated by SCIM; an administrator must approve th
 
 
 def deactivated(session: Session, user_id: str, *, actor: str | None, via: str) -> None:
-    """Audit a user's deactivation (the caller wrote ``active=false``)."""
+    """Audit a user's deactivation (the caller wrote ``active=false``); end console sessions."""
+    from idp_service.admin.sessions import end_for_user
+
+    end_for_user(session, user_id, "owner_deactivated")
     trusted = _device_ids(session, user_id, "trusted")
     audit.record(
         session,
@@ -77,6 +80,9 @@ def reactivated(
 
 def deleted(session: Session, user_id: str, *, actor: str | None, was_active: bool) -> None:
     """Audit a user's deletion (the caller tombstoned the row, which stays inactive)."""
+    from idp_service.admin.sessions import end_for_user
+
+    end_for_user(session, user_id, "owner_deleted")
     audit.record(
         session,
         "scim.user.delete",

@@ -9,8 +9,11 @@ wrote it (``scim_resource``), less what columns hold (``id``, ``meta``,
 What SQL does, and what it leaves to scim2-models:
 
 - Uniqueness is the database's: ``users.user_name_lower`` and
-  ``groups.display_name_key`` are UNIQUE and hold the value under the
-  policy's comparison key (case-folded), so two replicas cannot both win.
+  ``groups.display_name_key`` are UNIQUE and hold the name under
+  :func:`idp_service.identity.name_key` (NFC, case folding), the one
+  normalisation every other look-up uses too, so two replicas cannot both win
+  and look-alike spellings (``straße``/``strasse``, a long s) are one name.
+  A name mixing scripts with confusable characters is refused.
 - ``meta.version`` is a per-row counter, ``W/"n"``; an update checks it in
   the same UPDATE statement, so If-Match holds across replicas.
 - A search narrows the rows in SQL where the filter allows it (``eq`` on
@@ -62,6 +65,8 @@ from sqlalchemy import ColumnElement, and_, bindparam, false, func, or_, select,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from idp_service.admin.sessions import end_where_not_admin
+from idp_service.identity import ConfusableName, check_identifier, name_key
 from idp_service.storage.db import Database
 from idp_service.storage.models import User, utcnow
 from scim import lifecycle
@@ -123,6 +128,30 @@ def comparison_key(model: type[Resource[Any]], attribute: str, value: str) -> st
 # Larger than any table, small enough for SQL OFFSET/LIMIT (a signed 64-bit integer).
 _MAX_OFFSET = 2**62
 
+# Attributes whose columns hold identity.name_key, not scim2-models' comparison key.
+# name_key equates at least what scim2-models equates, so an ``eq`` narrowed on it in
+# SQL still keeps a superset of the rows the filter matches.
+NAME_KEYED = {"userName", "displayName"}
+
+
+def column_key(model: type[Resource[Any]], attribute: str, value: str) -> str:
+    """``value`` as the indexed column of ``attribute`` holds it."""
+    if attribute in NAME_KEYED:
+        comparison_key(model, attribute, value)  # a value scim2-models cannot compare is refused
+        return name_key(value)
+    return comparison_key(model, attribute, value)
+
+
+def _identifier(value: str, attribute: str) -> str:
+    """The key of a userName or displayName; refused when it mixes look-alike scripts."""
+    try:
+        check_identifier(value)
+    except ConfusableName:
+        raise InvalidValueException(
+            detail=f"{attribute} mixes scripts with look-alike characters"
+        ) from None
+    return name_key(value)
+
 
 class SqlStorage(ScimStorage):
     """Users and groups in SQL, for scim2-server's handler.
@@ -140,8 +169,10 @@ class SqlStorage(ScimStorage):
         provider: ScimProvider,
         *,
         reactivation: Reactivation | str = Reactivation.require_approval,
+        admin_group: str = "devicetrust-admins",
     ) -> None:
         self.db = db
+        self.admin_group = admin_group
         self.provider = provider
         self.reactivation = Reactivation(reactivation)
         self._scope: ContextVar[Scope | None] = ContextVar(f"scim_scope_{id(self)}", default=None)
@@ -353,7 +384,7 @@ class SqlStorage(ScimStorage):
             return column, None
         model = self.user_model if kind == "User" else self.group_model
         try:
-            return column, comparison_key(model, keyed, node.value) if keyed else node.value
+            return column, column_key(model, keyed, node.value) if keyed else node.value
         except ValueError:
             return column, None
 
@@ -459,9 +490,10 @@ class SqlStorage(ScimStorage):
         if not user_name:
             raise InvalidValueException(detail="userName is required")
         try:
-            key = comparison_key(self.user_model, "userName", user_name)
+            comparison_key(self.user_model, "userName", user_name)
         except ValueError:
             raise InvalidValueException(detail="userName cannot be compared") from None
+        key = _identifier(user_name, "userName")
         if len(user_name) > 256 or len(key) > 256:
             raise InvalidValueException(detail="userName is longer than 256 characters")
         external_id = resource.external_id
@@ -484,9 +516,10 @@ class SqlStorage(ScimStorage):
         if not name:
             raise InvalidValueException(detail="displayName is required")
         try:
-            key = comparison_key(self.group_model, "displayName", name)
+            comparison_key(self.group_model, "displayName", name)
         except ValueError:
             raise InvalidValueException(detail="displayName cannot be compared") from None
+        key = _identifier(name, "displayName")
         if len(name) > 256 or len(key) > 256:
             raise InvalidValueException(detail="displayName is longer than 256 characters")
         external_id = resource.external_id
@@ -583,6 +616,7 @@ class SqlStorage(ScimStorage):
                 raise PreconditionFailedException
             if kind == "Group":
                 self._write_members(session, resource_id, members)
+                end_where_not_admin(session, self.admin_group)
                 group = cast(Group, session.get(Group, resource_id, populate_existing=True))
                 return self._group_resources(session, [group])[0]
             if was_active != values["active"]:
@@ -626,6 +660,7 @@ class SqlStorage(ScimStorage):
                 session.connection().execute(
                     Group.__table__.delete().where(Group.id == resource_id)
                 )
+                end_where_not_admin(session, self.admin_group)
                 return
             # The row stays: devices and audit events refer to it. It becomes an
             # inactive tombstone whose userName is free for a new user.

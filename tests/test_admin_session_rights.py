@@ -22,6 +22,7 @@ from werkzeug.test import Client
 
 from idp_service import registry
 from idp_service.admin import auth
+from idp_service.admin import sessions as admin_sessions
 from idp_service.storage.models import AuditEvent, LoginTransaction, utcnow
 from scim import tokens
 from scim.app import ScimApplication
@@ -125,11 +126,11 @@ def test_an_admin_removed_from_the_admin_group_loses_the_console(app, db, world,
 def test_an_admin_session_expires(app, db, world, monkeypatch):
     client = _signed_in(app, db, world)
     ttl = app.extensions["devicetrust"].settings.admin_session_ttl
-    now = time.time()
-    clock = types.SimpleNamespace(time=lambda: now + ttl - 5)
-    monkeypatch.setattr(auth, "time", clock)
+    now = utcnow()
+    clock = types.SimpleNamespace(now=now + dt.timedelta(seconds=ttl - 5))
+    monkeypatch.setattr(admin_sessions, "utcnow", lambda: clock.now)
     assert client.get(PAGE).status_code == 200  # not yet
-    clock.time = lambda: now + ttl + 5
+    clock.now = now + dt.timedelta(seconds=ttl + 5)
     _signed_out(client)
 
 

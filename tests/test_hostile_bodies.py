@@ -49,6 +49,7 @@ FORM_ROUTES = {
     ("POST", "/admin/devices/<device_id>/action"),
     ("POST", "/admin/exemptions"),
     ("POST", "/admin/exemptions/<int:exemption_id>/remove"),
+    ("POST", "/admin/sessions/end-others"),
     ("POST", "/admin/settings/policy"),
     ("POST", "/admin/signin"),
     ("POST", "/admin/signout"),

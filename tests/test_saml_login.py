@@ -218,9 +218,12 @@ def test_concurrent_completion_issues_one_response(idp):
     client.post(f"/login/{txn}/response", content=device.answer(token))
     results: list[tuple[int, str]] = []
     barrier = threading.Barrier(6)
+    # The browser that fetched the answered challenge holds its holder cookie.
+    holder = client.c.get_cookie("devicetrust_holder").value
+    cookie = {"Cookie": f"devicetrust_holder={holder}"}
 
     def finish():
-        with idp.test_request_context(f"/login/{txn}/continue"):
+        with idp.test_request_context(f"/login/{txn}/continue", headers=cookie):
             from flask import session
 
             session["login_txns"] = [txn]

@@ -4,9 +4,12 @@
   employee login page verifies the device, and :func:`complete_login` (the
   ``admin`` completer) opens a session only for a verified device whose owner
   is in ``DEVICETRUST_ADMIN_GROUP``. A bootstrap token opens one session too.
-* **Sessions** live in Flask's signed cookie (HttpOnly, SameSite=Lax, Secure on
-  https) with an expiry. Each request re-reads the user, the group membership
-  and the device, so a revocation or a group change ends the session at once.
+* **Sessions** are ``admin_sessions`` rows (:mod:`idp_service.admin.sessions`);
+  the signed cookie (HttpOnly, SameSite=Lax, ``__Host-`` and Secure on https)
+  holds only the row's secret. Each request reads the row and re-reads the
+  user, the group membership and the device; a failed recheck, sign-out, a
+  SCIM deactivation or a device revocation ends the row, so a copied cookie
+  is worth nothing afterwards.
 * **CSRF**: a random per-session token, compared in constant time on every
   POST; a refusal writes nothing but an audit event.
 """
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 
 from flask import Response, g, make_response, redirect, render_template, request, session
@@ -23,11 +25,13 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from idp_service import audit
+from idp_service.admin import sessions as admin_sessions
 from idp_service.blueprints.login import MESSAGES, remember
 from idp_service.context import ctx
 from idp_service.errors import ApiError
+from idp_service.identity import name_key
 from idp_service.storage.models import Device, LoginTransaction, User, utcnow
-from scim.groups import groups_of
+from scim.groups import group_keys_of
 
 SESSION_KEY = "admin"
 CSRF_KEY = "admin_csrf"
@@ -41,6 +45,7 @@ class Admin:
     via: str  # "device" or "bootstrap"
     user_id: str | None = None
     device_id: str | None = None
+    session_id: str | None = None  # the admin_sessions row of this browser
 
     @property
     def actor(self) -> str:
@@ -69,13 +74,13 @@ def check_csrf() -> None:
         and (origin is None or origin in ctx().settings.allowed_origins)
     )
     if not ok:
-        admin = session.get(SESSION_KEY) or {}
+        admin = current_admin()
         audit.record_separately(
             ctx().db,
             "admin.csrf",
             "rejected",
             code="csrf_invalid",
-            actor=f"admin:{admin['user_name']}" if admin.get("user_name") else None,
+            actor=admin.actor if admin is not None else None,
             remote_addr=request.remote_addr,
             details={"path": request.path},
         )
@@ -83,22 +88,48 @@ def check_csrf() -> None:
 
 
 def in_admin_group(s: Session, user_id: str) -> bool:
-    """True when the user is in the configured admin group (directly or nested)."""
-    wanted = ctx().settings.admin_group.casefold()
-    return bool(wanted) and any(name.casefold() == wanted for name in groups_of(s, user_id))
+    """True when the user is in the configured admin group (directly or nested).
+
+    The group is the one whose stored key equals the setting's
+    :func:`~idp_service.identity.name_key`, compared exactly: keys are unique, so
+    at most one group is the admin group, and a look-alike name that keys the
+    same (``devicetrust-adminſ``) was refused when SCIM tried to write it.
+    """
+    name = ctx().settings.admin_group
+    return bool(name) and name_key(name) in group_keys_of(s, user_id)
 
 
 def open_session(admin: Admin) -> None:
-    """Start a fresh console session (a new cookie content and CSRF token)."""
+    """Start a fresh console session: a new server-side row, cookie content and CSRF token.
+
+    The browser's whole Flask session is cleared first (a privilege change rotates
+    everything the cookie held, including the login transactions it owned).
+    """
+    svc = ctx()
+    old = session.get(SESSION_KEY)
+    with svc.db.session() as s:
+        if isinstance(old, dict) and isinstance(old.get("sid"), str):
+            admin_sessions.end(s, old["sid"], "replaced")
+        secret = admin_sessions.open_row(
+            s,
+            via=admin.via,
+            user_name=admin.user_name,
+            user_id=admin.user_id,
+            device_id=admin.device_id,
+            ttl_seconds=svc.settings.admin_session_ttl,
+        )
     session.clear()
-    session[SESSION_KEY] = {
-        "user_name": admin.user_name,
-        "via": admin.via,
-        "user_id": admin.user_id,
-        "device_id": admin.device_id,
-        "exp": int(time.time()) + ctx().settings.admin_session_ttl,
-    }
+    session[SESSION_KEY] = {"sid": secret}
     session[CSRF_KEY] = secrets.token_urlsafe(32)
+
+
+def end_session(reason: str) -> None:
+    """End this browser's console session on the server, and forget it in the cookie."""
+    data = session.get(SESSION_KEY)
+    if isinstance(data, dict) and isinstance(data.get("sid"), str):
+        with ctx().db.session() as s:
+            admin_sessions.end(s, data["sid"], reason)
+    session.clear()
 
 
 def current_admin() -> Admin | None:
@@ -112,32 +143,41 @@ def current_admin() -> Admin | None:
 
 
 def _load() -> Admin | None:
+    """The session's row, live, and (for a device session) its user, device and group now.
+
+    A failed recheck ends the row, so a session once refused stays ended even if
+    the fact that refused it (group membership, device state) is restored later.
+    """
     data = session.get(SESSION_KEY)
-    if not isinstance(data, dict) or not isinstance(data.get("exp"), int):
-        return None
-    if data["exp"] <= time.time():
-        return None
-    admin = Admin(
-        user_name=str(data.get("user_name")),
-        via=str(data.get("via")),
-        user_id=data.get("user_id"),
-        device_id=data.get("device_id"),
-    )
-    if admin.via == "bootstrap":
-        return admin
-    if admin.via != "device" or not admin.user_id or not admin.device_id:
+    if not isinstance(data, dict) or not isinstance(data.get("sid"), str):
         return None
     with ctx().db.session() as s:
-        user = s.get(User, admin.user_id)
-        device = s.get(Device, admin.device_id)
-        if (
-            user is None
-            or not user.active
-            or device is None
-            or device.state != "trusted"
-            or device.user_id != user.id
-            or not in_admin_group(s, user.id)
-        ):
+        row = admin_sessions.live(s, data["sid"])
+        if row is None:
+            return None
+        admin = Admin(
+            user_name=row.user_name,
+            via=row.via,
+            user_id=row.user_id,
+            device_id=row.device_id,
+            session_id=row.id,
+        )
+        if admin.via == "bootstrap":
+            return admin
+        reason: str | None = None
+        if admin.via != "device" or not admin.user_id or not admin.device_id:
+            reason = "invalid"
+        else:
+            user = s.get(User, admin.user_id)
+            device = s.get(Device, admin.device_id)
+            if user is None or not user.active:
+                reason = "owner_inactive"
+            elif device is None or device.state != "trusted" or device.user_id != user.id:
+                reason = "device_not_trusted"
+            elif not in_admin_group(s, user.id):
+                reason = "not_admin"
+        if reason is not None:
+            admin_sessions.end(s, data["sid"], reason)
             return None
     return admin
 

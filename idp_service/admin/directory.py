@@ -9,6 +9,7 @@ from idp_service.admin import queries
 from idp_service.admin.blueprint import bp
 from idp_service.context import ctx
 from idp_service.errors import ApiError
+from idp_service.identity import name_key
 from idp_service.saml import sp_registry
 from idp_service.storage.models import Device, User
 from scim.tables import Group, GroupMember
@@ -17,8 +18,8 @@ from scim.tables import Group, GroupMember
 @bp.get("/users")
 def users() -> str:
     """Users by userName, paged by keyset, with a prefix search."""
-    q = (request.args.get("q") or "").strip().lower()
-    after = (request.args.get("after") or "").strip().lower()
+    q = name_key((request.args.get("q") or "").strip())
+    after = name_key((request.args.get("after") or "").strip())
     if len(q) > queries.MAX_QUERY or len(after) > 256:
         raise ApiError("bad_query", "search text is too long")
     query = select(User)
@@ -54,7 +55,7 @@ def groups() -> str:
             .limit(1000)
         ).all()
     return render_template(
-        "admin/groups.html", rows=rows, admin_group=ctx().settings.admin_group.casefold()
+        "admin/groups.html", rows=rows, admin_group=name_key(ctx().settings.admin_group)
     )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from agent.collectors.schema import PLATFORMS
 from idp_service.errors import ApiError
+from idp_service.identity import name_key
 from idp_service.storage.flag_tables import DeviceFlag
 from idp_service.storage.models import DEVICE_STATES, AuditEvent, Device, User
 from idp_service.storage.posture_tables import CheckResultRow
@@ -129,7 +130,7 @@ def search_devices(
         query = query.where(Device.id.in_(results))
     if flt.q:
         q = flt.q
-        owners = select(User.id).where(_prefix(User.user_name_lower, q.lower()))
+        owners = select(User.id).where(_prefix(User.user_name_lower, name_key(q)))
         # One indexed lookup per branch, united: an OR would walk the whole sort index.
         branches = [
             Device.id == q,
@@ -252,7 +253,7 @@ def audit_page(
     if flt.device_id:
         query = query.where(AuditEvent.device_id == flt.device_id)
     if flt.user:
-        user_id = session.scalar(select(User.id).where(User.user_name_lower == flt.user.lower()))
+        user_id = session.scalar(select(User.id).where(User.user_name_lower == name_key(flt.user)))
         query = query.where(AuditEvent.user_id == (user_id or flt.user))
     if flt.before is not None:
         query = query.where(AuditEvent.id < flt.before)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Response, redirect, render_template, request, session
+from flask import Response, redirect, render_template, request
 
 from idp_service import audit
 from idp_service.admin import bootstrap
-from idp_service.admin.auth import SESSION_KEY, Admin, current_admin, open_session
+from idp_service.admin.auth import Admin, current_admin, end_session, open_session
 from idp_service.admin.blueprint import bp
 from idp_service.blueprints.login import start_transaction
 from idp_service.context import ctx
@@ -65,5 +65,5 @@ def signout() -> Response:
         audit.record_separately(
             ctx().db, "admin.signout", "ok", actor=admin.actor, remote_addr=request.remote_addr
         )
-    session.pop(SESSION_KEY, None)
+    end_session("signout")
     return redirect("/admin/signin", 303)

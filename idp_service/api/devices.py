@@ -20,6 +20,7 @@ from idp_service.api import schema as S
 from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor, like, limit_of
 from idp_service.api.core import operation as op
 from idp_service.errors import ApiError
+from idp_service.identity import name_key
 from idp_service.storage import posture_tables as pt
 from idp_service.storage.flag_tables import FLAG_KINDS, DeviceFlag
 from idp_service.storage.models import DEVICE_STATES, AuditEvent, Device, User
@@ -180,7 +181,7 @@ def device_page(session: Session, query: dict[str, Any], limit: int) -> dict[str
         stmt = stmt.where(Device.platform == query["platform"])
     if query.get("user"):
         who = query["user"]
-        stmt = stmt.where(or_(User.id == who, User.user_name_lower == who.lower()))
+        stmt = stmt.where(or_(User.id == who, User.user_name_lower == name_key(who)))
     if query.get("q"):
         pattern = like(query["q"])
         stmt = stmt.where(

@@ -9,18 +9,35 @@ hands the transaction to the surface that started it (SAML, or the plain
 device check) through a *completer* registered in ``LOGIN_COMPLETERS``.
 
 Transactions are bound to the browser that started them by the session cookie,
-so a transaction id alone is worth nothing to someone else.
+so a transaction id alone is worth nothing to someone else. A session cookie
+can be copied into another browser (planted), so a verified transaction is
+also bound to the browser whose device answered it: ``/challenge`` sets a
+holder cookie derived from the challenge it hands out, and ``/continue``
+requires the holder of the challenge that was answered
+(:func:`idp_service.transactions.holder_secret`).
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 
-from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, session
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+)
 from sqlalchemy.orm import Session
 
 from idp_service import audit, authenticate, challenges, login_enroll, transactions
 from idp_service.bodies import json_body, read_body
+from idp_service.config import cookie_name
 from idp_service.context import ctx
 from idp_service.errors import HINTS, ApiError
 from idp_service.storage.login_reads import read_login, read_transaction
@@ -31,6 +48,7 @@ bp = Blueprint("login", __name__)
 
 MAX_TXNS_PER_SESSION = 8
 MAX_ENVELOPE = 64 * 1024
+MAX_HOLDERS = 8  # challenge holders a browser keeps (one cookie, about 260 bytes)
 
 # kind -> function(txn, user, device) -> Response. The SAML surface registers "saml".
 Completer = Callable[[LoginTransaction, User | None, Device | None], Response | str]
@@ -47,6 +65,8 @@ MESSAGES = {
     "device_key_mismatch": "This device answered with a key that does not match its enrollment.",
     "expired": "This sign-in took too long and has expired.",
     "posture_blocked": "This device does not meet your organization's security requirements.",
+    "login_elsewhere": "This sign-in was answered by a device in another browser, so it "
+    "cannot be continued here. Start a new sign-in on this computer.",
 }
 
 
@@ -137,13 +157,75 @@ def login_challenge(txn_id: str) -> Response:
         raise ApiError("login_closed", "This sign-in is finished or expired.", 409)
     service = ctx()
     token, challenge = challenges.issue(service, "authenticate", transactions.binding_for(txn_id))
-    return jsonify(
+    response = jsonify(
         {
             "challenge": token,
             "expires_at": challenge.expires_at,
             "ports": list(service.settings.agent_ports),
         }
     )
+    # One cookie keeps the holders of this browser's last few challenges (of any sign-in):
+    # a retry fetches a new challenge while the agent may still answer an older one, and
+    # a bounded cookie never grows the request headers however many sign-ins a browser runs.
+    kept = [h for h in request.cookies.get(holder_cookie(), "").split(".") if len(h) == 32]
+    kept = [
+        *kept[-(MAX_HOLDERS - 1) :],
+        transactions.holder_secret(current_app.secret_key, challenge.id_text),
+    ]
+    response.set_cookie(
+        holder_cookie(),
+        ".".join(kept),
+        max_age=service.settings.login_ttl,
+        path="/",
+        secure=service.settings.public_url.startswith("https://"),
+        httponly=True,
+        samesite="Lax",
+    )
+    return response
+
+
+def holder_cookie() -> str:
+    """The name of the cookie that holds this browser's challenge holder secrets."""
+    return cookie_name(ctx().settings, "devicetrust_holder")
+
+
+def _holder_ok(txn_id: str) -> bool:
+    """True unless the transaction was verified by a challenge this browser did not fetch."""
+    with ctx().db.session() as s:
+        answered = transactions.answered_challenge(s, txn_id)
+    if answered is None:
+        return True  # nothing verified, nothing to hand over
+    expected = transactions.holder_secret(current_app.secret_key, answered).encode()
+    sent = request.cookies.get(holder_cookie(), "").split(".")[-MAX_HOLDERS:]
+    found = False
+    for holder in sent:  # no early exit: every kept holder is compared
+        found |= hmac.compare_digest(holder.encode(), expected)
+    return found
+
+
+def _handed_over(txn: LoginTransaction) -> tuple[str, int]:
+    """The refusal of a ``/continue`` from a browser that did not fetch the answered challenge."""
+    audit.record_separately(
+        ctx().db,
+        "login.continue",
+        "rejected",
+        code="login_elsewhere",
+        user_id=txn.user_id,
+        device_id=txn.device_id,
+        remote_addr=request.remote_addr,
+        details={"kind": (txn.context or {}).get("kind", "local")},
+    )
+    page = render_template(
+        "login_done.html",
+        txn=txn,
+        user=None,
+        device=None,
+        code="login_elsewhere",
+        message=MESSAGES["login_elsewhere"],
+        hint="",
+        approve_url=None,
+    )
+    return page, 403
 
 
 @bp.post("/login/<txn_id>/response")
@@ -218,6 +300,8 @@ def login_continue(txn_id: str) -> Response | str | tuple[str, int]:
         abort(404)
     if txn.status == "pending" and transactions.is_open(txn):
         return redirect(f"/login/{txn_id}", 303)
+    if not _holder_ok(txn_id):
+        return _handed_over(txn)
     kind = (txn.context or {}).get("kind", "local")
     completer = LOGIN_COMPLETERS.get(kind, _complete_local)
     if txn.completed_at is not None:

@@ -39,6 +39,7 @@ from idp_service import audit, transactions
 from idp_service.blueprints.login import MESSAGES
 from idp_service.context import ServiceContext, ctx
 from idp_service.errors import HINTS
+from idp_service.identity import name_key
 from idp_service.saml import assertion, attributes, pages, response, service
 from idp_service.saml.constants import (
     KEY_TYPE_FOR_ALGORITHM,
@@ -62,9 +63,9 @@ FACTOR_HINTS = {
 
 
 def same_user(subject: str, user: User) -> bool:
-    """True when a broker's subject names ``user`` (userName or e-mail, case-insensitive)."""
-    wanted = subject.strip().casefold()
-    return wanted in {user.user_name.casefold(), (user.email or "").casefold()}
+    """True when a broker's subject names ``user`` (userName or e-mail, under ``name_key``)."""
+    wanted = name_key(subject.strip())
+    return wanted in {name_key(user.user_name), name_key(user.email or "")}
 
 
 def tofu_subject(txn: LoginTransaction) -> str | None:
