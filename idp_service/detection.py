@@ -85,15 +85,20 @@ _PLACEHOLDERS = frozenset(
 
 
 def _known(value: str | None) -> str | None:
-    """An identifier, or None when unknown: empty (agents send "" for unknown), a
-    vendor placeholder, or a UUID made of one repeated digit (all zeros, all Fs)."""
+    """A value, or None when unknown (agents send "" for unknown)."""
+    return value if value else None
+
+
+def _hardware_id(value: str | None) -> str | None:
+    """A hardware UUID or serial, or None when unknown: empty, a vendor placeholder,
+    or a UUID of all zeros or all Fs."""
     if not value:
         return None
     folded = value.strip().casefold()
     if folded in _PLACEHOLDERS:
         return None
-    digits = folded.replace("-", "")
-    if len(digits) >= 8 and len(set(digits)) == 1:
+    hex_digits = folded.replace("-", "")
+    if len(hex_digits) == 32 and set(hex_digits) in ({"0"}, {"f"}):
         return None
     return value
 
@@ -114,8 +119,8 @@ def hardware_finding(
 ) -> Finding | None:
     """``hardware_mismatch`` when a known identifier differs from the known stored one."""
     pairs = {
-        "hardware_uuid": (_known(stored_uuid), _known(seen.get("hardware_uuid"))),
-        "serial": (_known(stored_serial), _known(seen.get("serial"))),
+        "hardware_uuid": (_hardware_id(stored_uuid), _hardware_id(seen.get("hardware_uuid"))),
+        "serial": (_hardware_id(stored_serial), _hardware_id(seen.get("serial"))),
     }
     differing = [k for k, (a, b) in pairs.items() if a is not None and b is not None and a != b]
     if not differing:
@@ -359,8 +364,8 @@ def duplicates(
 ) -> list[dict[str, Any]]:
     """Other registered, not revoked devices claiming this hardware (same hardware UUID, or
     same serial on the same OS)."""
-    hw_uuid = _known(platform.get("hardware_uuid"))
-    serial = _known(platform.get("serial"))
+    hw_uuid = _hardware_id(platform.get("hardware_uuid"))
+    serial = _hardware_id(platform.get("serial"))
     same: list[Any] = []
     if hw_uuid is not None:
         same.append(Device.hardware_uuid == hw_uuid)

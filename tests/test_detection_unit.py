@@ -63,8 +63,9 @@ def test_firmware_placeholders_count_as_unknown(placeholder):
         )
         is None
     )
-    assert detection._known(placeholder) is None
-    assert detection._known("4C4C4544-0042-3510-8052-B4C04F564E32") is not None
+    assert detection._hardware_id(placeholder) is None
+    assert detection._hardware_id("4C4C4544-0042-3510-8052-B4C04F564E32") is not None
+    assert detection._hardware_id("AAAAAAAA") is not None  # only the all-0/all-F UUIDs
 
 
 def test_instances_alternating_within_the_window_are_two_agents():
