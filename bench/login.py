@@ -548,6 +548,12 @@ def main() -> None:
 
     parser.add_argument("--http-only", action="store_true", help="only the HTTP figures")
     parser.add_argument(
+        "--rate-limits",
+        action="store_true",
+        help="keep per-client rate limiting on (counted in the database, limits set too high to"
+        " refuse), to measure what counting costs",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="a few iterations of every code path (make test runs this); figures mean nothing",
@@ -562,7 +568,18 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         url, drop = _scratch_pg(args.pg_url)
         try:
-            logins, failed, cpu = http_logins(url, args.seconds, args.clients)
+            counted = (
+                {
+                    "DEVICETRUST_RATELIMIT_ENABLED": "true",
+                    **{
+                        f"DEVICETRUST_RATELIMIT_{group}": "100000000/minute"
+                        for group in ("SAML", "LOGIN", "AGENT", "ENROLL")
+                    },
+                }
+                if args.rate_limits
+                else None
+            )
+            logins, failed, cpu = http_logins(url, args.seconds, args.clients, counted)
         finally:
             drop()
         _print_http(logins, failed, cpu, args.clients, load_before)
