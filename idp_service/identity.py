@@ -23,7 +23,8 @@ from confusable_homoglyphs import confusables
 
 
 class ConfusableName(ValueError):
-    """A name mixes scripts with look-alike characters."""
+    """A name that can't be an identity: it mixes scripts with look-alike characters,
+    or holds control characters (which render as nothing, or reorder the text)."""
 
 
 def name_key(value: str) -> str:
@@ -37,8 +38,16 @@ def names_equal(a: str, b: str) -> bool:
     return name_key(a) == name_key(b)
 
 
+# Control (Cc) and format (Cf: bidi overrides, zero-width joiners, ...) characters
+# make two names that render alike, or text that renders in another order.
+_INVISIBLE = {"Cc", "Cf"}
+
+
 def check_identifier(value: str) -> None:
-    """Refuse (``ConfusableName``) a name that mixes scripts with confusable characters."""
+    """Refuse (``ConfusableName``) a name that holds control or format characters, or
+    that mixes scripts with confusable characters."""
+    if any(unicodedata.category(ch) in _INVISIBLE for ch in value):
+        raise ConfusableName(f"{value!r} holds control or invisible formatting characters")
     if confusables.is_dangerous(unicodedata.normalize("NFC", value)):
         raise ConfusableName(f"{value!r} mixes scripts with look-alike characters")
 

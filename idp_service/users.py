@@ -38,7 +38,9 @@ def create(
         check_identifier(user_name)
     except ConfusableName:
         raise ApiError(
-            "invalid_user_name", "userName mixes scripts with look-alike characters."
+            "invalid_user_name",
+            "userName mixes scripts with look-alike characters, or holds control or"
+            " invisible formatting characters.",
         ) from None
     existing = find(session, user_name)
     if existing is not None:

@@ -148,7 +148,8 @@ def _identifier(value: str, attribute: str) -> str:
         check_identifier(value)
     except ConfusableName:
         raise InvalidValueException(
-            detail=f"{attribute} mixes scripts with look-alike characters"
+            detail=f"{attribute} mixes scripts with look-alike characters, or holds control"
+            " or invisible formatting characters"
         ) from None
     return name_key(value)
 

@@ -173,6 +173,26 @@ def test_look_alike_users_are_one_user(db, scim):
         assert s.scalar(select(text("count(*)")).select_from(User)) == 2
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ann\x1e@example.com",  # a control character renders as nothing
+        "ann\u200b@example.com",  # zero-width space: two names that render alike
+        "moc.elpmaxe@\u202enna",  # a bidi override reorders what follows
+    ],
+)
+def test_names_with_control_or_invisible_characters_are_refused(db, scim, name):
+    status, body = scim("POST", "/v2/Users", {"schemas": [USER], "userName": name})
+    assert status == 400 and body["scimType"] == "invalidValue", body
+    status, body = scim("POST", "/v2/Groups", {"schemas": [GROUP], "displayName": name})
+    assert status == 400 and body["scimType"] == "invalidValue", body
+    with db.session() as s:
+        with pytest.raises(ApiError) as refused:
+            users.create(s, name, actor="test")
+        assert refused.value.code == "invalid_user_name"
+        assert s.scalar(select(text("count(*)")).select_from(User)) == 0
+
+
 def test_cli_create_user_refuses_a_look_alike_of_a_scim_user(db, scim, service_ctx):
     renee = _user(scim, RENEE_NFC)
     settings = service_ctx.extensions["devicetrust"].settings
