@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from limits.storage import Storage
-from sqlalchemy import Engine, case, delete, select
+from sqlalchemy import Engine, bindparam, case, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -62,6 +62,7 @@ class DatabaseStorage(Storage):
         self.clock = clock
         self._postgres = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if self._postgres else sqlite.insert
+        self._incr = self._build_incr()
         self._sweep_lock = threading.Lock()
         self._next_sweep = 0.0
 
@@ -69,25 +70,35 @@ class DatabaseStorage(Storage):
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
         return SQLAlchemyError
 
+    def _build_incr(self) -> Any:
+        """The increment statement, built once with bound parameters (its compiled
+        form is then cached by SQLAlchemy, not rebuilt for every request)."""
+        now = bindparam("now")
+        stmt = self._insert(_table).values(
+            key=bindparam("key"), count=bindparam("amount"), expires_at=bindparam("expires_at")
+        )
+        ended = _table.c.expires_at <= now
+        return stmt.on_conflict_do_update(
+            index_elements=[_table.c.key],
+            set_={
+                "count": case(
+                    (ended, stmt.excluded.count), else_=_table.c.count + stmt.excluded.count
+                ),
+                "expires_at": case((ended, stmt.excluded.expires_at), else_=_table.c.expires_at),
+            },
+        ).returning(_table.c.count)
+
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Add ``amount`` to ``key``'s counter (a new window of ``expiry`` seconds if
         there is none or it ended) and return the count, in one atomic statement."""
         now = self.clock()
-        stmt = self._insert(_table).values(key=key, count=amount, expires_at=now + expiry)
-        ended = _table.c.expires_at <= now
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[_table.c.key],
-            set_={
-                "count": case((ended, stmt.excluded.count), else_=_table.c.count + amount),
-                "expires_at": case((ended, stmt.excluded.expires_at), else_=_table.c.expires_at),
-            },
-        ).returning(_table.c.count)
+        params = {"key": key, "amount": amount, "expires_at": now + expiry, "now": now}
         with self.engine.begin() as conn:
             if self._postgres:
                 # A counter lost in a crash costs nothing but a few free requests:
                 # don't make every request wait for its own WAL flush.
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-            count = conn.execute(stmt).scalar_one()
+            count = conn.execute(self._incr, params).scalar_one()
         self._sweep(now)
         return int(count)
 
