@@ -24,7 +24,7 @@ _GROUPS_OF = Statement(
         UNION
         SELECT m.group_id FROM group_members m JOIN member_of ON m.value = member_of.id
     )
-    SELECT g.display_name FROM groups g JOIN member_of ON g.id = member_of.id
+    SELECT g.display_name, g.display_name_key FROM groups g JOIN member_of ON g.id = member_of.id
     """
 )
 
@@ -35,18 +35,6 @@ def groups_of(session: Session, user_id: str) -> list[str]:
     return sorted(names, key=str.casefold)
 
 
-_GROUP_KEYS_OF = Statement(
-    """
-    WITH RECURSIVE member_of(id) AS (
-        SELECT group_id FROM group_members WHERE value = :user_id
-        UNION
-        SELECT m.group_id FROM group_members m JOIN member_of ON m.value = member_of.id
-    )
-    SELECT g.display_name_key FROM groups g JOIN member_of ON g.id = member_of.id
-    """
-)
-
-
 def group_keys_of(session: Session, user_id: str) -> set[str]:
     """The stored name keys (``identity.name_key``) of every group ``user_id`` belongs to."""
-    return {row[0] for row in _GROUP_KEYS_OF.rows(session, user_id=user_id)}
+    return {row[1] for row in _GROUPS_OF.rows(session, user_id=user_id)}
