@@ -1,6 +1,6 @@
 """Approve ceremony, agent half: show the codes that let a new device of this user in.
 
-The service half is ``idp_service/approve.py``. A trusted device fetches its
+The service half is ``idp_service/devices/approve.py``. A trusted device fetches its
 pending notices with a poll signed by its device key
 (``trust_protocol/poll.py``); each notice is sealed to this device's box key
 and signed by the service key pinned at enrollment (``trust_protocol/notice.py``),

@@ -1,6 +1,6 @@
 """Authenticate ceremony, agent half: answer a login challenge the pinned service signed.
 
-The service half is ``idp_service/authenticate.py``. The agent checks that the
+The service half is ``idp_service/signin/authenticate.py``. The agent checks that the
 challenge is signed by the key pinned at enrollment, that it is for
 ``authenticate``, that the requesting browser origin is one the challenge
 allows, and that it is fresh by this device's clock (within

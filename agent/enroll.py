@@ -1,6 +1,6 @@
 """Enroll ceremony, agent half: register this device with a service using a one-time code.
 
-The service half is ``idp_service/enroll.py``. Steps: fetch the service's
+The service half is ``idp_service/devices/enroll.py``. Steps: fetch the service's
 identity and pin its challenge-signing key; ask for a ``register`` challenge and
 verify it with that key; answer it with this device's public keys, platform
 identifiers and the code, sealed to the challenge's box key; store what the

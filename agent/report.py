@@ -1,6 +1,6 @@
 """Report ceremony, agent half: send this device's posture facts, signed and boxed.
 
-The service half is ``idp_service/report.py``. Each report answers a fresh
+The service half is ``idp_service/devices/report.py``. Each report answers a fresh
 ``report`` challenge bound to this device, so a report can be neither replayed
 nor forged for another device. The agent sends facts only; the service
 evaluates them (it never takes the agent's word for a verdict).

@@ -34,9 +34,9 @@ STATES = ("trusted",) * 17 + ("pending", "revoked", "denied")
 
 def seed(url: str, devices: int) -> dict[str, str]:
     """Insert ``devices`` devices and their owners into the migrated database at ``url``."""
-    from idp_service.storage.db import Database
-    from idp_service.storage.models import AuditEvent, Device, User, utcnow
-    from idp_service.storage.posture_tables import CheckResultRow
+    from idp_service.platform.db import Database
+    from idp_service.platform.models import AuditEvent, Device, User, utcnow
+    from idp_service.posture.tables import CheckResultRow
 
     db = Database(url)
     now = utcnow()
@@ -118,7 +118,7 @@ def time_pages(url: str, sample: dict[str, str], *, runs: int = 5) -> dict[str, 
 
     from idp_service.admin import bootstrap
     from idp_service.app import create_app
-    from idp_service.config import Settings
+    from idp_service.platform.config import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(
@@ -165,7 +165,7 @@ def time_pages(url: str, sample: dict[str, str], *, runs: int = 5) -> dict[str, 
 
 def run(url: str, devices: int) -> str:
     """Migrate, seed, time; the report as text."""
-    from idp_service.storage.migrate import upgrade
+    from idp_service.platform.migrate import upgrade
 
     upgrade(url)
     t0 = time.perf_counter()

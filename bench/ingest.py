@@ -353,8 +353,9 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
     import psutil
     from sqlalchemy.engine import make_url
 
-    from idp_service import enroll, users
-    from idp_service.storage.db import Database
+    from idp_service.devices import enroll
+    from idp_service.directory import users
+    from idp_service.platform.db import Database
     from tests.procs import start_service
 
     dbname = make_url(pg_url).database
@@ -478,10 +479,11 @@ def breakdown(pg_url: str, docs: list[dict[str, Any]], n: int) -> dict[str, floa
     from nacl.signing import VerifyKey
     from sqlalchemy.engine import make_url
 
-    from idp_service import enroll, report, users
     from idp_service.app import create_app
-    from idp_service.config import Settings
-    from idp_service.storage.migrate import upgrade
+    from idp_service.devices import enroll, report
+    from idp_service.directory import users
+    from idp_service.platform.config import Settings
+    from idp_service.platform.migrate import upgrade
     from posture_checks.evaluator import evaluate_all, prepare_facts
     from posture_checks.incremental import FactDigests
     from trust_protocol import DeviceKeys, ResponseBody, parse_challenge, seal_response

@@ -269,9 +269,10 @@ def http_logins(
 ) -> tuple[float, int, dict[str, float]]:
     """(full logins/s, failures, CPU seconds per component) over HTTP: gunicorn, 2 workers,
     PostgreSQL."""
-    from idp_service import enroll, users
+    from idp_service.devices import enroll
+    from idp_service.directory import users
+    from idp_service.platform.db import Database
     from idp_service.saml import api
-    from idp_service.storage.db import Database
     from tests.procs import start_service
     from tests.saml_support import sp_metadata
 
@@ -342,8 +343,8 @@ def issuance(tmp: Path) -> dict[str, float]:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, padding
 
-    from idp_service.saml import assertion, response
     from idp_service.saml.keys import _generate, load
+    from idp_service.saml.protocol import assertion, response
 
     results: dict[str, float] = {}
     loaded = {}

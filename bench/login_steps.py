@@ -82,11 +82,12 @@ def _count_statements(engine, counts: dict[str, int]) -> None:  # noqa: ANN001
 
 def run(url: str, n: int, profile: str | None, profile_steps: tuple[str, ...] = STEPS) -> None:
     """Set up a service on ``url`` and time ``n`` logins step by step."""
-    from idp_service import enroll, users
     from idp_service.app import create_app
-    from idp_service.config import Settings
+    from idp_service.devices import enroll
+    from idp_service.directory import users
+    from idp_service.platform.config import Settings
+    from idp_service.platform.migrate import upgrade
     from idp_service.saml import api
-    from idp_service.storage.migrate import upgrade
     from tests.saml_support import FlaskClient, SimDevice, sp_metadata
 
     upgrade(url)

@@ -6,7 +6,7 @@ Prints, in one run, everything on one core (the bench pins itself to one CPU):
   * the protocol checks alone (``open_response``: HKDF key derivation, box open,
     both signature checks, parsing), no database;
   * the service's full verify path per second, in-process, through the real
-    database code (``idp_service.authenticate.verify``: the protocol checks, then
+    database code (``idp_service.signin.authenticate.verify``: the protocol checks, then
     the one guarded write that consumes the challenge, checks the device is
     trusted with this key and its owner active, updates the device and the login
     transaction and appends the audit event, durably committed), on SQLite and on
@@ -70,13 +70,13 @@ class ServicePath:
     """A service context on one database, with a trusted device and sealed answers."""
 
     def __init__(self, url: str) -> None:
-        from idp_service import users
-        from idp_service.config import Settings
-        from idp_service.context import ServiceContext
-        from idp_service.keys import load_server_keys
-        from idp_service.storage.db import Database
-        from idp_service.storage.migrate import upgrade
-        from idp_service.storage.models import Device, utcnow
+        from idp_service.directory import users
+        from idp_service.platform.config import Settings
+        from idp_service.platform.db import Database
+        from idp_service.platform.keys import load_server_keys
+        from idp_service.platform.migrate import upgrade
+        from idp_service.platform.models import Device, utcnow
+        from idp_service.services import ServiceContext
         from trust_protocol import DeviceKeys
 
         upgrade(url)
@@ -106,7 +106,8 @@ class ServicePath:
         """``n`` answers, each to its own challenge bound to its own login transaction."""
         from sqlalchemy import text
 
-        from idp_service import challenges, transactions
+        from idp_service.devices import challenges
+        from idp_service.signin import transactions
         from trust_protocol import ResponseBody, seal_response
 
         platform = {"hardware_uuid": "bench-hw", "serial": "bench-sn", "os": "linux"}
@@ -141,7 +142,7 @@ class ServicePath:
 
     def verify(self, batch: list[bytes], threads: int = 1) -> None:
         """The full verify path for each answer, on ``threads`` threads."""
-        from idp_service.authenticate import verify
+        from idp_service.signin.authenticate import verify
 
         def run(chunk: list[bytes]) -> None:
             for env in chunk:
@@ -156,7 +157,7 @@ class ServicePath:
 
     def commit_latency_us(self, n: int = 300) -> float:
         """Median microseconds of one durable single-row INSERT in autocommit (WAL flush)."""
-        from idp_service.storage.driver import driver
+        from idp_service.platform.driver import driver
 
         times = []
         with driver(self.db.engine) as (conn, _):

@@ -7,12 +7,12 @@ import logging
 from flask import Flask
 from werkzeug.routing import IntegerConverter
 
-from idp_service import audit_chain
-from idp_service.config import Settings, cookie_name
-from idp_service.context import ServiceContext
-from idp_service.errors import register_error_handlers
-from idp_service.keys import SESSION_KEY, load_secret, load_server_keys
-from idp_service.storage.db import Database
+from idp_service.platform import audit_chain
+from idp_service.platform.config import Settings, cookie_name
+from idp_service.platform.db import Database
+from idp_service.platform.keys import SESSION_KEY, load_secret, load_server_keys
+from idp_service.services import ServiceContext
+from idp_service.web.errors import register_error_handlers
 
 # The largest id any table holds (a signed 64-bit integer, SQLite's and PostgreSQL's
 # bigint): a larger number in a URL matches no route (404), never reaching the database.
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     db = Database(settings.database_url)
     service = ServiceContext(settings=settings, db=db, keys=load_server_keys(db))
     app.extensions["devicetrust"] = service
-    from idp_service import approve
+    from idp_service.devices import approve
 
     approve.load_key(service)  # the approval-code HMAC key, read before any request
     app.config.update(
@@ -63,26 +63,30 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     register_error_handlers(app)
-    from idp_service import headers
+    from idp_service.web import headers
 
     headers.install(app, settings)  # no framing anywhere; a strict CSP on every page
-    from idp_service import display
+    from idp_service.web import display
 
     display.install(app)  # untrusted names are isolated from the page's text direction
     app.jinja_env.globals["public_url"] = settings.public_url  # never the Host header
     if settings.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
-        # The client address is the one the trusted proxies saw (idp_service/ratelimit.py).
+        # The client address is the one the trusted proxies saw (idp_service/web/ratelimit.py).
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
 
-    from idp_service.blueprints import agent_api, health, login, login_approve  # noqa: F401
+    from idp_service.devices import web as agent_api
+    from idp_service.signin import approve_web  # noqa: F401  (adds its routes to login.bp)
+    from idp_service.signin import web as login
+    from idp_service.web import health
 
     app.register_blueprint(health.bp)
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(login.bp)
 
-    from idp_service import posture, saml
+    from idp_service import saml
+    from idp_service.posture import service as posture
     from scim.app import mount_scim
 
     posture.init(service)
@@ -95,16 +99,16 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     from idp_service import admin
 
     admin.init_app(app)  # the admin console at /admin
-    from idp_service import ratelimit
+    from idp_service.web import ratelimit
 
     ratelimit.init_app(app, settings, db)  # per-client limits, after every route exists
 
-    from idp_service import bodies
+    from idp_service.web import bodies
 
     bodies.install(app)  # a body refused unread ends its connection (SCIM included)
 
     if background:
-        from idp_service.detection import StaleSweeper
+        from idp_service.devices.detection import StaleSweeper
 
         audit_chain.Sealer(db).start()
         StaleSweeper(db, settings).start()

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from idp_service.config import Settings
-from idp_service.durations import format_duration
+from idp_service.platform.config import Settings
+from idp_service.platform.durations import format_duration
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
@@ -29,8 +29,8 @@ def _settings() -> Settings:
 
 
 def _db():  # noqa: ANN202 - returns Database; imported lazily to keep --help fast
-    from idp_service import audit_chain
-    from idp_service.storage.db import Database
+    from idp_service.platform import audit_chain
+    from idp_service.platform.db import Database
 
     settings = _settings()
     audit_chain.configure(audit_chain.load_key(settings.data_dir), data_dir=settings.data_dir)
@@ -50,7 +50,7 @@ def cli() -> None:
 @cli.command()
 def migrate() -> None:
     """Create or upgrade the database schema to the newest version."""
-    from idp_service.storage.migrate import upgrade
+    from idp_service.platform.migrate import upgrade
 
     settings = _settings()
     if settings.database_url.startswith("sqlite:///"):
@@ -90,7 +90,7 @@ def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
         return
     from gunicorn.app.base import BaseApplication
 
-    from idp_service import bodies
+    from idp_service.web import bodies
 
     class _Server(BaseApplication):
         def load_config(self) -> None:
@@ -104,7 +104,7 @@ def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
             # gunicorn's control socket is one fixed path per user: a second
             # service on the host (a replica, a test) would fight over it.
             self.cfg.set("control_socket_disable", True)
-            # Lets a refused, unread request body close its connection (idp_service/bodies.py).
+            # Lets a refused, unread request body close its connection (idp_service/web/bodies.py).
             self.cfg.set("pre_request", bodies.gunicorn_pre_request)
 
         def load(self):  # noqa: ANN202
@@ -124,7 +124,7 @@ def users() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the user as JSON.")
 def users_add(email: str, display_name: str | None, as_json: bool) -> None:
     """Create a user whose userName is EMAIL."""
-    from idp_service import users as users_mod
+    from idp_service.directory import users as users_mod
 
     with _db().session() as session:
         user = users_mod.create(session, email, display_name=display_name, actor="cli")
@@ -138,8 +138,8 @@ def users_list(as_json: bool) -> None:
     """List users."""
     from sqlalchemy import select
 
-    from idp_service import users as users_mod
-    from idp_service.storage.models import User
+    from idp_service.directory import users as users_mod
+    from idp_service.platform.models import User
 
     with _db().session() as session:
         rows = [
@@ -163,9 +163,9 @@ def enroll_code() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def enroll_code_create(email: str, create_user: bool, ttl: int | None, as_json: bool) -> None:
     """Make a one-time enrollment code for USER (shown once; it is stored hashed)."""
-    from idp_service import enroll
-    from idp_service import users as users_mod
-    from idp_service.errors import ApiError
+    from idp_service.devices import enroll
+    from idp_service.directory import users as users_mod
+    from idp_service.web.errors import ApiError
 
     settings = _settings()
     with _db().session() as session:
@@ -212,7 +212,7 @@ def devices() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def devices_list(email: str | None, as_json: bool) -> None:
     """List devices with their state and owner."""
-    from idp_service import registry
+    from idp_service.devices import registry
 
     with _db().session() as session:
         rows = registry.list_devices(session, user_name=email)
@@ -228,9 +228,9 @@ def _device_action(action: str) -> click.Command:
     @click.option("--reason", required=True, help="Why (kept in the audit log).")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     def command(device_id: str, reason: str, as_json: bool) -> None:
-        from idp_service import registry
-        from idp_service.errors import ApiError
-        from idp_service.storage.models import User
+        from idp_service.devices import registry
+        from idp_service.platform.models import User
+        from idp_service.web.errors import ApiError
 
         try:
             with _db().session() as session:
@@ -257,7 +257,7 @@ def devices_sweep_stale(as_json: bool) -> None:
 
     The service also sweeps every DEVICETRUST_STALE_SWEEP_INTERVAL in the background.
     """
-    from idp_service.detection import sweep_stale
+    from idp_service.devices.detection import sweep_stale
 
     settings = _settings()
     done = sweep_stale(_db(), settings)
@@ -278,8 +278,8 @@ def devices_flags(device_id: str, as_json: bool) -> None:
     """Show DEVICE_ID's clone, duplicate and staleness flags, with their evidence."""
     from sqlalchemy import select
 
-    from idp_service.detection import flag_json
-    from idp_service.storage.flag_tables import DeviceFlag
+    from idp_service.devices.detection import flag_json
+    from idp_service.devices.flag_tables import DeviceFlag
 
     with _db().session() as session:
         flags = [
@@ -321,8 +321,8 @@ def exemptions_add(
     """Exempt one device, user or group from a check for some days."""
     import datetime as dt
 
-    from idp_service import posture
-    from idp_service.errors import ApiError
+    from idp_service.posture import service as posture
+    from idp_service.web.errors import ApiError
 
     chosen = [(s, v) for s, v in (("device", device), ("user", user), ("group", group)) if v]
     if len(chosen) != 1:
@@ -358,9 +358,9 @@ def exemptions_list(show_all: bool, as_json: bool) -> None:
     """List exemptions (active ones unless --all)."""
     from sqlalchemy import select
 
-    from idp_service import posture
-    from idp_service.storage.models import utcnow
-    from idp_service.storage.posture_tables import ExemptionRow
+    from idp_service.platform.models import utcnow
+    from idp_service.posture import service as posture
+    from idp_service.posture.tables import ExemptionRow
 
     query = select(ExemptionRow).order_by(ExemptionRow.expires_at)
     if not show_all:
@@ -379,8 +379,8 @@ def exemptions_list(show_all: bool, as_json: bool) -> None:
 @click.option("--reason", required=True, help="Why (kept in the audit log).")
 def exemptions_remove(exemption_id: int, reason: str) -> None:
     """End an exemption now."""
-    from idp_service import audit
-    from idp_service.storage.posture_tables import ExemptionRow
+    from idp_service.platform import audit
+    from idp_service.posture.tables import ExemptionRow
 
     with _db().session() as session:
         row = session.get(ExemptionRow, exemption_id)
@@ -454,8 +454,8 @@ def audit_verify(checkpoint_path: str | None, public_key: str | None, as_json: b
 
     from sqlalchemy import func, select
 
-    from idp_service import audit_chain
-    from idp_service.storage.models import AuditEvent
+    from idp_service.platform import audit_chain
+    from idp_service.platform.models import AuditEvent
 
     db = _db()
     verify_key = _verify_key(public_key)
@@ -531,7 +531,7 @@ def audit_checkpoint(export_: bool, show_all: bool, show_key: bool, restore: boo
     and sent as an `audit.checkpoint` event), or print checkpoints or the public key."""
     import json
 
-    from idp_service import audit_chain
+    from idp_service.platform import audit_chain
 
     db = _db()
     if show_key:
@@ -566,7 +566,7 @@ def audit_prune(before: object, as_json: bool) -> None:
     (verification then starts there)."""
     import datetime as dt
 
-    from idp_service import audit_chain
+    from idp_service.platform import audit_chain
 
     assert isinstance(before, dt.datetime)
     try:
@@ -591,8 +591,8 @@ def audit_export(since_seq: int, output: object) -> None:
 
     from sqlalchemy import func, select
 
-    from idp_service import audit_chain
-    from idp_service.storage.models import AuditEvent
+    from idp_service.platform import audit_chain
+    from idp_service.platform.models import AuditEvent
 
     db = _db()
     audit_chain.seal(db)
@@ -642,7 +642,7 @@ from idp_service.api.cli import api_token  # noqa: E402
 
 cli.add_command(api_token)
 
-from idp_service.policy_cli import policy  # noqa: E402
+from idp_service.devices.policy_cli import policy  # noqa: E402
 
 cli.add_command(policy)
 

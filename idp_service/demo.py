@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
-from idp_service.config import Settings
+from idp_service.platform.config import Settings
 
 DEMO_PORT = 8000
 DEMO_SP_PORT = 8001

@@ -229,10 +229,10 @@ def register(base_url: str, key_cert: tuple[str, str]) -> str:
     """Add (or refresh) this SP in the IdP's registry, through the same DB the IdP uses."""
     from onelogin.saml2.settings import OneLogin_Saml2_Settings
 
-    from idp_service.config import Settings
-    from idp_service.errors import ApiError
+    from idp_service.platform.config import Settings
+    from idp_service.platform.db import Database
     from idp_service.saml import api
-    from idp_service.storage.db import Database
+    from idp_service.web.errors import ApiError
 
     key, cert = key_cert
     xml = OneLogin_Saml2_Settings(

@@ -28,9 +28,9 @@ MAX_FACTS_BYTES = 16 * 1024 * 1024
 
 def dry_run(check: Check) -> tuple[list[CheckIssue], list[CheckIssue]]:
     """(errors, warnings) from evaluating ``check`` on example facts for each platform."""
-    from agent.collectors.schema import example_document
     from posture_checks.evaluator import Status, evaluate, prepare_facts
     from posture_checks.model import CheckIssue
+    from trust_protocol.facts_schema import example_document
 
     errors: list[CheckIssue] = []
     warnings: list[CheckIssue] = []

@@ -36,7 +36,7 @@ from typing import Any
 import cel
 import yaml
 
-from agent.collectors.schema import PLATFORMS, ROOTS, known_path
+from trust_protocol.facts_schema import PLATFORMS, ROOTS, known_path
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 MODES = ("report_only", "notify", "warn_then_block", "block")

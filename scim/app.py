@@ -37,7 +37,7 @@ from scim2_server.routing import Operation
 from sqlalchemy.exc import IntegrityError
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from idp_service.storage.db import Database
+from idp_service.platform.db import Database
 from scim import audit
 from scim.auth import Grant, TokenCache
 from scim.lifecycle import Reactivation

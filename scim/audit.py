@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import and_, bindparam, insert, or_, select
 from sqlalchemy.orm import Session
 
-from idp_service.audit_chain import with_mac
-from idp_service.storage.models import AuditEvent, utcnow
+from idp_service.platform.audit_chain import with_mac
+from idp_service.platform.models import AuditEvent, utcnow
 from scim.auth import Grant
 from scim.tables import ScimToken
 

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from idp_service.storage.models import utcnow
+from idp_service.platform.models import utcnow
 from scim import tokens
 from scim.tables import ScimToken
 

@@ -17,8 +17,8 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 
 
 def _session():  # noqa: ANN202 - a Database session; imported lazily to keep --help fast
-    from idp_service.config import Settings
-    from idp_service.storage.db import Database
+    from idp_service.platform.config import Settings
+    from idp_service.platform.db import Database
 
     return Database(Settings.from_env().database_url).session()
 
@@ -80,7 +80,7 @@ def list_(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def rotate(name: str, grace: int, as_json: bool) -> None:
     """Replace NAME's token with a new one, printed once."""
-    from idp_service.durations import format_duration
+    from idp_service.platform.durations import format_duration
     from scim import tokens
 
     token = _run(lambda s: tokens.rotate(s, name, grace_seconds=grace))

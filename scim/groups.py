@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from idp_service.storage.driver import Statement
+from idp_service.platform.driver import Statement
 
 _GROUPS_OF = Statement(
     """

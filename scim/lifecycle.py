@@ -17,8 +17,8 @@ from enum import StrEnum
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from idp_service import audit
-from idp_service.storage.models import Device, utcnow
+from idp_service.platform import audit
+from idp_service.platform.models import Device, utcnow
 
 
 class Reactivation(StrEnum):

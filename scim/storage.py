@@ -10,7 +10,7 @@ What SQL does, and what it leaves to scim2-models:
 
 - Uniqueness is the database's: ``users.user_name_lower`` and
   ``groups.display_name_key`` are UNIQUE and hold the name under
-  :func:`idp_service.identity.name_key` (NFC, case folding), the one
+  :func:`idp_service.platform.identity.name_key` (NFC, case folding), the one
   normalisation every other look-up uses too, so two replicas cannot both win
   and look-alike spellings (``straße``/``strasse``, a long s) are one name.
   A name mixing scripts with confusable characters is refused.
@@ -66,9 +66,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp_service.admin.sessions import end_where_not_admin
-from idp_service.identity import ConfusableName, check_identifier, name_key
-from idp_service.storage.db import Database
-from idp_service.storage.models import User, utcnow
+from idp_service.platform.db import Database
+from idp_service.platform.identity import ConfusableName, check_identifier, name_key
+from idp_service.platform.models import User, utcnow
 from scim import lifecycle
 from scim.lifecycle import Reactivation
 from scim.provider import GROUP_SCHEMA, USER_SCHEMA

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from idp_service.storage.models import Base, utcnow
+from idp_service.platform.models import Base, utcnow
 
 
 class Group(Base):

@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from idp_service import audit
-from idp_service.storage.models import utcnow
+from idp_service.platform import audit
+from idp_service.platform.models import utcnow
 from scim.tables import ScimToken
 
 PREFIX = "dtscim_"

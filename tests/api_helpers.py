@@ -8,9 +8,9 @@ import uuid
 from typing import Any
 
 from idp_service.api import tokens
-from idp_service.storage.db import Database
-from idp_service.storage.models import Device, User, utcnow
-from idp_service.storage.posture_tables import CheckResultHistory, CheckResultRow, DeviceFacts
+from idp_service.platform.db import Database
+from idp_service.platform.models import Device, User, utcnow
+from idp_service.posture.tables import CheckResultHistory, CheckResultRow, DeviceFacts
 from posture_checks.evaluator import Status
 from scim.tables import Group, GroupMember
 

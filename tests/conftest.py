@@ -108,7 +108,7 @@ def _pg_drop(name: str) -> None:
 @pytest.fixture(scope="session")
 def _pg_template() -> Iterator[str]:
     """A PostgreSQL database migrated to the newest schema, copied by each test."""
-    from idp_service.storage.migrate import upgrade
+    from idp_service.platform.migrate import upgrade
 
     name = f"devicetrust_tmpl_{uuid.uuid4().hex[:12]}"
     with _pg_admin() as conn:
@@ -125,7 +125,7 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated to the newest schema, copied by each test."""
     import sqlite3
 
-    from idp_service.storage.migrate import upgrade
+    from idp_service.platform.migrate import upgrade
 
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
     upgrade(f"sqlite:///{path}")
@@ -191,7 +191,7 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def migrated_url(database_url: str) -> str:
     """``database_url`` migrated to the newest schema."""
-    from idp_service.storage.migrate import upgrade
+    from idp_service.platform.migrate import upgrade
 
     upgrade(database_url)
     return database_url
@@ -201,7 +201,7 @@ def migrated_url(database_url: str) -> str:
 def service_ctx(migrated_url: str, tmp_path: Path):
     """An in-process service context (settings, database, keys) on a migrated database."""
     from idp_service.app import create_app
-    from idp_service.config import Settings
+    from idp_service.platform.config import Settings
 
     settings = Settings.from_env(
         {
@@ -209,7 +209,7 @@ def service_ctx(migrated_url: str, tmp_path: Path):
             "DEVICETRUST_DATA_DIR": str(tmp_path / "data"),
             "DEVICETRUST_PUBLIC_URL": "http://127.0.0.1:8000",
             # Property tests send hundreds of requests from one address; the limits
-            # themselves are tested in tests/test_ratelimit.py.
+            # themselves are tested in tests/platform/test_ratelimit.py.
             "DEVICETRUST_RATELIMIT_ENABLED": "false",
         }
     )

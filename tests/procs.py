@@ -130,7 +130,7 @@ def start_service(
         **({"DEVICETRUST_AGENT_PORTS": " ".join(map(str, agent_ports))} if agent_ports else {}),
         **(extra_env or {}),
     )
-    from idp_service.storage.migrate import is_current
+    from idp_service.platform.migrate import is_current
 
     if not is_current(database_url):
         subprocess.run(

@@ -4,7 +4,7 @@ One module per OS (:mod:`~agent.collectors.linux`, :mod:`~agent.collectors.macos
 :mod:`~agent.collectors.windows`) provides collectors behind the one interface in
 :mod:`~agent.collectors.base`; :mod:`~agent.collectors.common` holds what every OS
 shares (psutil, SSH keys, known security products). The document's fields are
-defined in :mod:`~agent.collectors.schema` and described in ``docs/facts.md``.
+defined in :mod:`~trust_protocol.facts_schema` and described in ``docs/facts.md``.
 
 The agent only reports facts. It never evaluates checks or sends verdicts: the
 server decides trust.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import TYPE_CHECKING, Any
 
-from agent.collectors.schema import ROOTS, SCHEMA_VERSION
+from trust_protocol.facts_schema import ROOTS, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from agent.collectors.base import Host

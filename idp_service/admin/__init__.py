@@ -27,7 +27,7 @@ def init_app(app: Flask) -> None:
     )
     from idp_service.admin.auth import complete_login
     from idp_service.admin.blueprint import bp
-    from idp_service.blueprints.login import LOGIN_COMPLETERS
+    from idp_service.signin.web import LOGIN_COMPLETERS
 
     LOGIN_COMPLETERS["admin"] = complete_login
     app.register_blueprint(bp)

@@ -24,13 +24,13 @@ from flask import Response, g, make_response, redirect, render_template, request
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from idp_service import audit
 from idp_service.admin import sessions as admin_sessions
-from idp_service.blueprints.login import MESSAGES, remember
-from idp_service.context import ctx
-from idp_service.errors import ApiError
-from idp_service.identity import name_key
-from idp_service.storage.models import Device, LoginTransaction, User, utcnow
+from idp_service.platform import audit
+from idp_service.platform.identity import name_key
+from idp_service.platform.models import Device, LoginTransaction, User, utcnow
+from idp_service.signin.web import MESSAGES, remember
+from idp_service.web.context import ctx
+from idp_service.web.errors import ApiError
 from scim.groups import group_keys_of
 
 SESSION_KEY = "admin"
@@ -91,7 +91,7 @@ def in_admin_group(s: Session, user_id: str) -> bool:
     """True when the user is in the configured admin group (directly or nested).
 
     The group is the one whose stored key equals the setting's
-    :func:`~idp_service.identity.name_key`, compared exactly: keys are unique, so
+    :func:`~idp_service.platform.identity.name_key`, compared exactly: keys are unique, so
     at most one group is the admin group, and a look-alike name that keys the
     same (``devicetrust-adminſ``) was refused when SCIM tried to write it.
     """

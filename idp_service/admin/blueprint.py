@@ -7,12 +7,12 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request
 
-from idp_service import audit
 from idp_service.admin.auth import check_csrf, csrf_token, current_admin
-from idp_service.context import ctx
-from idp_service.durations import format_duration
-from idp_service.errors import ApiError
-from idp_service.storage.models import utcnow
+from idp_service.platform import audit
+from idp_service.platform.durations import format_duration
+from idp_service.platform.models import utcnow
+from idp_service.web.context import ctx
+from idp_service.web.errors import ApiError
 from posture_checks.evaluator import Status
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")

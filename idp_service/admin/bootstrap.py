@@ -17,9 +17,9 @@ import secrets
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from idp_service import audit
 from idp_service.admin.tables import AdminBootstrapToken
-from idp_service.storage.models import utcnow
+from idp_service.platform import audit
+from idp_service.platform.models import utcnow
 
 TTL = dt.timedelta(hours=1)
 MAX_TOKEN = 128

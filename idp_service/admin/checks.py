@@ -7,14 +7,14 @@ import datetime as dt
 from flask import Response, redirect, render_template, request
 from sqlalchemy import select
 
-from idp_service import posture
 from idp_service.admin import queries
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp, reason_from_form
-from idp_service.context import ctx
-from idp_service.errors import ApiError
-from idp_service.storage.models import utcnow
-from idp_service.storage.posture_tables import ExemptionRow
+from idp_service.platform.models import utcnow
+from idp_service.posture import service as posture
+from idp_service.posture.tables import ExemptionRow
+from idp_service.web.context import ctx
+from idp_service.web.errors import ApiError
 from posture_checks.evaluator import Status
 
 # The statuses the checks page counts, in the order an admin reads them.

@@ -5,15 +5,15 @@ from __future__ import annotations
 from flask import Response, abort, redirect, render_template, request
 from sqlalchemy import select
 
-from idp_service import approve, detection, registry
 from idp_service.admin import queries
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp, reason_from_form
-from idp_service.context import ctx
-from idp_service.errors import ApiError
-from idp_service.storage.flag_tables import DeviceFlag
-from idp_service.storage.models import DEVICE_STATES, Device, User
-from idp_service.storage.posture_tables import CheckResultHistory, CheckResultRow, DeviceFacts
+from idp_service.devices import approve, detection, registry
+from idp_service.devices.flag_tables import DeviceFlag
+from idp_service.platform.models import DEVICE_STATES, Device, User
+from idp_service.posture.tables import CheckResultHistory, CheckResultRow, DeviceFacts
+from idp_service.web.context import ctx
+from idp_service.web.errors import ApiError
 
 STATE_ACTIONS = ("approve", "deny", "revoke", "retrust")
 ACTIONS = (*STATE_ACTIONS, "delete", "change_owner", "resolve_flags")
@@ -123,7 +123,7 @@ def device_action(device_id: str) -> Response:
             new_owner = (request.form.get("user") or "").strip()
             if not new_owner or len(new_owner) > 256:
                 raise ApiError("user_required", "Name the new owner's userName.")
-            from idp_service import users
+            from idp_service.directory import users
 
             owner = users.find(s, new_owner)
             if owner is None:

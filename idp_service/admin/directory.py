@@ -7,11 +7,11 @@ from sqlalchemy import func, select
 
 from idp_service.admin import queries
 from idp_service.admin.blueprint import bp
-from idp_service.context import ctx
-from idp_service.errors import ApiError
-from idp_service.identity import name_key
-from idp_service.saml import sp_registry
-from idp_service.storage.models import Device, User
+from idp_service.platform.identity import name_key
+from idp_service.platform.models import Device, User
+from idp_service.saml import registry as sp_registry
+from idp_service.web.context import ctx
+from idp_service.web.errors import ApiError
 from scim.tables import Group, GroupMember
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Response, redirect, render_template, request
 
-from idp_service import audit
 from idp_service.admin import queries
 from idp_service.admin import sessions as admin_sessions
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp
-from idp_service.context import ctx
+from idp_service.platform import audit
+from idp_service.web.context import ctx
 
 
 @bp.get("/")

@@ -2,7 +2,7 @@
 
 Set the global policy (or go back to the environment's default), and set or
 clear a SCIM group's policy. Each POST carries the console's CSRF token (the
-blueprint checks it) and is audited by ``idp_service/registration_policy.py``
+blueprint checks it) and is audited by ``idp_service/devices/registration_policy.py``
 with the admin as actor and the policy before and after.
 """
 
@@ -12,11 +12,11 @@ from typing import Any
 
 from flask import Response, redirect, request
 
-from idp_service import registration_policy as rp
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp
-from idp_service.context import ctx
-from idp_service.errors import ApiError
+from idp_service.devices import registration_policy as rp
+from idp_service.web.context import ctx
+from idp_service.web.errors import ApiError
 
 
 def listing() -> dict[str, Any]:

@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, union
 from sqlalchemy.orm import Session
 
-from agent.collectors.schema import PLATFORMS
-from idp_service.errors import ApiError
-from idp_service.identity import name_key
-from idp_service.storage.flag_tables import DeviceFlag
-from idp_service.storage.models import DEVICE_STATES, AuditEvent, Device, User
-from idp_service.storage.posture_tables import CheckResultRow
+from idp_service.devices.flag_tables import DeviceFlag
+from idp_service.platform.identity import name_key
+from idp_service.platform.models import DEVICE_STATES, AuditEvent, Device, User
+from idp_service.posture.tables import CheckResultRow
+from idp_service.web.errors import ApiError
 from posture_checks.evaluator import FAILING, Status
+from trust_protocol.facts_schema import PLATFORMS
 
 PAGE = 50
 STATUSES = tuple(s.value for s in Status)

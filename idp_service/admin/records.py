@@ -11,9 +11,9 @@ from sqlalchemy.engine import make_url
 
 from idp_service.admin import queries
 from idp_service.admin.blueprint import bp
-from idp_service.config import Settings
-from idp_service.context import ctx
-from idp_service.durations import format_duration
+from idp_service.platform.config import Settings
+from idp_service.platform.durations import format_duration
+from idp_service.web.context import ctx
 
 HIDDEN = "(set, hidden)"
 # Settings held in seconds: shown as people write durations (24 h, 30 d).
@@ -71,7 +71,7 @@ def audit_log() -> str:
 def settings() -> str:
     """The effective settings (read-only; change them in the environment, docs/deploy.md)."""
     from idp_service.admin.policies import listing
-    from idp_service.registration_policy import POLICIES
+    from idp_service.devices.registration_policy import POLICIES
 
     return render_template(
         "admin/settings.html",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Response, redirect, render_template, request
 
-from idp_service import audit
 from idp_service.admin import bootstrap
 from idp_service.admin.auth import Admin, current_admin, end_session, open_session
 from idp_service.admin.blueprint import bp
-from idp_service.blueprints.login import start_transaction
-from idp_service.context import ctx
+from idp_service.platform import audit
+from idp_service.signin.web import start_transaction
+from idp_service.web.context import ctx
 
 
 @bp.get("/signin")

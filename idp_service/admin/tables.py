@@ -20,8 +20,8 @@ import datetime as dt
 from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from idp_service.storage.models import Base, Device, utcnow
-from idp_service.storage.posture_tables import CheckResultRow
+from idp_service.platform.models import Base, Device, utcnow
+from idp_service.posture.tables import CheckResultRow
 
 
 class AdminBootstrapToken(Base):

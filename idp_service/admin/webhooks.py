@@ -12,10 +12,10 @@ from flask import Response, redirect, render_template, request
 
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp
-from idp_service.context import ctx
-from idp_service.errors import ApiError
-from idp_service.storage.webhook_tables import DELIVERY_STATUSES
+from idp_service.web.context import ctx
+from idp_service.web.errors import ApiError
 from idp_service.webhooks import catalog, endpoints
+from idp_service.webhooks.tables import DELIVERY_STATUSES
 
 
 def _int(name: str, value: str | None) -> int | None:

@@ -18,8 +18,8 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 
 def _run(action: Any) -> Any:
     from idp_service.api.tokens import TokenError
-    from idp_service.config import Settings
-    from idp_service.storage.db import Database
+    from idp_service.platform.config import Settings
+    from idp_service.platform.db import Database
 
     db = Database(Settings.from_env().database_url)
     try:

@@ -28,12 +28,12 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from idp_service import audit
 from idp_service.api import schema as S
-from idp_service.bodies import json_body
-from idp_service.context import ctx
-from idp_service.errors import ApiError
-from idp_service.storage.db import Database
+from idp_service.platform import audit
+from idp_service.platform.db import Database
+from idp_service.web.bodies import json_body
+from idp_service.web.context import ctx
+from idp_service.web.errors import ApiError
 from trust_protocol import strict_json
 from trust_protocol.errors import ProtocolError
 
@@ -301,7 +301,7 @@ def _audit_probe() -> None:
     if scheme.lower() != "bearer" or not presented:
         return
     from idp_service.api import tokens
-    from idp_service.storage.ratelimit_sql import DatabaseStorage
+    from idp_service.platform.ratelimit_store import DatabaseStorage
 
     db = ctx().db
     with db.session() as session:

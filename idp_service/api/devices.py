@@ -1,8 +1,8 @@
 """Devices: list and search, one device in detail, pending approvals, and admin actions.
 
-Every action takes a reason and is audited by :mod:`idp_service.registry`; it
+Every action takes a reason and is audited by :mod:`idp_service.devices.registry`; it
 takes effect at the device's next sign-in. Detection's flags
-(:mod:`idp_service.detection`) are shown with a device and resolved by approving,
+(:mod:`idp_service.devices.detection`) are shown with a device and resolved by approving,
 denying or revoking it, or, for a device the policy left alone, by marking them reviewed.
 """
 
@@ -14,16 +14,16 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from idp_service import approve, detection, registry
 from idp_service.admin.queries import flagged_ids, review_count, review_ids
 from idp_service.api import schema as S
 from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor, like, limit_of
 from idp_service.api.core import operation as op
-from idp_service.errors import ApiError
-from idp_service.identity import name_key
-from idp_service.storage import posture_tables as pt
-from idp_service.storage.flag_tables import FLAG_KINDS, DeviceFlag
-from idp_service.storage.models import DEVICE_STATES, AuditEvent, Device, User
+from idp_service.devices import approve, detection, registry
+from idp_service.devices.flag_tables import FLAG_KINDS, DeviceFlag
+from idp_service.platform.identity import name_key
+from idp_service.platform.models import DEVICE_STATES, AuditEvent, Device, User
+from idp_service.posture import tables as pt
+from idp_service.web.errors import ApiError
 from posture_checks.evaluator import Status
 
 NULLABLE = S.string(4096, nullable=True)

@@ -6,13 +6,13 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
-from idp_service import enroll, registry
 from idp_service.api import schema as S
 from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor, like, limit_of
 from idp_service.api.core import operation as op
 from idp_service.api.devices import DEVICE
-from idp_service.errors import ApiError
-from idp_service.storage.models import Device, User
+from idp_service.devices import enroll, registry
+from idp_service.platform.models import Device, User
+from idp_service.web.errors import ApiError
 from scim.tables import Group, GroupMember
 
 NULLABLE = {"type": ["string", "null"]}

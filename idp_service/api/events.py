@@ -10,7 +10,7 @@ from idp_service.api import schema as S
 from idp_service.api.core import PAGING, Call, decode_cursor, encode_cursor, limit_of
 from idp_service.api.core import operation as op
 from idp_service.api.devices import AUDIT_EVENT, audit_json
-from idp_service.storage.models import AuditEvent
+from idp_service.platform.models import AuditEvent
 
 
 @op(

@@ -1,6 +1,6 @@
 """Registration policies: read them, set the global one, set or clear a group's.
 
-A thin mapping onto :mod:`idp_service.registration_policy`, which validates and
+A thin mapping onto :mod:`idp_service.devices.registration_policy`, which validates and
 audits every change with the token as actor and the policy before and after.
 """
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from idp_service import registration_policy as rp
 from idp_service.api import schema as S
 from idp_service.api.core import Call
 from idp_service.api.core import operation as op
-from idp_service.context import ctx
-from idp_service.errors import ApiError
+from idp_service.devices import registration_policy as rp
+from idp_service.web.context import ctx
+from idp_service.web.errors import ApiError
 
 POLICY = {"enum": list(rp.POLICIES)}
 STAMP = {

@@ -7,15 +7,15 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from idp_service import audit
-from idp_service import posture as posture_service
 from idp_service.api import schema as S
 from idp_service.api.core import MAX_ID, Call
 from idp_service.api.core import operation as op
-from idp_service.context import ctx
-from idp_service.errors import ApiError
-from idp_service.storage.models import utcnow
-from idp_service.storage.posture_tables import CheckResultRow, ExemptionRow
+from idp_service.platform import audit
+from idp_service.platform.models import utcnow
+from idp_service.posture import service as posture_service
+from idp_service.posture.tables import CheckResultRow, ExemptionRow
+from idp_service.web.context import ctx
+from idp_service.web.errors import ApiError
 
 CHECK = S.obj(
     {

@@ -11,7 +11,7 @@ from idp_service.api import schema as S
 from idp_service.api.core import Call
 from idp_service.api.core import operation as op
 from idp_service.saml import api as saml_api
-from idp_service.saml.sp_registry import AUTHN_CONTEXT_MODES, SETTINGS
+from idp_service.saml.registry import AUTHN_CONTEXT_MODES, SETTINGS
 
 _KIND = {
     str: S.string(4096),

@@ -11,8 +11,8 @@ from typing import Any
 from idp_service.api import schema as S
 from idp_service.api.core import MAX_ID, PAGING, Call, decode_cursor, encode_cursor, limit_of
 from idp_service.api.core import operation as op
-from idp_service.storage.webhook_tables import DELIVERY_STATUSES
 from idp_service.webhooks import catalog, endpoints
+from idp_service.webhooks.tables import DELIVERY_STATUSES
 
 URL = {
     **S.string(endpoints.MAX_URL, min_length=1),

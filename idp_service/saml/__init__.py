@@ -1,6 +1,6 @@
 """The SAML 2.0 identity provider: metadata, SSO endpoints, assertions, SP registry.
 
-An assertion is issued only when a login transaction (``idp_service/transactions.py``)
+An assertion is issued only when a login transaction (``idp_service/signin/transactions.py``)
 was verified by a trusted device of the right user; this package validates the
 AuthnRequest, starts that transaction, and turns its outcome into a signed
 SAML Response. Modules, by what they do:
@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 
 def init_app(app: Flask) -> None:
     """Register the ``/saml`` endpoints and the login completer for SAML transactions."""
-    from idp_service.blueprints import login
-    from idp_service.saml import blueprint, completer
+    from idp_service.saml import completer
+    from idp_service.saml import web as blueprint
+    from idp_service.signin import web as login
 
     app.register_blueprint(blueprint.bp)
     login.LOGIN_COMPLETERS["saml"] = completer.complete

@@ -1,7 +1,7 @@
 """JSON functions for managing SPs and keys: the layer under the admin API and the CLI.
 
 Each function takes the database and plain JSON values, and returns JSON
-values or raises :class:`~idp_service.errors.ApiError` with a stable code
+values or raises :class:`~idp_service.web.errors.ApiError` with a stable code
 (``sp_unknown`` 404, ``sp_exists`` 409, ``metadata_invalid``/``setting_*`` 400).
 The admin API blueprint only has to map routes onto these.
 """
@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from idp_service.errors import ApiError
-from idp_service.saml import keys, sp_registry
-from idp_service.saml.constants import KEY_TYPE_FOR_ALGORITHM
-from idp_service.storage.db import Database
+from idp_service.platform.db import Database
+from idp_service.saml import keys
+from idp_service.saml import registry as sp_registry
+from idp_service.saml.protocol.constants import KEY_TYPE_FOR_ALGORITHM
+from idp_service.web.errors import ApiError
 
 _STATUS = {"sp_unknown": 404, "sp_exists": 409, "sp_ambiguous": 409}
 

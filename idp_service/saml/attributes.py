@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from idp_service.storage.models import Device, User
+from idp_service.platform.models import Device, User
 
 SOURCES = ("email", "display_name", "groups", "device_id", "posture")
 DEFAULT_MAPPING: dict[str, str] = {
@@ -32,7 +32,7 @@ def groups_of_user(session: Session, user_id: str) -> list[str]:
 
 def posture_summary(session: Session, device_id: str) -> dict[str, str]:
     """The device's posture summary; the ``posture`` key is what the attribute carries."""
-    from idp_service.posture import summary_for_device
+    from idp_service.posture.service import summary_for_device
 
     return summary_for_device(session, device_id)
 

@@ -18,8 +18,8 @@ MAX_METADATA_DOWNLOAD = 512 * 1024
 
 
 def _db():  # noqa: ANN202 - a Database; imported lazily to keep --help fast
-    from idp_service.config import Settings
-    from idp_service.storage.db import Database
+    from idp_service.platform.config import Settings
+    from idp_service.platform.db import Database
 
     return Database(Settings.from_env().database_url)
 
@@ -45,7 +45,7 @@ def _read_metadata(source: str) -> str:
 
 
 def _call(fn, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN001
-    from idp_service.errors import ApiError
+    from idp_service.web.errors import ApiError
 
     try:
         return fn(*args, **kwargs)

@@ -7,7 +7,7 @@ owner active, rechecked just now; or ``denied`` with a reason). The completer:
 * uses the SP's settings as they were when the request was accepted (frozen in
   the transaction's context), so it reads nothing from the registry;
 * builds and signs the Response, then claims the transaction with one
-  conditional write (``storage/login_sql.complete_verified``) that also rechecks,
+  conditional write (``signin/store.complete_verified``) that also rechecks,
   in the same statement, that the device is still trusted and its owner active,
   and records the audit event: only the first call issues anything, and a
   revocation committed before the claim wins;
@@ -35,22 +35,25 @@ from flask import Response
 from lxml import etree
 from sqlalchemy import delete, update
 
-from idp_service import audit, transactions
-from idp_service.blueprints.login import MESSAGES
-from idp_service.context import ServiceContext, ctx
-from idp_service.errors import HINTS
-from idp_service.identity import name_key
-from idp_service.saml import assertion, attributes, pages, response, service
-from idp_service.saml.constants import (
+from idp_service.platform import audit
+from idp_service.platform.identity import name_key
+from idp_service.platform.models import Device, LoginTransaction, User, utcnow
+from idp_service.saml import attributes, pages, service
+from idp_service.saml.errors import SamlError
+from idp_service.saml.protocol import assertion, response
+from idp_service.saml.protocol.constants import (
     KEY_TYPE_FOR_ALGORITHM,
     STATUS_AUTHN_FAILED,
     STATUS_RESPONDER,
 )
-from idp_service.saml.errors import SamlError
-from idp_service.saml.models import IssuedResponse
-from idp_service.storage.login_reads import read_login
-from idp_service.storage.login_sql import complete_verified
-from idp_service.storage.models import Device, LoginTransaction, User, utcnow
+from idp_service.saml.tables import IssuedResponse
+from idp_service.services import ServiceContext
+from idp_service.signin import transactions
+from idp_service.signin.reads import read_login
+from idp_service.signin.store import complete_verified
+from idp_service.signin.web import MESSAGES
+from idp_service.web.context import ctx
+from idp_service.web.errors import HINTS
 
 FACTOR_MESSAGES = {
     "subject_mismatch": "This device belongs to a different user than the one the "

@@ -42,11 +42,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from idp_service import audit
-from idp_service.saml.models import SigningKey, SigningKeyGeneration
-from idp_service.storage.db import Database
-from idp_service.storage.driver import driver
-from idp_service.storage.models import utcnow
+from idp_service.platform import audit
+from idp_service.platform.db import Database
+from idp_service.platform.driver import driver
+from idp_service.platform.models import utcnow
+from idp_service.saml.tables import SigningKey, SigningKeyGeneration
 
 KEY_TYPES = ("rsa", "ec")
 PUBLISHED = ("next", "active", "previous")

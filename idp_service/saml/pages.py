@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import Response, make_response, render_template
 
-from idp_service.headers import page_policy
 from idp_service.saml.errors import SamlError
+from idp_service.web.headers import page_policy
 
 
 def _no_store(resp: Response, *, to_sp: bool = False) -> Response:

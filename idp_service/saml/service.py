@@ -5,10 +5,10 @@ Both are loaded once per process (``ctx().extras``), never per request.
 
 from __future__ import annotations
 
-from idp_service.context import ServiceContext
-from idp_service.keys import load_secret
+from idp_service.platform.keys import load_secret
 from idp_service.saml.keys import KeyRing, keyring
-from idp_service.saml.metadata import entity_id, sso_url
+from idp_service.saml.protocol.metadata import entity_id, sso_url
+from idp_service.services import ServiceContext
 
 PERSISTENT_SECRET = "saml.persistent_nameid"  # noqa: S105 - a row name, not a secret
 

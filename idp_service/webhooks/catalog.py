@@ -1,7 +1,7 @@
 """Which audited decisions are webhook events, and what their payload says.
 
 Events come from decisions, and every decision is audited: when
-:func:`idp_service.audit.record` writes an ``ok`` row whose action is a key of
+:func:`idp_service.platform.audit.record` writes an ``ok`` row whose action is a key of
 :data:`EVENT_TYPES`, the event is enqueued in the same transaction. To make a
 new decision an event, add its audit action here (and a line to docs/events.md).
 
@@ -22,7 +22,7 @@ EVENT_TYPES: dict[str, str] = {
     "device.delete": "device.deleted",
     "device.change_owner": "device.owner_changed",
     "posture.change": "device.compliance_changed",
-    # Lifecycle decisions (idp_service/detection.py): a flag raised (clone, duplicate,
+    # Lifecycle decisions (idp_service/devices/detection.py): a flag raised (clone, duplicate,
     # two agents, stale), a suspension, flags marked reviewed. Staleness under the
     # deny policy is a device.deny by the system; approving a suspended device is
     # a device.approve.
@@ -32,7 +32,7 @@ EVENT_TYPES: dict[str, str] = {
     # A SCIM reactivation that sends the owner's trusted devices back to approval:
     # one event per device (see :func:`events_for`).
     "scim.user.reactivate": "device.reapproval_required",
-    # A signed checkpoint of the audit chain (idp_service/audit_chain.py): keep them
+    # A signed checkpoint of the audit chain (idp_service/platform/audit_chain.py): keep them
     # outside the database to prove later that nothing before them was removed.
     "audit.checkpoint": "audit.checkpoint",
 }

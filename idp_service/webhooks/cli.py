@@ -21,10 +21,10 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 
 
 def _run(action: Callable[[Any], Any]) -> Any:
-    from idp_service import audit_chain
-    from idp_service.config import Settings
-    from idp_service.errors import ApiError
-    from idp_service.storage.db import Database
+    from idp_service.platform import audit_chain
+    from idp_service.platform.config import Settings
+    from idp_service.platform.db import Database
+    from idp_service.web.errors import ApiError
 
     settings = Settings.from_env()
     audit_chain.configure(audit_chain.load_key(settings.data_dir))

@@ -38,11 +38,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from idp_service.config import Settings
-from idp_service.storage.db import Database
-from idp_service.storage.models import utcnow
-from idp_service.storage.webhook_tables import WebhookDelivery, WebhookEndpoint
+from idp_service.platform.config import Settings
+from idp_service.platform.db import Database
+from idp_service.platform.models import utcnow
 from idp_service.webhooks import targets
+from idp_service.webhooks.tables import WebhookDelivery, WebhookEndpoint
 from trust_protocol import webhook_signature
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ def record(
 
 
 def _disable_gone(session: Session, endpoint_id: int, now: dt.datetime) -> None:
-    from idp_service import audit
+    from idp_service.platform import audit
 
     endpoint = session.get(WebhookEndpoint, endpoint_id)
     if endpoint is None or not endpoint.active:

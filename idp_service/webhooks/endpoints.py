@@ -2,7 +2,7 @@
 
 The API, the console and the CLI all call these functions with the caller's
 session; each audits what it did (never the secret) and raises
-:class:`~idp_service.errors.ApiError` with a stable code on bad input, so
+:class:`~idp_service.web.errors.ApiError` with a stable code on bad input, so
 nothing is written but the caller's audit event. A secret is returned only by
 :func:`create` and :func:`rotate`.
 """
@@ -18,15 +18,11 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from idp_service import audit
-from idp_service.errors import ApiError
-from idp_service.storage.models import utcnow
-from idp_service.storage.webhook_tables import (
-    DELIVERY_STATUSES,
-    WebhookDelivery,
-    WebhookEndpoint,
-)
+from idp_service.platform import audit
+from idp_service.platform.models import utcnow
+from idp_service.web.errors import ApiError
 from idp_service.webhooks import catalog, outbox
+from idp_service.webhooks.tables import DELIVERY_STATUSES, WebhookDelivery, WebhookEndpoint
 from trust_protocol.webhook_signature import new_secret
 
 MAX_URL = 2048

@@ -1,6 +1,6 @@
 """Enqueue events in the transaction of the decision they report (a transactional outbox).
 
-:func:`idp_service.audit.record` calls :func:`enqueue` for the audit actions of
+:func:`idp_service.platform.audit.record` calls :func:`enqueue` for the audit actions of
 :mod:`~idp_service.webhooks.catalog`: one ``webhook_deliveries`` row per
 matching active endpoint joins the caller's session, so the event is committed
 with the decision or rolled back with it. The cost is one indexed query for
@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from idp_service.storage.models import utcnow
-from idp_service.storage.webhook_tables import WebhookDelivery, WebhookEndpoint
+from idp_service.platform.models import utcnow
+from idp_service.webhooks.tables import WebhookDelivery, WebhookEndpoint
 
 _ACTIVE = select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
     WebhookEndpoint.active.is_(True)

@@ -10,7 +10,7 @@ side of ``docs/protocol.md``: it uses libsodium (through PyNaCl's low-level
 bindings), HKDF from ``cryptography`` and the standard ``json`` module, and
 imports nothing from ``trust_protocol``. Every constant (signature contexts,
 HKDF salt and info) is spelled out here again, so a change in the
-implementation that alters the wire format makes ``tests/test_protocol_vectors.py``
+implementation that alters the wire format makes ``tests/protocol/test_protocol_vectors.py``
 fail instead of silently regenerating matching vectors.
 
 All randomness is replaced by fixed values: every seed, secret, id and nonce is

@@ -1,1 +1,0 @@
-"""HTTP surfaces of the service, one blueprint each (health, agent, login, saml, scim, admin)."""

@@ -1,0 +1,247 @@
+"""Report ceremony, service half: accept a device's posture facts, then judge them here.
+
+The agent half is ``agent/report.py``. A report answers a ``report`` challenge
+bound to the reporting device (``binding = "device:" + id``), so it cannot be
+replayed or sent on behalf of another device. The service stores the facts
+(latest plus a bounded history) and evaluates the posture checks itself at
+ingest; the agent never sends a verdict.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from idp_service.devices import challenges, detection
+from idp_service.platform import audit
+from idp_service.platform.models import Device, User, utcnow
+from idp_service.posture.tables import FACTS_HISTORY, DeviceFacts, DeviceFactsHistory
+from idp_service.services import ServiceContext
+from idp_service.web.errors import ApiError
+from posture_checks.incremental import VOLATILE, FactDigests
+from trust_protocol.errors import ProtocolError
+from trust_protocol.response import RegisteredDevice, check_binding
+
+MAX_REPORT = 1024 * 1024
+
+
+def binding_for(device_id: str) -> str:
+    """The challenge binding of a device's reports."""
+    return "device:" + device_id
+
+
+def issue_challenge(service: ServiceContext, device_id: object) -> tuple[str, int]:
+    """A ``report`` challenge for ``device_id`` (stateless; nothing is written)."""
+    if not isinstance(device_id, str) or not 0 < len(device_id) <= 64:
+        raise ApiError("malformed", 'send {"device_id": "<this device\'s id>"}')
+    token, challenge = challenges.issue(
+        service, "report", binding_for(device_id), callback_path="/agent/v1/report"
+    )
+    return token, challenge.expires_at
+
+
+def _collected_at(facts: dict[str, Any]) -> dt.datetime | None:
+    value = facts.get("collected_at")
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def ingest(
+    service: ServiceContext, envelope: bytes, *, remote_addr: str | None = None
+) -> dict[str, Any]:
+    """Verify a report and store its facts; return what the agent should do next.
+
+    One transaction of few statements (Core, compiled once), in the order every
+    ceremony shares (:func:`challenges.accept_once`): record the challenge (a
+    replay is refused before anything else is written), update the device's
+    ``last_seen`` and read its keys, state and owner (which locks its row, so that
+    one device's reports are applied one at a time) and judge them by sign-in's
+    table, run detection, then read the bookkeeping of its latest facts, evaluate
+    the checks whose inputs changed, write the latest facts (a few bytes when the
+    report repeats the stored document) and a history slot when the content
+    changed. A refused report writes nothing but its audit event (and, when
+    detection refuses it, detection's flag and state change).
+    """
+    try:
+        verified = challenges.open_answer(service, envelope, "report", max_size=MAX_REPORT)
+        check_binding(verified, binding_for(verified.device_id))
+        facts = verified.data.get("facts")
+        if not isinstance(facts, dict):
+            raise ProtocolError("malformed", "a report carries data.facts, an object")
+        device_id = verified.device_id
+        with service.db.session() as session:
+            conn = session.connection()
+            now = utcnow()
+            seen: list[Any] = []
+
+            def registry() -> RegisteredDevice | None:
+                # Updating the device locks its row until COMMIT, so that one device's
+                # reports are applied one at a time; a refused report rolls it back.
+                row = conn.execute(
+                    _DEVICE_SEEN,
+                    {
+                        "b_device_id": device_id,
+                        "b_now": now,
+                        "b_stale_before": now - dt.timedelta(seconds=service.settings.stale_after),
+                        "last_clock_skew": verified.clock_skew,
+                        "agent_version": verified.agent_version,
+                    },
+                ).first()
+                if row is None:
+                    return None
+                seen.append(row)
+                return RegisteredDevice(device_id, row.sign_key, row.state, bool(row.owner_active))
+
+            def judge() -> ProtocolError | None:
+                context = detection.answer_context("report", remote_addr, now)
+                refusal = detection.judge_report(
+                    session, service.settings, device_id, seen[0], verified.platform, now, context
+                )
+                return ProtocolError(refusal) if refusal is not None else None
+
+            # Single use, then the state table shared with sign-in, then detection.
+            challenges.accept_once(session, verified, via="report", registry=registry, judge=judge)
+            device = seen[0]
+            # Read after the lock: what the device's previous report (now committed) left.
+            stored = conn.execute(_FACTS_STATE, {"device_id": device_id}).first()
+            digests = FactDigests(facts)
+            content = digests.content()
+            inputs = _evaluate(service, session, device_id, device.user_id, facts, digests, stored)
+            seq = (stored.report_seq if stored else 0) + 1
+            row = {
+                "report_seq": seq,
+                "collected_at": _collected_at(facts),
+                "received_at": now,
+                "inputs": inputs,
+            }
+            if stored is not None and stored.digest == content:
+                volatile = {k: facts[k] for k in VOLATILE if k in facts}
+                conn.execute(
+                    _FACTS_UPDATE,
+                    {**row, "b_device_id": device_id, "volatile": volatile or None},
+                )
+            else:
+                history_seq = (stored.history_seq if stored else 0) + 1
+                full = {
+                    **row,
+                    "facts": facts,
+                    "digest": content,
+                    "history_seq": history_seq,
+                    "schema_version": str(facts.get("schema_version", ""))[:16],
+                    "volatile": None,
+                }
+                if stored is None:
+                    conn.execute(_FACTS_NEW, {**full, "device_id": device_id})
+                else:
+                    conn.execute(_FACTS_UPDATE, {**full, "b_device_id": device_id})
+                conn.execute(
+                    _history_upsert(conn.dialect.name),
+                    {
+                        "device_id": device_id,
+                        "slot": history_seq % FACTS_HISTORY,
+                        "report_seq": seq,
+                        "collected_at": row["collected_at"],
+                        "received_at": now,
+                        "facts": facts,
+                    },
+                )
+        return {
+            "status": "accepted",
+            "next_report_in": service.settings.report_interval,
+            "osquery_queries": service.settings.osquery_queries,
+        }
+    except (ProtocolError, ApiError) as exc:
+        audit.record_separately(
+            service.db, "device.report", "rejected", code=exc.code, remote_addr=remote_addr
+        )
+        raise
+
+
+def _evaluate(
+    service: ServiceContext,
+    session: Session,
+    device_id: str,
+    user_id: str,
+    facts: dict[str, Any],
+    digests: FactDigests,
+    stored: Any,
+) -> str | None:
+    """Evaluate the posture checks on fresh facts (the posture surface's hook).
+
+    Returns the digest of the checks' inputs, stored with the facts so that the
+    next report can tell whether anything needs evaluating at all.
+    """
+    hook = service.extras.get("posture_ingest")
+    if hook is None:
+        return None
+    previous = stored.inputs if stored is not None else None
+    return hook(session, device_id, user_id, facts, digests=digests, previous=previous)
+
+
+# Statements of the ingest path, built once (SQLAlchemy caches their compiled form).
+_facts = DeviceFacts.__table__
+_history = DeviceFactsHistory.__table__
+_devices = Device.__table__
+
+_FACTS_STATE = select(
+    _facts.c.report_seq, _facts.c.digest, _facts.c.inputs, _facts.c.history_seq
+).where(_facts.c.device_id == bindparam("device_id"))
+# UPDATEs set the columns named in the parameters (besides the ``b_`` keys).
+_FACTS_UPDATE = update(_facts).where(_facts.c.device_id == bindparam("b_device_id"))
+_FACTS_NEW = insert(_facts)
+# last_seen is not refreshed for a trusted device gone stale: detection sees it returned old.
+_DEVICE_SEEN = (
+    update(_devices)
+    .where(_devices.c.id == bindparam("b_device_id"))
+    .values(
+        last_seen=case(
+            (
+                and_(
+                    _devices.c.state == "trusted",
+                    _devices.c.last_seen < bindparam("b_stale_before"),
+                ),
+                _devices.c.last_seen,
+            ),
+            else_=bindparam("b_now"),
+        )
+    )
+    .returning(
+        _devices.c.sign_key,
+        _devices.c.state,
+        select(User.active)
+        .where(User.id == _devices.c.user_id)
+        .scalar_subquery()
+        .label("owner_active"),
+        _devices.c.user_id,
+        _devices.c.last_seen,
+        _devices.c.hardware_uuid,
+        _devices.c.serial,
+        _devices.c.agent_instance,
+        _devices.c.agent_instance_prev,
+        _devices.c.agent_instance_at,
+    )
+)
+_HISTORY_UPSERTS: dict[str, Any] = {}
+
+
+def _history_upsert(dialect: str) -> Any:
+    stmt = _HISTORY_UPSERTS.get(dialect)
+    if stmt is None:
+        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_history)
+        stmt = ins.on_conflict_do_update(
+            index_elements=["device_id", "slot"],
+            set_={
+                c: ins.excluded[c] for c in ("report_seq", "collected_at", "received_at", "facts")
+            },
+        )
+        _HISTORY_UPSERTS[dialect] = stmt
+    return stmt

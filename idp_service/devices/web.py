@@ -1,0 +1,99 @@
+"""Agent endpoints (``/agent/v1``): server identity, challenges, registration, callback."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from idp_service.devices import approve, challenges, enroll, report
+from idp_service.platform import audit
+from idp_service.signin import authenticate
+from idp_service.web.bodies import json_body, read_body
+from idp_service.web.context import ctx
+from idp_service.web.errors import ApiError
+from trust_protocol.encoding import b64e
+from trust_protocol.strict_json import printable_id
+
+bp = Blueprint("agent_api", __name__, url_prefix="/agent/v1")
+
+MAX_ENVELOPE = 64 * 1024
+MAX_REPORT = report.MAX_REPORT
+
+
+def _body(limit: int = MAX_ENVELOPE) -> bytes:
+    return read_body(limit)
+
+
+@bp.get("/server")
+def server_info() -> Response:
+    """What an agent pins at enrollment: the signing key, its id, origins and ports."""
+    service = ctx()
+    return jsonify(
+        {
+            "protocol": 1,
+            "server_key": b64e(bytes(service.keys.verify_key)),
+            "kid": service.keys.kid,
+            "origins": list(service.settings.allowed_origins),
+            "agent_ports": list(service.settings.agent_ports),
+            "public_url": service.settings.public_url,
+        }
+    )
+
+
+@bp.post("/challenges")
+def new_challenge() -> Response:
+    """Issue a ``register`` challenge to an agent that is about to enroll."""
+    body = json_body(MAX_ENVELOPE)
+    if not isinstance(body, dict) or body.get("purpose") != "register":
+        raise ApiError(
+            "malformed", 'send {"purpose": "register"}; login challenges come from the login page'
+        )
+    service = ctx()
+    token, challenge = challenges.issue(
+        service, "register", "enroll", callback_path="/agent/v1/register"
+    )
+    return jsonify({"challenge": token, "expires_at": challenge.expires_at})
+
+
+@bp.post("/register")
+def register() -> tuple[Response, int]:
+    """Register a device: the body is a response envelope to a ``register`` challenge."""
+    result = enroll.register(ctx(), _body(), remote_addr=request.remote_addr)
+    return jsonify(result.to_json()), 201
+
+
+@bp.post("/callback")
+def callback() -> Response:
+    """The agent's direct answer to a login challenge (independent of the browser)."""
+    result = authenticate.verify(ctx(), _body(), via="callback", remote_addr=request.remote_addr)
+    return jsonify({"status": "verified", "device_id": result.device_id})
+
+
+@bp.post("/report/challenge")
+def report_challenge() -> Response:
+    """A ``report`` challenge bound to the asking device."""
+    body = json_body(MAX_ENVELOPE)
+    device_id = body.get("device_id") if isinstance(body, dict) else None
+    token, expires_at = report.issue_challenge(
+        ctx(), printable_id(device_id) if isinstance(device_id, str) else None
+    )
+    return jsonify({"challenge": token, "expires_at": expires_at})
+
+
+@bp.post("/report")
+def report_facts() -> Response:
+    """A posture report: the body is a response envelope to a ``report`` challenge."""
+    return jsonify(report.ingest(ctx(), _body(MAX_REPORT), remote_addr=request.remote_addr))
+
+
+@bp.post("/notices")
+def notices() -> Response:
+    """A trusted device's pending approval notices; the body is a signed poll."""
+    try:
+        body = _body(1024)
+    except ApiError as exc:
+        audit.record_separately(
+            ctx().db, "approval.poll", "rejected", code=exc.code, remote_addr=request.remote_addr
+        )
+        raise
+    sealed = approve.notices_for(ctx(), body, remote_addr=request.remote_addr)
+    return jsonify({"notices": sealed})

@@ -1,0 +1,1 @@
+"""The directory of people outside SCIM: lookup and creation under one normalisation."""

@@ -1,0 +1,1 @@
+"""Posture on the service: checks evaluated at ingest and at sign-in, exemptions, decisions."""

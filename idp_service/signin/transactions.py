@@ -1,0 +1,131 @@
+"""Login transactions: one per sign-in attempt, created before its challenge.
+
+A transaction is the thing a challenge is bound to (``binding = "login:" + id``)
+and the thing the login page polls. It is *verified* as soon as one of its
+challenges has been consumed with result ``ok`` (on either path: the browser's
+fetch or the agent's direct callback) -- the challenge row is the single source
+of truth, so the sign-in hot path writes nothing else. A device decision
+(revoked, pending, ...) moves it ``pending`` -> ``denied`` with a reason. When
+the page continues, :func:`settle` copies the outcome onto the transaction row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from idp_service.platform.models import Challenge, Device, LoginTransaction, utcnow
+
+BINDING_PREFIX = "login:"
+
+
+def binding_for(txn_id: str) -> str:
+    """The challenge binding of a transaction."""
+    return BINDING_PREFIX + txn_id
+
+
+def txn_id_from_binding(binding: str) -> str | None:
+    """The transaction id a binding names, or None for other bindings."""
+    return binding[len(BINDING_PREFIX) :] if binding.startswith(BINDING_PREFIX) else None
+
+
+def new_id() -> str:
+    """A fresh transaction id: 128 random bits, base64url."""
+    return secrets.token_urlsafe(16)
+
+
+def create(session: Session, *, ttl_seconds: int, context: dict[str, Any] | None = None) -> str:
+    """Start a transaction and return its id."""
+    txn_id = new_id()
+    session.add(
+        LoginTransaction(
+            id=txn_id,
+            status="pending",
+            context=context or {},
+            expires_at=utcnow() + dt.timedelta(seconds=ttl_seconds),
+        )
+    )
+    return txn_id
+
+
+def answered_challenge(session: Session, txn_id: str) -> str | None:
+    """The id of the challenge whose ``ok`` answer verified this transaction, if any."""
+    return session.execute(
+        select(Challenge.id)
+        .where(Challenge.binding == binding_for(txn_id), Challenge.result == "ok")
+        .order_by(Challenge.consumed_at)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def holder_secret(key: bytes | str, challenge_id: str) -> str:
+    """The secret of the browser that fetched challenge ``challenge_id`` (HMAC under ``key``).
+
+    The login page's ``/challenge`` response sets it as a cookie on the browser
+    that fetched the challenge; ``/continue`` of a verified transaction requires
+    the one of the challenge that was answered. Someone who planted their own
+    session cookie in another browser never sees that response, so cannot
+    continue a sign-in which that browser's device answered.
+    """
+    raw = key.encode() if isinstance(key, str) else key
+    mac = hmac.new(raw, b"login-holder:" + challenge_id.encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]  # 128 bits
+
+
+def verified_device(session: Session, txn_id: str) -> tuple[str, dt.datetime] | None:
+    """The device that answered one of this transaction's challenges, and when."""
+    row = session.execute(
+        select(Challenge.device_id, Challenge.consumed_at)
+        .where(Challenge.binding == binding_for(txn_id), Challenge.result == "ok")
+        .limit(1)
+    ).first()
+    return (row.device_id, row.consumed_at) if row is not None else None
+
+
+def settle(session: Session, txn: LoginTransaction) -> LoginTransaction:
+    """Copy a verified answer onto a pending transaction (idempotent); return it."""
+    if txn.status != "pending":
+        return txn
+    found = verified_device(session, txn.id)
+    if found is None:
+        return txn
+    device_id, consumed_at = found
+    user_id = session.execute(select(Device.user_id).where(Device.id == device_id)).scalar_one()
+    session.execute(
+        update(LoginTransaction)
+        .where(LoginTransaction.id == txn.id, LoginTransaction.status == "pending")
+        .values(status="verified", device_id=device_id, user_id=user_id, verified_at=consumed_at)
+        .execution_options(synchronize_session=False)
+    )
+    return session.get(LoginTransaction, txn.id, populate_existing=True)
+
+
+def mark_denied(
+    session: Session, txn_id: str, *, code: str, device_id: str | None, user_id: str | None
+) -> None:
+    """Record why a transaction was refused (a device or posture decision, not bad input).
+
+    A verified but not yet completed transaction can still be refused: a
+    revocation or a blocking posture check between verification and completion wins.
+    """
+    session.execute(
+        update(LoginTransaction)
+        .where(
+            LoginTransaction.id == txn_id,
+            LoginTransaction.status.in_(("pending", "verified")),
+            LoginTransaction.completed_at.is_(None),
+        )
+        .values(status="denied", error_code=code, device_id=device_id, user_id=user_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def is_open(txn: LoginTransaction | None) -> bool:
+    """True for a transaction that may still get a challenge."""
+    return txn is not None and txn.status == "pending" and txn.expires_at > utcnow()
