@@ -165,7 +165,7 @@ def enroll_code_create(email: str, create_user: bool, ttl: int | None, as_json: 
     """Make a one-time enrollment code for USER (shown once; it is stored hashed)."""
     from idp_service.devices import enroll
     from idp_service.directory import users as users_mod
-    from idp_service.web.errors import ApiError
+    from idp_service.platform.errors import ServiceError
 
     settings = _settings()
     with _db().session() as session:
@@ -186,7 +186,7 @@ def enroll_code_create(email: str, create_user: bool, ttl: int | None, as_json: 
                 )
             try:
                 user = users_mod.create(session, email, actor="cli")
-            except ApiError as exc:
+            except ServiceError as exc:
                 raise click.ClickException(f"{exc.code}: {exc.message}") from None
         code, row = enroll.create_code(
             session, user, ttl_seconds=ttl or settings.enroll_code_ttl, created_by="cli"
@@ -229,8 +229,8 @@ def _device_action(action: str) -> click.Command:
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     def command(device_id: str, reason: str, as_json: bool) -> None:
         from idp_service.devices import registry
+        from idp_service.platform.errors import ServiceError
         from idp_service.platform.models import User
-        from idp_service.web.errors import ApiError
 
         try:
             with _db().session() as session:
@@ -238,7 +238,7 @@ def _device_action(action: str) -> click.Command:
                     session, device_id, action, reason=reason, actor="cli"
                 )
                 data = registry.device_json(device, session.get(User, device.user_id))
-        except ApiError as exc:
+        except ServiceError as exc:
             raise click.ClickException(f"{exc.message} ({exc.code})") from None
         _emit(data, as_json, f"device {device_id} is now {data['state']}")
 
@@ -321,8 +321,8 @@ def exemptions_add(
     """Exempt one device, user or group from a check for some days."""
     import datetime as dt
 
+    from idp_service.platform.errors import ServiceError
     from idp_service.posture import service as posture
-    from idp_service.web.errors import ApiError
 
     chosen = [(s, v) for s, v in (("device", device), ("user", user), ("group", group)) if v]
     if len(chosen) != 1:
@@ -341,7 +341,7 @@ def exemptions_add(
                 actor="cli",
             )
             data = posture.exemption_json(row)
-    except ApiError as exc:
+    except ServiceError as exc:
         raise click.ClickException(f"{exc.message} ({exc.code})") from None
     _emit(
         data,

@@ -231,8 +231,8 @@ def register(base_url: str, key_cert: tuple[str, str]) -> str:
 
     from idp_service.platform.config import Settings
     from idp_service.platform.db import Database
+    from idp_service.platform.errors import ServiceError
     from idp_service.saml import api
-    from idp_service.web.errors import ApiError
 
     key, cert = key_cert
     xml = OneLogin_Saml2_Settings(
@@ -244,7 +244,7 @@ def register(base_url: str, key_cert: tuple[str, str]) -> str:
         try:
             api.create_sp(db, {"metadata_xml": xml, "name": "Demo app"}, actor="demo_sp")
             return "registered"
-        except ApiError as exc:
+        except ServiceError as exc:
             if exc.code != "sp_exists":
                 raise
             api.update_sp(db, base_url + "/metadata", {"metadata_xml": xml}, actor="demo_sp")

@@ -26,11 +26,11 @@ from sqlalchemy.orm import Session
 
 from idp_service.admin import sessions as admin_sessions
 from idp_service.platform import audit
+from idp_service.platform.errors import Forbidden
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import Device, LoginTransaction, User, utcnow
 from idp_service.signin.web import MESSAGES, remember
 from idp_service.web.context import ctx
-from idp_service.web.errors import ApiError
 from scim.groups import group_keys_of
 
 SESSION_KEY = "admin"
@@ -84,7 +84,7 @@ def check_csrf() -> None:
             remote_addr=request.remote_addr,
             details={"path": request.path},
         )
-        raise ApiError("csrf_invalid", "This form is stale or did not come from the console.", 403)
+        raise Forbidden("csrf_invalid", "This form is stale or did not come from the console.")
 
 
 def in_admin_group(s: Session, user_id: str) -> bool:

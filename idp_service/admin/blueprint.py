@@ -10,9 +10,10 @@ from flask import Blueprint, Response, redirect, render_template, request
 from idp_service.admin.auth import check_csrf, csrf_token, current_admin
 from idp_service.platform import audit
 from idp_service.platform.durations import format_duration
+from idp_service.platform.errors import Invalid, ServiceError, Unauthenticated
 from idp_service.platform.models import utcnow
 from idp_service.web.context import ctx
-from idp_service.web.errors import ApiError
+from idp_service.web.errors import status_of
 from posture_checks.evaluator import Status
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -43,7 +44,7 @@ def _gate() -> Response | None:
     if current_admin() is None:
         if request.method == "GET":
             return redirect("/admin/signin", 303)
-        raise ApiError("admin_signin_required", "Sign in to the console first.", 401)
+        raise Unauthenticated("admin_signin_required", "Sign in to the console first.")
     return None
 
 
@@ -99,8 +100,8 @@ def _context() -> dict[str, Any]:
     return {"admin": current_admin(), "nav": NAV}
 
 
-@bp.errorhandler(ApiError)
-def _error(exc: ApiError) -> tuple[str, int]:
+@bp.errorhandler(ServiceError)
+def _error(exc: ServiceError) -> tuple[str, int]:
     if request.method == "POST" and exc.code != "csrf_invalid":
         admin = current_admin()
         audit.record_separately(
@@ -112,14 +113,14 @@ def _error(exc: ApiError) -> tuple[str, int]:
             remote_addr=request.remote_addr,
             details={"path": request.path},
         )
-    return render_template("admin/error.html", error=exc), exc.status
+    return render_template("admin/error.html", error=exc), status_of(exc)
 
 
 def reason_from_form() -> str:
     """The mandatory ``reason`` of an action (400 ``reason_required`` when empty)."""
     reason = (request.form.get("reason") or "").strip()
     if not reason:
-        raise ApiError("reason_required", "Every admin action needs a reason.")
+        raise Invalid("reason_required", "Every admin action needs a reason.")
     if len(reason) > 1000:
-        raise ApiError("reason_too_long", "Keep the reason under 1000 characters.")
+        raise Invalid("reason_too_long", "Keep the reason under 1000 characters.")
     return reason

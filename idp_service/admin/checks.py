@@ -10,11 +10,11 @@ from sqlalchemy import select
 from idp_service.admin import queries
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp, reason_from_form
+from idp_service.platform.errors import Invalid
 from idp_service.platform.models import utcnow
 from idp_service.posture import service as posture
 from idp_service.posture.tables import ExemptionRow
 from idp_service.web.context import ctx
-from idp_service.web.errors import ApiError
 from posture_checks.evaluator import Status
 
 # The statuses the checks page counts, in the order an admin reads them.
@@ -56,7 +56,7 @@ def exemption_add() -> Response:
     form = request.form
     days = form.get("days", "")
     if not (days.isascii() and days.isdigit()) or not 1 <= int(days) <= 365:
-        raise ApiError("bad_exemption", "days must be a whole number from 1 to 365")
+        raise Invalid("bad_exemption", "days must be a whole number from 1 to 365")
     with ctx().db.session() as s:
         posture.add_exemption(
             s,

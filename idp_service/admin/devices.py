@@ -10,10 +10,10 @@ from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp, reason_from_form
 from idp_service.devices import approve, detection, registry
 from idp_service.devices.flag_tables import DeviceFlag
+from idp_service.platform.errors import Invalid, NotFound
 from idp_service.platform.models import DEVICE_STATES, Device, User
 from idp_service.posture.tables import CheckResultHistory, CheckResultRow, DeviceFacts
 from idp_service.web.context import ctx
-from idp_service.web.errors import ApiError
 
 STATE_ACTIONS = ("approve", "deny", "revoke", "retrust")
 ACTIONS = (*STATE_ACTIONS, "delete", "change_owner", "resolve_flags")
@@ -113,7 +113,7 @@ def device_action(device_id: str) -> Response:
     """Approve, deny, revoke, re-trust, delete or change the owner; each with a reason."""
     action = request.form.get("action", "")
     if action not in ACTIONS:
-        raise ApiError("bad_action", "Unknown device action.")
+        raise Invalid("bad_action", "Unknown device action.")
     reason = reason_from_form()
     actor = current_admin().actor
     with ctx().db.session() as s:
@@ -122,12 +122,12 @@ def device_action(device_id: str) -> Response:
         elif action == "change_owner":
             new_owner = (request.form.get("user") or "").strip()
             if not new_owner or len(new_owner) > 256:
-                raise ApiError("user_required", "Name the new owner's userName.")
+                raise Invalid("user_required", "Name the new owner's userName.")
             from idp_service.directory import users
 
             owner = users.find(s, new_owner)
             if owner is None:
-                raise ApiError("user_not_found", f"no user {new_owner!r}", 404)
+                raise NotFound("user_not_found", f"no user {new_owner!r}")
             registry.change_owner(s, device_id, owner.id, reason=reason, actor=actor)
         elif action == "resolve_flags":
             detection.mark_reviewed(s, device_id, reason=reason, actor=actor)

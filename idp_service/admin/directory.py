@@ -7,11 +7,11 @@ from sqlalchemy import func, select
 
 from idp_service.admin import queries
 from idp_service.admin.blueprint import bp
+from idp_service.platform.errors import Invalid
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import Device, User
 from idp_service.saml import registry as sp_registry
 from idp_service.web.context import ctx
-from idp_service.web.errors import ApiError
 from scim.tables import Group, GroupMember
 
 
@@ -21,7 +21,7 @@ def users() -> str:
     q = name_key((request.args.get("q") or "").strip())
     after = name_key((request.args.get("after") or "").strip())
     if len(q) > queries.MAX_QUERY or len(after) > 256:
-        raise ApiError("bad_query", "search text is too long")
+        raise Invalid("bad_query", "search text is too long")
     query = select(User)
     if q:
         query = query.where(queries._prefix(User.user_name_lower, q))

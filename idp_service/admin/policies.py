@@ -15,8 +15,8 @@ from flask import Response, redirect, request
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp
 from idp_service.devices import registration_policy as rp
+from idp_service.platform.errors import Invalid
 from idp_service.web.context import ctx
-from idp_service.web.errors import ApiError
 
 
 def listing() -> dict[str, Any]:
@@ -34,9 +34,9 @@ def set_policy() -> Response:
     env_default = ctx().settings.registration_policy
     actor = current_admin().actor
     if scope not in ("global", "group"):
-        raise ApiError("bad_scope", "Choose the global policy or a group.")
+        raise Invalid("bad_scope", "Choose the global policy or a group.")
     if scope == "group" and not 0 < len(group) <= 256:
-        raise ApiError("group_required", "Name the SCIM group (displayName or id).")
+        raise Invalid("group_required", "Name the SCIM group (displayName or id).")
     if policy != "clear":
         rp.check_policy(policy)
     with ctx().db.session() as s:

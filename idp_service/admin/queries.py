@@ -17,10 +17,10 @@ from sqlalchemy import and_, func, or_, select, union
 from sqlalchemy.orm import Session
 
 from idp_service.devices.flag_tables import DeviceFlag
+from idp_service.platform.errors import Invalid
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import DEVICE_STATES, AuditEvent, Device, User
 from idp_service.posture.tables import CheckResultRow
-from idp_service.web.errors import ApiError
 from posture_checks.evaluator import FAILING, Status
 from trust_protocol.facts_schema import PLATFORMS
 
@@ -57,16 +57,16 @@ class DeviceFilter:
         check = (args.get("check") or "").strip()
         status = (args.get("status") or "").strip().upper()
         if len(q) > MAX_QUERY or len(platform) > 32 or len(check) > 128:
-            raise ApiError("bad_query", "search text is too long")
+            raise Invalid("bad_query", "search text is too long")
         if status and status not in STATUSES:
-            raise ApiError("bad_status", f"status must be one of {', '.join(STATUSES)}")
+            raise Invalid("bad_status", f"status must be one of {', '.join(STATUSES)}")
         if status and not check:
-            raise ApiError("bad_query", "status filters the results of one check: give check too")
+            raise Invalid("bad_query", "status filters the results of one check: give check too")
         if state and state not in DEVICE_STATES:
-            raise ApiError("bad_state", f"state must be one of {', '.join(DEVICE_STATES)}")
+            raise Invalid("bad_state", f"state must be one of {', '.join(DEVICE_STATES)}")
         flagged = (args.get("flagged") or "").strip()
         if flagged not in ("", "0", "1"):
-            raise ApiError("bad_query", "flagged is 1 (only flagged devices) or 0")
+            raise Invalid("bad_query", "flagged is 1 (only flagged devices) or 0")
         return cls(
             q=q,
             state=state,
@@ -101,7 +101,7 @@ def parse_cursor(text: str | None) -> tuple[dt.datetime, str] | None:
     except ValueError:
         when = None
     if not sep or when is None or when.tzinfo is None or not 0 < len(device_id) <= 64:
-        raise ApiError("bad_cursor", "not a page cursor from this console")
+        raise Invalid("bad_cursor", "not a page cursor from this console")
     return when, device_id
 
 
@@ -226,10 +226,10 @@ class AuditFilter:
         """Validate ``request.args``; bad input is a 400 with a stable code."""
         values = {k: (args.get(k) or "").strip() for k in ("action", "device_id", "user")}
         if any(len(v) > MAX_QUERY for v in values.values()):
-            raise ApiError("bad_query", "filter text is too long")
+            raise Invalid("bad_query", "filter text is too long")
         before = args.get("before") or ""
         if before and (not (before.isascii() and before.isdigit()) or len(before) > 18):
-            raise ApiError("bad_cursor", "not a page cursor from this console")
+            raise Invalid("bad_cursor", "not a page cursor from this console")
         return cls(**values, before=int(before) if before else None)
 
     def args(self, **change: Any) -> dict[str, str]:

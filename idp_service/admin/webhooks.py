@@ -12,8 +12,8 @@ from flask import Response, redirect, render_template, request
 
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp
+from idp_service.platform.errors import Invalid
 from idp_service.web.context import ctx
-from idp_service.web.errors import ApiError
 from idp_service.webhooks import catalog, endpoints
 from idp_service.webhooks.tables import DELIVERY_STATUSES
 
@@ -22,7 +22,7 @@ def _int(name: str, value: str | None) -> int | None:
     if not value:
         return None
     if not (value.isascii() and value.isdigit()) or len(value) > 10:
-        raise ApiError("bad_query", f"{name} must be a whole number")
+        raise Invalid("bad_query", f"{name} must be a whole number")
     return int(value)
 
 
@@ -30,7 +30,7 @@ def _page(**extra: Any) -> str:
     args = request.args
     status = (args.get("status") or "").strip() or None
     if status is not None and status not in DELIVERY_STATUSES:
-        raise ApiError("bad_status", f"status is one of {', '.join(DELIVERY_STATUSES)}")
+        raise Invalid("bad_status", f"status is one of {', '.join(DELIVERY_STATUSES)}")
     flt = endpoints.DeliveryFilter(endpoint_id=_int("webhook", args.get("webhook")), status=status)
     before = _int("before", args.get("before"))
     with ctx().db.session() as s:
@@ -79,7 +79,7 @@ def webhook_active(endpoint_id: int) -> Response:
     """Enable or disable an endpoint."""
     active = request.form.get("active")
     if active not in ("true", "false"):
-        raise ApiError("bad_active", "active is true or false")
+        raise Invalid("bad_active", "active is true or false")
     with ctx().db.session() as s:
         endpoints.update(s, endpoint_id, {"active": active == "true"}, actor=current_admin().actor)
     return redirect("/admin/webhooks", 303)

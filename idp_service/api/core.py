@@ -31,9 +31,16 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from idp_service.api import schema as S
 from idp_service.platform import audit
 from idp_service.platform.db import Database
+from idp_service.platform.errors import (
+    Forbidden,
+    Invalid,
+    ServiceError,
+    Unauthenticated,
+    Unsupported,
+)
 from idp_service.web.bodies import json_body
 from idp_service.web.context import ctx
-from idp_service.web.errors import ApiError
+from idp_service.web.errors import error_response
 from trust_protocol import strict_json
 from trust_protocol.errors import ProtocolError
 
@@ -162,7 +169,7 @@ def encode_cursor(values: list[Any]) -> str:
 
 def decode_cursor(text: str, kinds: tuple[type, ...]) -> list[Any]:
     """The values of a cursor made by :func:`encode_cursor`, typed as ``kinds``; else 400."""
-    bad = ApiError("bad_cursor", "cursor is not one this API gave out; start from the first page")
+    bad = Invalid("bad_cursor", "cursor is not one this API gave out; start from the first page")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         values = strict_json.loads(raw, max_size=4096)
@@ -185,8 +192,8 @@ def _safe_path() -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in request.path[:300])
 
 
-def _unauthorized(message: str, error: str | None) -> ApiError:
-    exc = ApiError("unauthorized", message, 401)
+def _unauthorized(message: str, error: str | None) -> Unauthenticated:
+    exc = Unauthenticated("unauthorized", message)
     exc.www_authenticate = 'Bearer realm="devicetrust"' + (f', error="{error}"' if error else "")
     return exc
 
@@ -204,7 +211,7 @@ def _authenticate(op: Operation, db: Database) -> str:
         raise _unauthorized("unknown or revoked token", "invalid_token")
     name, scope = found
     if op.scope == "write" and scope != "write":
-        exc = ApiError("insufficient_scope", "this needs a token with the write scope", 403)
+        exc = Forbidden("insufficient_scope", "this needs a token with the write scope")
         exc.www_authenticate = (
             'Bearer realm="devicetrust", error="insufficient_scope", scope="write"'
         )
@@ -219,10 +226,10 @@ def _coerce(name: str, raw: str, schema: dict[str, Any]) -> Any:
         try:
             return int(raw)
         except ValueError:
-            raise ApiError("bad_parameter", f"{name} must be an integer") from None
+            raise Invalid("bad_parameter", f"{name} must be an integer") from None
     if kind == "boolean":
         if raw not in ("true", "false"):
-            raise ApiError("bad_parameter", f"{name} must be true or false")
+            raise Invalid("bad_parameter", f"{name} must be true or false")
         return raw == "true"
     return raw
 
@@ -237,16 +244,16 @@ def _input(op: Operation, path_kw: dict[str, Any]) -> tuple[dict, dict, Any]:
                 query[name] = _coerce(name, request.args[name], schema)
                 S.validate(schema, query[name], name)
     except S.SchemaError as exc:
-        raise ApiError("bad_parameter", str(exc)) from None
+        raise Invalid("bad_parameter", str(exc)) from None
     body = None
     if op.body is not None:
         if not request.mimetype or request.mimetype != "application/json":
-            raise ApiError("unsupported_media_type", "send the body as application/json", 415)
+            raise Unsupported("unsupported_media_type", "send the body as application/json")
         body = json_body(ctx().settings.max_request_bytes, empty=None, text_code="invalid_body")
         try:
             S.validate(op.body, body, "body")
         except S.SchemaError as exc:
-            raise ApiError("invalid_body", str(exc)) from None
+            raise Invalid("invalid_body", str(exc)) from None
     return path_kw, query, body
 
 
@@ -260,12 +267,12 @@ def _dispatch(op: Operation, path_kw: dict[str, Any]) -> Response:
         resp = jsonify(data)
         resp.status_code = op.status
         outcome, code = "ok", None
-    except ApiError as exc:
-        resp = exc.response()
+    except ServiceError as exc:
+        resp = error_response(exc)
         if getattr(exc, "www_authenticate", None):
             resp.headers["WWW-Authenticate"] = exc.www_authenticate
         token = token or getattr(exc, "token_name", None)
-        outcome, code = ("denied" if exc.status in (401, 403) else "rejected"), exc.code
+        outcome, code = ("denied" if resp.status_code in (401, 403) else "rejected"), exc.code
     details = {"method": op.method, "path": _safe_path(), "status": resp.status_code}
     if token is None:
         audit.record_separately(

@@ -20,10 +20,10 @@ from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor,
 from idp_service.api.core import operation as op
 from idp_service.devices import approve, detection, registry
 from idp_service.devices.flag_tables import FLAG_KINDS, DeviceFlag
+from idp_service.platform.errors import Invalid, NotFound
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import DEVICE_STATES, AuditEvent, Device, User
 from idp_service.posture import tables as pt
-from idp_service.web.errors import ApiError
 from posture_checks.evaluator import Status
 
 NULLABLE = S.string(4096, nullable=True)
@@ -199,7 +199,7 @@ def device_page(session: Session, query: dict[str, Any], limit: int) -> dict[str
         try:
             at = dt.datetime.fromisoformat(at_text).astimezone(dt.UTC)
         except (ValueError, OverflowError):
-            raise ApiError("bad_cursor", "cursor is not one this API gave out") from None
+            raise Invalid("bad_cursor", "cursor is not one this API gave out") from None
         stmt = stmt.where(
             or_(Device.first_seen < at, and_(Device.first_seen == at, Device.id < last_id))
         )
@@ -245,7 +245,7 @@ def list_approvals(call: Call) -> dict[str, Any]:
 def _device(session: Session, device_id: str) -> Device:
     device = session.get(Device, device_id)
     if device is None:
-        raise ApiError("device_not_found", f"no device {device_id!r}", 404)
+        raise NotFound("device_not_found", f"no device {device_id!r}")
     return device
 
 

@@ -11,8 +11,8 @@ from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor,
 from idp_service.api.core import operation as op
 from idp_service.api.devices import DEVICE
 from idp_service.devices import enroll, registry
+from idp_service.platform.errors import Conflict, NotFound
 from idp_service.platform.models import Device, User
-from idp_service.web.errors import ApiError
 from scim.tables import Group, GroupMember
 
 NULLABLE = {"type": ["string", "null"]}
@@ -121,7 +121,7 @@ def get_user(call: Call) -> dict[str, Any]:
     with call.db.session() as s:
         user = s.get(User, call.path["user_id"])
         if user is None:
-            raise ApiError("user_not_found", f"no user {call.path['user_id']!r}", 404)
+            raise NotFound("user_not_found", f"no user {call.path['user_id']!r}")
         groups = s.scalars(
             select(Group)
             .join(GroupMember, GroupMember.group_id == Group.id)
@@ -180,7 +180,7 @@ def get_group(call: Call) -> dict[str, Any]:
     with call.db.session() as s:
         group = s.get(Group, call.path["group_id"])
         if group is None:
-            raise ApiError("group_not_found", f"no group {call.path['group_id']!r}", 404)
+            raise NotFound("group_not_found", f"no group {call.path['group_id']!r}")
         members = s.scalars(
             select(GroupMember).where(GroupMember.group_id == group.id).order_by(GroupMember.id)
         ).all()
@@ -215,9 +215,9 @@ def create_enrollment_code(call: Call) -> dict[str, Any]:
     with call.db.session() as s:
         user = s.get(User, call.path["user_id"])
         if user is None or user.deleted_at is not None:
-            raise ApiError("user_not_found", f"no user {call.path['user_id']!r}", 404)
+            raise NotFound("user_not_found", f"no user {call.path['user_id']!r}")
         if not user.active:
-            raise ApiError("user_inactive", "the user is deactivated", 409)
+            raise Conflict("user_inactive", "the user is deactivated")
         code, row = enroll.create_code(s, user, ttl_seconds=ttl, created_by=call.actor)
         return {
             "id": row.id,

@@ -12,8 +12,8 @@ from idp_service.api import schema as S
 from idp_service.api.core import Call
 from idp_service.api.core import operation as op
 from idp_service.devices import registration_policy as rp
+from idp_service.platform.errors import NotFound
 from idp_service.web.context import ctx
-from idp_service.web.errors import ApiError
 
 POLICY = {"enum": list(rp.POLICIES)}
 STAMP = {
@@ -61,7 +61,7 @@ def _env() -> str:
 def _group(call: Call) -> str:
     ref = call.path["group"]
     if not S.storable(ref):
-        raise ApiError("group_not_found", "no such SCIM group", 404)
+        raise NotFound("group_not_found", "no such SCIM group")
     return ref
 
 

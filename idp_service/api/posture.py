@@ -11,11 +11,11 @@ from idp_service.api import schema as S
 from idp_service.api.core import MAX_ID, Call
 from idp_service.api.core import operation as op
 from idp_service.platform import audit
+from idp_service.platform.errors import NotFound
 from idp_service.platform.models import utcnow
 from idp_service.posture import service as posture_service
 from idp_service.posture.tables import CheckResultRow, ExemptionRow
 from idp_service.web.context import ctx
-from idp_service.web.errors import ApiError
 
 CHECK = S.obj(
     {
@@ -119,7 +119,7 @@ def get_check(call: Call) -> dict[str, Any]:
     for check in _checks_json(_result_counts(call)):
         if check["id"] == call.path["check_id"]:
             return check
-    raise ApiError("check_not_found", f"no check {call.path['check_id']!r}", 404)
+    raise NotFound("check_not_found", f"no check {call.path['check_id']!r}")
 
 
 @op(
@@ -185,7 +185,7 @@ def remove_exemption(call: Call) -> dict[str, Any]:
     with call.db.session() as s:
         row = s.get(ExemptionRow, exemption_id)
         if row is None:
-            raise ApiError("exemption_not_found", f"no exemption {exemption_id}", 404)
+            raise NotFound("exemption_not_found", f"no exemption {exemption_id}")
         s.delete(row)
         audit.record(
             s,

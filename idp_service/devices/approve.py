@@ -37,10 +37,10 @@ from sqlalchemy.orm import Session
 from idp_service.devices.approval_tables import ApprovalNotice, ApprovalRequest
 from idp_service.devices.enroll import CODE_ALPHABET, normalize_code
 from idp_service.platform import audit
+from idp_service.platform.errors import Conflict, Forbidden, Invalid, ServiceError
 from idp_service.platform.keys import load_secret
 from idp_service.platform.models import Device, utcnow
 from idp_service.services import ServiceContext
-from idp_service.web.errors import ApiError
 from trust_protocol.encoding import b64e
 from trust_protocol.errors import ProtocolError
 from trust_protocol.notice import Notice, seal_notice
@@ -234,8 +234,8 @@ def notices_for(service: ServiceContext, body: bytes, *, remote_addr: str | None
                 poll, device.sign_key, now=time.time(), window=service.settings.approval_poll_skew
             )
             if device.state != "trusted":
-                raise ApiError(
-                    "device_not_trusted", "Only trusted devices receive approval notices.", 403
+                raise Forbidden(
+                    "device_not_trusted", "Only trusted devices receive approval notices."
                 )
             rows = session.scalars(
                 select(ApprovalNotice.sealed)
@@ -248,7 +248,7 @@ def notices_for(service: ServiceContext, body: bytes, *, remote_addr: str | None
                 .order_by(ApprovalNotice.id)
             ).all()
             return [b64e(bytes(s)) for s in rows]
-    except (ProtocolError, ApiError) as exc:
+    except (ProtocolError, ServiceError) as exc:
         audit.record_separately(
             service.db, "approval.poll", "rejected", code=exc.code, remote_addr=remote_addr
         )
@@ -274,10 +274,9 @@ def _locked_request(session: Session, device_id: str) -> ApprovalRequest:
         .limit(1)
     ).first()
     if req is None:
-        raise ApiError(
+        raise Conflict(
             "approval_closed",
             "This device has no open approval request.",
-            409,
             "Check again, or ask IT to approve this device.",
         )
     return req
@@ -288,7 +287,7 @@ def submit(
 ) -> Outcome:
     """Check a code typed on the new device's login page (each outcome audited, never the code)."""
     if not isinstance(code, str) or not 0 < len(code) <= MAX_CODE_INPUT:
-        raise ApiError("code_required", "Enter the code shown on your other device.")
+        raise Invalid("code_required", "Enter the code shown on your other device.")
     typed = normalize_code(code)
     with service.db.session() as session:
         req = _locked_request(session, device_id)
@@ -316,7 +315,7 @@ def submit(
             .execution_options(synchronize_session=False)
         ).first()
         if claimed is None:
-            raise ApiError("approval_closed", "This approval request is closed.", 409)
+            raise Conflict("approval_closed", "This approval request is closed.")
         attempts = claimed.attempts
         req.attempts = attempts
         digest = code_mac(load_key(service), typed)
@@ -365,7 +364,7 @@ def _still_trusted(session: Session, device_id: str, user_id: str) -> bool:
 def _approve(session: Session, req: ApprovalRequest, voucher: str, base: dict) -> Outcome:
     device = session.get(Device, req.device_id)
     if device is None or device.state != "pending":
-        raise ApiError("approval_closed", "This device is no longer waiting for approval.", 409)
+        raise Conflict("approval_closed", "This device is no longer waiting for approval.")
     device.state = "trusted"
     device.state_reason = f"approved with a code from trusted device {voucher}"
     _close(session, req, "approved", "trusted device code")
@@ -391,10 +390,9 @@ def reissue(service: ServiceContext, device_id: str, *, remote_addr: str | None 
     with service.db.session() as session:
         req = _locked_request(session, device_id)
         if req.expires_at > utcnow():
-            raise ApiError(
+            raise Conflict(
                 "approval_not_expired",
                 "The current code is still valid: enter the code shown on your other device.",
-                409,
             )
         req.code_seq += 1
         req.expires_at = utcnow() + dt.timedelta(seconds=service.settings.approval_code_ttl)

@@ -461,18 +461,18 @@ def resolve(session: Session, flags: list[DeviceFlag], *, resolution: str, actor
 
 def mark_reviewed(session: Session, device_id: str, *, reason: str, actor: str) -> list[int]:
     """Resolve a device's open flags without changing its state (policy ``flag``), audited."""
-    from idp_service.web.errors import ApiError
+    from idp_service.platform.errors import Conflict, Invalid, NotFound
 
     if not reason.strip():
-        raise ApiError("reason_required", "Every device decision needs a reason.")
+        raise Invalid("reason_required", "Every device decision needs a reason.")
     device = session.get(Device, device_id)
     if device is None:
-        raise ApiError("device_not_found", f"no device {device_id!r}", 404)
+        raise NotFound("device_not_found", f"no device {device_id!r}")
     if device.state == "suspended":
-        raise ApiError("bad_transition", "a suspended device is approved, denied or revoked", 409)
+        raise Conflict("bad_transition", "a suspended device is approved, denied or revoked")
     flags = open_flags(session, device_id)
     if not flags:
-        raise ApiError("no_open_flags", "this device has no flags waiting for review", 409)
+        raise Conflict("no_open_flags", "this device has no flags waiting for review")
     resolve(session, flags, resolution=f"reviewed: {reason}", actor=actor)
     audit.record(
         session,

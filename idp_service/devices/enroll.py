@@ -27,10 +27,10 @@ from sqlalchemy.orm import Session
 from idp_service.devices import challenges, detection, registration_policy
 from idp_service.devices.registration_policy import Decision
 from idp_service.platform import audit
+from idp_service.platform.errors import Conflict, Forbidden, Invalid, ServiceError
 from idp_service.platform.models import Device, EnrollmentCode, User, utcnow
 from idp_service.services import ServiceContext
 from idp_service.signin import login_enroll
-from idp_service.web.errors import ApiError
 from trust_protocol.errors import ProtocolError
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
@@ -99,18 +99,16 @@ def _claim_code(session: Session, code: str, device_id: str) -> str:
         select(EnrollmentCode.used_at).where(EnrollmentCode.code_hash == digest)
     ).first()
     if row is None:
-        raise ApiError("enroll_code_invalid", "This enrollment code is not valid.", 403)
+        raise Forbidden("enroll_code_invalid", "This enrollment code is not valid.")
     if row.used_at is not None:
-        raise ApiError(
+        raise Forbidden(
             "enroll_code_used",
             "This enrollment code was already used.",
-            403,
             "Each code works once. Ask your administrator for a new one.",
         )
-    raise ApiError(
+    raise Forbidden(
         "enroll_code_expired",
         "This enrollment code has expired.",
-        403,
         "Ask your administrator for a new code: devicetrust enroll-code create.",
     )
 
@@ -153,7 +151,7 @@ def register(
     identity broker vouched for in that sign-in (``login_enroll.broker_user``).
     The challenge is recorded first (:func:`challenges.accept_once`), so a replay
     is refused before the code is claimed. Raises :class:`ProtocolError` or
-    :class:`ApiError`; in that case nothing is written but an audit event.
+    :class:`ServiceError`; in that case nothing is written but an audit event.
     """
     method = "code"
     try:
@@ -163,9 +161,9 @@ def register(
         if tofu_txn is not None:
             method = "broker"
             if "enrollment_code" in verified.data:
-                raise ApiError("malformed", "A registration without a code carries no code.", 400)
+                raise Invalid("malformed", "A registration without a code carries no code.")
         elif not isinstance(code, str) or not 0 < len(code) <= 64:
-            raise ApiError("enroll_code_invalid", "The response carries no enrollment code.", 400)
+            raise Invalid("enroll_code_invalid", "The response carries no enrollment code.")
         with service.db.session() as session:
             # Single use first (the order every ceremony shares): a replayed answer is
             # refused before the code is claimed or anything else is written. On SQLite
@@ -173,10 +171,9 @@ def register(
             # check of a broker's sign-in cannot pass twice for one user.
             challenges.accept_once(session, verified, via="agent")
             if session.get(Device, verified.device_id) is not None:
-                raise ApiError(
+                raise Conflict(
                     "device_exists",
                     "A device with this id is already registered.",
-                    409,
                     "This device is enrolled already; run devicetrust-agent status.",
                 )
             details: dict[str, object] = {}
@@ -238,7 +235,7 @@ def register(
                 },
             )
             return Registration(verified.device_id, state, user.id, user.user_name)
-    except (ProtocolError, ApiError) as exc:
+    except (ProtocolError, ServiceError) as exc:
         reason = getattr(exc, "reason", None)
         audit.record_separately(
             service.db,

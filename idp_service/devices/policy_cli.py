@@ -13,13 +13,13 @@ from idp_service.platform.config import REGISTRATION_POLICIES
 
 def _run(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - thin wrapper for CLI errors
     from idp_service.cli import _db, _settings
-    from idp_service.web.errors import ApiError
+    from idp_service.platform.errors import ServiceError
 
     env_default = _settings().registration_policy
     try:
         with _db().session() as session:
             return fn(session, *args, env_default=env_default, **kwargs)
-    except ApiError as exc:
+    except ServiceError as exc:
         raise click.ClickException(f"{exc.message} ({exc.code})") from None
 
 

@@ -29,9 +29,9 @@ from sqlalchemy.orm import Session
 from idp_service.devices.approval_tables import RegistrationPolicy
 from idp_service.platform import audit
 from idp_service.platform.config import REGISTRATION_POLICIES
+from idp_service.platform.errors import Invalid, NotFound
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import Device, utcnow
-from idp_service.web.errors import ApiError
 
 # From least to most strict; ties between groups at one depth resolve to the strictest.
 POLICIES = REGISTRATION_POLICIES
@@ -41,11 +41,10 @@ MAX_DEPTH = 32  # nesting deeper than this is not followed
 
 
 def check_policy(policy: object) -> str:
-    """``policy`` if it names a policy; else :class:`ApiError` ``bad_policy`` (400)."""
+    """``policy`` if it names a policy; else an ``Invalid`` ``bad_policy`` refusal."""
     if not isinstance(policy, str) or policy not in STRICTNESS:
-        raise ApiError(
-            "bad_policy",
-            "The registration policy must be one of: " + ", ".join(POLICIES) + ".",
+        raise Invalid(
+            "bad_policy", "The registration policy must be one of: " + ", ".join(POLICIES) + "."
         )
     return policy
 
@@ -168,7 +167,7 @@ def _find_group(session: Session, ref: str) -> Any:
             select(Group).where(Group.display_name_key == name_key(ref)).limit(1)
         ).first()
     if group is None:
-        raise ApiError("group_not_found", f"no SCIM group {ref!r} (by id or displayName)", 404)
+        raise NotFound("group_not_found", f"no SCIM group {ref!r} (by id or displayName)")
     return group
 
 

@@ -60,17 +60,17 @@ def change_state(
     """
     from idp_service.devices import detection
     from idp_service.platform import audit
-    from idp_service.web.errors import ApiError
+    from idp_service.platform.errors import Conflict, Invalid, NotFound
 
     if action not in TRANSITIONS:
-        raise ApiError("bad_action", f"unknown action {action!r}")
+        raise Invalid("bad_action", f"unknown action {action!r}")
     if not reason.strip():
-        raise ApiError("reason_required", "Every device decision needs a reason.")
+        raise Invalid("reason_required", "Every device decision needs a reason.")
     device = session.get(Device, device_id)
     if device is None:
-        raise ApiError("device_not_found", f"no device {device_id!r}", 404)
+        raise NotFound("device_not_found", f"no device {device_id!r}")
     if device.state not in TRANSITIONS[action]:
-        raise ApiError("bad_transition", f"cannot {action} a device that is {device.state}", 409)
+        raise Conflict("bad_transition", f"cannot {action} a device that is {device.state}")
     before = device.state
     device.state = TARGET[action]
     device.state_reason = reason
@@ -100,10 +100,10 @@ def change_state(
 
 
 def _require_reason(reason: str) -> None:
-    from idp_service.web.errors import ApiError
+    from idp_service.platform.errors import Invalid
 
     if not reason.strip():
-        raise ApiError("reason_required", "Every device decision needs a reason.")
+        raise Invalid("reason_required", "Every device decision needs a reason.")
 
 
 def delete_device(session: Session, device_id: str, *, reason: str, actor: str) -> dict[str, Any]:
@@ -112,13 +112,13 @@ def delete_device(session: Session, device_id: str, *, reason: str, actor: str) 
 
     from idp_service.devices.flag_tables import DeviceFlag
     from idp_service.platform import audit
+    from idp_service.platform.errors import NotFound
     from idp_service.posture import tables as pt
-    from idp_service.web.errors import ApiError
 
     _require_reason(reason)
     device = session.get(Device, device_id)
     if device is None:
-        raise ApiError("device_not_found", f"no device {device_id!r}", 404)
+        raise NotFound("device_not_found", f"no device {device_id!r}")
     data = device_json(device, session.get(User, device.user_id))
     from idp_service.admin.sessions import end_for_device
 
@@ -150,20 +150,20 @@ def change_owner(
 ) -> Device:
     """Give a device to another (active) user, audited; effective at the next sign-in."""
     from idp_service.platform import audit
-    from idp_service.web.errors import ApiError
+    from idp_service.platform.errors import Conflict, NotFound
 
     _require_reason(reason)
     device = session.get(Device, device_id)
     if device is None:
-        raise ApiError("device_not_found", f"no device {device_id!r}", 404)
+        raise NotFound("device_not_found", f"no device {device_id!r}")
     user = session.get(User, user_id)
     if user is None or user.deleted_at is not None:
-        raise ApiError("user_not_found", f"no user {user_id!r}", 404)
+        raise NotFound("user_not_found", f"no user {user_id!r}")
     if not user.active:
-        raise ApiError("user_inactive", "a device cannot be given to a deactivated user", 409)
+        raise Conflict("user_inactive", "a device cannot be given to a deactivated user")
     before = device.user_id
     if before == user.id:
-        raise ApiError("owner_unchanged", "the device already belongs to this user", 409)
+        raise Conflict("owner_unchanged", "the device already belongs to this user")
     device.user_id = user.id
     audit.record(
         session,

@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 
 from idp_service.devices import challenges, detection
 from idp_service.platform import audit
+from idp_service.platform.errors import Invalid, ServiceError
 from idp_service.platform.models import Device, User, utcnow
 from idp_service.posture.tables import FACTS_HISTORY, DeviceFacts, DeviceFactsHistory
 from idp_service.services import ServiceContext
-from idp_service.web.errors import ApiError
 from posture_checks.incremental import VOLATILE, FactDigests
 from trust_protocol.errors import ProtocolError
 from trust_protocol.response import RegisteredDevice, check_binding
@@ -37,7 +37,7 @@ def binding_for(device_id: str) -> str:
 def issue_challenge(service: ServiceContext, device_id: object) -> tuple[str, int]:
     """A ``report`` challenge for ``device_id`` (stateless; nothing is written)."""
     if not isinstance(device_id, str) or not 0 < len(device_id) <= 64:
-        raise ApiError("malformed", 'send {"device_id": "<this device\'s id>"}')
+        raise Invalid("malformed", 'send {"device_id": "<this device\'s id>"}')
     token, challenge = challenges.issue(
         service, "report", binding_for(device_id), callback_path="/agent/v1/report"
     )
@@ -159,7 +159,7 @@ def ingest(
             "next_report_in": service.settings.report_interval,
             "osquery_queries": service.settings.osquery_queries,
         }
-    except (ProtocolError, ApiError) as exc:
+    except (ProtocolError, ServiceError) as exc:
         audit.record_separately(
             service.db, "device.report", "rejected", code=exc.code, remote_addr=remote_addr
         )

@@ -6,10 +6,10 @@ from flask import Blueprint, Response, jsonify, request
 
 from idp_service.devices import approve, challenges, enroll, report
 from idp_service.platform import audit
+from idp_service.platform.errors import Invalid, ServiceError
 from idp_service.signin import authenticate
 from idp_service.web.bodies import json_body, read_body
 from idp_service.web.context import ctx
-from idp_service.web.errors import ApiError
 from trust_protocol.encoding import b64e
 from trust_protocol.strict_json import printable_id
 
@@ -44,7 +44,7 @@ def new_challenge() -> Response:
     """Issue a ``register`` challenge to an agent that is about to enroll."""
     body = json_body(MAX_ENVELOPE)
     if not isinstance(body, dict) or body.get("purpose") != "register":
-        raise ApiError(
+        raise Invalid(
             "malformed", 'send {"purpose": "register"}; login challenges come from the login page'
         )
     service = ctx()
@@ -90,7 +90,7 @@ def notices() -> Response:
     """A trusted device's pending approval notices; the body is a signed poll."""
     try:
         body = _body(1024)
-    except ApiError as exc:
+    except ServiceError as exc:
         audit.record_separately(
             ctx().db, "approval.poll", "rejected", code=exc.code, remote_addr=request.remote_addr
         )

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp_service.platform import audit
+from idp_service.platform.errors import Conflict, Invalid
 from idp_service.platform.identity import ConfusableName, check_identifier, name_key
 from idp_service.platform.models import User
-from idp_service.web.errors import ApiError
 
 
 def find(session: Session, user_name: str) -> User | None:
@@ -36,22 +36,21 @@ def create(
     """Create an active user; ``user_name`` doubles as the e-mail address when it has an @."""
     user_name = user_name.strip()
     if not user_name or len(user_name) > 256:
-        raise ApiError("invalid_user_name", "userName must be 1 to 256 characters.")
+        raise Invalid("invalid_user_name", "userName must be 1 to 256 characters.")
     try:
         check_identifier(user_name)
     except ConfusableName:
-        raise ApiError(
+        raise Invalid(
             "invalid_user_name",
             "userName mixes scripts with look-alike characters, or holds control or"
             " invisible formatting characters.",
         ) from None
     existing = find(session, user_name)
     if existing is not None:
-        raise ApiError(
+        raise Conflict(
             "user_exists",
             f"user {user_name!r} is the same name as existing user {existing.user_name!r}"
             " (names are compared after Unicode normalisation and case folding)",
-            409,
         )
     user = User(
         id=str(uuid.uuid4()),

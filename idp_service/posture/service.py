@@ -350,7 +350,7 @@ def add_exemption(
     actor: str,
 ) -> ExemptionRow:
     """Waive ``check_id`` ("*" for every check) for a device, user or group until a time."""
-    from idp_service.web.errors import ApiError
+    from idp_service.platform.errors import Invalid
     from posture_checks.exemptions import ExemptionError, parse_exemption
 
     try:
@@ -364,9 +364,9 @@ def add_exemption(
             }
         )
     except ExemptionError as exc:
-        raise ApiError("bad_exemption", str(exc)) from None
+        raise Invalid("bad_exemption", str(exc)) from None
     if parsed.expires_at <= utcnow():
-        raise ApiError("bad_exemption", "expires_at must be in the future")
+        raise Invalid("bad_exemption", "expires_at must be in the future")
     row = ExemptionRow(
         check_id=parsed.check_id,
         scope=parsed.scope,
@@ -403,13 +403,13 @@ def exemption_json(row: ExemptionRow) -> dict[str, Any]:
 
 def remove_exemption(session: Session, exemption_id: int, *, reason: str, actor: str) -> None:
     """End an exemption now, audited."""
-    from idp_service.web.errors import ApiError
+    from idp_service.platform.errors import Invalid, NotFound
 
     if not reason.strip():
-        raise ApiError("reason_required", "Removing an exemption needs a reason.")
+        raise Invalid("reason_required", "Removing an exemption needs a reason.")
     row = session.get(ExemptionRow, exemption_id)
     if row is None:
-        raise ApiError("exemption_not_found", f"no exemption {exemption_id}", 404)
+        raise NotFound("exemption_not_found", f"no exemption {exemption_id}")
     session.delete(row)
     audit.record(
         session,

@@ -1,7 +1,7 @@
 """JSON functions for managing SPs and keys: the layer under the admin API and the CLI.
 
 Each function takes the database and plain JSON values, and returns JSON
-values or raises :class:`~idp_service.web.errors.ApiError` with a stable code
+values or raises a :class:`~idp_service.platform.errors.ServiceError` with a stable code
 (``sp_unknown`` 404, ``sp_exists`` 409, ``metadata_invalid``/``setting_*`` 400).
 The admin API blueprint only has to map routes onto these.
 """
@@ -11,26 +11,30 @@ from __future__ import annotations
 from typing import Any
 
 from idp_service.platform.db import Database
+from idp_service.platform.errors import Conflict, Invalid, NotFound, ServiceError
 from idp_service.saml import keys
 from idp_service.saml import registry as sp_registry
 from idp_service.saml.protocol.constants import KEY_TYPE_FOR_ALGORITHM
-from idp_service.web.errors import ApiError
 
-_STATUS = {"sp_unknown": 404, "sp_exists": 409, "sp_ambiguous": 409}
+_KIND: dict[str, type[ServiceError]] = {
+    "sp_unknown": NotFound,
+    "sp_exists": Conflict,
+    "sp_ambiguous": Conflict,
+}
 
 
-def _api_error(exc: sp_registry.RegistryError) -> ApiError:
-    return ApiError(exc.code, exc.message, _STATUS.get(exc.code, 400))
+def _api_error(exc: sp_registry.RegistryError) -> ServiceError:
+    return _KIND.get(exc.code, Invalid)(exc.code, exc.message)
 
 
 def _metadata_bytes(body: dict[str, Any], required: bool) -> bytes | None:
     xml = body.get("metadata_xml")
     if xml is None:
         if required:
-            raise ApiError("metadata_invalid", "metadata_xml (the SP's metadata) is required")
+            raise Invalid("metadata_invalid", "metadata_xml (the SP's metadata) is required")
         return None
     if not isinstance(xml, str):
-        raise ApiError("metadata_invalid", "metadata_xml must be a string")
+        raise Invalid("metadata_invalid", "metadata_xml must be a string")
     return xml.encode("utf-8")
 
 
@@ -41,7 +45,7 @@ def _settings(body: dict[str, Any]) -> dict[str, Any]:
 def _reject_unknown(body: dict[str, Any], extra: tuple[str, ...]) -> None:
     unknown = set(body) - set(sp_registry.SETTINGS) - set(extra)
     if unknown:
-        raise ApiError("setting_unknown", f"unknown fields: {', '.join(sorted(unknown))}")
+        raise Invalid("setting_unknown", f"unknown fields: {', '.join(sorted(unknown))}")
 
 
 def _ensure_key(db: Database, sp: dict[str, Any]) -> None:
@@ -67,7 +71,7 @@ def get_sp(db: Database, ident: str, *, with_metadata: bool = False) -> dict[str
 def create_sp(db: Database, body: dict[str, Any], *, actor: str | None = None) -> dict[str, Any]:
     """Register an SP: ``{"metadata_xml": ..., "entity_id"?: ..., <settings>}``."""
     if not isinstance(body, dict):
-        raise ApiError("malformed", "send a JSON object")
+        raise Invalid("malformed", "send a JSON object")
     _reject_unknown(body, ("metadata_xml", "entity_id"))
     xml = _metadata_bytes(body, required=True)
     try:
@@ -87,7 +91,7 @@ def update_sp(
 ) -> dict[str, Any]:
     """Change settings and/or refresh metadata: ``{"metadata_xml"?: ..., <settings>}``."""
     if not isinstance(body, dict):
-        raise ApiError("malformed", "send a JSON object")
+        raise Invalid("malformed", "send a JSON object")
     _reject_unknown(body, ("metadata_xml",))
     try:
         with db.session() as s:
@@ -122,7 +126,7 @@ def rotate_keys(
 ) -> dict[str, Any]:
     """One rollover step for ``key_type``: ``stage``, ``activate`` or ``retire``."""
     if key_type not in keys.KEY_TYPES:
-        raise ApiError("setting_invalid", f"key_type must be one of {', '.join(keys.KEY_TYPES)}")
+        raise Invalid("setting_invalid", f"key_type must be one of {', '.join(keys.KEY_TYPES)}")
     keys.ensure_active(db, key_type)
     with db.session() as s:
         if step == "stage":
@@ -132,8 +136,8 @@ def rotate_keys(
             try:
                 row = keys.activate_next(s, key_type, actor=actor)
             except LookupError as exc:
-                raise ApiError("key_not_staged", str(exc), 409) from None
+                raise Conflict("key_not_staged", str(exc)) from None
             return {"step": step, "key": keys.key_to_json(row)}
         if step == "retire":
             return {"step": step, "retired": keys.retire_previous(s, key_type, actor=actor)}
-    raise ApiError("setting_invalid", "step must be stage, activate or retire")
+    raise Invalid("setting_invalid", "step must be stage, activate or retire")

@@ -45,11 +45,11 @@ def _read_metadata(source: str) -> str:
 
 
 def _call(fn, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN001
-    from idp_service.web.errors import ApiError
+    from idp_service.platform.errors import ServiceError
 
     try:
         return fn(*args, **kwargs)
-    except ApiError as exc:
+    except ServiceError as exc:
         raise click.ClickException(f"{exc.message} ({exc.code})") from None
 
 

@@ -36,6 +36,7 @@ from lxml import etree
 from sqlalchemy import delete, update
 
 from idp_service.platform import audit
+from idp_service.platform.errors import HINTS
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import Device, LoginTransaction, User, utcnow
 from idp_service.saml import attributes, pages, service
@@ -53,7 +54,6 @@ from idp_service.signin.reads import read_login
 from idp_service.signin.store import complete_verified
 from idp_service.signin.web import MESSAGES
 from idp_service.web.context import ctx
-from idp_service.web.errors import HINTS
 
 FACTOR_MESSAGES = {
     "subject_mismatch": "This device belongs to a different user than the one the "

@@ -18,11 +18,12 @@ from flask import Response, redirect, render_template, request, session
 
 from idp_service.devices import approve
 from idp_service.platform import audit
+from idp_service.platform.errors import Conflict, Forbidden, Invalid, ServiceError
 from idp_service.platform.models import LoginTransaction, utcnow
 from idp_service.signin import login_enroll
 from idp_service.signin.web import bp, owned_transaction
 from idp_service.web.context import ctx
-from idp_service.web.errors import ApiError
+from idp_service.web.errors import status_of
 
 CSRF_KEY = "login_approve_csrf"
 
@@ -43,10 +44,9 @@ def _check_csrf() -> None:
         or not hmac.compare_digest(sent.encode(), expected.encode())
         or (origin is not None and origin not in ctx().settings.allowed_origins)
     ):
-        raise ApiError(
+        raise Forbidden(
             "csrf_invalid",
             "This form is stale or did not come from this page.",
-            403,
             "Reload the sign-in page and try again.",
         )
 
@@ -104,17 +104,17 @@ def approve_submit(txn_id: str) -> Response | tuple[str, int]:
         _check_csrf()
         device_id = waiting_device(txn)
         if device_id is None:
-            raise ApiError("approval_closed", "This sign-in is not waiting for approval.", 409)
+            raise Conflict("approval_closed", "This sign-in is not waiting for approval.")
         action = request.form.get("action", "code")
         if action == "reissue":
             left = approve.reissue(service, device_id, remote_addr=request.remote_addr)
             return _page(txn, notice="reissued", attempts_left=left)
         if action != "code":
-            raise ApiError("bad_action", "Unknown action.")
+            raise Invalid("bad_action", "Unknown action.")
         outcome = approve.submit(
             service, device_id, request.form.get("code", ""), remote_addr=request.remote_addr
         )
-    except ApiError as exc:
+    except ServiceError as exc:
         audit.record_separately(
             service.db,
             "approval.code",
@@ -124,7 +124,7 @@ def approve_submit(txn_id: str) -> Response | tuple[str, int]:
             remote_addr=request.remote_addr,
             details={"txn": txn_id},
         )
-        return _page(txn, exc.status, error=exc)
+        return _page(txn, status_of(exc), error=exc)
     if outcome.result == "approved":
         login_enroll.reopen_pending(service, txn_id)  # the page asks the agent again
         return redirect(f"/login/{txn_id}", 303)

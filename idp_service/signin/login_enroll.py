@@ -29,10 +29,10 @@ from sqlalchemy.orm import Session
 
 from idp_service.devices import challenges
 from idp_service.directory import users
+from idp_service.platform.errors import Conflict, Forbidden, Invalid
 from idp_service.platform.models import Device, LoginTransaction, User, utcnow
 from idp_service.services import ServiceContext
 from idp_service.signin import transactions
-from idp_service.web.errors import ApiError
 from trust_protocol.challenge import Challenge
 
 REGISTER_CALLBACK = "/agent/v1/register"
@@ -44,11 +44,11 @@ TOFU_MESSAGE = "This device cannot be registered without a code for this sign-in
 TOFU_HINT = "Enter the enrollment code from IT. If you have none, ask IT for one."
 
 
-class TofuUnavailable(ApiError):
+class TofuUnavailable(Forbidden):
     """The broker's subject does not qualify for TOFU; ``reason`` goes to the audit log only."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__("tofu_unavailable", TOFU_MESSAGE, 403, TOFU_HINT)
+        super().__init__("tofu_unavailable", TOFU_MESSAGE, TOFU_HINT)
         self.reason = reason
 
 
@@ -106,7 +106,7 @@ def open_transaction(session: Session, txn_id: str) -> LoginTransaction:
     """The transaction a register challenge names, if it can still be signed in to."""
     txn = session.get(LoginTransaction, txn_id)
     if not transactions.is_open(txn):
-        raise ApiError("login_closed", "This sign-in is finished or expired.", 409)
+        raise Conflict("login_closed", "This sign-in is finished or expired.")
     return txn  # type: ignore[return-value]  # is_open: not None
 
 
@@ -132,9 +132,9 @@ def issue_register_challenge(
     accepts it now; it is checked again at registration).
     """
     if mode not in MODES:
-        raise ApiError("malformed", 'send {"mode": "code"} or {"mode": "tofu"}')
+        raise Invalid("malformed", 'send {"mode": "code"} or {"mode": "tofu"}')
     if not transactions.is_open(txn):
-        raise ApiError("login_closed", "This sign-in is finished or expired.", 409)
+        raise Conflict("login_closed", "This sign-in is finished or expired.")
     if mode == "tofu":
         with service.db.session() as session:
             broker_user(session, txn)

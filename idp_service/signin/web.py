@@ -38,12 +38,12 @@ from sqlalchemy.orm import Session
 from idp_service.devices import challenges
 from idp_service.platform import audit
 from idp_service.platform.config import cookie_name
+from idp_service.platform.errors import HINTS, Conflict, Invalid, NotFound, ServiceError
 from idp_service.platform.models import Device, LoginTransaction, User
 from idp_service.signin import authenticate, login_enroll, transactions
 from idp_service.signin.reads import read_login, read_transaction
 from idp_service.web.bodies import json_body, read_body
 from idp_service.web.context import ctx
-from idp_service.web.errors import HINTS, ApiError
 from trust_protocol.errors import CODES, ProtocolError
 
 bp = Blueprint("login", __name__)
@@ -92,7 +92,7 @@ def start_transaction(kind: str, context: dict | None = None) -> str:
 def _require_owned(txn_id: str) -> None:
     """404 unless this browser's session cookie holds the transaction (no oracle for guessing)."""
     if txn_id not in session.get("login_txns", []):
-        raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
+        raise NotFound("login_unknown", "No such sign-in in this browser.")
 
 
 def owned_transaction(txn_id: str, *, settle: bool = True) -> LoginTransaction:
@@ -106,7 +106,7 @@ def owned_transaction(txn_id: str, *, settle: bool = True) -> LoginTransaction:
     db = ctx().db
     txn = read_transaction(db.engine, txn_id)
     if txn is None:
-        raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
+        raise NotFound("login_unknown", "No such sign-in in this browser.")
     if settle and txn.status == "pending":
         with db.session() as s:
             txn = transactions.settle(s, txn)
@@ -125,7 +125,7 @@ def owned_login(txn_id: str) -> tuple[LoginTransaction, User | None, Device | No
         if settled.status != "pending":
             found = read_login(db.engine, txn_id)
     if found is None:
-        raise ApiError("login_unknown", "No such sign-in in this browser.", 404)
+        raise NotFound("login_unknown", "No such sign-in in this browser.")
     return found
 
 
@@ -140,7 +140,7 @@ def login_page(txn_id: str) -> str:
     """The page every employee sees on sign-in."""
     try:
         txn = owned_transaction(txn_id)
-    except ApiError:
+    except ServiceError:
         abort(404)
     service = ctx()
     return render_template(
@@ -156,7 +156,7 @@ def login_challenge(txn_id: str) -> Response:
     """A fresh ``authenticate`` challenge bound to this transaction, for the agent."""
     txn = owned_transaction(txn_id, settle=False)
     if not transactions.is_open(txn):
-        raise ApiError("login_closed", "This sign-in is finished or expired.", 409)
+        raise Conflict("login_closed", "This sign-in is finished or expired.")
     service = ctx()
     token, challenge = challenges.issue(service, "authenticate", transactions.binding_for(txn_id))
     response = jsonify(
@@ -298,7 +298,7 @@ def login_continue(txn_id: str) -> Response | str | tuple[str, int]:
     """
     try:
         txn, user, device = owned_login(txn_id)
-    except ApiError:
+    except ServiceError:
         abort(404)
     if txn.status == "pending" and transactions.is_open(txn):
         return redirect(f"/login/{txn_id}", 303)
@@ -440,7 +440,7 @@ def login_register_challenge(txn_id: str) -> Response:
     body = json_body(MAX_ENVELOPE, empty={})
     mode = body.get("mode", "code") if isinstance(body, dict) else None
     if not isinstance(mode, str) or mode not in login_enroll.MODES:
-        raise ApiError("malformed", 'send {"mode": "code"} or {"mode": "tofu"}')
+        raise Invalid("malformed", 'send {"mode": "code"} or {"mode": "tofu"}')
     service = ctx()
     try:
         token, challenge = login_enroll.issue_register_challenge(service, txn, mode)

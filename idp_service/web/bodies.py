@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from idp_service.web.errors import ApiError
+from idp_service.platform.errors import Invalid, TooLarge
 from trust_protocol import strict_json
 
 if TYPE_CHECKING:
@@ -35,8 +35,8 @@ _EMPTY = object()
 _JSON_WHITESPACE = b" \t\r\n"
 
 
-def _too_large(limit: int) -> ApiError:
-    return ApiError("too_large", f"request body exceeds {limit} bytes", 413)
+def _too_large(limit: int) -> TooLarge:
+    return TooLarge("too_large", f"request body exceeds {limit} bytes")
 
 
 def read_body(limit: int, *, required: bool = True) -> bytes:
@@ -55,7 +55,7 @@ def read_body(limit: int, *, required: bool = True) -> bytes:
     if len(data) > limit:
         raise _too_large(limit)
     if required and not data:
-        raise ApiError("malformed", "request body is empty", 400)
+        raise Invalid("malformed", "request body is empty")
     return data
 
 
@@ -76,7 +76,7 @@ def json_body(
     data = read_body(limit, required=False)
     if not data.strip(_JSON_WHITESPACE):
         if empty is _EMPTY:
-            raise ApiError("malformed", "request body is empty", 400)
+            raise Invalid("malformed", "request body is empty")
         return empty
     try:
         return strict_json.loads(data, max_size=limit, max_depth=max_depth)
@@ -84,7 +84,7 @@ def json_body(
         if exc.code == "too_large":
             raise _too_large(limit) from None
         code = text_code if exc.reason == "lone_surrogate" else "malformed"
-        raise ApiError(code, f"the body is not strict JSON: {exc.detail}", 400) from None
+        raise Invalid(code, f"the body is not strict JSON: {exc.detail}") from None
 
 
 # -- WSGI: refused bodies end their connection ---------------------------------------------

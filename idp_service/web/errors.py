@@ -1,7 +1,8 @@
-"""Stable JSON errors for every machine-facing endpoint.
+"""Stable JSON errors for every machine-facing endpoint: refusals become HTTP here only.
 
-Handlers raise :class:`ApiError` (or a :class:`~trust_protocol.ProtocolError`,
-which maps to one); the app turns it into a 4xx JSON body
+Services raise the kinds of :mod:`idp_service.platform.errors` (or a
+:class:`~trust_protocol.ProtocolError`); this module alone decides their HTTP
+status (:data:`STATUS`, :data:`PROTOCOL_STATUS`) and turns them into a 4xx JSON body
 ``{"error": {"code", "message", "hint"}}``. Unexpected exceptions are logged and
 answered with a generic 500 that leaks nothing; tests assert they never happen.
 """
@@ -13,6 +14,8 @@ import logging
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, SecurityError
 
+from idp_service.platform import errors as domain
+from idp_service.platform.errors import ServiceError
 from trust_protocol.errors import CODES as PROTOCOL_CODES
 from trust_protocol.errors import ProtocolError
 
@@ -35,21 +38,6 @@ PROTOCOL_STATUS: dict[str, int] = {
     "poll_expired": 403,
 }
 
-# What a person or a script should do next, per code.
-HINTS: dict[str, str] = {
-    "challenge_expired": "Start the sign-in again; challenges live for at most two minutes.",
-    "challenge_replayed": "Start the sign-in again; each challenge is answered once.",
-    "clock_skew": "Set the device's clock automatically (NTP), then try again.",
-    "device_unknown": "Enroll this device: devicetrust-agent enroll URL CODE.",
-    "device_pending": "Ask your IT administrator to approve this device.",
-    "device_revoked": "This device's trust was revoked; ask your IT administrator.",
-    "device_denied": "An administrator denied this device; ask your IT administrator.",
-    "owner_inactive": "Your account is deactivated; ask your IT administrator.",
-    "device_suspended": "Contact your IT help desk and mention this device; do not copy or "
-    "restore the agent's files onto another computer. IT will approve, replace or revoke it.",
-    "enroll_code_invalid": "Ask your administrator for a new code: devicetrust enroll-code create.",
-}
-
 HTTP_CODES: dict[int, str] = {
     400: "bad_request",
     401: "unauthorized",
@@ -64,29 +52,53 @@ HTTP_CODES: dict[int, str] = {
 }
 
 
-class ApiError(Exception):
-    """A request refused with a stable ``code`` and an HTTP ``status``."""
+# The HTTP status of each kind of refusal (the most specific class wins).
+STATUS: dict[type[ServiceError], int] = {
+    domain.Invalid: 400,
+    domain.Unauthenticated: 401,
+    domain.Forbidden: 403,
+    domain.NotFound: 404,
+    domain.Conflict: 409,
+    domain.Gone: 410,
+    domain.TooLarge: 413,
+    domain.Unsupported: 415,
+    domain.Unprocessable: 422,
+    domain.RateLimited: 429,
+    domain.Unavailable: 503,
+}
+
+
+class ApiError(ServiceError):
+    """A refusal made by the web layer itself, with its HTTP ``status`` given directly."""
 
     def __init__(self, code: str, message: str, status: int = 400, hint: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message, hint)
         self.status = status
-        self.hint = hint or HINTS.get(code, "")
 
     @classmethod
     def from_protocol(cls, exc: ProtocolError) -> ApiError:
         """Map a protocol refusal to its HTTP form."""
         return cls(exc.code, exc.detail, PROTOCOL_STATUS.get(exc.code, 400))
 
-    def response(self) -> Response:
-        """The JSON response for this error."""
-        body = {"error": {"code": self.code, "message": self.message}}
-        if self.hint:
-            body["error"]["hint"] = self.hint
-        resp = jsonify(body)
-        resp.status_code = self.status
-        return resp
+
+def status_of(exc: ServiceError) -> int:
+    """The HTTP status for a refusal."""
+    if isinstance(exc, ApiError):
+        return exc.status
+    for kind in type(exc).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 400
+
+
+def error_response(exc: ServiceError) -> Response:
+    """The JSON response for a refusal."""
+    body = {"error": {"code": exc.code, "message": exc.message}}
+    if exc.hint:
+        body["error"]["hint"] = exc.hint
+    resp = jsonify(body)
+    resp.status_code = status_of(exc)
+    return resp
 
 
 def wants_json() -> bool:
@@ -102,34 +114,36 @@ def wants_json() -> bool:
 def register_error_handlers(app: Flask) -> None:
     """Install the JSON/page error handlers on ``app``."""
 
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError) -> Response:
-        return exc.response()
+    @app.errorhandler(ServiceError)
+    def _service_error(exc: ServiceError) -> Response:
+        return error_response(exc)
 
     @app.errorhandler(ProtocolError)
     def _protocol_error(exc: ProtocolError) -> Response:
-        return ApiError.from_protocol(exc).response()
+        return error_response(ApiError.from_protocol(exc))
 
     @app.errorhandler(SecurityError)
     def _host_not_allowed(exc: SecurityError) -> Response:
         # Werkzeug raises it for a Host header outside TRUSTED_HOSTS (app.py); nothing
         # here may read request.host, which would raise again.
-        return ApiError(
-            "host_not_allowed",
-            "This service does not answer to that host name.",
-            400,
-            "Use the service's public URL; operators list other names in "
-            "DEVICETRUST_TRUSTED_HOSTS (docs/deploy.md).",
-        ).response()
+        return error_response(
+            ApiError(
+                "host_not_allowed",
+                "This service does not answer to that host name.",
+                400,
+                "Use the service's public URL; operators list other names in "
+                "DEVICETRUST_TRUSTED_HOSTS (docs/deploy.md).",
+            )
+        )
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response | HTTPException:
         status = exc.code or 400
         if not wants_json():
             return exc
-        return ApiError(
-            HTTP_CODES.get(status, f"http_{status}"), exc.description or "", status
-        ).response()
+        return error_response(
+            ApiError(HTTP_CODES.get(status, f"http_{status}"), exc.description or "", status)
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

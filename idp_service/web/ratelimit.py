@@ -37,7 +37,8 @@ from idp_service.platform import audit
 from idp_service.platform import ratelimit_store as ratelimit_sql
 from idp_service.platform.config import Settings
 from idp_service.platform.db import Database
-from idp_service.web.errors import ApiError, wants_json
+from idp_service.platform.errors import RateLimited
+from idp_service.web.errors import error_response, wants_json
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def _refusal(limiter: Limiter, db: Database, exc: RateLimitExceeded) -> Response
     message = MESSAGE.format(seconds=retry_after)
     hint = "Wait, then try again. If this keeps happening, tell your IT administrator."
     if wants_json() or request.is_json or request.path.startswith("/agent/"):
-        resp = ApiError("rate_limited", message, 429, hint).response()
+        resp = error_response(RateLimited("rate_limited", message, hint))
     else:
         resp = Response(
             render_template(

@@ -24,7 +24,7 @@ def _run(action: Callable[[Any], Any]) -> Any:
     from idp_service.platform import audit_chain
     from idp_service.platform.config import Settings
     from idp_service.platform.db import Database
-    from idp_service.web.errors import ApiError
+    from idp_service.platform.errors import ServiceError
 
     settings = Settings.from_env()
     audit_chain.configure(audit_chain.load_key(settings.data_dir))
@@ -32,7 +32,7 @@ def _run(action: Callable[[Any], Any]) -> Any:
     try:
         with db.session() as session:
             return action(session)
-    except ApiError as exc:
+    except ServiceError as exc:
         raise click.ClickException(f"{exc.message} ({exc.code})") from None
     finally:
         db.dispose()

@@ -2,7 +2,7 @@
 
 The API, the console and the CLI all call these functions with the caller's
 session; each audits what it did (never the secret) and raises
-:class:`~idp_service.web.errors.ApiError` with a stable code on bad input, so
+:class:`~idp_service.platform.errors.ServiceError` with a stable code on bad input, so
 nothing is written but the caller's audit event. A secret is returned only by
 :func:`create` and :func:`rotate`.
 """
@@ -19,8 +19,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from idp_service.platform import audit
+from idp_service.platform.errors import Conflict, Invalid, NotFound
 from idp_service.platform.models import utcnow
-from idp_service.web.errors import ApiError
 from idp_service.webhooks import catalog, outbox
 from idp_service.webhooks.tables import DELIVERY_STATUSES, WebhookDelivery, WebhookEndpoint
 from trust_protocol.webhook_signature import new_secret
@@ -33,30 +33,30 @@ PAGE = 50
 def check_url(url: object) -> str:
     """``url`` if it is an absolute http(s) URL a webhook can be sent to; else 400 ``bad_url``."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL:
-        raise ApiError("bad_url", f"url must be an http or https URL of at most {MAX_URL} chars")
+        raise Invalid("bad_url", f"url must be an http or https URL of at most {MAX_URL} chars")
     if any(ch.isspace() or not ch.isprintable() for ch in url):
-        raise ApiError("bad_url", "url must not contain spaces or control characters")
+        raise Invalid("bad_url", "url must not contain spaces or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port
         host = parts.hostname
     except ValueError:
-        raise ApiError("bad_url", "url is not a valid URL") from None
+        raise Invalid("bad_url", "url is not a valid URL") from None
     if parts.scheme not in ("http", "https"):
-        raise ApiError("bad_url", "only http and https URLs can receive webhooks")
+        raise Invalid("bad_url", "only http and https URLs can receive webhooks")
     if not host:
-        raise ApiError("bad_url", "url needs a host, e.g. https://hooks.example.com/devicetrust")
+        raise Invalid("bad_url", "url needs a host, e.g. https://hooks.example.com/devicetrust")
     if parts.username is not None or parts.password is not None:
-        raise ApiError("bad_url", "url must not carry credentials; the signature authenticates")
+        raise Invalid("bad_url", "url must not carry credentials; the signature authenticates")
     if parts.fragment:
-        raise ApiError("bad_url", "url must not have a #fragment")
+        raise Invalid("bad_url", "url must not have a #fragment")
     if port == 0:
-        raise ApiError("bad_url", "url has port 0")
+        raise Invalid("bad_url", "url has port 0")
     if ":" in host:
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise ApiError("bad_url", "url has an invalid IPv6 host") from None
+            raise Invalid("bad_url", "url has an invalid IPv6 host") from None
     return url
 
 
@@ -68,14 +68,13 @@ def check_event_types(value: object) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not value or len(value) > len(catalog.ALL_TYPES):
-        raise ApiError(
+        raise Invalid(
             "bad_event_types", "event_types is null (every type) or a non-empty list of types"
         )
     unknown = [v for v in value if v not in catalog.ALL_TYPES]
     if unknown:
-        raise ApiError(
-            "bad_event_types",
-            f"unknown event type; use some of {', '.join(catalog.ALL_TYPES)}",
+        raise Invalid(
+            "bad_event_types", f"unknown event type; use some of {', '.join(catalog.ALL_TYPES)}"
         )
     return sorted(set(value))
 
@@ -83,9 +82,9 @@ def check_event_types(value: object) -> list[str] | None:
 def check_description(value: object) -> str:
     """A description of at most 256 characters; else 400 ``bad_description``."""
     if not isinstance(value, str) or len(value) > MAX_DESCRIPTION:
-        raise ApiError("bad_description", f"description is at most {MAX_DESCRIPTION} characters")
+        raise Invalid("bad_description", f"description is at most {MAX_DESCRIPTION} characters")
     if "\x00" in value:
-        raise ApiError("bad_description", "description must not contain NUL characters")
+        raise Invalid("bad_description", "description must not contain NUL characters")
     return value
 
 
@@ -130,7 +129,7 @@ def get(session: Session, endpoint_id: int) -> WebhookEndpoint:
     """The endpoint, or 404 ``webhook_not_found``."""
     row = session.get(WebhookEndpoint, endpoint_id)
     if row is None:
-        raise ApiError("webhook_not_found", f"no webhook endpoint {endpoint_id}", 404)
+        raise NotFound("webhook_not_found", f"no webhook endpoint {endpoint_id}")
     return row
 
 
@@ -192,7 +191,7 @@ def update(
         changed["event_types"] = row.event_types
     if "active" in changes:
         if not isinstance(changes["active"], bool):
-            raise ApiError("bad_active", "active is true or false")
+            raise Invalid("bad_active", "active is true or false")
         row.active = changes["active"]
         changed["active"] = row.active
     row.updated_at = utcnow()
@@ -230,7 +229,7 @@ def send_test(session: Session, endpoint_id: int, *, actor: str) -> WebhookDeliv
     """Queue a ``webhook.test`` event for this endpoint only (409 if it is disabled)."""
     row = get(session, endpoint_id)
     if not row.active:
-        raise ApiError("webhook_disabled", "enable the endpoint before sending it a test", 409)
+        raise Conflict("webhook_disabled", "enable the endpoint before sending it a test")
     now = utcnow()
     payload = outbox.make_payload(catalog.TEST_EVENT, {"endpoint_id": row.id, "actor": actor}, now)
     delivery = outbox.add_delivery(session, row.id, payload, now)
@@ -243,10 +242,10 @@ def redeliver(session: Session, delivery_id: int, *, actor: str) -> WebhookDeliv
     """Queue the same event (same id and body) again for the same endpoint, as a new delivery."""
     old = session.get(WebhookDelivery, delivery_id)
     if old is None:
-        raise ApiError("delivery_not_found", f"no delivery {delivery_id}", 404)
+        raise NotFound("delivery_not_found", f"no delivery {delivery_id}")
     endpoint = get(session, old.endpoint_id)
     if not endpoint.active:
-        raise ApiError("webhook_disabled", "enable the endpoint before redelivering to it", 409)
+        raise Conflict("webhook_disabled", "enable the endpoint before redelivering to it")
     now = utcnow()
     row = outbox.add_delivery(session, endpoint.id, old.payload, now)
     session.flush()
@@ -281,7 +280,7 @@ class DeliveryFilter:
 
     def __post_init__(self) -> None:
         if self.status is not None and self.status not in DELIVERY_STATUSES:
-            raise ApiError("bad_status", f"status is one of {', '.join(DELIVERY_STATUSES)}")
+            raise Invalid("bad_status", f"status is one of {', '.join(DELIVERY_STATUSES)}")
 
 
 def delivery_page(

@@ -7,9 +7,9 @@ from sqlalchemy import func, select
 
 from idp_service.api import openapi_document
 from idp_service.api.core import decode_cursor, encode_cursor
+from idp_service.platform.errors import ServiceError
 from idp_service.platform.models import AuditEvent, Device
 from idp_service.posture.tables import CheckResultRow, DeviceFacts
-from idp_service.web.errors import ApiError
 from tests.api_helpers import make_token, seed
 from tests.saml_support import sp_metadata
 
@@ -307,5 +307,5 @@ def test_openapi_document_lists_every_route(service_ctx):
 
 def test_cursor_round_trip():
     assert decode_cursor(encode_cursor(["a", 1]), (str, int)) == ["a", 1]
-    with pytest.raises(ApiError):
+    with pytest.raises(ServiceError):
         decode_cursor(encode_cursor(["a", True]), (str, int))

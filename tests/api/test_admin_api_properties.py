@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from idp_service.api import OPERATIONS
 from idp_service.api import schema as S
 from idp_service.api.core import decode_cursor, encode_cursor
-from idp_service.web.errors import ApiError
+from idp_service.platform.errors import ServiceError
+from idp_service.web.errors import status_of
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -23,8 +24,8 @@ KINDS = [(str,), (int,), (str, str)]
 def test_any_cursor_text_decodes_or_is_refused_with_bad_cursor(text, kinds):
     try:
         values = decode_cursor(text, kinds)
-    except ApiError as exc:
-        assert (exc.code, exc.status) == ("bad_cursor", 400)
+    except ServiceError as exc:
+        assert (exc.code, status_of(exc)) == ("bad_cursor", 400)
     else:
         assert [type(v) for v in values] == list(kinds)
 
@@ -33,7 +34,7 @@ def test_any_cursor_text_decodes_or_is_refused_with_bad_cursor(text, kinds):
 def test_encoded_json_cursors_never_leak_wrong_types(values, kinds):
     try:
         decoded = decode_cursor(encode_cursor(values), kinds)
-    except ApiError as exc:
+    except ServiceError as exc:
         assert exc.code == "bad_cursor"
     else:
         assert decoded == values

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from idp_service.admin import bootstrap
 from idp_service.devices import detection, registry
 from idp_service.devices.flag_tables import DeviceFlag
+from idp_service.platform.errors import ServiceError
 from idp_service.platform.models import AuditEvent, Device, User
-from idp_service.web.errors import ApiError
 from tests.admin_helpers import csrf_of, make_device, make_user
 from tests.api_helpers import make_token
 
@@ -99,7 +99,7 @@ def test_deciding_about_a_suspended_device_resolves_its_flags(world, action, sta
 
 
 def test_retrust_is_not_a_way_out_of_suspension(world):
-    with world["db"].session() as s, pytest.raises(ApiError) as info:
+    with world["db"].session() as s, pytest.raises(ServiceError) as info:
         registry.change_state(s, world["suspended"], "retrust", reason="x", actor="t")
     assert info.value.code == "bad_transition"
 

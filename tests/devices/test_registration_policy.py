@@ -20,8 +20,8 @@ from idp_service.devices.registration_policy import (
     set_group,
 )
 from idp_service.platform.config import Settings
+from idp_service.platform.errors import NotFound, ServiceError
 from idp_service.platform.models import User
-from idp_service.web.errors import ApiError
 from scim.tables import Group, GroupMember
 
 ENV = Resolution("tofu", "env")
@@ -82,7 +82,7 @@ def test_resolution_properties(depths, policies, default):
 
 def test_check_policy_refuses_anything_else():
     for bad in ("", "TOFU", "admin", None, 3):
-        with pytest.raises(ApiError) as exc:
+        with pytest.raises(ServiceError) as exc:
             check_policy(bad)
         assert exc.value.code == "bad_policy"
 
@@ -130,9 +130,9 @@ def test_depths_and_effective_policy_on_the_database(service_ctx):
         assert effective(s, "tofu", uid) == Resolution(
             "trusted_device_approval", f"group:{company}"
         )
-        with pytest.raises(ApiError) as exc:
+        with pytest.raises(ServiceError) as exc:
             set_group(s, "nope", "tofu", actor="test", env_default="tofu")
-        assert exc.value.code == "group_not_found" and exc.value.status == 404
+        assert exc.value.code == "group_not_found" and isinstance(exc.value, NotFound)
 
 
 def test_a_bad_policy_stops_the_service_with_a_clear_message(tmp_path):

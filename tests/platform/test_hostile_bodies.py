@@ -24,7 +24,8 @@ from sqlalchemy import MetaData, select
 
 from idp_service.admin import bootstrap
 from idp_service.api import core as api_core
-from idp_service.web.errors import HINTS, HTTP_CODES, PROTOCOL_CODES
+from idp_service.platform.errors import HINTS
+from idp_service.web.errors import HTTP_CODES, PROTOCOL_CODES
 from tests.admin_helpers import csrf_of
 from tests.api_helpers import make_token
 from trust_protocol import strict_json

@@ -17,9 +17,9 @@ from idp_service.app import create_app
 from idp_service.devices import enroll
 from idp_service.directory import users
 from idp_service.platform.config import Settings
+from idp_service.platform.errors import ServiceError
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import User
-from idp_service.web.errors import ApiError
 from tests.admin_helpers import csrf_of, make_admin_group
 from tests.devices.test_report_ceremony import _report
 from tests.saml_support import FlaskClient, SimDevice, device_login
@@ -177,7 +177,7 @@ def test_a_bidi_override_in_a_hostname_or_user_name_is_isolated(app):
     with _db(app).session() as s:
         # Every write path now refuses such a userName (tests/scim/test_name_normalisation.py);
         # a row written before that rule still renders, so it is made here as old data.
-        with pytest.raises(ApiError):
+        with pytest.raises(ServiceError):
             users.create(s, user_name)
     with _db(app).session() as s:
         s.add(

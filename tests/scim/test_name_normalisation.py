@@ -23,10 +23,11 @@ from werkzeug.test import Client
 
 from idp_service.cli import cli
 from idp_service.directory import users
+from idp_service.platform.errors import ServiceError
 from idp_service.platform.identity import ConfusableName, check_identifier, name_key
 from idp_service.platform.migrate import alembic_config, upgrade
 from idp_service.platform.models import LoginTransaction, User, utcnow
-from idp_service.web.errors import ApiError
+from idp_service.web.errors import status_of
 from scim import tokens
 from scim.app import ScimApplication
 from scim.tables import Group
@@ -167,9 +168,9 @@ def test_look_alike_users_are_one_user(db, scim):
         assert users.find(s, RENEE_NFD).id == renee
         assert users.find(s, "RENÉE@EXAMPLE.COM").id == renee
         assert users.find(s, "STRASSE@example.com").user_name == "strasse@example.com"
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(ServiceError) as refused:
             users.create(s, RENEE_NFD, actor="test")
-        assert refused.value.code == "user_exists" and refused.value.status == 409
+        assert refused.value.code == "user_exists" and status_of(refused.value) == 409
         assert s.scalar(select(text("count(*)")).select_from(User)) == 2
 
 
@@ -187,7 +188,7 @@ def test_names_with_control_or_invisible_characters_are_refused(db, scim, name):
     status, body = scim("POST", "/v2/Groups", {"schemas": [GROUP], "displayName": name})
     assert status == 400 and body["scimType"] == "invalidValue", body
     with db.session() as s:
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(ServiceError) as refused:
             users.create(s, name, actor="test")
         assert refused.value.code == "invalid_user_name"
         assert s.scalar(select(text("count(*)")).select_from(User)) == 0

@@ -23,9 +23,9 @@ from sqlalchemy import event, func, select
 
 from idp_service.devices import registry
 from idp_service.platform.db import Database
+from idp_service.platform.errors import Invalid, ServiceError
 from idp_service.platform.models import AuditEvent, Device, utcnow
 from idp_service.posture import service as posture
-from idp_service.web.errors import ApiError
 from idp_service.webhooks import dispatcher, endpoints
 from idp_service.webhooks.tables import WebhookDelivery, WebhookEndpoint
 from scim import lifecycle
@@ -311,8 +311,8 @@ def test_management_round_trip_audits_every_action_but_never_the_secret(api):
 def test_property_url_check_accepts_only_http_urls_and_fails_cleanly(url):
     try:
         checked = endpoints.check_url(url)
-    except ApiError as exc:
-        assert exc.code == "bad_url" and exc.status == 400
+    except ServiceError as exc:
+        assert exc.code == "bad_url" and isinstance(exc, Invalid)
     else:
         assert checked == url and url.split(":", 1)[0] in ("http", "https")
 
