@@ -80,7 +80,7 @@ def parse_fingerprint(value: object) -> str:
     Returns the canonical ``SHA256:`` form; raises ValueError otherwise.
     """
     if not isinstance(value, str):
-        raise ValueError("must be a string like SHA256:<43 characters>")
+        raise ValueError("must be a key fingerprint, a string like SHA256:<43 characters>")
     text = value.strip()
     if re.fullmatch(r"[0-9a-fA-F]{64}", text):
         return "SHA256:" + b64e(bytes.fromhex(text))
