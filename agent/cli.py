@@ -524,12 +524,21 @@ def service_run() -> None:
 
 
 @service_group.command("configure")
-def service_configure() -> None:
-    """Set recovery actions and folder permissions (the MSI runs this once, as SYSTEM)."""
+@click.option("--service-url", default="", help="Write service_url into agent.toml.")
+@click.option(
+    "--server-key-fingerprint", "fingerprint", default="", help="Write the key pin into agent.toml."
+)
+def service_configure(service_url: str, fingerprint: str) -> None:
+    """Settings, recovery actions and folder permissions (the MSI runs this, as SYSTEM)."""
     from agent import windows_service
 
     windows_service.require_windows()
-    for step in windows_service.configure_installed():
+    settings = {"service_url": service_url, "server_key_fingerprint": fingerprint}
+    try:
+        steps = windows_service.configure_installed(settings)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    for step in steps:
         click.echo(step)
 
 

@@ -477,6 +477,45 @@ def load(
     return merge(default_sources(args, config_path=config_path, platform=platform, environ=environ))
 
 
+def _toml_value(value: object) -> str:
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(str(int(v)) for v in value) + "]"
+    if isinstance(value, int | float):
+        return str(int(value))
+    text = str(value)
+    if any(c in text for c in '"\\\n\r'):
+        raise ConfigError(f"{text[:40]!r}: quotes, backslashes and newlines are not allowed")
+    return f'"{text}"'
+
+
+def update_file(path: Path, settings: Mapping[str, object]) -> dict[str, object]:
+    """Set ``settings`` in the TOML file at ``path`` (an installer's command-line values).
+
+    Blank values are left out; the file's other keys stay. Every value is checked
+    as the agent will read it, so a typo fails here (and fails the install). The
+    file is replaced atomically, 0644. Returns what was written.
+    """
+    given = {k: v for k, v in settings.items() if not (isinstance(v, str) and not v.strip())}
+    for key in given:
+        if key not in PARSERS:
+            raise ConfigError(f"unknown setting {key!r} (known: {', '.join(KEYS)})")
+    if not given:
+        return {}
+    current = dict(FileSource(path).read() or {})
+    merged = {**current, **given}
+    checked = merge([ArgsSource(merged)])  # raises ConfigError with the key's name
+    out = {k: getattr(checked, k) for k in KEYS if k in merged}
+    text = "# Written by the devicetrust agent's installer; see docs/rollout.md.\n" + "".join(
+        f"{k} = {_toml_value(v)}\n" for k, v in out.items()
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return {k: out[k] for k in given}
+
+
 # ---- the pin --------------------------------------------------------------------------
 
 

@@ -216,11 +216,23 @@ def configure(
     scm: ScmConfig,
     acl: AclTool,
     programdata: Path,
+    settings: dict[str, str] | None = None,
     mkdir: Callable[[Path], None] = lambda p: p.mkdir(parents=True, exist_ok=True),
 ) -> list[str]:
-    """Folders first (before the service can create keys), then recovery. Returns the steps."""
+    """Settings, folders (before the service can create keys), recovery. Returns the steps.
+
+    ``settings`` are the installer's SERVICE_URL and SERVER_KEY_FINGERPRINT
+    (blank when not given): written into ``agent.toml`` after the same checks the
+    agent makes, so a bad value fails the install before anything else changes.
+    """
+    from agent.config import update_file
+
     steps = []
+    config_file = programdata / "devicetrust" / "agent.toml"
     mkdir(programdata / "devicetrust" / "agent")
+    written = update_file(config_file, settings or {})
+    if written:
+        steps.append(f"{config_file}: set {', '.join(sorted(written))}")
     for args in icacls_commands(programdata):
         acl.icacls(args)
         steps.append(f"permissions set on {args[0]}")
@@ -286,9 +298,9 @@ class Pywin32ScmConfig:
         self._change(name, ws.SERVICE_CONFIG_FAILURE_ACTIONS_FLAG, on_non_crash)
 
 
-def configure_installed() -> list[str]:
+def configure_installed(settings: dict[str, str] | None = None) -> list[str]:
     """``service configure`` on this machine."""
-    return configure(Pywin32ScmConfig(), SubprocessIcacls(), _programdata())
+    return configure(Pywin32ScmConfig(), SubprocessIcacls(), _programdata(), settings)
 
 
 def _service_class() -> type:
