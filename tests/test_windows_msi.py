@@ -135,3 +135,35 @@ def test_the_packaged_executable_is_the_one_given(msi, tmp_path):
     subprocess.run(["msiextract", "-C", str(tmp_path), str(msi)], check=True, capture_output=True)
     exe = tmp_path / "devicetrust" / "devicetrust-agent.exe"
     assert exe.read_bytes() == b"MZ stand-in for the PyInstaller executable\n"
+
+
+def test_admx_policies_write_the_keys_the_agent_reads():
+    from lxml import etree
+
+    from agent import config
+
+    ns = {"p": "http://schemas.microsoft.com/GroupPolicy/2006/07/PolicyDefinitions"}
+    admx = etree.parse(str(ROOT / "packaging/windows/admx/devicetrust.admx"))
+    adml = etree.parse(str(ROOT / "packaging/windows/admx/en-US/devicetrust.adml"))
+    strings = {s.get("id") for s in adml.iterfind(".//p:stringTable/p:string", ns)}
+    presentations = {
+        p.get("id"): {t.get("refId") for t in p.iterfind("p:textBox", ns)}
+        for p in adml.iterfind(".//p:presentationTable/p:presentation", ns)
+    }
+    names = set()
+    for policy in admx.iterfind(".//p:policies/p:policy", ns):
+        assert policy.get("class") == "Machine"
+        assert policy.get("key").lower() == config.WINDOWS_POLICY_KEY.lower()
+        assert policy.get("displayName")[len("$(string.") : -1] in strings
+        assert policy.get("explainText")[len("$(string.") : -1] in strings
+        (text,) = policy.iterfind("p:elements/p:text", ns)
+        names.add(text.get("valueName"))
+        assert presentations[policy.get("presentation")[len("$(presentation.") : -1]] == {
+            text.get("id")
+        }
+    assert names == set(config.KEYS)
+    # Every string reference in the ADMX resolves.
+    for ref in admx.getroot().iter():
+        for value in ref.attrib.values():
+            if value.startswith("$(string."):
+                assert value[len("$(string.") : -1] in strings

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Make an organisation's devicetrust configuration profile from the template.
 
-    python3 packaging/macos/make_profile.py SERVICE_URL FINGERPRINT [--org NAME] > devicetrust.mobileconfig
+    python3 packaging/macos/make_profile.py SERVICE_URL FINGERPRINT [--org NAME] \
+        > devicetrust.mobileconfig
 
 Fills in the service URL and the server key pin, gives both payloads fresh
 UUIDs (two organisations' profiles must not share them), and checks the values
