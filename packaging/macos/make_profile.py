@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make an organisation's devicetrust configuration profile from the template.
+r"""Make an organisation's devicetrust configuration profile from the template.
 
     python3 packaging/macos/make_profile.py SERVICE_URL FINGERPRINT [--org NAME] \
         > devicetrust.mobileconfig
