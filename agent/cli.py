@@ -21,12 +21,17 @@ from typing import Any
 import click
 
 from agent import __version__, state
-from agent.config import EX_CONFIG, AgentConfig, ConfigError, PinMismatch, check_pin
+from agent.config import EX_CONFIG, KEYS, AgentConfig, ConfigError, PinMismatch, check_pin
 from agent.keys import KeyPermissionError, check_permissions, load_or_create
 from agent.paths import default_state_dir
 from trust_protocol.ports import parse_ports
 
 STOP_EVENT = "devicetrust.stop"  # ctx.meta key: a threading.Event that ends `run`
+CONFIG_RECHECK_TICKS = 5  # `run` re-reads its configuration every 5 x 2 s
+
+
+def _values(cfg: AgentConfig) -> tuple[object, ...]:
+    return tuple(getattr(cfg, k) for k in KEYS)
 
 
 class ConfigProblem(click.ClickException):
@@ -325,7 +330,9 @@ def run(
         services = tuple(service_url(url) for url in services)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--service") from None
-    cfg = _config(agent_ports=ports, report_interval=report_interval)
+    flags = {"agent_ports": ports, "report_interval": report_interval}
+    cfg = _config(**flags)
+    services_flag = services  # --service / DEVICETRUST_AGENT_SERVICE win over service_url
     if not services and cfg.service_url:
         services = (cfg.service_url,)
 
@@ -391,7 +398,37 @@ def run(
     serve_in_thread(channel)
     path = state_dir / state.FILE
     mtime = path.stat().st_mtime if path.exists() else 0.0
+    ticks = 0
+    config_error = ""
     while not stop.wait(2.0):
+        ticks += 1
+        if ticks % CONFIG_RECHECK_TICKS == 0:
+            # A profile, policy or file that arrives or changes while running.
+            try:
+                fresh = _config(**flags)
+                config_error = ""
+            except ConfigProblem as exc:
+                if exc.message != config_error:
+                    logging.error("configuration: %s (the previous one stays)", exc.message)
+                config_error = exc.message
+                fresh = cfg
+            if _values(fresh) != _values(cfg):
+                changed = [k for k in KEYS if getattr(fresh, k) != getattr(cfg, k)]
+                logging.info("configuration changed: %s", ", ".join(changed))
+                if fresh.agent_ports != cfg.agent_ports:
+                    logging.warning("agent_ports changed: restart the agent to listen on them")
+                cfg = fresh
+                channel_state.config = cfg
+                if not services_flag:
+                    channel_state.services = (cfg.service_url,) if cfg.service_url else ()
+                if scheduler is not None:
+                    scheduler.set_ceiling(cfg.report_interval)
+                try:
+                    _check_enrollment_pin(channel_state.enrollment, cfg)
+                except ConfigProblem as exc:
+                    logging.error("%s", exc.message)
+                    exit_code = EX_CONFIG
+                    break
         # Pick up an enrollment made by `devicetrust-agent enroll` while running.
         new_mtime = path.stat().st_mtime if path.exists() else 0.0
         if new_mtime != mtime:

@@ -102,6 +102,13 @@ class ReportScheduler:
         self._lock = threading.Lock()
         self._scheduler = BackgroundScheduler(daemon=True)
 
+    def set_ceiling(self, ceiling: float | None) -> None:
+        """A new configured interval (None: follow the service); applies from the next report."""
+        with self._lock:
+            self.ceiling = ceiling
+            if ceiling is not None:
+                self.interval = min(self.interval, ceiling)
+
     def start(self, first_delay: float = 1.0) -> None:
         """Start the schedule; the first report goes out after ``first_delay`` seconds."""
         self._scheduler.start()

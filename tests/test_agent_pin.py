@@ -147,3 +147,54 @@ def test_a_login_page_cannot_enroll_an_agent_whose_pin_its_service_fails(service
         assert "refused to enroll" in agent.log() and body["code"] not in agent.log()
     finally:
         agent.stop()
+
+
+def enroll_here(agent, origin):
+    r = httpx.post(
+        f"http://127.0.0.1:{agent.port}/v1/challenge",
+        content=b'{"challenge": "x.y"}',
+        headers={"Origin": origin},
+    )
+    assert r.status_code == 409 and r.json()["error"]["code"] == "not_enrolled"
+    return r.json()["error"]["enroll_here"]
+
+
+def wait_for(predicate, timeout=25.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+def test_a_running_agent_picks_up_configuration_that_arrives_later(services, tmp_path):
+    ours, other = services
+    agent = make_agent(tmp_path, "later")
+    agent.start("--no-reports", "--no-approvals")
+    try:
+        assert enroll_here(agent, ours.url) is False  # no service_url yet
+        pin_in_config(agent, key_fingerprint(ours), url=ours.url)  # the profile arrives
+        wait_for(lambda: enroll_here(agent, ours.url) is True)
+        assert "configuration changed: service_url, server_key_fingerprint" in agent.log()
+        # A broken change is reported once and the previous configuration stays.
+        with open(agent.env["DEVICETRUST_AGENT_CONFIG"], "w") as fh:
+            fh.write('service_url = "http://not-https.example"\n')
+        wait_for(lambda: "the previous one stays" in agent.log())
+        assert enroll_here(agent, ours.url) is True
+        assert agent.proc.poll() is None
+    finally:
+        agent.stop()
+
+
+def test_a_running_enrolled_agent_stops_when_the_pin_changes_under_it(services, tmp_path):
+    ours, other = services
+    agent = make_agent(tmp_path, "repin")
+    agent.enroll(ours.url, ours.enroll_code("repin@example.com"))
+    pin_in_config(agent, key_fingerprint(ours))
+    agent.start("--no-reports", "--no-approvals")
+    try:
+        pin_in_config(agent, key_fingerprint(other))
+        agent.proc.wait(30)
+        assert agent.proc.returncode == 78
+        assert f"pins {key_fingerprint(other)}" in agent.log()
+    finally:
+        agent.stop()
