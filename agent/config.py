@@ -31,11 +31,9 @@ from __future__ import annotations
 
 import hmac
 import os
-import plistlib
 import re
 import stat
 import sys
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +197,8 @@ class FileSource:
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot read it ({exc.strerror}).") from None
         _check_not_writable_by_others(self.path)
+        import tomllib  # only when there is a file: the agent's idle memory is counted
+
         try:
             return tomllib.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -234,6 +234,8 @@ class PlistSource:
 
     def read(self) -> Mapping[str, object] | None:
         """The preference domain's keys (binary or XML plist); None without a profile."""
+        import plistlib
+
         try:
             with self.path.open("rb") as fh:
                 data = plistlib.load(fh)
