@@ -460,6 +460,8 @@ def merge(sources: Iterable[Source]) -> AgentConfig:
                 )
             try:
                 values[key] = PARSERS[key](value)
+            except OverflowError:
+                raise ConfigError(f"{source.name}: {key} is far too large") from None
             except ValueError as exc:
                 raise ConfigError(f"{source.name}: {key} {exc}") from None
             origins[key] = source.name

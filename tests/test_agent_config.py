@@ -170,7 +170,9 @@ def test_intervals_as_people_write_them(written, seconds):
     assert merge([ArgsSource({"report_interval": written})]).report_interval == seconds
 
 
-@pytest.mark.parametrize("written", ["10 s", "2 d", "fortnight", "", True, -5, [1]])
+@pytest.mark.parametrize(
+    "written", ["10 s", "2 d", "fortnight", "", True, -5, [1], "9" * 30 + " d", 10**400]
+)
 def test_impossible_intervals_are_refused_with_what_to_write(written):
     with pytest.raises(ConfigError, match="report_interval"):
         merge([ArgsSource({"report_interval": written})])
@@ -390,3 +392,42 @@ def test_agent_and_service_read_durations_alike(text):
         return
     assert agent.parse_duration(text) == expected
     assert agent.format_duration(expected) == service.format_duration(expected)
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_as_managed_preferences_give_settings_or_a_config_error(data):
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".plist") as fh:
+        fh.write(data)
+        fh.flush()
+        try:
+            merge([PlistSource(Path(fh.name))])
+        except ConfigError:
+            pass
+
+
+values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**300, max_value=10**400)
+    | st.floats()
+    | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(st.dictionaries(st.sampled_from([*config.KEYS, "x", "Token"]), values, max_size=5))
+def test_any_values_in_a_source_give_a_config_or_a_config_error(raw):
+    """What a profile or policy may hold, however wrong: checked values or a clear refusal."""
+    try:
+        cfg = merge([ArgsSource(raw)])
+    except ConfigError:
+        return
+    assert cfg.service_url is None or cfg.service_url.startswith(("https://", "http://"))
+    assert cfg.agent_ports is None or all(0 < p < 65536 for p in cfg.agent_ports)
+    assert cfg.report_interval is None or 30 <= cfg.report_interval <= 86400
