@@ -17,7 +17,7 @@ Linux build tool (wixl) accepts cannot express:
 
 The logic is plain Python behind small interfaces (:class:`StatusReporter`,
 :class:`AgentRunner`, :class:`ScmConfig`, :class:`AclTool`), so it is tested on
-Linux against recorded call sequences (``tests/test_windows_service.py``); only
+Linux against recorded call sequences (``tests/packaging/test_windows_service.py``); only
 the thin pywin32 adapters at the bottom need Windows.
 """
 

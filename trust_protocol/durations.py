@@ -1,10 +1,9 @@
 """Durations as people write them: ``90 s``, ``5 min``, ``24 h``, ``7 d``, ``1 d 6 h``.
 
 Shared by both halves: the agent reads ``report_interval = "15 min"`` from its
-configuration with :func:`parse_duration`, and the service's
-``idp_service/durations.py`` holds the same functions (the console and the
-``devicetrust`` commands print :func:`format_duration`). The standard library
-only, so the lean agent can carry it. ``parse_duration`` accepts the compact
+configuration with :func:`parse_duration`; the service reads its settings with
+it, and the console and the ``devicetrust`` commands print :func:`format_duration`.
+The standard library only, so the lean agent can carry it. ``parse_duration`` accepts the compact
 ``1d6h``, ``15m`` or plain seconds as well, and
 ``parse_duration(format_duration(x)) == x`` for every whole number of seconds.
 """

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from idp_service.storage.models import Device
+from idp_service.platform.models import Device
 from tests.procs import make_agent, start_service
 from trust_protocol.device_keys import fingerprint
 from trust_protocol.encoding import b64d

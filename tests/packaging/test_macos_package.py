@@ -23,7 +23,7 @@ from lxml import etree
 
 from agent import config, paths
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAC = ROOT / "packaging/macos"
 DAEMON = MAC / "root/Library/LaunchDaemons/com.devicetrust.agent.plist"
 HELPER = MAC / "root/Library/LaunchAgents/com.devicetrust.agent.user-helper.plist"
