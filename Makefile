@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test lint format deps system-deps bench mutation clean
+.PHONY: run test lint format deps system-deps bench mutation docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,6 +47,12 @@ bench: $(STAMP)
 ## MUTATION_ARGS="--module scim/auth.py" runs one, "--changed" those touched since main.
 mutation: $(STAMP)
 	$(BIN)/python tests/mutation/run.py $(MUTATION_ARGS)
+
+## docs: render docs/architecture.svg from its Graphviz source (Debian's graphviz)
+docs: docs/architecture.svg
+
+docs/architecture.svg: docs/architecture.dot
+	dot -Tsvg $< | sed "1a <!-- source: docs/architecture.dot sha256=$$(sha256sum $< | cut -c1-64) -->" > $@
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info test-artifacts mutants

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PKGS=(chromium xmlsec1 libxmlsec1-openssl postgresql cryptsetup-bin lvm2 wixl msitools
-      openssh-client libglib2.0-bin gsettings-desktop-schemas nftables)
+      openssh-client libglib2.0-bin gsettings-desktop-schemas nftables graphviz)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
