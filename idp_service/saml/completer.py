@@ -37,7 +37,6 @@ from sqlalchemy import delete, update
 
 from idp_service.platform import audit
 from idp_service.platform.errors import HINTS
-from idp_service.platform.identity import name_key
 from idp_service.platform.models import Device, LoginTransaction, User, utcnow
 from idp_service.saml import attributes, pages, service
 from idp_service.saml.errors import SamlError
@@ -50,9 +49,9 @@ from idp_service.saml.protocol.constants import (
 from idp_service.saml.tables import IssuedResponse
 from idp_service.services import ServiceContext
 from idp_service.signin import transactions
+from idp_service.signin.messages import MESSAGES
 from idp_service.signin.reads import read_login
 from idp_service.signin.store import complete_verified
-from idp_service.signin.web import MESSAGES
 from idp_service.web.context import ctx
 
 FACTOR_MESSAGES = {
@@ -63,26 +62,6 @@ FACTOR_HINTS = {
     "subject_mismatch": "Sign in to the application as the owner of this device, "
     "or use your own device.",
 }
-
-
-def same_user(subject: str, user: User) -> bool:
-    """True when a broker's subject names ``user`` (userName or e-mail, under ``name_key``)."""
-    wanted = name_key(subject.strip())
-    return wanted in {name_key(user.user_name), name_key(user.email or "")}
-
-
-def tofu_subject(txn: LoginTransaction) -> str | None:
-    """The user an identity broker vouched for in a *signed* request, or None.
-
-    This is the hook for TOFU registration in factor mode: when the device
-    presented on the login page is unknown, the login page may bind it to this
-    user instead of asking for an enrollment code, because the broker (Okta,
-    Entra ID, ...) already authenticated the user and signed the claim.
-    """
-    context = txn.context or {}
-    if context.get("kind") != "saml":
-        return None
-    return context.get("tofu_subject")
 
 
 def _why_not_claimed(svc: ServiceContext, txn: LoginTransaction) -> str | None:
@@ -206,7 +185,7 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
     code: str | None = None
     if txn.status != "verified" or user is None or device is None:
         code = txn.error_code or "expired"
-    elif c.get("broker_subject") and not same_user(c["broker_subject"], user):
+    elif c.get("broker_subject") and not transactions.same_user(c["broker_subject"], user):
         code = "subject_mismatch"
     target = response.Target(
         issuer=service.idp_entity_id(svc),

@@ -66,15 +66,13 @@ def broker_user(session: Session, txn: LoginTransaction, *, lock: bool = False) 
     """The user the broker vouched for in ``txn``, if TOFU applies; else :class:`TofuUnavailable`.
 
     TOFU applies when the transaction carries a broker's *signed* subject
-    (``saml.completer.tofu_subject``), the subject names exactly one user (by
+    (:func:`~idp_service.signin.transactions.tofu_subject`), the subject names exactly one user (by
     userName, else by e-mail; as the completer will match it), and that user is
     active and has no device in any state. With ``lock`` the user's row is
     locked first (PostgreSQL), so two concurrent registrations cannot both see
     "no device yet"; on SQLite the caller's earlier write serialises them.
     """
-    from idp_service.saml.completer import same_user, tofu_subject
-
-    subject = (tofu_subject(txn) or "").strip()
+    subject = (transactions.tofu_subject(txn) or "").strip()
     if not subject:
         raise TofuUnavailable("no_broker_subject")
     user = users.find(session, subject)
@@ -83,7 +81,7 @@ def broker_user(session: Session, txn: LoginTransaction, *, lock: bool = False) 
             select(User).where(func.lower(User.email) == subject.lower()).limit(2)
         ).all()
         user = matches[0] if len(matches) == 1 else None
-    if user is None or not same_user(subject, user):
+    if user is None or not transactions.same_user(subject, user):
         raise TofuUnavailable("unknown_user")
     if lock:
         user = session.execute(

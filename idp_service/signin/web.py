@@ -41,6 +41,7 @@ from idp_service.platform.config import cookie_name
 from idp_service.platform.errors import HINTS, Conflict, Invalid, NotFound, ServiceError
 from idp_service.platform.models import Device, LoginTransaction, User
 from idp_service.signin import authenticate, login_enroll, transactions
+from idp_service.signin.messages import MESSAGES
 from idp_service.signin.reads import read_login, read_transaction
 from idp_service.web.bodies import json_body, read_body
 from idp_service.web.context import ctx
@@ -55,21 +56,6 @@ MAX_HOLDERS = 8  # challenge holders a browser keeps (one cookie, about 260 byte
 # kind -> function(txn, user, device) -> Response. The SAML surface registers "saml".
 Completer = Callable[[LoginTransaction, User | None, Device | None], Response | str]
 LOGIN_COMPLETERS: dict[str, Completer] = {}
-
-MESSAGES = {
-    "device_unknown": "This device is not enrolled yet.",
-    "device_pending": "This device is waiting for approval by IT or by one of your trusted "
-    "devices.",
-    "device_denied": "Your IT administrator denied this device.",
-    "device_revoked": "This device's trust was revoked.",
-    "device_suspended": "This device is suspended pending a security review by IT.",
-    "owner_inactive": "Your account is deactivated.",
-    "device_key_mismatch": "This device answered with a key that does not match its enrollment.",
-    "expired": "This sign-in took too long and has expired.",
-    "posture_blocked": "This device does not meet your organization's security requirements.",
-    "login_elsewhere": "This sign-in was answered by a device in another browser, so it "
-    "cannot be continued here. Start a new sign-in on this computer.",
-}
 
 
 def remember(txn_id: str) -> None:
