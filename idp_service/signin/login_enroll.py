@@ -29,9 +29,10 @@ from sqlalchemy.orm import Session
 
 from idp_service.devices import challenges
 from idp_service.directory import users
+from idp_service.platform import audit
 from idp_service.platform.errors import Conflict, Forbidden, Invalid
 from idp_service.platform.models import Device, LoginTransaction, User, utcnow
-from idp_service.services import ServiceContext
+from idp_service.services import Services
 from idp_service.signin import transactions
 from trust_protocol.challenge import Challenge
 
@@ -108,7 +109,7 @@ def open_transaction(session: Session, txn_id: str) -> LoginTransaction:
     return txn  # type: ignore[return-value]  # is_open: not None
 
 
-def tofu_offer(service: ServiceContext, txn: LoginTransaction) -> dict[str, str] | None:
+def tofu_offer(service: Services, txn: LoginTransaction) -> dict[str, str] | None:
     """``{"user": ...}`` when this sign-in may register a device without a code, else None."""
     if not (txn.context or {}).get("tofu_subject"):
         return None  # the common case costs no query
@@ -121,27 +122,38 @@ def tofu_offer(service: ServiceContext, txn: LoginTransaction) -> dict[str, str]
 
 
 def issue_register_challenge(
-    service: ServiceContext, txn: LoginTransaction, mode: str
+    service: Services, txn: LoginTransaction, mode: str, *, remote_addr: str | None = None
 ) -> tuple[str, Challenge]:
-    """A ``register`` challenge for this sign-in's page (writes nothing).
+    """A ``register`` challenge for this sign-in's page (writes nothing but a refusal's audit).
 
     ``mode`` is ``code`` (the agent adds the enrollment code) or ``tofu`` (the
     broker's subject stands for the code; refused unless :func:`broker_user`
-    accepts it now; it is checked again at registration).
+    accepts it now, with an audit event; it is checked again at registration).
     """
     if mode not in MODES:
         raise Invalid("malformed", 'send {"mode": "code"} or {"mode": "tofu"}')
     if not transactions.is_open(txn):
         raise Conflict("login_closed", "This sign-in is finished or expired.")
     if mode == "tofu":
-        with service.db.session() as session:
-            broker_user(session, txn)
+        try:
+            with service.db.session() as session:
+                broker_user(session, txn)
+        except TofuUnavailable as exc:
+            audit.record_separately(
+                service.db,
+                "device.register",
+                "rejected",
+                code=exc.code,
+                remote_addr=remote_addr,
+                details={"method": "broker", "reason": exc.reason, "stage": "challenge"},
+            )
+            raise
     return challenges.issue(
         service, "register", register_binding(mode, txn.id), callback_path=REGISTER_CALLBACK
     )
 
 
-def reopen_pending(service: ServiceContext, txn_id: str) -> bool:
+def reopen_pending(service: Services, txn_id: str) -> bool:
     """Let a sign-in refused only because the device waits for approval try again.
 
     Moves the transaction from ``denied``/``device_pending`` back to ``pending``

@@ -133,9 +133,9 @@ def mark_denied(
     )
 
 
-def is_open(txn: LoginTransaction | None) -> bool:
-    """True for a transaction that may still get a challenge."""
-    return txn is not None and txn.status == "pending" and txn.expires_at > utcnow()
+def is_open(txn: LoginTransaction | None, *, now: dt.datetime | None = None) -> bool:
+    """True for a transaction that may still get a challenge (pending, not expired at ``now``)."""
+    return txn is not None and txn.status == "pending" and txn.expires_at > (now or utcnow())
 
 
 def same_user(subject: str, user: User) -> bool:
