@@ -566,7 +566,7 @@ def breakdown(pg_url: str, docs: list[dict[str, Any]], n: int) -> dict[str, floa
         lambda: device_key.verify(RESPONSE_CONTEXT + body_bytes, plain[:64]), n
     )
     now = dt.datetime.now(dt.UTC)
-    checks = service.extras["posture"].checks()
+    checks = service.posture.checks()
     out["evaluate catalog (17 checks, full)"] = _per_call(
         lambda: evaluate_all(checks, doc, now=now, observed_at=now), n
     )

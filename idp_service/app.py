@@ -1,18 +1,34 @@
-"""Flask app factory: one blueprint per surface, one service context per process."""
+"""Flask app factory: builds the process's :class:`~idp_service.services.Services` and
+calls each feature's ``init_app`` with it.
+
+Every feature says what it adds in its ``init_app(app, services)``: its blueprint,
+and for a surface that finishes sign-ins (SAML, the console) its completer in
+``services.completers``. Nothing is registered by importing a module for its side effects.
+"""
 
 from __future__ import annotations
 
 import logging
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
+from idp_service import admin, api
+from idp_service.devices import web as agent_web
+from idp_service.devices.detection import StaleSweeper
 from idp_service.platform import audit_chain
 from idp_service.platform.config import Settings, cookie_name
 from idp_service.platform.db import Database
 from idp_service.platform.keys import SESSION_KEY, load_secret, load_server_keys
-from idp_service.services import ServiceContext
+from idp_service.posture.service import Posture
+from idp_service.saml import web as saml_web
+from idp_service.services import Services
+from idp_service.signin import web as signin_web
+from idp_service.web import bodies, display, headers, health, ratelimit
 from idp_service.web.errors import register_error_handlers
+from idp_service.webhooks.dispatcher import Dispatcher
+from scim.app import mount_scim
 
 # The largest id any table holds (a signed 64-bit integer, SQLite's and PostgreSQL's
 # bigint): a larger number in a URL matches no route (404), never reaching the database.
@@ -39,11 +55,10 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     app = Flask(__name__)
     app.url_map.converters["int"] = BoundedInt  # before any route is added
     db = Database(settings.database_url)
-    service = ServiceContext(settings=settings, db=db, keys=load_server_keys(db))
-    app.extensions["devicetrust"] = service
-    from idp_service.devices import approve
-
-    approve.load_key(service)  # the approval-code HMAC key, read before any request
+    services = Services(
+        settings=settings, db=db, keys=load_server_keys(db), posture=Posture(settings)
+    )
+    app.extensions["devicetrust"] = services
     app.config.update(
         SECRET_KEY=settings.secret_key or load_secret(db, SESSION_KEY),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
@@ -63,56 +78,25 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     register_error_handlers(app)
-    from idp_service.web import headers
-
     headers.install(app, settings)  # no framing anywhere; a strict CSP on every page
-    from idp_service.web import display
-
     display.install(app)  # untrusted names are isolated from the page's text direction
     app.jinja_env.globals["public_url"] = settings.public_url  # never the Host header
     if settings.trusted_proxies:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
         # The client address is the one the trusted proxies saw (idp_service/web/ratelimit.py).
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
 
-    from idp_service.devices import web as agent_api
-    from idp_service.signin import approve_web  # noqa: F401  (adds its routes to login.bp)
-    from idp_service.signin import web as login
-    from idp_service.web import health
-
     app.register_blueprint(health.bp)
-    app.register_blueprint(agent_api.bp)
-    app.register_blueprint(login.bp)
-
-    from idp_service import saml
-    from idp_service.posture import service as posture
-    from scim.app import mount_scim
-
-    posture.init(service)
-    saml.init_app(app)
+    agent_web.init_app(app, services)  # /agent/v1
+    signin_web.init_app(app, services)  # the login page at /login
+    saml_web.init_app(app, services)  # the SAML IdP at /saml
     mount_scim(app)  # SCIM 2.0 at /scim/v2
-    from idp_service import api
-
-    app.register_blueprint(api.bp)  # admin API at /api/v1
-
-    from idp_service import admin
-
-    admin.init_app(app)  # the admin console at /admin
-    from idp_service.web import ratelimit
-
+    api.init_app(app, services)  # admin API at /api/v1
+    admin.init_app(app, services)  # the admin console at /admin
     ratelimit.init_app(app, settings, db)  # per-client limits, after every route exists
-
-    from idp_service.web import bodies
-
     bodies.install(app)  # a body refused unread ends its connection (SCIM included)
 
     if background:
-        from idp_service.devices.detection import StaleSweeper
-
         audit_chain.Sealer(db).start()
         StaleSweeper(db, settings).start()
-        from idp_service.webhooks.dispatcher import Dispatcher
-
         Dispatcher(db, settings).start()
     return app

@@ -1,25 +1,91 @@
-"""The per-process service context: settings, database and protocol keys.
+"""The per-process services container: one typed object that every feature reads.
 
-Handlers reach it with :func:`idp_service.web.context.ctx`; it is created once
-by the app factory, so no request pays for loading keys or building engines.
+The app factory (``idp_service/app.py``) builds one :class:`Services` per process
+and hands it to each feature's ``init_app``; handlers reach it with
+:func:`idp_service.web.context.ctx`, services take it as an argument. Nothing
+here is loaded per request: keys, the posture catalog and the caches are built
+once. This module imports no web framework.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from idp_service.platform.config import Settings
 from idp_service.platform.db import Database
+from idp_service.platform.models import Device, LoginTransaction, User, utcnow
+from idp_service.platform.ratelimit_store import DatabaseStorage
+from idp_service.posture.service import Posture
+from idp_service.saml.keys import KeyRing
+from idp_service.signin.reads import DeviceOwners
 from trust_protocol.server_keys import ServerKeys
 
 
+class Completer(Protocol):
+    """Finishes a sign-in for the surface that started it (SAML, the console, ...).
+
+    Called by ``/login/<txn>/continue`` with the transaction (verified, or denied
+    with a reason) and its user and device as they are now; returns what the web
+    layer sends to the browser. A completer runs once per ``/continue`` and must
+    answer a repeat (``txn.completed_at`` set) without issuing anything new.
+    """
+
+    def __call__(
+        self, txn: LoginTransaction, user: User | None, device: Device | None
+    ) -> object: ...
+
+
+class Completers:
+    """The sign-in's completers by transaction kind (``txn.context["kind"]``).
+
+    Each surface registers its own in its ``init_app``; a new surface (OpenID
+    Connect) registers one more kind and starts transactions of that kind.
+    """
+
+    def __init__(self) -> None:
+        self._by_kind: dict[str, Completer] = {}
+
+    def register(self, kind: str, completer: Completer) -> None:
+        """Add the completer of ``kind``; a kind has exactly one."""
+        if kind in self._by_kind and self._by_kind[kind] is not completer:
+            raise ValueError(f"a completer for {kind!r} is registered already")
+        self._by_kind[kind] = completer
+
+    def get(self, kind: str) -> Completer | None:
+        """The completer of ``kind``, or None when no surface registered it."""
+        return self._by_kind.get(kind)
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._by_kind
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_kind)
+
+
 @dataclass
-class ServiceContext:
-    """What every request handler needs."""
+class Services:
+    """What every handler and service needs, typed; built once per process."""
 
     settings: Settings
     db: Database
-    keys: ServerKeys
-    # Other surfaces keep their loaded state here (SAML keys, posture catalog, ...).
-    extras: dict[str, Any] = field(default_factory=dict)
+    keys: ServerKeys  # the protocol's challenge and notice keys
+    clock: Callable[[], dt.datetime] = utcnow  # the wall clock the sign-in decides by
+    completers: Completers = field(default_factory=Completers)
+    # The posture checks in force (reloaded when their files change); None: posture is off.
+    posture: Posture | None = None
+    # The HMAC key of approval codes (devices/approve.py load_key), read at start.
+    approval_code_key: bytes | None = None
+    # The SAML signing keys and the persistent-NameID secret (saml/service.py).
+    saml_keys: KeyRing = field(init=False)
+    saml_persistent_secret: bytes | None = None
+    # Device id -> owner, the sign-in hot path's hint (signin/reads.py).
+    device_owners: DeviceOwners = field(init=False)
+    # The admin API's probe marks (api/core.py), made on first use.
+    api_probe_marks: DatabaseStorage | None = None
+
+    def __post_init__(self) -> None:
+        self.saml_keys = KeyRing(self.db)  # reads nothing until first used
+        self.device_owners = DeviceOwners(self.db.engine)

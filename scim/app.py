@@ -223,7 +223,6 @@ def mount_scim(app: Flask) -> None:
         max_body=settings.max_request_bytes,
         admin_group=settings.admin_group,
     )
-    service.extras["scim"] = scim_app
     app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {MOUNT: scim_app})  # type: ignore[method-assign]
 
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from flask import Flask
 
+from idp_service.services import Services
 
-def init_app(app: Flask) -> None:
-    """Mount the console and register its login completer."""
+
+def init_app(app: Flask, services: Services) -> None:
+    """Mount the console and register its login completer (the ``admin`` kind)."""
     from idp_service.admin import (  # noqa: F401
         checks,
         devices,
@@ -27,7 +29,6 @@ def init_app(app: Flask) -> None:
     )
     from idp_service.admin.auth import complete_login
     from idp_service.admin.blueprint import bp
-    from idp_service.signin.web import LOGIN_COMPLETERS
 
-    LOGIN_COMPLETERS["admin"] = complete_login
+    services.completers.register("admin", complete_login)
     app.register_blueprint(bp)

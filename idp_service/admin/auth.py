@@ -29,7 +29,8 @@ from idp_service.platform import audit
 from idp_service.platform.errors import Forbidden
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import Device, LoginTransaction, User, utcnow
-from idp_service.signin.web import MESSAGES, remember
+from idp_service.signin.messages import MESSAGES
+from idp_service.signin.web import remember
 from idp_service.web.context import ctx
 from scim.groups import group_keys_of
 

@@ -29,7 +29,7 @@ def checks() -> str:
     grouped query; each links to the devices list filtered by check and status.
     """
     service = ctx()
-    in_force = service.extras["posture"].checks()
+    in_force = service.posture.checks() if service.posture is not None else []
     with service.db.session() as s:
         counts = queries.check_status_counts(s)
         rows = list(

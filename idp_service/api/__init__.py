@@ -7,6 +7,8 @@ all on :data:`bp`. See docs/api.md.
 
 from __future__ import annotations
 
+from flask import Flask
+
 from idp_service.api import (  # noqa: F401
     devices,
     directory,
@@ -17,5 +19,11 @@ from idp_service.api import (  # noqa: F401
     webhooks,
 )
 from idp_service.api.core import OPERATIONS, bp, openapi_document
+from idp_service.services import Services
 
-__all__ = ["OPERATIONS", "bp", "openapi_document"]
+__all__ = ["OPERATIONS", "bp", "init_app", "openapi_document"]
+
+
+def init_app(app: Flask, services: Services) -> None:  # noqa: ARG001 - one signature for all
+    """Serve the admin API at ``/api/v1``."""
+    app.register_blueprint(bp)

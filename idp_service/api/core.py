@@ -316,9 +316,10 @@ def _audit_probe() -> None:
     if found is None:
         return  # not an authenticated request
     name = found[0]
-    storage = ctx().extras.get("api_probe_marks")
+    service = ctx()
+    storage = service.api_probe_marks
     if storage is None:
-        storage = ctx().extras["api_probe_marks"] = DatabaseStorage(engine=db.engine)
+        storage = service.api_probe_marks = DatabaseStorage(engine=db.engine)
     if storage.incr(PROBE_KEY_PREFIX + name, PROBE_WINDOW) != 1:
         return  # this token's probe is already on record for this minute
     status = failure.code or 404

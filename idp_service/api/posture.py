@@ -79,7 +79,7 @@ def _checks_json(counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
             "fail_closed": bool(c.fail_closed),
             "results": counts.get(c.id, {}),
         }
-        for c in ctx().extras["posture"].checks()
+        for c in ctx().posture.checks()
     ]
 
 

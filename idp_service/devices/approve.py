@@ -40,7 +40,7 @@ from idp_service.platform import audit
 from idp_service.platform.errors import Conflict, Forbidden, Invalid, ServiceError
 from idp_service.platform.keys import load_secret
 from idp_service.platform.models import Device, utcnow
-from idp_service.services import ServiceContext
+from idp_service.services import Services
 from trust_protocol.encoding import b64e
 from trust_protocol.errors import ProtocolError
 from trust_protocol.notice import Notice, seal_notice
@@ -62,11 +62,11 @@ def code_mac(key: bytes, code: str) -> str:
     return hmac.new(key, normalize_code(code).encode(), hashlib.sha256).hexdigest()
 
 
-def load_key(service: ServiceContext) -> bytes:
+def load_key(service: Services) -> bytes:
     """Load the code-hashing key once per process (at start: never inside a write)."""
-    key = service.extras.get(CODE_KEY)
+    key = service.approval_code_key
     if key is None:
-        key = service.extras[CODE_KEY] = load_secret(service.db, CODE_KEY)
+        key = service.approval_code_key = load_secret(service.db, CODE_KEY)
     return key
 
 
@@ -83,7 +83,7 @@ def _device_json(device: Device) -> dict[str, object]:
     }
 
 
-def _seal_codes(service: ServiceContext, session: Session, req: ApprovalRequest) -> int:
+def _seal_codes(service: Services, session: Session, req: ApprovalRequest) -> int:
     """Replace the request's notices with fresh codes for each trusted device; return how many."""
     session.execute(delete(ApprovalNotice).where(ApprovalNotice.request_id == req.id))
     new_device = session.get(Device, req.device_id)
@@ -115,7 +115,7 @@ def _seal_codes(service: ServiceContext, session: Session, req: ApprovalRequest)
     return len(trusted)
 
 
-def open_request(service: ServiceContext, session: Session, device: Device) -> ApprovalRequest:
+def open_request(service: Services, session: Session, device: Device) -> ApprovalRequest:
     """Open an approval request for a new pending ``device`` and seal its codes (audited)."""
     settings = service.settings
     req = ApprovalRequest(
@@ -216,7 +216,7 @@ def close_for_device(session: Session, device_id: str, reason: str) -> None:
 # -- delivery: the trusted device's signed poll -----------------------------------------------
 
 
-def notices_for(service: ServiceContext, body: bytes, *, remote_addr: str | None) -> list[str]:
+def notices_for(service: Services, body: bytes, *, remote_addr: str | None) -> list[str]:
     """The sealed notices (base64url) for the device that signed the poll.
 
     Refused: a malformed poll (400), an unknown device (403 ``device_unknown``),
@@ -283,7 +283,7 @@ def _locked_request(session: Session, device_id: str) -> ApprovalRequest:
 
 
 def submit(
-    service: ServiceContext, device_id: str, code: str, *, remote_addr: str | None = None
+    service: Services, device_id: str, code: str, *, remote_addr: str | None = None
 ) -> Outcome:
     """Check a code typed on the new device's login page (each outcome audited, never the code)."""
     if not isinstance(code, str) or not 0 < len(code) <= MAX_CODE_INPUT:
@@ -385,7 +385,7 @@ def _approve(session: Session, req: ApprovalRequest, voucher: str, base: dict) -
     return Outcome("approved", req.max_attempts - req.attempts)
 
 
-def reissue(service: ServiceContext, device_id: str, *, remote_addr: str | None = None) -> int:
+def reissue(service: Services, device_id: str, *, remote_addr: str | None = None) -> int:
     """Send new codes for an expired request (attempts are kept); return the attempts left."""
     with service.db.session() as session:
         req = _locked_request(session, device_id)

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp_service.platform.models import Challenge as ChallengeRow
-from idp_service.services import ServiceContext
+from idp_service.services import Services
 from trust_protocol.challenge import Challenge, sign_challenge
 from trust_protocol.errors import ProtocolError
 from trust_protocol.response import (
@@ -45,7 +45,7 @@ def timestamp(seconds: float) -> dt.datetime:
 
 
 def issue(
-    service: ServiceContext,
+    service: Services,
     purpose: str,
     binding: str,
     *,
@@ -143,7 +143,7 @@ def accept_once(
 
 
 def open_answer(
-    service: ServiceContext, envelope: bytes, purpose: str, *, max_size: int = MAX_ENVELOPE_SIZE
+    service: Services, envelope: bytes, purpose: str, *, max_size: int = MAX_ENVELOPE_SIZE
 ) -> VerifiedResponse:
     """Open and verify an answer to one of this server's ``purpose`` challenges, now.
 

@@ -29,7 +29,7 @@ from idp_service.devices.registration_policy import Decision
 from idp_service.platform import audit
 from idp_service.platform.errors import Conflict, Forbidden, Invalid, ServiceError
 from idp_service.platform.models import Device, EnrollmentCode, User, utcnow
-from idp_service.services import ServiceContext
+from idp_service.services import Services
 from idp_service.signin import login_enroll
 from trust_protocol.errors import ProtocolError
 
@@ -132,7 +132,7 @@ class Registration:
         }
 
 
-def initial_state(service: ServiceContext, session: Session, user_id: str) -> Decision:
+def initial_state(service: Services, session: Session, user_id: str) -> Decision:
     """Apply the registration policy that is most specific for ``user_id`` to a new device.
 
     See ``idp_service/devices/registration_policy.py``; the decision says which policy
@@ -141,9 +141,7 @@ def initial_state(service: ServiceContext, session: Session, user_id: str) -> De
     return registration_policy.decide(session, service.settings.registration_policy, user_id)
 
 
-def register(
-    service: ServiceContext, envelope: bytes, *, remote_addr: str | None = None
-) -> Registration:
+def register(service: Services, envelope: bytes, *, remote_addr: str | None = None) -> Registration:
     """Verify a ``register`` response and record the new device.
 
     The device is bound to the user of the enrollment code in the response, or,

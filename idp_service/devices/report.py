@@ -21,7 +21,7 @@ from idp_service.platform import audit
 from idp_service.platform.errors import Invalid, ServiceError
 from idp_service.platform.models import Device, User, utcnow
 from idp_service.posture.tables import FACTS_HISTORY, DeviceFacts, DeviceFactsHistory
-from idp_service.services import ServiceContext
+from idp_service.services import Services
 from posture_checks.incremental import VOLATILE, FactDigests
 from trust_protocol.errors import ProtocolError
 from trust_protocol.response import RegisteredDevice, check_binding
@@ -34,7 +34,7 @@ def binding_for(device_id: str) -> str:
     return "device:" + device_id
 
 
-def issue_challenge(service: ServiceContext, device_id: object) -> tuple[str, int]:
+def issue_challenge(service: Services, device_id: object) -> tuple[str, int]:
     """A ``report`` challenge for ``device_id`` (stateless; nothing is written)."""
     if not isinstance(device_id, str) or not 0 < len(device_id) <= 64:
         raise Invalid("malformed", 'send {"device_id": "<this device\'s id>"}')
@@ -55,9 +55,7 @@ def _collected_at(facts: dict[str, Any]) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def ingest(
-    service: ServiceContext, envelope: bytes, *, remote_addr: str | None = None
-) -> dict[str, Any]:
+def ingest(service: Services, envelope: bytes, *, remote_addr: str | None = None) -> dict[str, Any]:
     """Verify a report and store its facts; return what the agent should do next.
 
     One transaction of few statements (Core, compiled once), in the order every
@@ -167,7 +165,7 @@ def ingest(
 
 
 def _evaluate(
-    service: ServiceContext,
+    service: Services,
     session: Session,
     device_id: str,
     user_id: str,
@@ -180,11 +178,12 @@ def _evaluate(
     Returns the digest of the checks' inputs, stored with the facts so that the
     next report can tell whether anything needs evaluating at all.
     """
-    hook = service.extras.get("posture_ingest")
-    if hook is None:
+    if service.posture is None:
         return None
     previous = stored.inputs if stored is not None else None
-    return hook(session, device_id, user_id, facts, digests=digests, previous=previous)
+    return service.posture.ingest(
+        session, device_id, user_id, facts, digests=digests, previous=previous
+    )
 
 
 # Statements of the ingest path, built once (SQLAlchemy caches their compiled form).

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
 
 from idp_service.devices import approve, challenges, enroll, report
 from idp_service.platform import audit
 from idp_service.platform.errors import Invalid, ServiceError
+from idp_service.services import Services
 from idp_service.signin import authenticate
 from idp_service.web.bodies import json_body, read_body
 from idp_service.web.context import ctx
@@ -17,6 +18,12 @@ bp = Blueprint("agent_api", __name__, url_prefix="/agent/v1")
 
 MAX_ENVELOPE = 64 * 1024
 MAX_REPORT = report.MAX_REPORT
+
+
+def init_app(app: Flask, services: Services) -> None:
+    """Serve the agent endpoints; the approval-code key is read now, never inside a write."""
+    approve.load_key(services)
+    app.register_blueprint(bp)
 
 
 def _body(limit: int = MAX_ENVELOPE) -> bytes:

@@ -331,14 +331,6 @@ def summary_for_device(session: Session, device_id: str) -> dict[str, str]:
     return {"posture": "failing:" + ",".join(failing) if failing else "compliant"}
 
 
-def init(service: Any) -> Posture:
-    """Load the catalog once per process and hook evaluation into report ingest."""
-    posture = Posture(service.settings)
-    service.extras["posture"] = posture
-    service.extras["posture_ingest"] = posture.ingest
-    return posture
-
-
 def add_exemption(
     session: Session,
     *,

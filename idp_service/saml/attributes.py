@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from idp_service.platform.models import Device, User
+from idp_service.posture.service import summary_for_device
+from scim.groups import groups_of
 
 SOURCES = ("email", "display_name", "groups", "device_id", "posture")
 DEFAULT_MAPPING: dict[str, str] = {
@@ -25,15 +27,11 @@ DEFAULT_MAPPING: dict[str, str] = {
 
 def groups_of_user(session: Session, user_id: str) -> list[str]:
     """The user's SCIM groups (display names)."""
-    from scim.groups import groups_of
-
     return [str(g) for g in groups_of(session, user_id)]
 
 
 def posture_summary(session: Session, device_id: str) -> dict[str, str]:
     """The device's posture summary; the ``posture`` key is what the attribute carries."""
-    from idp_service.posture.service import summary_for_device
-
     return summary_for_device(session, device_id)
 
 

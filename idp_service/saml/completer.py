@@ -1,6 +1,8 @@
 """Turning a finished login transaction into exactly one SAML Response.
 
-Registered as ``login.LOGIN_COMPLETERS["saml"]``. ``/login/<txn>/continue``
+:func:`complete` is the SAML surface's half of the sign-in; ``saml/web.py``
+registers it as the ``saml`` completer (``Services.completers``) and renders the
+:class:`Outcome` it returns (``saml/pages.py``). ``/login/<txn>/continue``
 calls it with the transaction (``verified``: the device was trusted and its
 owner active, rechecked just now; or ``denied`` with a reason). The completer:
 
@@ -21,25 +23,29 @@ owner active, rechecked just now; or ``denied`` with a reason). The completer:
   Replay protection at the ACS stays the SP's job;
 * in factor mode (``identity_broker`` SP) refuses unless the device's owner is
   the user the broker named in its signed request;
-* on success returns the auto-POST form carrying the signed Response;
-* otherwise returns a page that says why, with a button that takes a
+* on success returns an outcome for the auto-POST form carrying the signed Response;
+* otherwise one for a page that says why, with a button that takes a
   ``Responder/AuthnFailed`` Response to the SP.
+
+Every write goes through ``signin/store.py`` (the success claim) and
+``saml/store.py`` (the refusal claim and the stored Responses); this module
+imports no web framework.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
+from dataclasses import dataclass
+from typing import Literal
 
-from flask import Response
 from lxml import etree
-from sqlalchemy import delete, update
 
 from idp_service.platform import audit
 from idp_service.platform.errors import HINTS
-from idp_service.platform.identity import name_key
-from idp_service.platform.models import Device, LoginTransaction, User, utcnow
-from idp_service.saml import attributes, pages, service
+from idp_service.platform.models import Device, LoginTransaction, User
+from idp_service.saml import attributes, service
+from idp_service.saml import store as saml_store
 from idp_service.saml.errors import SamlError
 from idp_service.saml.protocol import assertion, response
 from idp_service.saml.protocol.constants import (
@@ -47,13 +53,34 @@ from idp_service.saml.protocol.constants import (
     STATUS_AUTHN_FAILED,
     STATUS_RESPONDER,
 )
-from idp_service.saml.tables import IssuedResponse
-from idp_service.services import ServiceContext
+from idp_service.services import Services
 from idp_service.signin import transactions
+from idp_service.signin.messages import MESSAGES
 from idp_service.signin.reads import read_login
+from idp_service.signin.service import still_trusted, untrusted_code
 from idp_service.signin.store import complete_verified
-from idp_service.signin.web import MESSAGES
-from idp_service.web.context import ctx
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the browser gets, for the web layer to render (``saml/web.py``).
+
+    ``post``: the auto-POST form carrying ``saml_response`` to ``acs_url``.
+    ``refused``: why the sign-in was refused (``code``, ``message``, ``hint``), with a
+    button that takes the failure ``saml_response`` to ``acs_url``.
+    ``error``: an error page for ``error``; nothing goes to any SP.
+    """
+
+    kind: Literal["post", "refused", "error"]
+    acs_url: str = ""
+    saml_response: str = ""
+    relay_state: str | None = None
+    sp_name: str = ""
+    code: str = ""
+    message: str = ""
+    hint: str = ""
+    error: SamlError | None = None
+
 
 FACTOR_MESSAGES = {
     "subject_mismatch": "This device belongs to a different user than the one the "
@@ -65,27 +92,7 @@ FACTOR_HINTS = {
 }
 
 
-def same_user(subject: str, user: User) -> bool:
-    """True when a broker's subject names ``user`` (userName or e-mail, under ``name_key``)."""
-    wanted = name_key(subject.strip())
-    return wanted in {name_key(user.user_name), name_key(user.email or "")}
-
-
-def tofu_subject(txn: LoginTransaction) -> str | None:
-    """The user an identity broker vouched for in a *signed* request, or None.
-
-    This is the hook for TOFU registration in factor mode: when the device
-    presented on the login page is unknown, the login page may bind it to this
-    user instead of asking for an enrollment code, because the broker (Okta,
-    Entra ID, ...) already authenticated the user and signed the claim.
-    """
-    context = txn.context or {}
-    if context.get("kind") != "saml":
-        return None
-    return context.get("tofu_subject")
-
-
-def _why_not_claimed(svc: ServiceContext, txn: LoginTransaction) -> str | None:
+def _why_not_claimed(svc: Services, txn: LoginTransaction) -> str | None:
     """The success claim was refused: None if the transaction was completed already,
     otherwise the refusal code (recorded on the transaction if it was still verified)."""
     found = read_login(svc.db.engine, txn.id)
@@ -94,9 +101,7 @@ def _why_not_claimed(svc: ServiceContext, txn: LoginTransaction) -> str | None:
     fresh, user, device = found
     if fresh.status != "verified":
         return fresh.error_code or "expired"
-    code = "owner_inactive" if user is not None and not user.active else "device_revoked"
-    if device is not None and device.state == "suspended":
-        code = "device_suspended"
+    code = untrusted_code(user, device)
     with svc.db.session() as s:
         transactions.mark_denied(
             s, txn.id, code=code, device_id=fresh.device_id, user_id=fresh.user_id
@@ -114,8 +119,9 @@ def _not_on_or_after(element: etree._Element) -> dt.datetime:
     return min(found) if found else dt.datetime.now(dt.UTC) + assertion.LIFETIME
 
 
-def _refusal_page(target_acs: str, encoded: str, c: dict, code: str) -> Response:
-    return pages.refused(
+def _refused(target_acs: str, encoded: str, c: dict, code: str) -> Outcome:
+    return Outcome(
+        "refused",
         acs_url=target_acs,
         saml_response=encoded,
         relay_state=c.get("relay_state"),
@@ -127,8 +133,8 @@ def _refusal_page(target_acs: str, encoded: str, c: dict, code: str) -> Response
 
 
 def _deliver_again(
-    svc: ServiceContext, txn: LoginTransaction, user: User | None, device: Device | None
-) -> Response:
+    svc: Services, txn: LoginTransaction, user: User | None, device: Device | None
+) -> Outcome:
     """A completed transaction: the Response it issued, again, while that is still valid.
 
     Only reached for a transaction this browser owns (``login.owned_login``). Never
@@ -142,11 +148,11 @@ def _deliver_again(
     encoded: str | None = None
     code: str | None = None
     with svc.db.session() as s:
-        row = s.get(IssuedResponse, txn.id)
-        if row is not None and row.valid_until <= utcnow():
+        row = saml_store.issued(s, txn.id)
+        if row is not None and row.valid_until <= svc.clock():
             # Past its validity: nobody may use it any more.
-            s.execute(delete(IssuedResponse).where(IssuedResponse.txn_id == txn.id))
-        elif row is not None and (row.code is not None or _trusted(user, device)):
+            saml_store.drop_issued(s, txn.id)
+        elif row is not None and (row.code is not None or still_trusted(user, device)):
             encoded, code = row.saml_response, row.code
         if encoded is not None:
             audit.record(
@@ -161,42 +167,36 @@ def _deliver_again(
         else:
             finished = SamlError("saml_login_finished", status=409)
             audit.record(s, "saml.response", "rejected", code=finished.code, details=details)
-            return pages.error(finished)
+            return Outcome("error", error=finished)
     if code is None:
-        return pages.post_form(c["acs_url"], encoded, c.get("relay_state"), c["sp"]["name"])
-    return _refusal_page(c["acs_url"], encoded, c, code)
+        return _post(c["acs_url"], encoded, c.get("relay_state"), c["sp"]["name"])
+    return _refused(c["acs_url"], encoded, c, code)
+
+
+def _post(acs_url: str, encoded: str, relay_state: str | None, sp_name: str) -> Outcome:
+    return Outcome(
+        "post", acs_url=acs_url, saml_response=encoded, relay_state=relay_state, sp_name=sp_name
+    )
 
 
 PURGE_ONE_IN = 64
 
 
-def purge_issued(svc: ServiceContext, now: dt.datetime | None = None) -> int:
+def purge_issued(svc: Services, now: dt.datetime | None = None) -> int:
     """Delete stored Responses past their validity (they can never be delivered again)."""
-    with svc.db.session() as s:
-        return s.execute(
-            delete(IssuedResponse).where(IssuedResponse.valid_until <= (now or utcnow()))
-        ).rowcount
+    return saml_store.purge_issued(svc.db, now or svc.clock())
 
 
-def _trusted(user: User | None, device: Device | None) -> bool:
-    return (
-        user is not None
-        and device is not None
-        and bool(user.active)
-        and device.state == "trusted"
-        and device.user_id == user.id
-    )
-
-
-def complete(txn: LoginTransaction, user: User | None, device: Device | None) -> Response:
+def complete(
+    svc: Services, txn: LoginTransaction, user: User | None, device: Device | None
+) -> Outcome:
     """Issue the one Response this transaction is allowed (see the module doc)."""
-    svc = ctx()
     c = txn.context or {}
     sp = c.get("sp")
     if not sp or not c.get("acs_url"):
         exc = SamlError("saml_malformed", "not a SAML sign-in", status=400)
         audit.record_separately(svc.db, "saml.response", "rejected", code=exc.code)
-        return pages.error(exc)
+        return Outcome("error", error=exc)
     if txn.completed_at is not None:
         return _deliver_again(svc, txn, user, device)
     # Load (or create) shared material before the write transaction: on SQLite a nested
@@ -206,7 +206,7 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
     code: str | None = None
     if txn.status != "verified" or user is None or device is None:
         code = txn.error_code or "expired"
-    elif c.get("broker_subject") and not same_user(c["broker_subject"], user):
+    elif c.get("broker_subject") and not transactions.same_user(c["broker_subject"], user):
         code = "subject_mismatch"
     target = response.Target(
         issuer=service.idp_entity_id(svc),
@@ -248,30 +248,23 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
         ):
             if random.randrange(PURGE_ONE_IN) == 0:  # now and then, off the common path
                 purge_issued(svc)
-            return pages.post_form(target.acs_url, encoded, c.get("relay_state"), sp["name"])
+            return _post(target.acs_url, encoded, c.get("relay_state"), sp["name"])
         code = _why_not_claimed(svc, txn)
         if code is None:  # another request for this transaction completed it just now
             return _deliver_again(svc, txn, user, device)
     xml = None
     if code is not None:
         with svc.db.session() as s:
-            claimed = s.execute(
-                update(LoginTransaction)
-                .where(LoginTransaction.id == txn.id, LoginTransaction.completed_at.is_(None))
-                .values(completed_at=utcnow())
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            if claimed == 1:
+            if saml_store.claim(s, txn.id, svc.clock()):
                 xml = response.failure(
                     target, (STATUS_RESPONDER, STATUS_AUTHN_FAILED), key, message=code
                 )
-                s.add(
-                    IssuedResponse(
-                        txn_id=txn.id,
-                        saml_response=response.encode(xml),
-                        code=code,
-                        valid_until=min(utcnow() + assertion.LIFETIME, txn.expires_at),
-                    )
+                saml_store.keep_issued(
+                    s,
+                    txn.id,
+                    response.encode(xml),
+                    code=code,
+                    valid_until=min(svc.clock() + assertion.LIFETIME, txn.expires_at),
                 )
                 audit.record(
                     s,
@@ -284,4 +277,4 @@ def complete(txn: LoginTransaction, user: User | None, device: Device | None) ->
                 )
     if xml is None:  # another request for this transaction completed it just now
         return _deliver_again(svc, txn, user, device)
-    return _refusal_page(target.acs_url, response.encode(xml), c, code)
+    return _refused(target.acs_url, response.encode(xml), c, code)

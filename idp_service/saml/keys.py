@@ -13,7 +13,7 @@ Rollover is staged (SimpleSAMLphp's ``keyrollover`` recipe):
    and stays in metadata so in-flight responses still verify.
 3. :func:`retire_previous` drops the old key from metadata.
 
-Each process keeps a :class:`KeyRing` in ``ctx().extras``: PEMs are parsed once
+Each process keeps a :class:`KeyRing` in ``Services.saml_keys``: PEMs are parsed once
 (an RSA PEM costs ~50 ms to load). Every change to the keys (a key created,
 staged, activated or retired) raises the generation number in the one row of
 ``saml_key_generation``, in the same transaction as the change. Before each use
@@ -352,11 +352,3 @@ class KeyRing:
     def invalidate(self) -> None:
         """Reload the key table on next use, whatever the generation says."""
         self._generation = None
-
-
-def keyring(extras: dict, db: Database) -> KeyRing:
-    """The process's :class:`KeyRing`, kept in the service context's ``extras``."""
-    ring = extras.get("saml_keyring")
-    if ring is None:
-        ring = extras.setdefault("saml_keyring", KeyRing(db))
-    return ring

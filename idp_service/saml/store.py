@@ -1,10 +1,17 @@
-"""The SSO endpoint's database work, in two statements.
+"""The SAML surface's writes: the SSO endpoint's two statements, and the Responses kept
+for a repeated ``/continue``.
 
 ``/saml/sso`` reads the SP (one statement), checks the request in Python, then
 records the request ID as used and starts the login transaction in one write:
 the replay record and the new transaction commit together or not at all, and a
 replayed ID (the ``(SP, request ID)`` unique key, ``ON CONFLICT DO NOTHING``)
 writes nothing. Statements go to the driver connection (``platform/driver.py``).
+
+The completer (``saml/completer.py``) keeps each Response it issued
+(``saml_issued_responses``) in the same write as its claim on the transaction:
+:func:`claim` and :func:`keep_issued` for a refusal (a success is claimed by
+``signin/store.complete_verified``), :func:`issued`, :func:`drop_issued` and
+:func:`purge_issued` to deliver it again or forget it.
 """
 
 from __future__ import annotations
@@ -13,10 +20,13 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete, update
+from sqlalchemy.orm import Session
 
+from idp_service.platform.db import Database
 from idp_service.platform.driver import detached_loader, driver, sqlite_time
-from idp_service.saml.tables import ServiceProvider
+from idp_service.platform.models import LoginTransaction
+from idp_service.saml.tables import IssuedResponse, ServiceProvider
 
 # metadata_xml is kept for re-import only; the sign-in path never reads it.
 _SP_NAMES, _load_sp = detached_loader(ServiceProvider, skip=("metadata_xml",))
@@ -88,3 +98,41 @@ def accept(
         except BaseException:
             conn.rollback()
             raise
+
+
+def claim(session: Session, txn_id: str, now: dt.datetime) -> bool:
+    """Mark the transaction completed unless it was already; True if this call did."""
+    return (
+        session.execute(
+            update(LoginTransaction)
+            .where(LoginTransaction.id == txn_id, LoginTransaction.completed_at.is_(None))
+            .values(completed_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
+
+
+def keep_issued(
+    session: Session, txn_id: str, encoded: str, *, code: str | None, valid_until: dt.datetime
+) -> None:
+    """Keep the Response issued for a transaction (``code``: a refusal's), until ``valid_until``."""
+    session.add(
+        IssuedResponse(txn_id=txn_id, saml_response=encoded, code=code, valid_until=valid_until)
+    )
+
+
+def issued(session: Session, txn_id: str) -> IssuedResponse | None:
+    """The Response kept for a transaction, if any."""
+    return session.get(IssuedResponse, txn_id)
+
+
+def drop_issued(session: Session, txn_id: str) -> None:
+    """Forget the Response kept for a transaction."""
+    session.execute(delete(IssuedResponse).where(IssuedResponse.txn_id == txn_id))
+
+
+def purge_issued(db: Database, now: dt.datetime) -> int:
+    """Delete kept Responses past their validity (they can never be delivered again)."""
+    with db.session() as s:
+        return s.execute(delete(IssuedResponse).where(IssuedResponse.valid_until <= now)).rowcount

@@ -7,22 +7,27 @@ error page with a stable code; one whose ACS is trusted but which asks for
 something we will not do gets a SAML status Response at that ACS. Either way
 nothing is written but an audit event. An accepted request starts a login
 transaction and sends the browser to the login page.
+
+:func:`init_app` registers these endpoints and the ``saml`` completer: once the
+sign-in is finished, :func:`complete_login` asks ``saml/completer.py`` for the
+one Response the transaction is allowed and renders its outcome (``saml/pages.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, Response, redirect, request
+from flask import Blueprint, Flask, Response, redirect, request
 
 from idp_service.platform import audit
-from idp_service.platform.models import utcnow
-from idp_service.saml import pages, service
+from idp_service.platform.models import Device, LoginTransaction, User, utcnow
+from idp_service.saml import completer, pages, service
 from idp_service.saml import registry as sp_registry
 from idp_service.saml import store as sso_sql
 from idp_service.saml.errors import SamlError
 from idp_service.saml.protocol import authn_request, metadata, response
 from idp_service.saml.protocol.constants import KEY_TYPE_FOR_ALGORITHM
+from idp_service.services import Services
 from idp_service.signin import transactions
 from idp_service.signin import web as login
 from idp_service.web.context import ctx
@@ -30,6 +35,37 @@ from idp_service.web.context import ctx
 bp = Blueprint("saml", __name__, url_prefix="/saml")
 
 MAX_SP_PARAM = 1024
+
+
+def init_app(app: Flask, services: Services) -> None:
+    """Serve ``/saml`` and finish SAML sign-ins (the ``saml`` completer)."""
+    services.completers.register("saml", complete_login)
+    app.register_blueprint(bp)
+
+
+def complete_login(txn: LoginTransaction, user: User | None, device: Device | None) -> Response:
+    """The ``saml`` completer: the Response this transaction is allowed, as a page."""
+    return render(completer.complete(ctx(), txn, user, device))
+
+
+def render(outcome: completer.Outcome) -> Response:
+    """The page for a completer's outcome: auto-POST form, refusal page or error page."""
+    if outcome.kind == "post":
+        return pages.post_form(
+            outcome.acs_url, outcome.saml_response, outcome.relay_state, outcome.sp_name
+        )
+    if outcome.kind == "refused":
+        return pages.refused(
+            acs_url=outcome.acs_url,
+            saml_response=outcome.saml_response,
+            relay_state=outcome.relay_state,
+            sp_name=outcome.sp_name,
+            code=outcome.code,
+            message=outcome.message,
+            hint=outcome.hint,
+        )
+    assert outcome.error is not None  # an "error" outcome carries its error
+    return pages.error(outcome.error)
 
 
 @bp.get("/metadata")

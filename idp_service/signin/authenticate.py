@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from idp_service.devices import challenges, detection
@@ -26,9 +26,8 @@ from idp_service.devices.challenges import timestamp
 from idp_service.platform import audit
 from idp_service.platform.models import Challenge as ChallengeRow
 from idp_service.platform.models import Device, LoginTransaction, User
-from idp_service.services import ServiceContext
+from idp_service.services import Services
 from idp_service.signin import transactions
-from idp_service.signin.reads import read_owner
 from idp_service.signin.store import Consumed, Guards, consume_for_trusted_device
 from trust_protocol.errors import ProtocolError
 from trust_protocol.response import (
@@ -66,7 +65,7 @@ class Authentication:
 
 
 def verify(
-    service: ServiceContext,
+    service: Services,
     envelope: bytes,
     *,
     via: str,
@@ -102,7 +101,7 @@ def verify(
                 guards=checked,
             )
 
-        owners = _owners(service)
+        owners = service.device_owners
         remembered = owners.remembered(verified.device_id)
         owner = remembered or owners.read(verified.device_id)
         consumed = consume(owner) if owner is not None else None
@@ -127,45 +126,7 @@ def verify(
         raise
 
 
-class DeviceOwners:
-    """Device id -> owner's user id, remembered per process.
-
-    The answer's write carries its audit row's MAC, which covers the owner, so the
-    owner must be known before the write. This is only a hint: the write itself
-    requires the device to belong to that user, so a stale entry costs a refused
-    write and one retry with a fresh read, never a wrong row.
-    """
-
-    LIMIT = 100_000
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._owners: dict[str, str] = {}
-
-    def remembered(self, device_id: str) -> str | None:
-        """The owner last read for this device, if any."""
-        return self._owners.get(device_id)
-
-    def read(self, device_id: str) -> str | None:
-        """The owner as the database has it now (None for an unknown device); remembered."""
-        owner = read_owner(self.engine, device_id)
-        if owner is None:
-            self._owners.pop(device_id, None)
-            return None
-        if len(self._owners) >= self.LIMIT:
-            self._owners.clear()
-        self._owners[device_id] = owner
-        return owner
-
-
-def _owners(service: ServiceContext) -> DeviceOwners:
-    owners = service.extras.get("device_owners")
-    if owners is None:
-        owners = service.extras.setdefault("device_owners", DeviceOwners(service.db.engine))
-    return owners
-
-
-def _guards(service: ServiceContext, verified: VerifiedResponse) -> Guards:
+def _guards(service: Services, verified: VerifiedResponse) -> Guards:
     """Detection's cheap checks for the guarded write (any failure takes the slow path)."""
     settings = service.settings
     now = dt.datetime.now(dt.UTC)
@@ -181,7 +142,7 @@ def _guards(service: ServiceContext, verified: VerifiedResponse) -> Guards:
 
 
 def _explain_refusal(
-    service: ServiceContext,
+    service: Services,
     verified: VerifiedResponse,
     via: str,
     remote_addr: str | None,
@@ -217,7 +178,7 @@ def _explain_refusal(
 
 
 def _judge_detected(
-    service: ServiceContext,
+    service: Services,
     session: Session,
     verified: VerifiedResponse,
     device: Device,
@@ -306,7 +267,7 @@ def _record_flagged(
 
 
 def _record_refusal(
-    service: ServiceContext,
+    service: Services,
     exc: ProtocolError,
     verified: VerifiedResponse | None,
     via: str,

@@ -29,9 +29,10 @@ from sqlalchemy.orm import Session
 
 from idp_service.devices import challenges
 from idp_service.directory import users
+from idp_service.platform import audit
 from idp_service.platform.errors import Conflict, Forbidden, Invalid
 from idp_service.platform.models import Device, LoginTransaction, User, utcnow
-from idp_service.services import ServiceContext
+from idp_service.services import Services
 from idp_service.signin import transactions
 from trust_protocol.challenge import Challenge
 
@@ -66,15 +67,13 @@ def broker_user(session: Session, txn: LoginTransaction, *, lock: bool = False) 
     """The user the broker vouched for in ``txn``, if TOFU applies; else :class:`TofuUnavailable`.
 
     TOFU applies when the transaction carries a broker's *signed* subject
-    (``saml.completer.tofu_subject``), the subject names exactly one user (by
+    (:func:`~idp_service.signin.transactions.tofu_subject`), the subject names exactly one user (by
     userName, else by e-mail; as the completer will match it), and that user is
     active and has no device in any state. With ``lock`` the user's row is
     locked first (PostgreSQL), so two concurrent registrations cannot both see
     "no device yet"; on SQLite the caller's earlier write serialises them.
     """
-    from idp_service.saml.completer import same_user, tofu_subject
-
-    subject = (tofu_subject(txn) or "").strip()
+    subject = (transactions.tofu_subject(txn) or "").strip()
     if not subject:
         raise TofuUnavailable("no_broker_subject")
     user = users.find(session, subject)
@@ -83,7 +82,7 @@ def broker_user(session: Session, txn: LoginTransaction, *, lock: bool = False) 
             select(User).where(func.lower(User.email) == subject.lower()).limit(2)
         ).all()
         user = matches[0] if len(matches) == 1 else None
-    if user is None or not same_user(subject, user):
+    if user is None or not transactions.same_user(subject, user):
         raise TofuUnavailable("unknown_user")
     if lock:
         user = session.execute(
@@ -110,7 +109,7 @@ def open_transaction(session: Session, txn_id: str) -> LoginTransaction:
     return txn  # type: ignore[return-value]  # is_open: not None
 
 
-def tofu_offer(service: ServiceContext, txn: LoginTransaction) -> dict[str, str] | None:
+def tofu_offer(service: Services, txn: LoginTransaction) -> dict[str, str] | None:
     """``{"user": ...}`` when this sign-in may register a device without a code, else None."""
     if not (txn.context or {}).get("tofu_subject"):
         return None  # the common case costs no query
@@ -123,27 +122,38 @@ def tofu_offer(service: ServiceContext, txn: LoginTransaction) -> dict[str, str]
 
 
 def issue_register_challenge(
-    service: ServiceContext, txn: LoginTransaction, mode: str
+    service: Services, txn: LoginTransaction, mode: str, *, remote_addr: str | None = None
 ) -> tuple[str, Challenge]:
-    """A ``register`` challenge for this sign-in's page (writes nothing).
+    """A ``register`` challenge for this sign-in's page (writes nothing but a refusal's audit).
 
     ``mode`` is ``code`` (the agent adds the enrollment code) or ``tofu`` (the
     broker's subject stands for the code; refused unless :func:`broker_user`
-    accepts it now; it is checked again at registration).
+    accepts it now, with an audit event; it is checked again at registration).
     """
     if mode not in MODES:
         raise Invalid("malformed", 'send {"mode": "code"} or {"mode": "tofu"}')
     if not transactions.is_open(txn):
         raise Conflict("login_closed", "This sign-in is finished or expired.")
     if mode == "tofu":
-        with service.db.session() as session:
-            broker_user(session, txn)
+        try:
+            with service.db.session() as session:
+                broker_user(session, txn)
+        except TofuUnavailable as exc:
+            audit.record_separately(
+                service.db,
+                "device.register",
+                "rejected",
+                code=exc.code,
+                remote_addr=remote_addr,
+                details={"method": "broker", "reason": exc.reason, "stage": "challenge"},
+            )
+            raise
     return challenges.issue(
         service, "register", register_binding(mode, txn.id), callback_path=REGISTER_CALLBACK
     )
 
 
-def reopen_pending(service: ServiceContext, txn_id: str) -> bool:
+def reopen_pending(service: Services, txn_id: str) -> bool:
     """Let a sign-in refused only because the device waits for approval try again.
 
     Moves the transaction from ``denied``/``device_pending`` back to ``pending``

@@ -59,3 +59,34 @@ def read_owner(engine: Engine, device_id: str) -> str | None:
     with driver(engine) as (conn, is_pg):
         row = conn.execute(_READ_OWNER_PG if is_pg else _READ_OWNER, (device_id,)).fetchone()
     return row[0] if row is not None else None
+
+
+class DeviceOwners:
+    """Device id -> owner's user id, remembered per process.
+
+    The answer's write carries its audit row's MAC, which covers the owner, so the
+    owner must be known before the write. This is only a hint: the write itself
+    requires the device to belong to that user, so a stale entry costs a refused
+    write and one retry with a fresh read, never a wrong row.
+    """
+
+    LIMIT = 100_000
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._owners: dict[str, str] = {}
+
+    def remembered(self, device_id: str) -> str | None:
+        """The owner last read for this device, if any."""
+        return self._owners.get(device_id)
+
+    def read(self, device_id: str) -> str | None:
+        """The owner as the database has it now (None for an unknown device); remembered."""
+        owner = read_owner(self.engine, device_id)
+        if owner is None:
+            self._owners.pop(device_id, None)
+            return None
+        if len(self._owners) >= self.LIMIT:
+            self._owners.clear()
+        self._owners[device_id] = owner
+        return owner

@@ -7,6 +7,12 @@ fetch or the agent's direct callback) -- the challenge row is the single source
 of truth, so the sign-in hot path writes nothing else. A device decision
 (revoked, pending, ...) moves it ``pending`` -> ``denied`` with a reason. When
 the page continues, :func:`settle` copies the outcome onto the transaction row.
+
+A transaction's ``context`` says who started it (``kind``: ``saml``, ``admin``,
+``local``) and what that surface needs to finish it; an identity broker's
+subject (factor mode) is read from it by :func:`tofu_subject` and compared with
+:func:`same_user`, both by the SAML completer and by the login page's TOFU
+registration.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from idp_service.platform.models import Challenge, Device, LoginTransaction, utcnow
+from idp_service.platform.identity import name_key
+from idp_service.platform.models import Challenge, Device, LoginTransaction, User, utcnow
 
 BINDING_PREFIX = "login:"
 
@@ -126,6 +133,26 @@ def mark_denied(
     )
 
 
-def is_open(txn: LoginTransaction | None) -> bool:
-    """True for a transaction that may still get a challenge."""
-    return txn is not None and txn.status == "pending" and txn.expires_at > utcnow()
+def is_open(txn: LoginTransaction | None, *, now: dt.datetime | None = None) -> bool:
+    """True for a transaction that may still get a challenge (pending, not expired at ``now``)."""
+    return txn is not None and txn.status == "pending" and txn.expires_at > (now or utcnow())
+
+
+def same_user(subject: str, user: User) -> bool:
+    """True when a broker's subject names ``user`` (userName or e-mail, under ``name_key``)."""
+    wanted = name_key(subject.strip())
+    return wanted in {name_key(user.user_name), name_key(user.email or "")}
+
+
+def tofu_subject(txn: LoginTransaction) -> str | None:
+    """The user an identity broker vouched for in a *signed* request, or None.
+
+    This is the hook for TOFU registration in factor mode: when the device
+    presented on the login page is unknown, the login page may bind it to this
+    user instead of asking for an enrollment code, because the broker (Okta,
+    Entra ID, ...) already authenticated the user and signed the claim.
+    """
+    context = txn.context or {}
+    if context.get("kind") != "saml":
+        return None
+    return context.get("tofu_subject")

@@ -24,7 +24,7 @@ class Clock:
 def api(service_ctx):
     service = service_ctx.extensions["devicetrust"]
     clock = Clock()
-    service.extras["api_probe_marks"] = DatabaseStorage(engine=service.db.engine, clock=clock)
+    service.api_probe_marks = DatabaseStorage(engine=service.db.engine, clock=clock)
     return {
         "client": service_ctx.test_client(),
         "db": service.db,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests import browser
+from tests.browser import support as browser
 from tests.procs import free_port, make_agent, start_service
 from tests.scim_helpers import GROUP, SCIM_JSON
 

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests import browser
+from tests.browser import support as browser
 from tests.procs import free_port, make_agent, start_service
 
 pytestmark = pytest.mark.browser

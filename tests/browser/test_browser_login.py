@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests import browser
+from tests.browser import support as browser
 from tests.procs import free_port, make_agent, start_service
 
 pytestmark = pytest.mark.browser

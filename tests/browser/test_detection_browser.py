@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests import browser
+from tests.browser import support as browser
 from tests.procs import free_port, make_agent, start_service
 
 pytestmark = pytest.mark.browser

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from idp_service.platform.models import AuditEvent
-from tests import browser
+from tests.browser import support as browser
 from tests.procs import free_port, make_agent, start_service
 from tests.scim_helpers import GROUP, SCIM_JSON
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from idp_service.platform.db import make_engine
 from idp_service.posture.tables import CheckResultRow, DeviceFacts
-from tests import browser
+from tests.browser import support as browser
 from tests.procs import free_port, make_agent, start_service
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "posture" / "linux"

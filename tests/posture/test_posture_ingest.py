@@ -65,7 +65,7 @@ def app(migrated_url, tmp_path):
         }
     )
     app = create_app(settings)
-    app.extensions["devicetrust"].extras["posture"].loader.min_interval = 0  # see edits at once
+    app.extensions["devicetrust"].posture.loader.min_interval = 0  # see edits at once
     app.checks_dir = checks
     yield app
     app.extensions["devicetrust"].db.dispose()
@@ -209,7 +209,7 @@ def test_checks_reading_per_report_fields_run_every_time(app):
     assert device.results()["firewall"][0] == "PASS"
 
     # Sign-in judges the latest document, per-report fields included.
-    posture = app.extensions["devicetrust"].extras["posture"]
+    posture = app.extensions["devicetrust"].posture
     with device.db.session() as s:
         verdict = posture.for_login(s, device.keys.device_id, "u", "inc@example.com", [])
     statuses = {o.check.id: o.result.status for o in verdict.outcomes}

@@ -164,7 +164,7 @@ def test_factor_mode_asserts_only_for_the_broker_named_user(idp):
     with idp.extensions["devicetrust"].db.session() as s:
         row = s.get(LoginTransaction, txn)
         assert row.context["broker_subject"] == "Alice@Example.com"
-        from idp_service.saml.completer import tofu_subject
+        from idp_service.signin.transactions import tofu_subject
 
         assert tofu_subject(row) == "Alice@Example.com"  # the hook for first-device TOFU
     posted = posted_form(device_login(client, alice, r.headers["Location"]).text)

@@ -20,7 +20,7 @@ from idp_service.devices import challenges
 from idp_service.directory import users
 from idp_service.platform.group_commit import GroupCommit
 from idp_service.platform.models import AuditEvent, Challenge, Device, LoginTransaction, utcnow
-from idp_service.services import ServiceContext
+from idp_service.services import Services
 from idp_service.signin import store as login_sql
 from idp_service.signin import transactions
 from idp_service.signin.authenticate import verify
@@ -100,11 +100,11 @@ def test_a_failed_batch_is_retried_write_by_write():
 
 
 @pytest.fixture
-def service(service_ctx) -> ServiceContext:
+def service(service_ctx) -> Services:
     return service_ctx.extensions["devicetrust"]
 
 
-def _trusted_devices(service: ServiceContext, n: int) -> list[DeviceKeys]:
+def _trusted_devices(service: Services, n: int) -> list[DeviceKeys]:
     keys = [DeviceKeys.generate(str(uuid.uuid4())) for _ in range(n)]
     with service.db.session() as s:
         for k in keys:
@@ -119,7 +119,7 @@ def _trusted_devices(service: ServiceContext, n: int) -> list[DeviceKeys]:
     return keys
 
 
-def _answers(service: ServiceContext, keys: list[DeviceKeys], per_device: int):
+def _answers(service: Services, keys: list[DeviceKeys], per_device: int):
     out = []
     with service.db.session() as s:
         for k in keys:

@@ -17,7 +17,6 @@ from sqlalchemy import func, select, update
 from idp_service.devices import registry
 from idp_service.directory import users
 from idp_service.platform.models import AuditEvent, Device, LoginTransaction, User
-from idp_service.saml import completer
 from idp_service.signin.reads import read_login
 from idp_service.signin.store import complete_verified
 from tests.saml.test_saml_login import SP, enroll, status_codes
@@ -76,7 +75,8 @@ def test_a_change_after_continue_read_the_device_still_wins(idp, change):
             s.execute(update(User).where(User.id == user.id).values(active=False))
     with idp.test_request_context(f"/login/{txn}/continue"):
         session["login_txns"] = [txn]
-        page = idp.make_response(completer.complete(fresh, user, dev))
+        saml_completer = idp.extensions["devicetrust"].completers.get("saml")
+        page = idp.make_response(saml_completer(fresh, user, dev))
     assert page.status_code == 403
     code = "device_revoked" if change == "revoke" else "owner_inactive"
     assert f'<code id="code">{code}</code>' in page.get_data(as_text=True)
