@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 
 from flask import Flask
 from werkzeug.routing import IntegerConverter
 
+from idp_service import schedule
 from idp_service.platform import audit_chain
 from idp_service.platform.config import Settings, cookie_name
 from idp_service.platform.db import Database
@@ -30,8 +32,8 @@ class BoundedInt(IntegerConverter):
 def create_app(settings: Settings | None = None, *, background: bool = False) -> Flask:
     """Build the service. The database must already be migrated (``devicetrust migrate``).
 
-    ``background`` starts the per-process background work (the audit sealer, the
-    staleness sweep, webhook dispatcher); the
+    ``background`` starts the periodic jobs (``idp_service/schedule.py``: audit
+    sealing, the staleness sweep, webhook dispatch, the expiry clean-up); the
     ``serve`` command asks for it, tests and one-off tools do not.
     """
     settings = settings or Settings.from_env()
@@ -108,11 +110,8 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     bodies.install(app)  # a body refused unread ends its connection (SCIM included)
 
     if background:
-        from idp_service.devices.detection import StaleSweeper
-
-        audit_chain.Sealer(db).start()
-        StaleSweeper(db, settings).start()
-        from idp_service.webhooks.dispatcher import Dispatcher
-
-        Dispatcher(db, settings).start()
+        jobs = schedule.runner(db, settings)
+        jobs.start()
+        atexit.register(jobs.stop)  # a running job finishes and gives its lease back
+        app.extensions["devicetrust.jobs"] = jobs
     return app

@@ -200,6 +200,10 @@ class Settings:
     stale_after: int = 30 * 86400
     stale_policy: str = "deny"
     stale_sweep_interval: int = 300  # seconds between background sweeps
+    # Seconds between signed audit checkpoints (when the chain grew; platform/audit_chain.py).
+    audit_checkpoint_interval: float = 300.0
+    # Seconds between deletions of expired rows (idp_service/expiry.py).
+    expiry_cleanup_interval: int = 900
     # Webhooks (docs/events.md): seconds to wait after each failed attempt, the
     # request timeout, and how often the dispatcher looks for due deliveries.
     webhook_retry_delays: tuple[float, ...] = WEBHOOK_RETRY_DELAYS
@@ -263,6 +267,14 @@ class Settings:
             stale_sweep_interval=parse_duration(
                 env.get("DEVICETRUST_STALE_SWEEP_INTERVAL", "5m"),
                 "DEVICETRUST_STALE_SWEEP_INTERVAL",
+            ),
+            audit_checkpoint_interval=parse_duration(
+                env.get("DEVICETRUST_AUDIT_CHECKPOINT_INTERVAL", "5m"),
+                "DEVICETRUST_AUDIT_CHECKPOINT_INTERVAL",
+            ),
+            expiry_cleanup_interval=parse_duration(
+                env.get("DEVICETRUST_EXPIRY_CLEANUP_INTERVAL", "15m"),
+                "DEVICETRUST_EXPIRY_CLEANUP_INTERVAL",
             ),
             webhook_retry_delays=_delays(env.get("DEVICETRUST_WEBHOOK_RETRY_DELAYS")),
             webhook_timeout=float(env.get("DEVICETRUST_WEBHOOK_TIMEOUT", "10")),
