@@ -50,7 +50,9 @@ def jobs(db: Database, settings: Settings) -> list[Job]:
     """The service's periodic jobs on ``db``, at the intervals ``settings`` give."""
     dispatcher = Dispatcher(db, settings)
     return [
-        Job("audit-seal", lambda: audit_chain.seal(db), SEAL_EVERY),
+        # A short lease: a replica that died mid-seal holds up sealing for 30 s at most
+        # (seal() takes its own lock, so a second sealer after that is safe).
+        Job("audit-seal", lambda: audit_chain.seal(db), SEAL_EVERY, lease=30.0),
         Job(
             "audit-checkpoint",
             lambda: audit_chain.interval_checkpoint(db),

@@ -32,11 +32,12 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import and_, or_, update
+from sqlalchemy import Table, and_, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from idp_service.platform.db import Database
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE = 600.0  # seconds a run may take before another process may start one
 MAX_SLACK = 1.0  # seconds: the most a due time is set early (see the module docstring)
 
-_table = JobLease.__table__
+_table = cast(Table, JobLease.__table__)
 
 
 def holder_id() -> str:
@@ -90,10 +91,10 @@ class Leases:
             "next_run_at": now + dt.timedelta(seconds=every - slack(every)),
             "last_started_at": now,
         }
-        stmt = self._insert(_table).values(**values)
-        stmt = stmt.on_conflict_do_update(
+        insert = self._insert(_table).values(**values)
+        stmt = insert.on_conflict_do_update(
             index_elements=[_table.c.name],
-            set_={k: getattr(stmt.excluded, k) for k in values if k != "name"},
+            set_={k: getattr(insert.excluded, k) for k in values if k != "name"},
             where=and_(
                 _table.c.next_run_at <= now,
                 or_(_table.c.holder.is_(None), _table.c.locked_until <= now),

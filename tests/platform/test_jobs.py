@@ -13,10 +13,13 @@ import time
 import pytest
 from sqlalchemy import select, update
 
+from idp_service.app import create_app
+from idp_service.platform import audit
+from idp_service.platform.config import Settings
 from idp_service.platform.db import Database
 from idp_service.platform.job_tables import JobLease
 from idp_service.platform.jobs import Job, JobRunner, Leases, slack
-from idp_service.platform.models import utcnow
+from idp_service.platform.models import AuditEvent, utcnow
 
 
 @pytest.fixture
@@ -179,11 +182,6 @@ def test_job_names_are_unique(two_dbs):
 
 def test_the_service_started_in_the_background_runs_its_jobs_and_stops(migrated_url, tmp_path):
     """``create_app(background=True)``: the runner seals audit rows, then stops cleanly."""
-    from idp_service.app import create_app
-    from idp_service.platform import audit
-    from idp_service.platform.config import Settings
-    from idp_service.platform.models import AuditEvent
-
     settings = Settings.from_env(
         {"DEVICETRUST_DATABASE_URL": migrated_url, "DEVICETRUST_DATA_DIR": str(tmp_path / "d")}
     )
