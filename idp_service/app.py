@@ -8,15 +8,15 @@ and for a surface that finishes sign-ins (SAML, the console) its completer in
 
 from __future__ import annotations
 
+import atexit
 import logging
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
-from idp_service import admin, api
+from idp_service import admin, api, schedule
 from idp_service.devices import web as agent_web
-from idp_service.devices.detection import StaleSweeper
 from idp_service.platform import audit_chain
 from idp_service.platform.config import Settings, cookie_name
 from idp_service.platform.db import Database
@@ -27,7 +27,6 @@ from idp_service.services import Services
 from idp_service.signin import web as signin_web
 from idp_service.web import bodies, display, headers, health, ratelimit
 from idp_service.web.errors import register_error_handlers
-from idp_service.webhooks.dispatcher import Dispatcher
 from scim.app import mount_scim
 
 # The largest id any table holds (a signed 64-bit integer, SQLite's and PostgreSQL's
@@ -46,8 +45,8 @@ class BoundedInt(IntegerConverter):
 def create_app(settings: Settings | None = None, *, background: bool = False) -> Flask:
     """Build the service. The database must already be migrated (``devicetrust migrate``).
 
-    ``background`` starts the per-process background work (the audit sealer, the
-    staleness sweep, webhook dispatcher); the
+    ``background`` starts the periodic jobs (``idp_service/schedule.py``: audit
+    sealing, the staleness sweep, webhook dispatch, the expiry clean-up); the
     ``serve`` command asks for it, tests and one-off tools do not.
     """
     settings = settings or Settings.from_env()
@@ -96,7 +95,8 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     bodies.install(app)  # a body refused unread ends its connection (SCIM included)
 
     if background:
-        audit_chain.Sealer(db).start()
-        StaleSweeper(db, settings).start()
-        Dispatcher(db, settings).start()
+        jobs = schedule.runner(db, settings)
+        jobs.start()
+        atexit.register(jobs.stop)  # a running job finishes and gives its lease back
+        app.extensions["devicetrust.jobs"] = jobs
     return app

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -554,30 +553,3 @@ def sweep_stale(db: Database, settings: Settings, *, now: dt.datetime | None = N
                 )
         if len(devices) < SWEEP_BATCH:
             return done
-
-
-class StaleSweeper:
-    """Runs :func:`sweep_stale` every ``stale_sweep_interval`` seconds in a daemon thread."""
-
-    def __init__(self, db: Database, settings: Settings) -> None:
-        self.db = db
-        self.settings = settings
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stale-sweeper", daemon=True)
-
-    def start(self) -> None:
-        """Start sweeping in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current pass."""
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.settings.stale_sweep_interval):
-            try:
-                done = sweep_stale(self.db, self.settings)
-                if done:
-                    log.info("staleness sweep: %d device(s) marked stale", len(done))
-            except Exception:  # noqa: BLE001 - retried at the next interval
-                log.warning("staleness sweep failed", exc_info=True)

@@ -9,7 +9,7 @@
   derived from the audit key. Someone who can write the database but does not
   hold the key can neither renumber the rows after one they deleted nor relink
   rows they swapped: every link after the change fails to verify.
-* **Signed checkpoints.** At intervals (the background sealer), at every re-seal,
+* **Signed checkpoints.** At intervals (:func:`interval_checkpoint`), at every re-seal,
   prune and restore, and on ``devicetrust audit checkpoint``, the service signs
   ``(seq, head, time)`` with an Ed25519 key of its own (``audit-checkpoint.key``
   in the data dir, or ``DEVICETRUST_AUDIT_CHECKPOINT_KEY``) and publishes it
@@ -44,8 +44,6 @@ import json
 import logging
 import os
 import secrets
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +68,6 @@ CHECKPOINT_FORMAT = 1
 CHECKPOINT_KINDS = ("interval", "manual", "reseal", "prune", "restore")
 SEAL_BATCH = 5000
 LOCK_ID = 7231001
-DEFAULT_CHECKPOINT_INTERVAL = 300.0  # seconds
 CONTENT_FIELDS = (
     "at",
     "action",
@@ -134,17 +131,6 @@ def checkpoint_file(data_dir: Path, env: dict[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     configured = env.get("DEVICETRUST_AUDIT_CHECKPOINT_FILE")
     return Path(configured) if configured else data_dir / "audit-checkpoints.jsonl"
-
-
-def checkpoint_interval(env: dict[str, str] | None = None) -> float:
-    """Seconds between background checkpoints (``DEVICETRUST_AUDIT_CHECKPOINT_INTERVAL``)."""
-    from trust_protocol.durations import parse_duration
-
-    env = os.environ if env is None else env
-    configured = env.get("DEVICETRUST_AUDIT_CHECKPOINT_INTERVAL")
-    if not configured:
-        return DEFAULT_CHECKPOINT_INTERVAL
-    return max(parse_duration(configured).total_seconds(), 0.1)
 
 
 def configure(key: bytes, *, data_dir: Path | None = None) -> None:
@@ -395,51 +381,21 @@ def _reseal(session: Session, key: bytes) -> bool:
     return True
 
 
-class Sealer:
-    """Seals the audit log every ``interval`` seconds in a daemon thread, and signs a
-    checkpoint every ``checkpoint_every`` seconds when the chain has grown."""
+def interval_checkpoint(db: Database) -> dict[str, Any] | None:
+    """Seal, then sign an ``interval`` checkpoint if rows other than the last checkpoint's
+    own event were added since it; return the checkpoint made, if any.
 
-    def __init__(
-        self, db: Database, interval: float = 1.0, checkpoint_every: float | None = None
-    ) -> None:
-        self.db = db
-        self.interval = interval
-        self.checkpoint_every = (
-            checkpoint_interval() if checkpoint_every is None else checkpoint_every
-        )
-        self._last_checkpoint = time.monotonic()  # the first one after one interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
-
-    def start(self) -> None:
-        """Start sealing in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current pass."""
-        self._stop.set()
-
-    def tick(self) -> dict[str, Any] | None:
-        """One pass: seal, and checkpoint if due and rows other than the last
-        checkpoint's own event were added since it. Returns the checkpoint made, if any."""
-        seal(self.db)
-        now = time.monotonic()
-        if now - self._last_checkpoint < self.checkpoint_every:
-            return None
-        with self.db.session() as session:
-            head_seq, _ = _head(session)
-            last = session.execute(select(func.max(AuditCheckpoint.seq))).scalar_one()
-        self._last_checkpoint = now
-        if head_seq == 0 or (last is not None and head_seq <= last + 1):
-            return None
-        return checkpoint(self.db, "interval", actor="system")
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.tick()
-            except Exception:  # noqa: BLE001 - retried next second; verify seals too
-                log.warning("audit sealing failed", exc_info=True)
+    The job runner (``idp_service/schedule.py``) calls it every
+    ``DEVICETRUST_AUDIT_CHECKPOINT_INTERVAL``, once across replicas, and :func:`seal`
+    every second.
+    """
+    seal(db)
+    with db.session() as session:
+        head_seq, _ = _head(session)
+        last = session.execute(select(func.max(AuditCheckpoint.seq))).scalar_one()
+    if head_seq == 0 or (last is not None and head_seq <= last + 1):
+        return None
+    return checkpoint(db, "interval", actor="system")
 
 
 # -- checkpoints -----------------------------------------------------------------------------

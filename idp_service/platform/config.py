@@ -1,49 +1,87 @@
-"""Service configuration, read from ``DEVICETRUST_*`` environment variables.
+"""Service configuration: ``DEVICETRUST_*`` environment variables, plus an optional TOML file.
 
 Every setting has a safe default for a single-node install; ``docs/deploy.md``
-lists them all.
+lists them all. :class:`Inputs` (pydantic-settings) describes the settings as
+people write them: ``DEVICETRUST_STALE_AFTER=30d`` in the environment, or
+``stale_after = "30d"`` in the file named by ``DEVICETRUST_CONFIG``; a variable
+set in the environment overrides the file. Durations are written as people
+write them (``90s``, ``15m``, ``24h``, ``7d``, ``1d 6h``, or plain seconds;
+:mod:`trust_protocol.durations`). :meth:`Settings.from_env` turns them
+into :class:`Settings`, the plain object the rest of the service reads.
+
+A bad value stops the service at start with a :class:`ConfigError` naming the
+variable (or the file and key), the value, and what is expected.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import yaml
+from limits import parse_many
+from platformdirs import user_data_path
+from pydantic import AfterValidator, BeforeValidator, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from trust_protocol import durations
 from trust_protocol.ports import DEFAULT_AGENT_PORTS, parse_ports
 
+PREFIX = "DEVICETRUST_"
+CONFIG_VARIABLE = "DEVICETRUST_CONFIG"
+
 # Registration policies, least strict first (idp_service/devices/registration_policy.py).
 REGISTRATION_POLICIES = ("tofu", "trusted_device_approval", "admin_approval")
+
+# Seconds after each failed webhook attempt: 8 attempts over about 31 hours.
+WEBHOOK_RETRY_DELAYS = (10.0, 30.0, 120.0, 600.0, 3600.0, 6 * 3600.0, 24 * 3600.0)
+
+# Names only this machine can send in Host: health checks and local tools use them.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
+
+# Per-client rate limits, one per group of routes (idp_service/web/ratelimit.py lists the
+# routes): the limits library's syntax, several separated by ";". Generous enough
+# for an office of a few thousand people behind one NAT address.
+RATE_LIMITS: dict[str, str] = {
+    "saml": "600/minute",  # /saml/sso, /saml/idp-initiated
+    "login": "1200/minute",  # the login page's POSTs (challenge, response, continue, ...)
+    "agent": "1200/minute",  # /agent/v1/*
+    "enroll": "120/minute",  # enrollment: register challenges and registrations
+    "approval": "60/minute",  # trusted-device approval code submissions
+    "admin_signin": "30/minute",  # admin console sign-in and bootstrap token
+}
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used: ``variable`` names it (or ``file: key``)."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(message)
+        self.variable = variable
 
 
 def default_data_dir() -> Path:
     """Per-user data directory for the embedded SQLite database and local state."""
-    from platformdirs import user_data_path
-
     return user_data_path("devicetrust", appauthor=False)
 
 
-def _queries(path: str | None) -> dict[str, str]:
-    """The osquery queries agents should run: a YAML/JSON mapping of name to SQL in a file."""
-    if not path:
-        return {}
-    import yaml
-
-    data = yaml.safe_load(Path(path).read_text())
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-    ):
-        raise ValueError(f"{path}: DEVICETRUST_OSQUERY_QUERIES must map query names to SQL")
-    return data
-
-
-def _builtin(text: str) -> tuple[str, ...]:
-    """``all`` -> ("all",); ``none`` or empty -> (); else the listed check ids."""
-    words = tuple(w.strip() for w in text.replace(",", " ").split() if w.strip())
-    if words in ((), ("none",)):
-        return ()
-    return ("all",) if "all" in words else words
+# -- how values are written ------------------------------------------------------------------
+DURATION_HINT = "write a duration like 90s, 15m, 12h, 30d, 1d 6h or seconds"
 
 
 def parse_duration(text: str, name: str) -> int:
@@ -60,109 +98,355 @@ def parse_duration(text: str, name: str) -> int:
     return seconds
 
 
-# Seconds after each failed webhook attempt: 8 attempts over about 31 hours.
-WEBHOOK_RETRY_DELAYS = (10.0, 30.0, 120.0, 600.0, 3600.0, 6 * 3600.0, 24 * 3600.0)
+def _seconds(value: Any) -> float:
+    """A duration: a number of seconds (``0.5``, ``300``) or ``90s``, ``15m``, ``1d 6h``."""
+    if isinstance(value, bool):
+        raise ValueError(f"is not a duration; {DURATION_HINT}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            try:
+                seconds = durations.parse_duration(text).total_seconds()
+            except ValueError:
+                raise ValueError(f"is not a duration; {DURATION_HINT}") from None
+    if seconds != seconds or seconds <= 0:  # NaN, zero, negative
+        raise ValueError(f"must be a positive duration; {DURATION_HINT}")
+    return seconds
 
 
-def _delays(text: str | None) -> tuple[float, ...]:
-    """``DEVICETRUST_WEBHOOK_RETRY_DELAYS``: seconds, space or comma separated."""
-    if not text or not text.strip():
-        return WEBHOOK_RETRY_DELAYS
+def _whole_seconds(value: Any) -> int:
+    seconds = _seconds(value)
+    if seconds != int(seconds):
+        raise ValueError("must be a whole number of seconds")
+    return int(seconds)
+
+
+def _minutes(value: Any) -> int:
+    """A plain number is minutes (``10``); with a unit, any duration (``90s``, ``2h``)."""
+    text = str(value).strip()
+    if isinstance(value, int) or text.isdigit():
+        seconds = 60 * int(text)
+    else:
+        seconds = _whole_seconds(value)
+    if not 60 <= seconds <= 24 * 3600:
+        raise ValueError("must be between 1 and 1440 minutes")
+    return seconds
+
+
+def _count(value: Any) -> int:
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit():
+        raise ValueError("is not a whole number")
+    return int(text)
+
+
+def _between(low: float, high: float, unit: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}{unit}")
+        return value
+
+    return check
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        text = str(value).strip()
+        if text not in choices:
+            raise ValueError("must be " + " or ".join(choices))
+        return text
+
+    return check
+
+
+def _flag(value: Any) -> bool:
+    """true/yes/1/on or false/no/0/off."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _words(value: Any) -> tuple[str, ...]:
+    """Space or comma separated words, or a list (TOML)."""
+    if isinstance(value, list | tuple):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    return tuple(w for w in str(value).replace(",", " ").split() if w)
+
+
+def _paths(value: Any) -> tuple[str, ...]:
+    """``os.pathsep``-separated directories, or a list (TOML)."""
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value if str(v))
+    return tuple(d for d in str(value).split(os.pathsep) if d)
+
+
+def _ports(value: Any) -> tuple[int, ...]:
+    text = " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
     try:
-        delays = tuple(float(w) for w in text.replace(",", " ").split())
+        return parse_ports(text)
     except ValueError:
-        raise ValueError("DEVICETRUST_WEBHOOK_RETRY_DELAYS lists seconds, e.g. 10 30 120") from None
+        raise ValueError("is not a port list; write e.g. 47621 37123 (1 to 65535)") from None
+
+
+def _builtin(value: Any) -> tuple[str, ...]:
+    """``all`` -> ("all",); ``none`` or empty -> (); else the listed check ids."""
+    words = _words(value)
+    if words in ((), ("none",)):
+        return ()
+    return ("all",) if "all" in words else words
+
+
+def _delays(value: Any) -> tuple[float, ...]:
+    """Seconds to wait after each failed webhook attempt, space or comma separated."""
+    try:
+        delays = tuple(float(w) for w in _words(value))
+    except ValueError:
+        raise ValueError("lists seconds, e.g. 10 30 120") from None
+    if not delays:
+        return WEBHOOK_RETRY_DELAYS
     if len(delays) > 20 or any(not 0 <= d <= 7 * 86400 for d in delays):
-        raise ValueError("DEVICETRUST_WEBHOOK_RETRY_DELAYS: at most 20 delays of up to 7 days")
+        raise ValueError("must be at most 20 delays of up to 7 days")
     return delays
 
 
-# Names only this machine can send in Host: health checks and local tools use them.
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
+def _rate_limit(value: Any) -> str:
+    text = str(value).strip()
+    try:
+        parse_many(text)
+    except ValueError:
+        raise ValueError("is not a rate limit; write e.g. 30/minute or 5 per 10 seconds") from None
+    return text
 
 
-def _trusted_hosts(text: str | None, public_url: str) -> tuple[str, ...]:
-    """``DEVICETRUST_TRUSTED_HOSTS``: host names (``.example.com`` for every subdomain),
-    space or comma separated, or ``*`` for any (empty tuple). Unset: the public URL's
-    host and the loopback names (any host when the public URL names an IPv6 address,
-    which the Host check cannot match)."""
-    from urllib.parse import urlsplit
+def _ratelimit_storage(value: Any) -> str:
+    text = str(value).strip() or "database"
+    if text != "database" and not text.startswith(("memory://", "redis://", "rediss://")):
+        raise ValueError("must be database, memory:// or a redis:// URL")
+    return text
 
-    if text is None or not text.strip():
-        host = (urlsplit(public_url).hostname or "").lower()
-        if ":" in host:
-            return ()
-        return tuple(dict.fromkeys(h for h in (host, *LOOPBACK_HOSTS) if h))
-    words = tuple(w.strip().lower() for w in text.replace(",", " ").split())
+
+def _proxies(value: Any) -> int:
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) > 10:
+        raise ValueError("must be a number of proxies, 0 to 10")
+    return int(text)
+
+
+def _policy(value: Any) -> str:
+    text = str(value).strip()
+    if text not in REGISTRATION_POLICIES:
+        raise ValueError("is not a policy; use one of: " + ", ".join(REGISTRATION_POLICIES))
+    return text
+
+
+def _trusted_hosts(value: Any) -> tuple[str, ...] | None:
+    """Host names (``.example.com`` for every subdomain), or ``*`` for any (empty tuple)."""
+    words = tuple(w.lower() for w in _words(value))
+    if not words:
+        return None
     if words == ("*",):
         return ()
     if any("/" in w or "*" in w or ":" in w for w in words):
         raise ValueError(
-            "DEVICETRUST_TRUSTED_HOSTS lists host names without scheme or port "
-            "(e.g. idp.example.com .example.com), or is * for any"
+            "lists host names without scheme or port (e.g. idp.example.com .example.com), "
+            "or is * for any"
         )
     return words
 
 
-def _flag(env: dict[str, str], name: str, default: bool = False) -> bool:
-    """A yes/no setting: true/yes/1/on or false/no/0/off (empty or unset: ``default``)."""
-    value = env.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise ValueError(f"{name} must be true or false")
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+WholeSeconds = Annotated[int, BeforeValidator(_whole_seconds)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Words = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_words)]
+RateLimit = Annotated[str, BeforeValidator(_rate_limit)]
 
 
-# Per-client rate limits, one per group of routes (idp_service/web/ratelimit.py lists the
-# routes): the limits library's syntax, several separated by ";". Generous enough
-# for an office of a few thousand people behind one NAT address.
-RATE_LIMITS: dict[str, str] = {
-    "saml": "600/minute",  # /saml/sso, /saml/idp-initiated
-    "login": "1200/minute",  # the login page's POSTs (challenge, response, continue, ...)
-    "agent": "1200/minute",  # /agent/v1/*
-    "enroll": "120/minute",  # enrollment: register challenges and registrations
-    "approval": "60/minute",  # trusted-device approval code submissions
-    "admin_signin": "30/minute",  # admin console sign-in and bootstrap token
-}
+class Inputs(BaseSettings):
+    """The settings as written: ``DEVICETRUST_<NAME>`` variables or ``<name>`` in the file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        case_sensitive=False,
+        env_ignore_empty=True,
+        extra="forbid",
+        validate_default=False,  # the defaults are the values, not text to parse
+    )
+
+    database_url: str | None = None
+    data_dir: Path | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    agent_ports: Annotated[tuple[int, ...], NoDecode, BeforeValidator(_ports)] = DEFAULT_AGENT_PORTS
+    challenge_ttl: Annotated[WholeSeconds, AfterValidator(_between(1, 120, " seconds"))] = 60
+    max_clock_skew: Seconds = 300.0
+    login_ttl: WholeSeconds = 600
+    enroll_code_ttl: WholeSeconds = 24 * 3600
+    secret_key: str = ""
+    registration_policy: Annotated[str, BeforeValidator(_policy)] = "tofu"
+    approval_code_ttl: Annotated[int, BeforeValidator(_minutes)] = 600
+    approval_attempts: Annotated[
+        int, BeforeValidator(_count), AfterValidator(_between(1, 100, ""))
+    ] = 5
+    report_interval: WholeSeconds = 300
+    checks_dir: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_paths)] = ()
+    builtin_checks: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_builtin)] = ()
+    osquery_queries: str | None = None
+    extra_origins: Words = ()
+    scim_reactivation: Annotated[str, BeforeValidator(_one_of("require_approval", "restore"))] = (
+        "require_approval"
+    )
+    admin_group: Annotated[str, BeforeValidator(lambda v: str(v).strip())] = "devicetrust-admins"
+    admin_session_ttl: WholeSeconds = 8 * 3600
+    clone_policy: Annotated[str, BeforeValidator(_one_of("suspend", "flag"))] = "suspend"
+    concurrent_agent_window: WholeSeconds = 3600
+    stale_after: WholeSeconds = 30 * 86400
+    stale_policy: Annotated[str, BeforeValidator(_one_of("deny", "flag"))] = "deny"
+    stale_sweep_interval: WholeSeconds = 300
+    audit_checkpoint_interval: Seconds = 300.0
+    expiry_cleanup_interval: WholeSeconds = 900
+    webhook_retry_delays: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_delays)] = (
+        WEBHOOK_RETRY_DELAYS
+    )
+    webhook_timeout: Annotated[Seconds, AfterValidator(_between(0, 60, " seconds"))] = 10.0
+    webhook_poll: Annotated[Seconds, AfterValidator(_between(0, 60, " seconds"))] = 1.0
+    webhook_allow_private: Flag = False
+    ratelimit_enabled: Flag = True
+    ratelimit_storage: Annotated[str, BeforeValidator(_ratelimit_storage)] = "database"
+    ratelimit_saml: RateLimit = RATE_LIMITS["saml"]
+    ratelimit_login: RateLimit = RATE_LIMITS["login"]
+    ratelimit_agent: RateLimit = RATE_LIMITS["agent"]
+    ratelimit_enroll: RateLimit = RATE_LIMITS["enroll"]
+    ratelimit_approval: RateLimit = RATE_LIMITS["approval"]
+    ratelimit_admin_signin: RateLimit = RATE_LIMITS["admin_signin"]
+    trusted_proxies: Annotated[int, BeforeValidator(_proxies)] = 0
+    trusted_hosts: Annotated[tuple[str, ...] | None, NoDecode, BeforeValidator(_trusted_hosts)] = (
+        None
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment first (the one :func:`_reading` names), then the TOML file."""
+        env, toml_file = _SOURCE.get()
+        sources: list[PydanticBaseSettingsSource] = [_EnvSource(settings_cls, env)]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
 
 
-def _rate_limits(env: dict[str, str]) -> dict[str, str]:
-    """``DEVICETRUST_RATELIMIT_<GROUP>``: a limit string such as ``30/minute``."""
-    from limits import parse_many
-
-    result = {}
-    for group, default in RATE_LIMITS.items():
-        name = f"DEVICETRUST_RATELIMIT_{group.upper()}"
-        value = env.get(name, "").strip() or default
-        try:
-            parse_many(value)
-        except ValueError:
-            raise ValueError(
-                f"{name}={value!r} is not a rate limit; write e.g. 30/minute or 5 per 10 seconds"
-            ) from None
-        result[group] = value
-    return result
+# The environment and file the next Inputs() reads (from_env may be given a dict, in tests).
+_SOURCE: ContextVar[tuple[Mapping[str, str], Path | None]] = ContextVar("devicetrust_config")
 
 
-def _ratelimit_storage(value: str) -> str:
-    """``database`` (the default), ``memory://`` or a ``redis://`` URL."""
-    value = value.strip() or "database"
-    if value != "database" and not value.startswith(("memory://", "redis://", "rediss://")):
-        raise ValueError(
-            "DEVICETRUST_RATELIMIT_STORAGE must be database, memory:// or a redis:// URL"
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping (or ``os.environ``)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._given = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._given, False, True, None)
+
+
+@contextmanager
+def _reading(env: Mapping[str, str], toml_file: Path | None) -> Iterator[None]:
+    token = _SOURCE.set((env, toml_file))
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
+
+
+def _config_file(env: Mapping[str, str]) -> tuple[Path | None, dict[str, Any]]:
+    """The TOML file ``DEVICETRUST_CONFIG`` names, and what it holds."""
+    name = env.get(CONFIG_VARIABLE, "").strip()
+    if not name:
+        return None, {}
+    path = Path(name).expanduser()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(
+            CONFIG_VARIABLE,
+            f"{CONFIG_VARIABLE}={name!r}: cannot read the file ({exc.strerror or exc}); "
+            "point it at a TOML file, or unset it",
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            CONFIG_VARIABLE, f"{name}: not a valid TOML file ({exc}); write key = value lines"
+        ) from None
+    return path, data
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """What was wrong with one value, from a pydantic error."""
+    ctx = error.get("ctx") or {}
+    if error.get("type") == "value_error" and "error" in ctx:
+        return str(ctx["error"])
+    return f"is not valid: {error.get('msg', '')}".rstrip(": ")
+
+
+def _config_error(
+    exc: ValidationError, env: Mapping[str, str], path: Path | None, data: Mapping[str, Any]
+) -> ConfigError:
+    """The first problem, naming where the value came from: the variable, or file and key."""
+    error = exc.errors()[0]
+    key = str(error["loc"][0]) if error.get("loc") else "?"
+    variable = PREFIX + key.upper()
+    problem = _problem(error)
+    if env.get(variable, "").strip() or path is None or key not in data:
+        message = f"{variable}={env.get(variable, '')!r} {problem}"
+        return ConfigError(variable, message)
+    if error.get("type") == "extra_forbidden":
+        message = f"{path}: {key} is not a setting devicetrust knows (docs/deploy.md lists them)"
+    else:
+        message = f"{path}: {key} = {data[key]!r} {problem} (or set {variable})"
+    return ConfigError(f"{path}: {key}", message)
+
+
+def _queries(path: str | None) -> dict[str, str]:
+    """The osquery queries agents should run: a YAML/JSON mapping of name to SQL in a file."""
+    if not path:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            "DEVICETRUST_OSQUERY_QUERIES",
+            f"DEVICETRUST_OSQUERY_QUERIES={path!r}: cannot read the query file ({exc})",
+        ) from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ConfigError(
+            "DEVICETRUST_OSQUERY_QUERIES",
+            f"{path}: DEVICETRUST_OSQUERY_QUERIES must map query names to SQL",
         )
-    return value
+    return data
 
 
-def _proxies(value: str) -> int:
-    """``DEVICETRUST_TRUSTED_PROXIES``: how many proxies append X-Forwarded-For (0 to 10)."""
-    value = value.strip() or "0"
-    if not value.isdigit() or int(value) > 10:
-        raise ValueError("DEVICETRUST_TRUSTED_PROXIES must be a number of proxies, 0 to 10")
-    return int(value)
+def _default_trusted_hosts(public_url: str) -> tuple[str, ...]:
+    """The public URL's host and the loopback names (any host when the public URL names an
+    IPv6 address, which the Host check cannot match)."""
+    host = (urlsplit(public_url).hostname or "").lower()
+    if ":" in host:
+        return ()
+    return tuple(dict.fromkeys(h for h in (host, *LOOPBACK_HOSTS) if h))
 
 
 @dataclass
@@ -200,6 +484,10 @@ class Settings:
     stale_after: int = 30 * 86400
     stale_policy: str = "deny"
     stale_sweep_interval: int = 300  # seconds between background sweeps
+    # Seconds between signed audit checkpoints (when the chain grew; platform/audit_chain.py).
+    audit_checkpoint_interval: float = 300.0
+    # Seconds between deletions of expired rows (idp_service/expiry.py).
+    expiry_cleanup_interval: int = 900
     # Webhooks (docs/events.md): seconds to wait after each failed attempt, the
     # request timeout, and how often the dispatcher looks for due deliveries.
     webhook_retry_delays: tuple[float, ...] = WEBHOOK_RETRY_DELAYS
@@ -221,85 +509,72 @@ class Settings:
     testing: bool = False
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        """Build settings from the environment (or from ``env`` in tests)."""
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment (or from ``env`` in tests), and the TOML file
+        that ``DEVICETRUST_CONFIG`` names, if any; the environment wins over the file.
+
+        Raises :class:`ConfigError` (a ``ValueError``) naming the first bad setting.
+        """
         env = dict(os.environ if env is None else env)
-        data_dir = Path(env.get("DEVICETRUST_DATA_DIR") or default_data_dir())
-        url = env.get("DEVICETRUST_DATABASE_URL") or f"sqlite:///{data_dir / 'devicetrust.db'}"
-        s = cls(
-            database_url=url,
-            public_url=env.get("DEVICETRUST_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+        path, data = _config_file(env)
+        try:
+            with _reading(env, path):
+                given = Inputs()
+        except ValidationError as exc:
+            raise _config_error(exc, env, path, data) from None
+        return cls.from_inputs(given)
+
+    @classmethod
+    def from_inputs(cls, given: Inputs) -> Settings:
+        """:class:`Settings` from validated :class:`Inputs` (defaults that depend on others)."""
+        data_dir = given.data_dir or default_data_dir()
+        public_url = given.public_url.rstrip("/")
+        return cls(
+            database_url=given.database_url or f"sqlite:///{data_dir / 'devicetrust.db'}",
+            public_url=public_url,
             data_dir=data_dir,
-            agent_ports=parse_ports(env.get("DEVICETRUST_AGENT_PORTS")),
-            challenge_ttl=int(env.get("DEVICETRUST_CHALLENGE_TTL", "60")),
-            max_clock_skew=float(env.get("DEVICETRUST_MAX_CLOCK_SKEW", "300")),
-            login_ttl=int(env.get("DEVICETRUST_LOGIN_TTL", "600")),
-            enroll_code_ttl=int(env.get("DEVICETRUST_ENROLL_CODE_TTL", str(24 * 3600))),
-            secret_key=env.get("DEVICETRUST_SECRET_KEY", ""),
-            registration_policy=env.get("DEVICETRUST_REGISTRATION_POLICY", "tofu").strip(),
-            approval_code_ttl=60 * int(env.get("DEVICETRUST_APPROVAL_CODE_TTL", "10")),
-            approval_attempts=int(env.get("DEVICETRUST_APPROVAL_ATTEMPTS", "5")),
-            report_interval=int(env.get("DEVICETRUST_REPORT_INTERVAL", "300")),
-            checks_dirs=tuple(
-                d for d in env.get("DEVICETRUST_CHECKS_DIR", "").split(os.pathsep) if d
+            agent_ports=given.agent_ports,
+            challenge_ttl=given.challenge_ttl,
+            max_clock_skew=given.max_clock_skew,
+            login_ttl=given.login_ttl,
+            enroll_code_ttl=given.enroll_code_ttl,
+            secret_key=given.secret_key,
+            registration_policy=given.registration_policy,
+            approval_code_ttl=given.approval_code_ttl,
+            approval_attempts=given.approval_attempts,
+            report_interval=given.report_interval,
+            checks_dirs=given.checks_dir,
+            builtin_checks=given.builtin_checks,
+            osquery_queries=_queries(given.osquery_queries),
+            extra_origins=tuple(o.rstrip("/") for o in given.extra_origins),
+            scim_reactivation=given.scim_reactivation,
+            admin_group=given.admin_group,
+            admin_session_ttl=given.admin_session_ttl,
+            clone_policy=given.clone_policy,
+            concurrent_window=given.concurrent_agent_window,
+            stale_after=given.stale_after,
+            stale_policy=given.stale_policy,
+            stale_sweep_interval=given.stale_sweep_interval,
+            audit_checkpoint_interval=given.audit_checkpoint_interval,
+            expiry_cleanup_interval=given.expiry_cleanup_interval,
+            webhook_retry_delays=given.webhook_retry_delays,
+            webhook_timeout=given.webhook_timeout,
+            webhook_poll=given.webhook_poll,
+            webhook_allow_private=given.webhook_allow_private,
+            ratelimit_enabled=given.ratelimit_enabled,
+            ratelimit_storage=given.ratelimit_storage,
+            rate_limits={group: getattr(given, f"ratelimit_{group}") for group in RATE_LIMITS},
+            trusted_proxies=given.trusted_proxies,
+            trusted_hosts=(
+                _default_trusted_hosts(public_url)
+                if given.trusted_hosts is None
+                else given.trusted_hosts
             ),
-            builtin_checks=_builtin(env.get("DEVICETRUST_BUILTIN_CHECKS", "none")),
-            osquery_queries=_queries(env.get("DEVICETRUST_OSQUERY_QUERIES")),
-            extra_origins=tuple(
-                o.rstrip("/") for o in env.get("DEVICETRUST_EXTRA_ORIGINS", "").split() if o
-            ),
-            scim_reactivation=env.get("DEVICETRUST_SCIM_REACTIVATION", "require_approval"),
-            admin_group=env.get("DEVICETRUST_ADMIN_GROUP", "devicetrust-admins").strip(),
-            admin_session_ttl=int(env.get("DEVICETRUST_ADMIN_SESSION_TTL", str(8 * 3600))),
-            clone_policy=env.get("DEVICETRUST_CLONE_POLICY", "suspend").strip(),
-            concurrent_window=parse_duration(
-                env.get("DEVICETRUST_CONCURRENT_AGENT_WINDOW", "1h"),
-                "DEVICETRUST_CONCURRENT_AGENT_WINDOW",
-            ),
-            stale_after=parse_duration(
-                env.get("DEVICETRUST_STALE_AFTER", "30d"), "DEVICETRUST_STALE_AFTER"
-            ),
-            stale_policy=env.get("DEVICETRUST_STALE_POLICY", "deny").strip(),
-            stale_sweep_interval=parse_duration(
-                env.get("DEVICETRUST_STALE_SWEEP_INTERVAL", "5m"),
-                "DEVICETRUST_STALE_SWEEP_INTERVAL",
-            ),
-            webhook_retry_delays=_delays(env.get("DEVICETRUST_WEBHOOK_RETRY_DELAYS")),
-            webhook_timeout=float(env.get("DEVICETRUST_WEBHOOK_TIMEOUT", "10")),
-            webhook_poll=float(env.get("DEVICETRUST_WEBHOOK_POLL", "1")),
-            webhook_allow_private=_flag(env, "DEVICETRUST_WEBHOOK_ALLOW_PRIVATE"),
-            ratelimit_enabled=_flag(env, "DEVICETRUST_RATELIMIT_ENABLED", default=True),
-            ratelimit_storage=_ratelimit_storage(env.get("DEVICETRUST_RATELIMIT_STORAGE", "")),
-            rate_limits=_rate_limits(env),
-            trusted_proxies=_proxies(env.get("DEVICETRUST_TRUSTED_PROXIES", "")),
         )
-        s.trusted_hosts = _trusted_hosts(env.get("DEVICETRUST_TRUSTED_HOSTS"), s.public_url)
-        if s.clone_policy not in ("suspend", "flag"):
-            raise ValueError("DEVICETRUST_CLONE_POLICY must be suspend or flag")
-        if s.stale_policy not in ("deny", "flag"):
-            raise ValueError("DEVICETRUST_STALE_POLICY must be deny or flag")
-        if not 0 < s.webhook_timeout <= 60 or not 0 < s.webhook_poll <= 60:
-            raise ValueError("DEVICETRUST_WEBHOOK_TIMEOUT and _POLL are 0 to 60 seconds")
-        if s.scim_reactivation not in ("require_approval", "restore"):
-            raise ValueError("DEVICETRUST_SCIM_REACTIVATION must be require_approval or restore")
-        if s.registration_policy not in REGISTRATION_POLICIES:
-            raise ValueError(
-                f"DEVICETRUST_REGISTRATION_POLICY={s.registration_policy!r} is not a policy; "
-                "use one of: " + ", ".join(REGISTRATION_POLICIES)
-            )
-        if not 0 < s.approval_code_ttl <= 24 * 3600:
-            raise ValueError("DEVICETRUST_APPROVAL_CODE_TTL must be between 1 and 1440 minutes")
-        if not 0 < s.approval_attempts <= 100:
-            raise ValueError("DEVICETRUST_APPROVAL_ATTEMPTS must be between 1 and 100")
-        if not 0 < s.challenge_ttl <= 120:
-            raise ValueError("DEVICETRUST_CHALLENGE_TTL must be between 1 and 120 seconds")
-        return s
 
     @property
     def origin(self) -> str:
         """The scheme://host[:port] of the public URL, as browsers send it in ``Origin``."""
-        from urllib.parse import urlsplit
-
         parts = urlsplit(self.public_url)
         return f"{parts.scheme}://{parts.netloc}"
 

@@ -1,7 +1,9 @@
 """Deliver queued webhook events: claim due deliveries, POST them signed, retry with backoff.
 
-A :class:`Dispatcher` runs as a daemon thread in every service process (started
-by ``create_app(background=True)``, like the audit sealer). Each pass:
+:meth:`Dispatcher.drain` runs every ``DEVICETRUST_WEBHOOK_POLL`` seconds in every
+service process, as a job of the runner ``create_app(background=True)`` starts
+(``idp_service/platform/jobs.py``; without a lease: the claims below already
+share the work between processes). Each pass:
 
 1. **Claims** up to ``batch`` due deliveries of active endpoints with one
    ``UPDATE ... WHERE id IN (SELECT ... [FOR UPDATE SKIP LOCKED]) RETURNING``
@@ -251,7 +253,8 @@ def _disable_gone(session: Session, endpoint_id: int, now: dt.datetime) -> None:
 
 
 class Dispatcher:
-    """Delivers due webhook events every ``settings.webhook_poll`` seconds in a daemon thread."""
+    """Delivers due webhook events: :meth:`drain` is the job the runner calls every
+    ``settings.webhook_poll`` seconds (``idp_service/schedule.py``), in every process."""
 
     def __init__(
         self, db: Database, settings: Settings, *, batch: int = 20, senders: int = 4
@@ -265,15 +268,11 @@ class Dispatcher:
         self.lease = settings.webhook_timeout + 30.0
         self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="webhook-send")
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="webhook-dispatcher", daemon=True)
-
-    def start(self) -> None:
-        """Start delivering in the background."""
-        self._thread.start()
 
     def stop(self) -> None:
-        """Stop after the current pass."""
+        """Stop after the current pass (a draining :meth:`drain` returns after its batch)."""
         self._stop.set()
+        self._pool.shutdown(wait=False)
 
     def run_once(self) -> int:
         """One pass: claim, send, record; return how many deliveries were attempted."""
@@ -289,10 +288,13 @@ class Dispatcher:
             record(self.db, held, outcome, self.delays)
         return len(claims)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll):
-            try:
-                while self.run_once() >= self.batch and not self._stop.is_set():
-                    pass  # a full batch: more may be due
-            except Exception:  # noqa: BLE001 - retried at the next poll
-                log.warning("webhook dispatch failed", exc_info=True)
+    def drain(self) -> int:
+        """Passes until one claims less than a full batch (more may be due after a full
+        one); return how many deliveries were attempted."""
+        total = 0
+        while not self._stop.is_set():
+            done = self.run_once()
+            total += done
+            if done < self.batch:
+                break
+        return total

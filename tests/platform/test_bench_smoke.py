@@ -45,6 +45,7 @@ FIGURES = {
         r"service verify path, SQLite, 2 threads",
         r"service verify path, PostgreSQL, 1 answer at a time .*one durable commit",
     ],
+    "webhook_latency": [r"webhook commit-to-delivery, poll [\d.]+ s, \d+ events: median \d+ ms"],
 }
 
 

@@ -1,0 +1,121 @@
+"""Expiry clean-up: delete rows whose lifetime ended, as one periodic job of the service.
+
+Many rows carry an expiry that the code checks on use but nothing deleted
+(answered challenges, sign-in transactions, enrollment codes, admin console
+sessions and bootstrap tokens, the sealed codes of expired approval requests),
+or that the request path deleted now and then (rate-limit counters, SAML
+request IDs and stored Responses). :func:`clean_up` deletes them, oldest
+first, in batches (short transactions, so a large backlog after an upgrade does
+not hold a lock for long). It runs every ``DEVICETRUST_EXPIRY_CLEANUP_INTERVAL``,
+once across replicas (``idp_service/schedule.py``).
+
+Only rows that can no longer change an answer are deleted:
+
+* rows that only guard against reuse or replay until their expiry (rate-limit
+  windows, SAML request IDs, stored Responses, an expired request's sealed
+  approval codes) go as soon as they expire: every use checks the expiry first;
+* rows whose expiry people may still ask about (a sign-in link, an enrollment
+  code, a console session, a bootstrap token) are kept :data:`GRACE` longer, so
+  within that time the answer stays "expired" rather than "unknown". Used
+  enrollment codes are kept (they record which device used them).
+
+Answered challenges are kept as long as the sign-in transactions they verified.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, delete, select
+
+from idp_service.admin.tables import AdminBootstrapToken, AdminSession
+from idp_service.devices.approval_tables import ApprovalNotice, ApprovalRequest
+from idp_service.platform.db import Database
+from idp_service.platform.models import Challenge, EnrollmentCode, LoginTransaction, utcnow
+from idp_service.platform.ratelimit_tables import RateLimitCounter
+from idp_service.saml.tables import IssuedResponse, SeenRequest
+
+log = logging.getLogger(__name__)
+
+GRACE = dt.timedelta(days=7)  # how long an expired row people may ask about is kept
+BATCH = 5000  # rows per DELETE
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Rows of ``table`` matching ``expired(now)`` are deleted."""
+
+    name: str
+    table: Table
+    expired: Any  # Callable[[dt.datetime], ColumnElement[bool]]
+
+
+def _t(model: Any) -> Table:
+    return model.__table__  # type: ignore[no-any-return]
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "rate_limit_counters",
+        _t(RateLimitCounter),
+        lambda now: RateLimitCounter.expires_at <= now.timestamp(),  # the limits clock: epoch
+    ),
+    Rule("saml_seen_requests", _t(SeenRequest), lambda now: SeenRequest.expires_at < now),
+    Rule(
+        "saml_issued_responses", _t(IssuedResponse), lambda now: IssuedResponse.valid_until <= now
+    ),
+    Rule(
+        "approval_notices",
+        _t(ApprovalNotice),
+        lambda now: ApprovalNotice.request_id.in_(
+            select(ApprovalRequest.id).where(ApprovalRequest.expires_at <= now)
+        ),
+    ),
+    Rule(
+        "login_transactions",
+        _t(LoginTransaction),
+        lambda now: LoginTransaction.expires_at < now - GRACE,
+    ),
+    Rule("challenges", _t(Challenge), lambda now: Challenge.expires_at < now - GRACE),
+    Rule(
+        "enrollment_codes",
+        _t(EnrollmentCode),
+        lambda now: (EnrollmentCode.used_at.is_(None)) & (EnrollmentCode.expires_at < now - GRACE),
+    ),
+    Rule("admin_sessions", _t(AdminSession), lambda now: AdminSession.expires_at < now - GRACE),
+    Rule(
+        "admin_bootstrap_tokens",
+        _t(AdminBootstrapToken),
+        lambda now: AdminBootstrapToken.expires_at < now - GRACE,
+    ),
+)
+
+
+def _delete_batch(db: Database, table: Table, where: ColumnElement[bool]) -> int:
+    (key,) = table.primary_key.columns
+    batch = select(key).where(where).limit(BATCH).scalar_subquery()
+    with db.engine.begin() as conn:
+        return int(conn.execute(delete(table).where(key.in_(batch))).rowcount)
+
+
+def clean_up(db: Database, now: dt.datetime | None = None) -> dict[str, int]:
+    """Delete every expired row the rules name; return how many per table (only non-zero)."""
+    now = now or utcnow()
+    deleted: dict[str, int] = {}
+    for rule in RULES:
+        where = rule.expired(now)
+        while True:
+            count = _delete_batch(db, rule.table, where)
+            if count:
+                deleted[rule.name] = deleted.get(rule.name, 0) + count
+            if count < BATCH:
+                break
+    if deleted:
+        log.info(
+            "expiry clean-up deleted %s",
+            ", ".join(f"{n} {name}" for name, n in deleted.items()),
+        )
+    return deleted
