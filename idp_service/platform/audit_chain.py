@@ -46,18 +46,18 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import CursorResult, bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from idp_service.platform.db import Database
-from idp_service.platform.models import AuditCheckpoint, AuditEvent, utcnow
+from idp_service.platform.models import AuditCheckpoint, AuditEvent, table_of, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _key_file(path: Path, size: int = 32) -> bytes:
     return bytes.fromhex(path.read_text().strip())
 
 
-def load_key(data_dir: Path, env: dict[str, str] | None = None) -> bytes:
+def load_key(data_dir: Path, env: Mapping[str, str] | None = None) -> bytes:
     """The audit key: ``DEVICETRUST_AUDIT_KEY`` (hex), else ``audit.key`` in the data dir."""
     env = os.environ if env is None else env
     text_key = env.get("DEVICETRUST_AUDIT_KEY")
@@ -115,7 +115,7 @@ def load_key(data_dir: Path, env: dict[str, str] | None = None) -> bytes:
     return _key_file(data_dir / "audit.key")
 
 
-def load_checkpoint_key(data_dir: Path, env: dict[str, str] | None = None) -> SigningKey:
+def load_checkpoint_key(data_dir: Path, env: Mapping[str, str] | None = None) -> SigningKey:
     """The checkpoint signing key (Ed25519): ``DEVICETRUST_AUDIT_CHECKPOINT_KEY`` (hex seed),
     else ``audit-checkpoint.key`` in the data dir. Separate from every other key."""
     env = os.environ if env is None else env
@@ -129,14 +129,14 @@ def load_checkpoint_key(data_dir: Path, env: dict[str, str] | None = None) -> Si
     return SigningKey(seed)
 
 
-def checkpoint_file(data_dir: Path, env: dict[str, str] | None = None) -> Path:
+def checkpoint_file(data_dir: Path, env: Mapping[str, str] | None = None) -> Path:
     """Where checkpoints are appended: ``DEVICETRUST_AUDIT_CHECKPOINT_FILE``, else the data dir."""
     env = os.environ if env is None else env
     configured = env.get("DEVICETRUST_AUDIT_CHECKPOINT_FILE")
     return Path(configured) if configured else data_dir / "audit-checkpoints.jsonl"
 
 
-def checkpoint_interval(env: dict[str, str] | None = None) -> float:
+def checkpoint_interval(env: Mapping[str, str] | None = None) -> float:
     """Seconds between background checkpoints (``DEVICETRUST_AUDIT_CHECKPOINT_INTERVAL``)."""
     from idp_service.platform.durations import parse_duration
 
@@ -277,9 +277,10 @@ def _pruned_base(session: Session) -> tuple[int, str] | None:
 # Databases this process has checked for rows of the old chain (the check scans the table;
 # rows of the old scheme can only predate the upgrade, so once is enough).
 _resealed_dbs: set[str] = set()
+_AUDIT_TABLE = table_of(AuditEvent)
 _UPDATE = (
-    update(AuditEvent.__table__)
-    .where(AuditEvent.__table__.c.id == bindparam("row_id"))
+    update(_AUDIT_TABLE)
+    .where(_AUDIT_TABLE.c.id == bindparam("row_id"))
     .values(chain_seq=bindparam("seq"), chain_hash=bindparam("hash"), chain_version=CHAIN_VERSION)
 )
 
@@ -635,7 +636,9 @@ def _rows(db: Database, batch: int = 2000) -> Iterator[AuditEvent]:
         if not chunk:
             return
         yield from chunk
-        last_seq = chunk[-1].chain_seq
+        last = chunk[-1].chain_seq
+        assert last is not None  # the query above selects sealed rows only
+        last_seq = last
 
 
 def _describe(cp: dict[str, Any]) -> str:
@@ -702,6 +705,7 @@ def verify(
     expected_seq = 1
     first = True
     for row in _rows(db):
+        assert row.chain_seq is not None  # _rows yields sealed rows only
         report.rows += 1
         if progress is not None:
             progress(1)
@@ -845,6 +849,7 @@ def prune(db: Database, before: dt.datetime, *, actor: str = "cli") -> dict[str,
     def _delete(session: Session, line: dict[str, Any]) -> None:
         session.flush()  # the prune checkpoint row first: the trigger allows up to it
         result = session.execute(delete(AuditEvent).where(AuditEvent.chain_seq <= through))
+        assert isinstance(result, CursorResult)  # a DELETE's result has a row count
         removed["rows"] = result.rowcount
         from idp_service.platform import audit
 
@@ -872,6 +877,7 @@ def export(db: Database, *, since_seq: int = 0) -> Iterator[dict[str, Any]]:
     """Every sealed row from ``since_seq`` on, as JSON-ready dicts in chain order."""
     seal(db)
     for row in _rows(db):
+        assert row.chain_seq is not None  # _rows yields sealed rows only
         if row.chain_seq <= since_seq:
             continue
         data = row_values(row)
