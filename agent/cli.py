@@ -1,15 +1,17 @@
-"""The ``devicetrust-agent`` command: run, status, id, enroll and facts.
+"""The ``devicetrust-agent`` command: run, status, id, enroll, config and facts.
 
 ``run`` keeps the local channel open for the login page. ``enroll URL CODE``
 registers this device with a service using a one-time code from IT. ``id``
 shows the device id and key fingerprints (to compare with the admin console).
+``config`` shows the effective configuration (``agent/config.py``: file, MDM
+profile or policy, environment, flags) and where each value came from;
+``server-fingerprint URL`` shows the key a service presents, to pin it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -19,9 +21,54 @@ from typing import Any
 import click
 
 from agent import __version__, state
+from agent.config import EX_CONFIG, KEYS, AgentConfig, ConfigError, PinMismatch, check_pin
 from agent.keys import KeyPermissionError, check_permissions, load_or_create
 from agent.paths import default_state_dir
 from trust_protocol.ports import parse_ports
+
+STOP_EVENT = "devicetrust.stop"  # ctx.meta key: a threading.Event that ends `run`
+CONFIG_RECHECK_TICKS = 5  # `run` re-reads its configuration every 5 x 2 s
+
+
+def _values(cfg: AgentConfig) -> tuple[object, ...]:
+    return tuple(getattr(cfg, k) for k in KEYS)
+
+
+class ConfigProblem(click.ClickException):
+    """A configuration error or a pin mismatch: exit status 78 (EX_CONFIG).
+
+    Service managers are told not to restart on it (systemd
+    ``RestartPreventExitStatus=78``, launchd and the Windows service wrapper
+    likewise): restarting cannot fix a configuration.
+    """
+
+    exit_code = EX_CONFIG
+
+
+def _config(**flags: object) -> AgentConfig:
+    """The effective configuration, with this command's flags on top."""
+    from agent import config
+
+    root = click.get_current_context().find_root().params
+    flags = {"server_key_fingerprint": root.get("server_key_fingerprint"), **flags}
+    try:
+        return config.load(flags, config_path=root.get("config_path"))
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+
+
+def _check_enrollment_pin(enrollment: state.Enrollment | None, cfg: AgentConfig) -> None:
+    """An enrolled agent whose pinned key the configuration does not pin refuses to run."""
+    if enrollment is None:
+        return
+    try:
+        check_pin(enrollment.server_key, enrollment.server_url, cfg)
+    except PinMismatch as exc:
+        raise ConfigProblem(
+            f"this device is enrolled, but {exc.message}\n{exc.hint}\n"
+            "If the service really has a new key, devices must enroll again: move the state "
+            "directory away and enroll."
+        ) from None
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
@@ -45,9 +92,29 @@ def _keys(state_dir: Path):  # noqa: ANN202 - DeviceKeys
     default=None,
     help="Where keys and enrollment live (default: the per-OS agent directory).",
 )
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The configuration file (default: /etc/devicetrust/agent.toml, or the macOS and "
+    "Windows locations; also DEVICETRUST_AGENT_CONFIG).",
+)
+@click.option(
+    "--server-key-fingerprint",
+    metavar="SHA256:...",
+    default=None,
+    help="Pin the service's key: refuse a service that presents another one "
+    "(overrides the configuration).",
+)
 @click.version_option(__version__, message="devicetrust-agent %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, state_dir: Path | None) -> None:
+def cli(
+    ctx: click.Context,
+    state_dir: Path | None,
+    config_path: Path | None,
+    server_key_fingerprint: str | None,
+) -> None:
     """devicetrust-agent: proves to your company's sign-in service that this device is trusted.
 
     Its keys never leave this device. Start with `enroll URL CODE` (the code comes
@@ -73,18 +140,35 @@ def show_id(state_dir: Path, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("url")
-@click.argument("code")
+@click.argument("args", nargs=-1, metavar="[URL] CODE")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def enroll(state_dir: Path, url: str, code: str, as_json: bool) -> None:
-    """Enroll this device with the service at URL, using the one-time CODE from IT."""
+def enroll(state_dir: Path, args: tuple[str, ...], as_json: bool) -> None:
+    """Enroll this device with the service at URL, using the one-time CODE from IT.
+
+    Without URL, the configured service_url is used (`devicetrust-agent config`).
+    """
     from agent.enroll import EnrollError
     from agent.enroll import enroll as do_enroll
 
+    if len(args) not in (1, 2):
+        raise click.UsageError(
+            "give the one-time CODE from IT, and the service URL first if "
+            "none is configured: devicetrust-agent enroll [URL] CODE"
+        )
+    cfg = _config()
+    if len(args) == 2:
+        url, code = args
+    elif cfg.service_url:
+        url, code = cfg.service_url, args[0]
+    else:
+        raise click.UsageError(
+            "no service URL is configured: devicetrust-agent enroll URL CODE "
+            "(or set service_url, see `devicetrust-agent config`)"
+        )
     _keys(state_dir)
     try:
-        result = do_enroll(state_dir, url, code)
+        result = do_enroll(state_dir, url, code, cfg)
     except EnrollError as exc:
         hint = f"\n{exc.hint}" if exc.hint else ""
         raise click.ClickException(f"enrollment failed ({exc.code}): {exc.message}{hint}") from None
@@ -116,10 +200,26 @@ def status(state_dir: Path, as_json: bool) -> None:
     data["enrolled"] = enrollment is not None
     if enrollment is not None:
         data.update(server_url=enrollment.server_url, user=enrollment.user, state=enrollment.state)
+    if enrollment is not None:
+        from trust_protocol.device_keys import fingerprint
+
+        data["server_key_fingerprint"] = fingerprint(enrollment.verify_key.encode())
+    try:
+        cfg = _config()
+        data["config"] = cfg.to_json()
+        _check_enrollment_pin(enrollment, cfg)
+        data["problem"] = None
+    except ConfigProblem as exc:
+        data["problem"] = exc.message
     if enrollment is None:
         text = "not enrolled. Run: devicetrust-agent enroll URL CODE"
     else:
-        text = f"enrolled with {enrollment.server_url} as {enrollment.user} ({enrollment.state})"
+        text = (
+            f"enrolled with {enrollment.server_url} as {enrollment.user} ({enrollment.state})\n"
+            f"server key: {data['server_key_fingerprint']}"
+        )
+    if data["problem"]:
+        text += f"\nPROBLEM: {data['problem']}"
     _emit(data, as_json, f"{text}\nkeys: {data['keys']}\nstate directory: {state_dir}")
 
 
@@ -148,6 +248,7 @@ def approve(state_dir: Path, as_json: bool) -> None:
     enrollment = state.load(state_dir)
     if enrollment is None:
         raise click.ClickException("not enrolled. Run: devicetrust-agent enroll URL CODE")
+    _check_enrollment_pin(enrollment, _config())
     try:
         found = fetch(enrollment, _keys(state_dir))
     except http_client.ServerError as exc:
@@ -191,7 +292,20 @@ def approve(state_dir: Path, as_json: bool) -> None:
     metavar="URL",
     help="The sign-in service this device belongs to: while not enrolled, its login page "
     "may enroll the device with a code from IT. Repeatable; the environment variable "
-    "takes a space-separated list.",
+    "takes a space-separated list. Default: the configured service_url.",
+)
+@click.option(
+    "--ports",
+    default=None,
+    metavar="PORTS",
+    help="Local channel ports, space- or comma-separated (default: the configured "
+    "agent_ports, else what the service published at enrollment, else the protocol's).",
+)
+@click.option(
+    "--report-interval",
+    default=None,
+    metavar="DURATION",
+    help='Report posture at least this often, e.g. "15 min" (default: as the service asks).',
 )
 @click.pass_obj
 def run(
@@ -202,6 +316,8 @@ def run(
     no_approvals: bool,
     approval_interval: float,
     services: tuple[str, ...],
+    ports: str | None,
+    report_interval: str | None,
 ) -> None:
     """Keep the local channel open for sign-ins and report posture (Ctrl-C stops it)."""
     from agent.approve import ApprovalPoller
@@ -214,29 +330,39 @@ def run(
         services = tuple(service_url(url) for url in services)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--service") from None
+    flags = {"agent_ports": ports, "report_interval": report_interval}
+    cfg = _config(**flags)
+    services_flag = services  # --service / DEVICETRUST_AGENT_SERVICE win over service_url
+    if not services and cfg.service_url:
+        services = (cfg.service_url,)
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s devicetrust-agent %(levelname)s %(message)s"
     )
+    for warning in cfg.warnings:
+        logging.warning("configuration: %s", warning)
     keys = _keys(state_dir)
     enrollment = state.load(state_dir)
-    env_ports = os.environ.get("DEVICETRUST_AGENT_PORTS")
-    ports = parse_ports(env_ports) if env_ports else None
-    if ports is None and enrollment is not None and enrollment.agent_ports:
-        ports = tuple(enrollment.agent_ports)
+    _check_enrollment_pin(enrollment, cfg)
+    channel_ports = cfg.agent_ports
+    if channel_ports is None and enrollment is not None and enrollment.agent_ports:
+        channel_ports = tuple(enrollment.agent_ports)
     channel_state = ChannelState(
         keys,
         enrollment,
         direct_callback=not no_callback,
         services=services,
         state_dir=state_dir,
+        config=cfg,
     )
     try:
-        channel = bind_first_free(ports or parse_ports(None), channel_state)
+        channel = bind_first_free(channel_ports or parse_ports(None), channel_state)
     except OSError as exc:
         raise click.ClickException(f"{exc}. Is another agent already running?") from None
     logging.info("local channel listening on 127.0.0.1:%d", channel.server_address[1])
-    stop = threading.Event()
+    # A host that runs the loop in a thread (the Windows service) passes its own event.
+    stop: threading.Event = click.get_current_context().meta.get(STOP_EVENT) or threading.Event()
+    exit_code = 0
     scheduler: ReportScheduler | None = None
     poller: ApprovalPoller | None = None
 
@@ -254,15 +380,16 @@ def run(
         channel_state.on_recheck = None
         if current is None or no_reports:
             return
-        scheduler = ReportScheduler(current, keys, _collector(replay))
+        scheduler = ReportScheduler(current, keys, _collector(replay), ceiling=cfg.report_interval)
         scheduler.start()
         channel_state.on_recheck = scheduler.report_now
 
     def _stop(signum: int, _frame: object) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
     if enrollment is None:
         logging.warning("not enrolled yet: run devicetrust-agent enroll URL CODE")
         if services:
@@ -271,12 +398,49 @@ def run(
     serve_in_thread(channel)
     path = state_dir / state.FILE
     mtime = path.stat().st_mtime if path.exists() else 0.0
+    ticks = 0
+    config_error = ""
     while not stop.wait(2.0):
+        ticks += 1
+        if ticks % CONFIG_RECHECK_TICKS == 0:
+            # A profile, policy or file that arrives or changes while running.
+            try:
+                fresh = _config(**flags)
+                config_error = ""
+            except ConfigProblem as exc:
+                if exc.message != config_error:
+                    logging.error("configuration: %s (the previous one stays)", exc.message)
+                config_error = exc.message
+                fresh = cfg
+            if _values(fresh) != _values(cfg):
+                changed = [k for k in KEYS if getattr(fresh, k) != getattr(cfg, k)]
+                logging.info("configuration changed: %s", ", ".join(changed))
+                if fresh.agent_ports != cfg.agent_ports:
+                    logging.warning("agent_ports changed: restart the agent to listen on them")
+                cfg = fresh
+                channel_state.config = cfg
+                if not services_flag:
+                    channel_state.services = (cfg.service_url,) if cfg.service_url else ()
+                if scheduler is not None:
+                    scheduler.set_ceiling(cfg.report_interval)
+                try:
+                    _check_enrollment_pin(channel_state.enrollment, cfg)
+                except ConfigProblem as exc:
+                    logging.error("%s", exc.message)
+                    exit_code = EX_CONFIG
+                    break
         # Pick up an enrollment made by `devicetrust-agent enroll` while running.
         new_mtime = path.stat().st_mtime if path.exists() else 0.0
         if new_mtime != mtime:
             mtime = new_mtime
             channel_state.enrollment = state.load(state_dir)
+            try:
+                _check_enrollment_pin(channel_state.enrollment, cfg)
+            except ConfigProblem as exc:
+                logging.error("%s", exc.message)
+                channel_state.enrollment = None
+                exit_code = EX_CONFIG
+                break
             start_reports(channel_state.enrollment)
             logging.info("enrollment reloaded")
     if scheduler is not None:
@@ -286,6 +450,76 @@ def run(
     channel.shutdown()
     channel.server_close()
     logging.info("stopped")
+    if exit_code:
+        sys.exit(exit_code)
+
+
+@cli.command("config")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show_config(as_json: bool) -> None:
+    """Show the effective configuration, where each value came from, and what was read."""
+    cfg = _config()
+    data = cfg.to_json()
+    lines = []
+    for key in ("service_url", "server_key_fingerprint", "agent_ports", "report_interval"):
+        value = data[key]
+        if key == "agent_ports" and value:
+            value = " ".join(map(str, value))
+        if key == "report_interval" and value:
+            from trust_protocol.durations import format_duration
+
+            value = format_duration(value)
+        lines.append(f"{key:24} {value if value is not None else '-':40} ({cfg.origin(key)})")
+    lines.append("read: " + "; ".join(cfg.searched))
+    lines += [f"warning: {w}" for w in cfg.warnings]
+    _emit(data, as_json, "\n".join(lines))
+
+
+@cli.command("server-fingerprint")
+@click.argument("url", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def server_fingerprint(url: str | None, as_json: bool) -> None:
+    """Show the key fingerprint the service at URL presents (to pin as server_key_fingerprint).
+
+    Compare it with what the service's operators publish before you pin it.
+    """
+    from agent.enroll import EnrollError, fetch_server
+    from agent.page_enroll import service_url
+    from trust_protocol.device_keys import fingerprint
+    from trust_protocol.encoding import b64d
+
+    cfg = _config()
+    url = url or cfg.service_url
+    if not url:
+        raise click.UsageError("give the service URL (none is configured)")
+    try:
+        url = service_url(url)
+        info = fetch_server(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="URL") from None
+    except EnrollError as exc:
+        raise click.ClickException(f"{exc.message} ({exc.code})") from None
+    presented = fingerprint(b64d(info["server_key"], length=32, field="server_key"))
+    data = {
+        "service_url": url,
+        "server_key_fingerprint": presented,
+        "kid": info.get("kid", ""),
+        "pinned": cfg.server_key_fingerprint,
+        "matches_pin": None
+        if not cfg.server_key_fingerprint
+        else presented == cfg.server_key_fingerprint,
+    }
+    text = f"{url} presents server key {presented}"
+    if data["matches_pin"] is not None:
+        text += (
+            "\nthat is the pinned key"
+            if data["matches_pin"]
+            else (
+                f"\nMISMATCH: this device pins {cfg.server_key_fingerprint} "
+                f"({cfg.origin('server_key_fingerprint')})"
+            )
+        )
+    _emit(data, as_json, text)
 
 
 @cli.command()
@@ -310,6 +544,39 @@ def facts(osquery_socket: str | None, replay: Path | None) -> None:
     config = OsqueryConfig(socket_path=osquery_socket) if osquery_socket else None
     host = Host.from_recording(replay) if replay else None
     click.echo(json.dumps(collect_facts(host, osquery=config), indent=2))
+
+
+@cli.group("service")
+def service_group() -> None:
+    """The Windows service: what the MSI registers and runs (Windows only)."""
+
+
+@service_group.command("run")
+def service_run() -> None:
+    """Run as the Windows service (the service control manager starts this)."""
+    from agent import windows_service
+
+    windows_service.require_windows()
+    windows_service.dispatch()
+
+
+@service_group.command("configure")
+@click.option("--service-url", default="", help="Write service_url into agent.toml.")
+@click.option(
+    "--server-key-fingerprint", "fingerprint", default="", help="Write the key pin into agent.toml."
+)
+def service_configure(service_url: str, fingerprint: str) -> None:
+    """Settings, recovery actions and folder permissions (the MSI runs this, as SYSTEM)."""
+    from agent import windows_service
+
+    windows_service.require_windows()
+    settings = {"service_url": service_url, "server_key_fingerprint": fingerprint}
+    try:
+        steps = windows_service.configure_installed(settings)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    for step in steps:
+        click.echo(step)
 
 
 def main() -> None:

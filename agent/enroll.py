@@ -15,6 +15,7 @@ from pathlib import Path
 from nacl.signing import VerifyKey
 
 from agent import __version__, http_client, platform_ids, state
+from agent.config import AgentConfig, PinMismatch, check_pin
 from agent.keys import load_or_create
 from trust_protocol.challenge import Challenge, parse_challenge
 from trust_protocol.device_keys import DeviceKeys
@@ -36,8 +37,12 @@ class EnrollError(Exception):
 REGISTER_PATH = "/agent/v1/register"
 
 
-def fetch_server(server_url: str) -> dict:
-    """``GET <server_url>/agent/v1/server``: the identity the agent pins at enrollment."""
+def fetch_server(server_url: str, config: AgentConfig | None = None) -> dict:
+    """``GET <server_url>/agent/v1/server``: the identity the agent pins at enrollment.
+
+    With a ``server_key_fingerprint`` in ``config``, a service presenting another
+    key is refused (``server_key_mismatch``) before anything else is sent to it.
+    """
     try:
         info = http_client.request("GET", server_url + "/agent/v1/server")
         b64d(info["server_key"], length=32, field="server_key")
@@ -47,6 +52,11 @@ def fetch_server(server_url: str) -> dict:
         raise EnrollError(
             "bad_server", f"{server_url} is not a devicetrust service: {exc}"
         ) from None
+    if config is not None:
+        try:
+            check_pin(info["server_key"], server_url, config)
+        except PinMismatch as exc:
+            raise EnrollError(exc.code, exc.message, exc.hint) from None
     return info
 
 
@@ -97,8 +107,10 @@ def submit_registration(
     return enrollment
 
 
-def enroll(state_dir: Path, server_url: str, code: str) -> state.Enrollment:
-    """Run the ceremony and return the stored enrollment."""
+def enroll(
+    state_dir: Path, server_url: str, code: str, config: AgentConfig | None = None
+) -> state.Enrollment:
+    """Run the ceremony and return the stored enrollment (``config``: the key pin, if any)."""
     server_url = server_url.rstrip("/")
     keys, _ = load_or_create(state_dir)
     existing = state.load(state_dir)
@@ -108,7 +120,7 @@ def enroll(state_dir: Path, server_url: str, code: str) -> state.Enrollment:
             f"this device is already enrolled with {existing.server_url}",
             "Run devicetrust-agent status. To start over, move the state directory away.",
         )
-    info = fetch_server(server_url)
+    info = fetch_server(server_url, config)
     try:
         issued = http_client.request(
             "POST", server_url + "/agent/v1/challenges", b'{"purpose":"register"}'

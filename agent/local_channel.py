@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 
 from agent import __version__, page_enroll
 from agent.authenticate import Refusal, answer, origin_of, post_callback
+from agent.config import AgentConfig
 from agent.state import Enrollment
 from trust_protocol import strict_json
 from trust_protocol.device_keys import DeviceKeys
@@ -74,6 +75,7 @@ class ChannelState:
         on_recheck: Callable[[], dict[str, Any]] | None = None,
         services: tuple[str, ...] = (),
         state_dir: Path | None = None,
+        config: AgentConfig | None = None,
     ) -> None:
         self.keys = keys
         self.enrollment = enrollment
@@ -85,6 +87,7 @@ class ChannelState:
         # (--service), where to store the enrollment, and the attempt limit.
         self.services = services
         self.state_dir = state_dir
+        self.config = config  # the server key pin a page enrollment must match
         self.enroll_gate = page_enroll.AttemptGate()
 
     def known_origins(self) -> set[str]:
@@ -315,6 +318,7 @@ class Handler(BaseHTTPRequestHandler):
                     services=state.services,
                     keys=state.keys,
                     state_dir=state.state_dir,
+                    config=state.config,
                 )
             finally:
                 state.enroll_gate.busy.release()

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 from agent import enroll as ceremony
 from agent import state
 from agent.authenticate import CLOCK_TOLERANCE, origin_of
+from agent.config import AgentConfig
 from trust_protocol.challenge import MAX_TOKEN_SIZE, Challenge, parse_challenge
 from trust_protocol.device_keys import DeviceKeys
 from trust_protocol.encoding import loads
@@ -226,6 +227,7 @@ def enroll_from_page(
     keys: DeviceKeys,
     state_dir: Path,
     now: float | None = None,
+    config: AgentConfig | None = None,
 ) -> EnrollOutcome:
     """Check the request against this agent's own idea of its service, then enroll.
 
@@ -248,8 +250,16 @@ def enroll_from_page(
             raise EnrollRefusal("origin_not_allowed", "This page may not enroll this device.", 403)
         server_url = matches[0]
         try:
-            info = ceremony.fetch_server(server_url)
+            info = ceremony.fetch_server(server_url, config)
         except ceremony.EnrollError as exc:
+            if exc.code == "server_key_mismatch":
+                log.error("refused to enroll: %s %s", exc.message, exc.hint)
+                raise EnrollRefusal(
+                    exc.code,
+                    "This device is configured for another key of the sign-in service; "
+                    "it will not enroll. Ask IT.",
+                    502,
+                ) from None
             raise EnrollRefusal(
                 exc.code, "The sign-in service could not be reached: " + exc.message, 502
             ) from None

@@ -8,7 +8,9 @@ evaluates them (it never takes the agent's word for a verdict).
 :class:`ReportScheduler` runs reports on an APScheduler schedule: every
 ``interval`` seconds as the service asks (5 minutes by default), with jitter so
 a fleet does not report in lockstep, and exponential backoff while the service
-is away.
+is away. A ``report_interval`` in the agent's configuration (``ceiling``) makes
+it report at least that often: the shorter of the two intervals wins, so a
+device's configuration can never make its posture staler than the service asks.
 """
 
 from __future__ import annotations
@@ -84,19 +86,28 @@ class ReportScheduler:
         collect: Callable[[dict[str, str]], dict[str, Any]],
         *,
         interval: float = DEFAULT_INTERVAL,
+        ceiling: float | None = None,
     ) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.enrollment = enrollment
         self.keys = keys
         self.collect = collect
-        self.interval = interval
+        self.ceiling = ceiling
+        self.interval = interval if ceiling is None else min(interval, ceiling)
         self.failures = 0
         self.last_result: dict[str, Any] | None = None
         # osquery queries the service asked for (name -> SQL), sent back with every reply.
         self.osquery_queries: dict[str, str] = {}
         self._lock = threading.Lock()
         self._scheduler = BackgroundScheduler(daemon=True)
+
+    def set_ceiling(self, ceiling: float | None) -> None:
+        """A new configured interval (None: follow the service); applies from the next report."""
+        with self._lock:
+            self.ceiling = ceiling
+            if ceiling is not None:
+                self.interval = min(self.interval, ceiling)
 
     def start(self, first_delay: float = 1.0) -> None:
         """Start the schedule; the first report goes out after ``first_delay`` seconds."""
@@ -140,6 +151,8 @@ class ReportScheduler:
             interval = reply.get("next_report_in")
             if isinstance(interval, int | float) and interval >= MIN_INTERVAL:
                 self.interval = float(interval)
+            if self.ceiling is not None:
+                self.interval = min(self.interval, self.ceiling)
             return reply
 
     def _run(self) -> None:

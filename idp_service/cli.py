@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from idp_service.platform.config import Settings
-from idp_service.platform.durations import format_duration
+from trust_protocol.durations import format_duration
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:

@@ -4,7 +4,7 @@
 # is missing so a developer can install it.
 set -euo pipefail
 
-PKGS=(chromium xmlsec1 libxmlsec1-openssl postgresql cryptsetup-bin lvm2
+PKGS=(chromium xmlsec1 libxmlsec1-openssl postgresql cryptsetup-bin lvm2 wixl msitools
       openssh-client libglib2.0-bin gsettings-desktop-schemas nftables)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -80,8 +80,8 @@ def list_(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def rotate(name: str, grace: int, as_json: bool) -> None:
     """Replace NAME's token with a new one, printed once."""
-    from idp_service.platform.durations import format_duration
     from scim import tokens
+    from trust_protocol.durations import format_duration
 
     token = _run(lambda s: tokens.rotate(s, name, grace_seconds=grace))
     _emit(

@@ -237,7 +237,13 @@ def make_agent(tmp: Path, name: str, *, port: int | None = None, **env: str) -> 
     """A new device with its own state directory, port and hardware identity."""
     port = port or free_port()
     state = tmp / f"agent-{name}"
+    # An empty configuration file of its own: the host's /etc/devicetrust/agent.toml
+    # (an installed agent's) must not leak into a test device.
+    config = tmp / f"agent-{name}.toml"
+    config.touch()
+    config.chmod(0o644)
     agent_env = base_env(
+        DEVICETRUST_AGENT_CONFIG=str(config),
         DEVICETRUST_AGENT_PORTS=str(port),
         DEVICETRUST_AGENT_HARDWARE_UUID=f"hw-{name}-{port}",
         DEVICETRUST_AGENT_SERIAL=f"SN-{name.upper()}-{port}",

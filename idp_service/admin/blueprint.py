@@ -9,12 +9,12 @@ from flask import Blueprint, Response, redirect, render_template, request
 
 from idp_service.admin.auth import check_csrf, csrf_token, current_admin
 from idp_service.platform import audit
-from idp_service.platform.durations import format_duration
 from idp_service.platform.errors import Invalid, ServiceError, Unauthenticated
 from idp_service.platform.models import utcnow
 from idp_service.web.context import ctx
 from idp_service.web.errors import status_of
 from posture_checks.evaluator import Status
+from trust_protocol.durations import format_duration
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

@@ -12,8 +12,8 @@ from sqlalchemy.engine import make_url
 from idp_service.admin import queries
 from idp_service.admin.blueprint import bp
 from idp_service.platform.config import Settings
-from idp_service.platform.durations import format_duration
 from idp_service.web.context import ctx
+from trust_protocol.durations import format_duration
 
 HIDDEN = "(set, hidden)"
 # Settings held in seconds: shown as people write durations (24 h, 30 d).

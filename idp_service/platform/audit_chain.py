@@ -138,7 +138,7 @@ def checkpoint_file(data_dir: Path, env: Mapping[str, str] | None = None) -> Pat
 
 def checkpoint_interval(env: Mapping[str, str] | None = None) -> float:
     """Seconds between background checkpoints (``DEVICETRUST_AUDIT_CHECKPOINT_INTERVAL``)."""
-    from idp_service.platform.durations import parse_duration
+    from trust_protocol.durations import parse_duration
 
     env = os.environ if env is None else env
     configured = env.get("DEVICETRUST_AUDIT_CHECKPOINT_INTERVAL")

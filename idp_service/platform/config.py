@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from idp_service.platform import durations
+from trust_protocol import durations
 from trust_protocol.ports import DEFAULT_AGENT_PORTS, parse_ports
 
 # Registration policies, least strict first (idp_service/devices/registration_policy.py).
@@ -49,7 +49,7 @@ def _builtin(text: str) -> tuple[str, ...]:
 def parse_duration(text: str, name: str) -> int:
     """``30d``, ``12h``, ``15m``, ``90s``, ``1d 6h`` or plain seconds -> seconds (positive).
 
-    The same text the console and the commands print (:mod:`idp_service.platform.durations`).
+    The same text the console and the commands print (:mod:`trust_protocol.durations`).
     """
     try:
         seconds = int(durations.parse_duration(text).total_seconds())

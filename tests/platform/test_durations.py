@@ -1,4 +1,4 @@
-"""Durations as people write them (idp_service/platform/durations.py): examples and a round trip."""
+"""Durations as people write them (trust_protocol/durations.py): examples and a round trip."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from idp_service.platform.config import parse_duration as setting_seconds
-from idp_service.platform.durations import format_duration, parse_duration
 from tests.procs import ROOT, base_env
+from trust_protocol.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 """Durations as people write them: ``90 s``, ``5 min``, ``24 h``, ``7 d``, ``1 d 6 h``.
 
-:func:`format_duration` is what the console (the ``duration`` Jinja filter) and
-the ``devicetrust`` commands print instead of Python's ``1 day, 0:00:00``;
-:func:`parse_duration` reads the same text back (and the compact ``1d6h``,
-``15m`` or plain seconds that settings and check files accept), so
+Shared by both halves: the agent reads ``report_interval = "15 min"`` from its
+configuration with :func:`parse_duration`; the service reads its settings with
+it, and the console and the ``devicetrust`` commands print :func:`format_duration`.
+The standard library only, so the lean agent can carry it. ``parse_duration`` accepts the compact
+``1d6h``, ``15m`` or plain seconds as well, and
 ``parse_duration(format_duration(x)) == x`` for every whole number of seconds.
 """
 
