@@ -64,7 +64,7 @@ def accept(
 
     False (and nothing written) when the SP already used this request ID.
     """
-    params = {
+    params: dict[str, Any] = {
         "sp": sp_entity_id,
         "request_id": request_id,
         "seen_until": seen_until,
@@ -75,7 +75,7 @@ def accept(
     }
     with driver(engine) as (conn, is_pg):
         if is_pg:
-            return conn.execute(_PG_ACCEPT, params).rowcount == 1
+            return bool(conn.execute(_PG_ACCEPT, params).rowcount == 1)
         for name in ("seen_until", "now", "expires_at"):
             params[name] = sqlite_time(params[name])
         try:
