@@ -12,16 +12,18 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from idp_service.platform.config import Settings
 from idp_service.platform.db import Database
 from idp_service.platform.models import Device, LoginTransaction, User, utcnow
 from idp_service.platform.ratelimit_store import DatabaseStorage
-from idp_service.posture.service import Posture
-from idp_service.saml.keys import KeyRing
-from idp_service.signin.reads import DeviceOwners
 from trust_protocol.server_keys import ServerKeys
+
+if TYPE_CHECKING:  # the container holds these; it does not depend on their features
+    from idp_service.posture.service import Posture
+    from idp_service.saml.keys import KeyRing
+    from idp_service.signin.reads import DeviceOwners
 
 
 class Completer(Protocol):

@@ -93,8 +93,12 @@ def load_catalog(directories: Sequence[Path | str]) -> tuple[list[Check], list[C
     return list(merged.values()), issues
 
 
-def _signature(directories: Sequence[Path]) -> tuple:
-    entries = []
+# What the catalog's files look like on disk: (path, mtime in ns, size) for each file.
+_Signature = tuple[tuple[str, int, int], ...]
+
+
+def _signature(directories: Sequence[Path]) -> _Signature:
+    entries: list[tuple[str, int, int]] = []
     for directory in directories:
         for path in check_files(directory):
             try:
@@ -122,7 +126,7 @@ class CatalogLoader:
         self._clock = clock
         self._lock = threading.Lock()
         self._catalog = Catalog()
-        self._signature: tuple | None = None
+        self._signature: _Signature | None = None
         self._checked_at = float("-inf")
         self.errors: list[CheckIssue] = []
         self.reloads = 0
@@ -139,7 +143,7 @@ class CatalogLoader:
                 self._reload(signature)
             return self._catalog
 
-    def _reload(self, signature: tuple) -> None:
+    def _reload(self, signature: _Signature) -> None:
         checks, issues = load_catalog(self.directories)
         self._signature = signature
         self.reloads += 1

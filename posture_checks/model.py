@@ -132,8 +132,8 @@ def parse_duration(value: Any) -> dt.timedelta:
         raise ValueError("must be a duration such as 30m, 6h or 7d")
     if isinstance(value, int):
         seconds = value
-    elif isinstance(value, str) and value.strip() and _AGE.match(value.strip()):
-        d, h, m, s = (int(x or 0) for x in _AGE.match(value.strip()).groups())
+    elif isinstance(value, str) and value.strip() and (match := _AGE.match(value.strip())):
+        d, h, m, s = (int(x or 0) for x in match.groups())
         seconds = ((d * 24 + h) * 60 + m) * 60 + s
     else:
         raise ValueError("must be a duration such as 30m, 6h or 7d")
@@ -286,7 +286,7 @@ class _Validator:
     def value_node(self, key: str) -> Any:
         return self.nodes.get(key, (None, self.root))[1]
 
-    def string(self, key: str, *, limit: int = 2000, pattern: re.Pattern | None = None) -> str:
+    def string(self, key: str, *, limit: int = 2000, pattern: re.Pattern[str] | None = None) -> str:
         value = self.data.get(key)
         if not isinstance(value, str) or not value.strip():
             self.issue(self.value_node(key), f"{key} must be a non-empty string")

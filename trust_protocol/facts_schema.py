@@ -340,7 +340,7 @@ def _example(spec: Any) -> Any:
 
 def example_document(platform: str = "linux") -> dict[str, Any]:
     """A complete, schema-valid fact document with every field set (for linting)."""
-    doc = _example(SCHEMA)
+    doc: dict[str, Any] = _example(SCHEMA)
     doc["os"]["family"] = platform
     doc["security_chip"]["kind"] = "secure_enclave" if platform == "macos" else "tpm"
     return doc

@@ -44,18 +44,18 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import CursorResult, bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from idp_service.platform.db import Database
-from idp_service.platform.models import AuditCheckpoint, AuditEvent, utcnow
+from idp_service.platform.models import AuditCheckpoint, AuditEvent, table_of, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def _key_file(path: Path, size: int = 32) -> bytes:
     return bytes.fromhex(path.read_text().strip())
 
 
-def load_key(data_dir: Path, env: dict[str, str] | None = None) -> bytes:
+def load_key(data_dir: Path, env: Mapping[str, str] | None = None) -> bytes:
     """The audit key: ``DEVICETRUST_AUDIT_KEY`` (hex), else ``audit.key`` in the data dir."""
     env = os.environ if env is None else env
     text_key = env.get("DEVICETRUST_AUDIT_KEY")
@@ -112,7 +112,7 @@ def load_key(data_dir: Path, env: dict[str, str] | None = None) -> bytes:
     return _key_file(data_dir / "audit.key")
 
 
-def load_checkpoint_key(data_dir: Path, env: dict[str, str] | None = None) -> SigningKey:
+def load_checkpoint_key(data_dir: Path, env: Mapping[str, str] | None = None) -> SigningKey:
     """The checkpoint signing key (Ed25519): ``DEVICETRUST_AUDIT_CHECKPOINT_KEY`` (hex seed),
     else ``audit-checkpoint.key`` in the data dir. Separate from every other key."""
     env = os.environ if env is None else env
@@ -126,7 +126,7 @@ def load_checkpoint_key(data_dir: Path, env: dict[str, str] | None = None) -> Si
     return SigningKey(seed)
 
 
-def checkpoint_file(data_dir: Path, env: dict[str, str] | None = None) -> Path:
+def checkpoint_file(data_dir: Path, env: Mapping[str, str] | None = None) -> Path:
     """Where checkpoints are appended: ``DEVICETRUST_AUDIT_CHECKPOINT_FILE``, else the data dir."""
     env = os.environ if env is None else env
     configured = env.get("DEVICETRUST_AUDIT_CHECKPOINT_FILE")
@@ -263,9 +263,10 @@ def _pruned_base(session: Session) -> tuple[int, str] | None:
 # Databases this process has checked for rows of the old chain (the check scans the table;
 # rows of the old scheme can only predate the upgrade, so once is enough).
 _resealed_dbs: set[str] = set()
+_AUDIT_TABLE = table_of(AuditEvent)
 _UPDATE = (
-    update(AuditEvent.__table__)
-    .where(AuditEvent.__table__.c.id == bindparam("row_id"))
+    update(_AUDIT_TABLE)
+    .where(_AUDIT_TABLE.c.id == bindparam("row_id"))
     .values(chain_seq=bindparam("seq"), chain_hash=bindparam("hash"), chain_version=CHAIN_VERSION)
 )
 
@@ -591,7 +592,9 @@ def _rows(db: Database, batch: int = 2000) -> Iterator[AuditEvent]:
         if not chunk:
             return
         yield from chunk
-        last_seq = chunk[-1].chain_seq
+        last = chunk[-1].chain_seq
+        assert last is not None  # the query above selects sealed rows only
+        last_seq = last
 
 
 def _describe(cp: dict[str, Any]) -> str:
@@ -658,6 +661,7 @@ def verify(
     expected_seq = 1
     first = True
     for row in _rows(db):
+        assert row.chain_seq is not None  # _rows yields sealed rows only
         report.rows += 1
         if progress is not None:
             progress(1)
@@ -801,6 +805,7 @@ def prune(db: Database, before: dt.datetime, *, actor: str = "cli") -> dict[str,
     def _delete(session: Session, line: dict[str, Any]) -> None:
         session.flush()  # the prune checkpoint row first: the trigger allows up to it
         result = session.execute(delete(AuditEvent).where(AuditEvent.chain_seq <= through))
+        assert isinstance(result, CursorResult)  # a DELETE's result has a row count
         removed["rows"] = result.rowcount
         from idp_service.platform import audit
 
@@ -828,6 +833,7 @@ def export(db: Database, *, since_seq: int = 0) -> Iterator[dict[str, Any]]:
     """Every sealed row from ``since_seq`` on, as JSON-ready dicts in chain order."""
     seal(db)
     for row in _rows(db):
+        assert row.chain_seq is not None  # _rows yields sealed rows only
         if row.chain_seq <= since_seq:
             continue
         data = row_values(row)

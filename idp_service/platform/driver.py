@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Engine, inspect
 from sqlalchemy.orm import Session, configure_mappers
 
-from idp_service.platform.models import UTCDateTime
+from idp_service.platform.models import Base, UTCDateTime
 
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -34,7 +34,7 @@ _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 def driver(engine: Engine) -> Iterator[tuple[Any, bool]]:
     """``(driver connection, is_postgres)`` from the pool; PostgreSQL in autocommit."""
     raw = engine.raw_connection()
-    conn = raw.driver_connection
+    conn: Any = raw.driver_connection  # psycopg's or sqlite3's connection (DB-API: untyped)
     if engine.dialect.name != "postgresql":
         try:
             yield conn, False
@@ -73,7 +73,7 @@ def from_json(value: Any) -> Any:
 
 
 def detached_loader(
-    model: type, skip: tuple[str, ...] = ()
+    model: type[Base], skip: tuple[str, ...] = ()
 ) -> tuple[list[str], Callable[[Sequence[Any]], Any]]:
     """Column names of ``model`` (less ``skip``) and a function that turns a row of them
     into an instance, with values converted as the ORM would (UTC datetimes, JSON,
@@ -82,7 +82,8 @@ def detached_loader(
     The instances are transient snapshots for reading: not attached to any session,
     never to be added to one; columns in ``skip`` read as None.
     """
-    names, convert = [], []
+    names: list[str] = []
+    convert: list[Callable[[Any], Any] | None] = []
     for column in model.__table__.columns:
         if column.name in skip:
             continue
@@ -98,7 +99,7 @@ def detached_loader(
 
     # As the ORM's own loading does: a new instance, its column values put straight into
     # its state (a constructor call would run attribute events for every column).
-    new_instance = inspect(model).class_manager.new_instance
+    new_instance: Callable[[], Any] = inspect(model).class_manager.new_instance
 
     def load(row: Sequence[Any]) -> Any:
         configure_mappers()  # instruments the classes once; a no-op afterwards
@@ -127,12 +128,14 @@ class Statement:
             raise ValueError("a literal % would need escaping for psycopg; pass it as a parameter")
         self.by_dialect = {"sqlite": sql, "postgresql": _NAMED.sub(r"%(\1)s", sql)}
 
-    def rows(self, session: Session, **params: Any) -> list[tuple]:
+    def rows(self, session: Session, **params: Any) -> list[tuple[Any, ...]]:
         """Every row, as tuples."""
         connection = session.connection()
-        cursor = connection.connection.driver_connection.cursor()
+        conn: Any = connection.connection.driver_connection  # DB-API: untyped
+        cursor = conn.cursor()
         try:
             cursor.execute(self.by_dialect[connection.dialect.name], params)
-            return cursor.fetchall()
+            found: list[tuple[Any, ...]] = cursor.fetchall()
+            return found
         finally:
             cursor.close()

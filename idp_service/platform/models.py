@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
 )
 from sqlalchemy.engine import Dialect
@@ -61,6 +62,15 @@ class Base(DeclarativeBase):
     """Declarative base of every devicetrust table."""
 
     type_annotation_map = {dict[str, Any]: JSON, dt.datetime: UTCDateTime}
+
+
+def table_of(model: type[Base]) -> Table:
+    """A mapped class's :class:`~sqlalchemy.Table`, for Core statements (SQLAlchemy types
+    ``__table__`` as any FROM clause, which ``insert()``/``update()``/``delete()`` refuse)."""
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a single table")
+    return table
 
 
 # ``suspended`` is set by the system only (clone detection, ``idp_service/devices/detection.py``);

@@ -27,10 +27,11 @@ from collections.abc import Callable
 from typing import Any
 
 from limits.storage import Storage
-from sqlalchemy import Engine, bindparam, case, delete, select
+from sqlalchemy import BindParameter, Engine, bindparam, case, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
+from idp_service.platform.models import table_of
 from idp_service.platform.ratelimit_tables import RateLimitCounter
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 SCHEME = "devicetrust-db"
 SWEEP_EVERY = 60.0  # seconds between deletions of expired counters, per process
 
-_table = RateLimitCounter.__table__
+_table = table_of(RateLimitCounter)
 
 
 class DatabaseStorage(Storage):
@@ -73,7 +74,7 @@ class DatabaseStorage(Storage):
     def _build_incr(self) -> Any:
         """The increment statement, built once with bound parameters (its compiled
         form is then cached by SQLAlchemy, not rebuilt for every request)."""
-        now = bindparam("now")
+        now: BindParameter[float] = bindparam("now")
         stmt = self._insert(_table).values(
             key=bindparam("key"), count=bindparam("amount"), expires_at=bindparam("expires_at")
         )

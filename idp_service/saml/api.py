@@ -8,7 +8,7 @@ The admin API blueprint only has to map routes onto these.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 from idp_service.platform.db import Database
 from idp_service.platform.errors import Conflict, Invalid, NotFound, ServiceError
@@ -27,6 +27,10 @@ def _api_error(exc: sp_registry.RegistryError) -> ServiceError:
     return _KIND.get(exc.code, Invalid)(exc.code, exc.message)
 
 
+@overload
+def _metadata_bytes(body: dict[str, Any], required: Literal[True]) -> bytes: ...
+@overload
+def _metadata_bytes(body: dict[str, Any], required: bool) -> bytes | None: ...
 def _metadata_bytes(body: dict[str, Any], required: bool) -> bytes | None:
     xml = body.get("metadata_xml")
     if xml is None:

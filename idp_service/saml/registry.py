@@ -135,6 +135,7 @@ def parse_metadata(xml: bytes, entity_id: str | None = None) -> SpMetadata:
     if not eid or len(eid) > 1024:
         raise RegistryError("metadata_invalid", "the entityID is missing or too long")
     sp = entity.find(_MD + "SPSSODescriptor")
+    assert sp is not None  # the candidates above are the entities that have one
     acs: list[dict[str, Any]] = []
     for pos, el in enumerate(sp.findall(_MD + "AssertionConsumerService")):
         if el.get("Binding") != BINDING_POST:
@@ -432,7 +433,7 @@ def resolve_acs(
     if index is not None:
         for ep in endpoints:
             if ep["index"] == index:
-                return ep["location"]
+                return str(ep["location"])
         raise SamlError("saml_acs_mismatch", f"no ACS with index {index}")
     if url is not None:
         for ep in endpoints:
@@ -442,8 +443,8 @@ def resolve_acs(
     # SAML metadata: the first isDefault="true", else the first not marked false, else the first.
     for ep in endpoints:
         if ep.get("is_default") is True:
-            return ep["location"]
+            return str(ep["location"])
     for ep in endpoints:
         if ep.get("is_default") is None:
-            return ep["location"]
-    return endpoints[0]["location"]
+            return str(ep["location"])
+    return str(endpoints[0]["location"])

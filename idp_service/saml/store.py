@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, delete, update
+from sqlalchemy import CursorResult, Engine, delete, update
 from sqlalchemy.orm import Session
 
 from idp_service.platform.db import Database
@@ -74,7 +74,7 @@ def accept(
 
     False (and nothing written) when the SP already used this request ID.
     """
-    params = {
+    params: dict[str, Any] = {
         "sp": sp_entity_id,
         "request_id": request_id,
         "seen_until": seen_until,
@@ -85,7 +85,7 @@ def accept(
     }
     with driver(engine) as (conn, is_pg):
         if is_pg:
-            return conn.execute(_PG_ACCEPT, params).rowcount == 1
+            return bool(conn.execute(_PG_ACCEPT, params).rowcount == 1)
         for name in ("seen_until", "now", "expires_at"):
             params[name] = sqlite_time(params[name])
         try:
@@ -102,15 +102,13 @@ def accept(
 
 def claim(session: Session, txn_id: str, now: dt.datetime) -> bool:
     """Mark the transaction completed unless it was already; True if this call did."""
-    return (
-        session.execute(
-            update(LoginTransaction)
-            .where(LoginTransaction.id == txn_id, LoginTransaction.completed_at.is_(None))
-            .values(completed_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        == 1
+    result = session.execute(
+        update(LoginTransaction)
+        .where(LoginTransaction.id == txn_id, LoginTransaction.completed_at.is_(None))
+        .values(completed_at=now)
+        .execution_options(synchronize_session=False)
     )
+    return cast("CursorResult[Any]", result).rowcount == 1
 
 
 def keep_issued(
@@ -135,4 +133,5 @@ def drop_issued(session: Session, txn_id: str) -> None:
 def purge_issued(db: Database, now: dt.datetime) -> int:
     """Delete kept Responses past their validity (they can never be delivered again)."""
     with db.session() as s:
-        return s.execute(delete(IssuedResponse).where(IssuedResponse.valid_until <= now)).rowcount
+        result = s.execute(delete(IssuedResponse).where(IssuedResponse.valid_until <= now))
+        return cast("CursorResult[Any]", result).rowcount

@@ -27,28 +27,36 @@ from idp_service.saml.protocol.constants import NS_DS, NS_SAML
 _ISSUER = f"{{{NS_SAML}}}Issuer"
 _SIGNATURE = f"{{{NS_DS}}}Signature"
 
-SIGN_TRANSFORMS = {"rsa": xmlsec.Transform.RSA_SHA256, "ec": xmlsec.Transform.ECDSA_SHA256}
+SIGN_TRANSFORMS = {
+    "rsa": xmlsec.constants.TransformRsaSha256,
+    "ec": xmlsec.constants.TransformEcdsaSha256,
+}
 # Algorithms accepted on incoming (AuthnRequest) signatures: no SHA-1.
 VERIFY_TRANSFORMS = {
-    xmlsec.Transform.RSA_SHA256.href: xmlsec.Transform.RSA_SHA256,
-    xmlsec.Transform.RSA_SHA384.href: xmlsec.Transform.RSA_SHA384,
-    xmlsec.Transform.RSA_SHA512.href: xmlsec.Transform.RSA_SHA512,
-    xmlsec.Transform.ECDSA_SHA256.href: xmlsec.Transform.ECDSA_SHA256,
-    xmlsec.Transform.ECDSA_SHA384.href: xmlsec.Transform.ECDSA_SHA384,
-    xmlsec.Transform.ECDSA_SHA512.href: xmlsec.Transform.ECDSA_SHA512,
+    xmlsec.constants.TransformRsaSha256.href: xmlsec.constants.TransformRsaSha256,
+    xmlsec.constants.TransformRsaSha384.href: xmlsec.constants.TransformRsaSha384,
+    xmlsec.constants.TransformRsaSha512.href: xmlsec.constants.TransformRsaSha512,
+    xmlsec.constants.TransformEcdsaSha256.href: xmlsec.constants.TransformEcdsaSha256,
+    xmlsec.constants.TransformEcdsaSha384.href: xmlsec.constants.TransformEcdsaSha384,
+    xmlsec.constants.TransformEcdsaSha512.href: xmlsec.constants.TransformEcdsaSha512,
 }
 _REFERENCE_TRANSFORMS = (
-    xmlsec.Transform.ENVELOPED,
-    xmlsec.Transform.EXCL_C14N,
-    xmlsec.Transform.EXCL_C14N_COMMENTS,
-    xmlsec.Transform.C14N,
-    xmlsec.Transform.SHA256,
-    xmlsec.Transform.SHA384,
-    xmlsec.Transform.SHA512,
+    xmlsec.constants.TransformEnveloped,
+    xmlsec.constants.TransformExclC14N,
+    xmlsec.constants.TransformExclC14NWithComments,
+    xmlsec.constants.TransformInclC14N,
+    xmlsec.constants.TransformSha256,
+    xmlsec.constants.TransformSha384,
+    xmlsec.constants.TransformSha512,
 )
 _ALLOWED_TRANSFORM_HREFS = {
-    t.href for t in (xmlsec.Transform.ENVELOPED, xmlsec.Transform.EXCL_C14N, xmlsec.Transform.C14N)
-} | {xmlsec.Transform.EXCL_C14N_COMMENTS.href}
+    t.href
+    for t in (
+        xmlsec.constants.TransformEnveloped,
+        xmlsec.constants.TransformExclC14N,
+        xmlsec.constants.TransformInclC14N,
+    )
+} | {xmlsec.constants.TransformExclC14NWithComments.href}
 
 _local = threading.local()
 
@@ -63,11 +71,11 @@ def _template(key_type: str) -> etree._Element:
     if tpl is None:
         holder = etree.Element("holder")
         sig = xmlsec.template.create(
-            holder, xmlsec.Transform.EXCL_C14N, SIGN_TRANSFORMS[key_type], ns="ds"
+            holder, xmlsec.constants.TransformExclC14N, SIGN_TRANSFORMS[key_type], ns="ds"
         )
-        ref = xmlsec.template.add_reference(sig, xmlsec.Transform.SHA256, uri="#X")
-        xmlsec.template.add_transform(ref, xmlsec.Transform.ENVELOPED)
-        xmlsec.template.add_transform(ref, xmlsec.Transform.EXCL_C14N)
+        ref = xmlsec.template.add_reference(sig, xmlsec.constants.TransformSha256, uri="#X")
+        xmlsec.template.add_transform(ref, xmlsec.constants.TransformEnveloped)
+        xmlsec.template.add_transform(ref, xmlsec.constants.TransformExclC14N)
         key_info = xmlsec.template.ensure_key_info(sig)
         x509_data = xmlsec.template.add_x509_data(key_info)
         xmlsec.template.x509_data_add_certificate(x509_data)
@@ -79,8 +87,12 @@ def sign(node: etree._Element, key: LoadedKey) -> None:
     """Sign ``node`` (which has an ``ID``) in place with ``key``."""
     sig = copy.deepcopy(_template(key.key_type))
     ref = sig.find(f"{{{NS_DS}}}SignedInfo/{{{NS_DS}}}Reference")
-    ref.set("URI", "#" + node.get("ID"))
     cert = sig.find(f"{{{NS_DS}}}KeyInfo/{{{NS_DS}}}X509Data/{{{NS_DS}}}X509Certificate")
+    assert ref is not None and cert is not None  # both are in every template
+    node_id = node.get("ID")
+    if node_id is None:
+        raise ValueError(f"{node.tag} has no ID to sign")
+    ref.set("URI", "#" + node_id)
     cert.text = key.cert_b64
     issuer = node.find(_ISSUER)
     node.insert(node.index(issuer) + 1 if issuer is not None else 0, sig)
@@ -132,8 +144,8 @@ def verify_enveloped(root: etree._Element, certs: list[str]) -> None:
     for cert in certs:
         ctx = xmlsec.SignatureContext()
         ctx.register_id(root, "ID")
-        for transform in _REFERENCE_TRANSFORMS:
-            ctx.enable_reference_transform(transform)
+        for reference_transform in _REFERENCE_TRANSFORMS:
+            ctx.enable_reference_transform(reference_transform)
         ctx.key = cert_key(cert)
         try:
             ctx.verify(sig)
@@ -169,11 +181,14 @@ def encrypt_assertion(assertion: etree._Element, cert_pem: str) -> etree._Elemen
     """
     wrapper = etree.Element(f"{{{NS_SAML}}}EncryptedAssertion", nsmap={"saml": NS_SAML})
     enc_data = xmlsec.template.encrypted_data_create(
-        wrapper, xmlsec.Transform.AES256_GCM, type=xmlsec.EncryptionType.ELEMENT, ns="xenc"
+        wrapper,
+        xmlsec.constants.TransformAes256Gcm,
+        type=xmlsec.constants.TypeEncElement,
+        ns="xenc",
     )
     xmlsec.template.encrypted_data_ensure_cipher_value(enc_data)
     key_info = xmlsec.template.encrypted_data_ensure_key_info(enc_data, ns="ds")
-    enc_key = xmlsec.template.add_encrypted_key(key_info, xmlsec.Transform.RSA_OAEP)
+    enc_key = xmlsec.template.add_encrypted_key(key_info, xmlsec.constants.TransformRsaOaep)
     xmlsec.template.encrypted_data_ensure_cipher_value(enc_key)
     manager = xmlsec.KeysManager()
     manager.add_key(cert_key(cert_pem))
