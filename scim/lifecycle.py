@@ -7,18 +7,19 @@ transaction as the SCIM change, and it holds on every replica at once. These
 functions add what comes with it: the audit events, and on reactivation the
 policy that decides whether the devices get their trust back.
 
-Every function takes the caller's session and commits nothing.
+Devices change state only through ``idp_service/devices/states.py`` (transition
+``reapprove``). Every function takes the caller's session and commits nothing.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from idp_service.admin.sessions import end_for_user
+from idp_service.devices import states, store
 from idp_service.platform import audit
-from idp_service.platform.models import Device, utcnow
 
 
 class Reactivation(StrEnum):
@@ -39,10 +40,8 @@ REAPPROVAL_REASON = "owner reactivated by SCIM; an administrator must approve th
 
 def deactivated(session: Session, user_id: str, *, actor: str | None, via: str) -> None:
     """Audit a user's deactivation (the caller wrote ``active=false``); end console sessions."""
-    from idp_service.admin.sessions import end_for_user
-
     end_for_user(session, user_id, "owner_deactivated")
-    trusted = _device_ids(session, user_id, "trusted")
+    trusted = store.ids_of_user(session, user_id, ("trusted",))
     audit.record(
         session,
         "scim.user.deactivate",
@@ -56,32 +55,20 @@ def deactivated(session: Session, user_id: str, *, actor: str | None, via: str) 
 def reactivated(
     session: Session, user_id: str, *, actor: str | None, policy: Reactivation
 ) -> list[str]:
-    """Apply the reactivation policy to the user's devices; return the ids moved to pending."""
-    moved: list[str] = []
-    if policy is Reactivation.require_approval:
-        moved = _device_ids(session, user_id, "trusted")
-        if moved:
-            session.execute(
-                update(Device)
-                .where(Device.user_id == user_id, Device.state == "trusted")
-                .values(state="pending", state_reason=REAPPROVAL_REASON, updated_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-    audit.record(
+    """Apply the reactivation policy to the user's devices (audited); return the ids moved to
+    pending."""
+    return states.reactivate_owner(
         session,
-        "scim.user.reactivate",
-        "ok",
+        user_id,
         actor=actor,
-        user_id=user_id,
-        details={"policy": policy.value, "devices_to_pending": moved},
+        policy=policy.value,
+        reapprove=policy is Reactivation.require_approval,
+        reason=REAPPROVAL_REASON,
     )
-    return moved
 
 
 def deleted(session: Session, user_id: str, *, actor: str | None, was_active: bool) -> None:
     """Audit a user's deletion (the caller tombstoned the row, which stays inactive)."""
-    from idp_service.admin.sessions import end_for_user
-
     end_for_user(session, user_id, "owner_deleted")
     audit.record(
         session,
@@ -89,15 +76,8 @@ def deleted(session: Session, user_id: str, *, actor: str | None, was_active: bo
         "ok",
         actor=actor,
         user_id=user_id,
-        details={"was_active": was_active, "devices_blocked": _device_ids(session, user_id, None)},
+        details={"was_active": was_active, "devices_blocked": store.ids_of_user(session, user_id)},
     )
-
-
-def _device_ids(session: Session, user_id: str, state: str | None) -> list[str]:
-    query = select(Device.id).where(Device.user_id == user_id)
-    if state is not None:
-        query = query.where(Device.state == state)
-    return list(session.scalars(query.order_by(Device.id)))
 
 
 __all__ = ["REAPPROVAL_REASON", "Reactivation", "deactivated", "deleted", "reactivated"]

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from flask import Response, abort, redirect, render_template, request
-from sqlalchemy import select
 
 from idp_service.admin import queries
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp, reason_from_form
-from idp_service.devices import approve, detection, registry
-from idp_service.devices.flag_tables import DeviceFlag
+from idp_service.devices import approve, detection, registry, states, store
+from idp_service.directory import users
 from idp_service.platform.errors import Invalid, NotFound
-from idp_service.platform.models import DEVICE_STATES, Device, User
-from idp_service.posture.tables import CheckResultHistory, CheckResultRow, DeviceFacts
+from idp_service.platform.models import DEVICE_STATES
 from idp_service.web.context import ctx
 
-STATE_ACTIONS = ("approve", "deny", "revoke", "retrust")
+STATE_ACTIONS = states.ADMIN_ACTIONS
 ACTIONS = (*STATE_ACTIONS, "delete", "change_owner", "resolve_flags")
 
 
@@ -63,35 +61,15 @@ def device(device_id: str) -> str:
     if len(device_id) > 64:
         abort(404)
     with ctx().db.session() as s:
-        dev = s.get(Device, device_id)
+        dev = store.get(s, device_id)
         if dev is None:
             abort(404)
-        owner = s.get(User, dev.user_id)
-        facts = s.get(DeviceFacts, device_id)
-        results = list(
-            s.scalars(
-                select(CheckResultRow)
-                .where(CheckResultRow.device_id == device_id)
-                .order_by(CheckResultRow.check_id)
-            )
-        )
-        history = list(
-            s.scalars(
-                select(CheckResultHistory)
-                .where(CheckResultHistory.device_id == device_id)
-                .order_by(CheckResultHistory.id.desc())
-                .limit(50)
-            )
-        )
+        owner = store.owner(s, dev)
+        facts = store.facts(s, device_id)
+        results = store.check_results(s, device_id)
+        history = store.check_history(s, device_id, limit=50)
         events, _ = queries.audit_page(s, queries.AuditFilter(device_id=device_id), limit=50)
-        flags = list(
-            s.scalars(
-                select(DeviceFlag)
-                .where(DeviceFlag.device_id == device_id)
-                .order_by(DeviceFlag.id.desc())
-                .limit(50)
-            )
-        )
+        flags = store.flags(s, device_id, limit=50)
         request_row = approve.latest_requests(s, [device_id]).get(device_id)
         approval = approve.request_view(request_row) if request_row is not None else None
     return render_template(
@@ -104,7 +82,7 @@ def device(device_id: str) -> str:
         events=events,
         flags=flags,
         approval=approval,
-        actions=[a for a in STATE_ACTIONS if dev.state in registry.TRANSITIONS[a]],
+        actions=[a for a in STATE_ACTIONS if states.allowed(a, dev.state)],
     )
 
 
@@ -123,8 +101,6 @@ def device_action(device_id: str) -> Response:
             new_owner = (request.form.get("user") or "").strip()
             if not new_owner or len(new_owner) > 256:
                 raise Invalid("user_required", "Name the new owner's userName.")
-            from idp_service.directory import users
-
             owner = users.find(s, new_owner)
             if owner is None:
                 raise NotFound("user_not_found", f"no user {new_owner!r}")

@@ -4,7 +4,8 @@ Every list is paged by keyset (never by counting or by deep offsets): devices by
 ``(last_seen, id)`` newest first, audit events by ``id``. Search is by exact id,
 hardware UUID or serial, or by *prefix* of hostname, serial or userName, each a
 range on an indexed column, so the database never scans the device table.
-``bench``-style timings at 100k devices: ``tests/test_admin_scale.py``.
+``bench``-style timings at 100k devices: ``tests/test_admin_scale.py``. Counts and the
+review set are :mod:`idp_service.devices.store`'s.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, union
 from sqlalchemy.orm import Session
 
-from idp_service.devices.flag_tables import DeviceFlag
+from idp_service.devices.store import flagged_ids, review_ids
 from idp_service.platform.errors import Invalid
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import DEVICE_STATES, AuditEvent, Device, User
@@ -157,46 +158,22 @@ def search_devices(
     return page, more
 
 
-def flagged_ids() -> Any:
-    """Ids of devices with open flags (an indexed subquery on ``device_flags``)."""
-    return select(DeviceFlag.device_id).where(DeviceFlag.resolved_at.is_(None))
-
-
-def review_ids() -> Any:
-    """Ids of devices that need review: suspended, or with open flags (two indexed
-    lookups, united: an OR would walk the whole device table)."""
-    return union(select(Device.id).where(Device.state == "suspended"), flagged_ids())
-
-
-def review_count(session: Session) -> int:
-    """How many devices need review."""
-    return int(session.scalar(select(func.count()).select_from(review_ids().subquery())) or 0)
-
-
-def state_counts(session: Session) -> dict[str, int]:
-    """How many devices are in each state (every state, zero included)."""
-    counts = dict.fromkeys(DEVICE_STATES, 0)
-    for state, n in session.execute(select(Device.state, func.count()).group_by(Device.state)):
-        counts[state] = n
-    return counts
-
-
 def platforms(session: Session) -> list[str]:
     """The platforms of the filter menu (the agents' platforms; no scan of the fleet)."""
     return list(PLATFORMS)
 
 
-def failing_checks(session: Session, *, limit: int = 20) -> list[tuple[str, int]]:
-    """Checks failing (or stale) on the most devices, with how many."""
+def failing_checks(session: Session, *, limit: int | None = 20) -> list[tuple[str, int]]:
+    """Checks failing (or stale) on the most devices, with how many (all with ``limit`` None)."""
     n = func.count().label("n")
-    rows = session.execute(
+    query = (
         select(CheckResultRow.check_id, n)
         .where(CheckResultRow.status.in_(sorted(s.value for s in FAILING)))
         .group_by(CheckResultRow.check_id)
         .order_by(n.desc(), CheckResultRow.check_id)
-        .limit(limit)
-    ).all()
-    return [(r.check_id, r.n) for r in rows]
+    )
+    rows = session.execute(query if limit is None else query.limit(limit)).all()
+    return [(r.check_id, int(r.n)) for r in rows]
 
 
 def check_status_counts(session: Session) -> dict[str, dict[str, int]]:

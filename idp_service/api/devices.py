@@ -11,19 +11,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from idp_service.admin.queries import flagged_ids, review_count, review_ids
+from idp_service.admin import queries
 from idp_service.api import schema as S
 from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor, like, limit_of
 from idp_service.api.core import operation as op
-from idp_service.devices import approve, detection, registry
-from idp_service.devices.flag_tables import FLAG_KINDS, DeviceFlag
-from idp_service.platform.errors import Invalid, NotFound
-from idp_service.platform.identity import name_key
-from idp_service.platform.models import DEVICE_STATES, AuditEvent, Device, User
-from idp_service.posture import tables as pt
+from idp_service.devices import approve, detection, registry, states, store
+from idp_service.devices.flag_tables import FLAG_KINDS
+from idp_service.platform.errors import Invalid
+from idp_service.platform.models import DEVICE_STATES, AuditEvent
 from posture_checks.evaluator import Status
 
 NULLABLE = S.string(4096, nullable=True)
@@ -170,44 +167,27 @@ def _with_request(data: dict[str, Any], req: Any) -> dict[str, Any]:
 
 def device_page(session: Session, query: dict[str, Any], limit: int) -> dict[str, Any]:
     """A page of devices, newest first, filtered as ``query`` says."""
-    stmt = select(Device, User).join(User, User.id == Device.user_id)
-    if query.get("state"):
-        stmt = stmt.where(Device.state == query["state"])
-    if query.get("flagged"):
-        stmt = stmt.where(Device.id.in_(flagged_ids()))
-    if query.get("review"):
-        stmt = stmt.where(Device.id.in_(review_ids()))
-    if query.get("platform"):
-        stmt = stmt.where(Device.platform == query["platform"])
-    if query.get("user"):
-        who = query["user"]
-        stmt = stmt.where(or_(User.id == who, User.user_name_lower == name_key(who)))
-    if query.get("q"):
-        pattern = like(query["q"])
-        stmt = stmt.where(
-            or_(
-                Device.id.ilike(pattern, escape="\\"),
-                Device.hostname.ilike(pattern, escape="\\"),
-                Device.serial.ilike(pattern, escape="\\"),
-                Device.hardware_uuid.ilike(pattern, escape="\\"),
-                User.user_name.ilike(pattern, escape="\\"),
-                User.email.ilike(pattern, escape="\\"),
-            )
-        )
+    after = None
     if query.get("cursor"):
         at_text, last_id = decode_cursor(query["cursor"], (str, str))
         try:
             at = dt.datetime.fromisoformat(at_text).astimezone(dt.UTC)
         except (ValueError, OverflowError):
             raise Invalid("bad_cursor", "cursor is not one this API gave out") from None
-        stmt = stmt.where(
-            or_(Device.first_seen < at, and_(Device.first_seen == at, Device.id < last_id))
-        )
-    rows = session.execute(
-        stmt.order_by(Device.first_seen.desc(), Device.id.desc()).limit(limit + 1)
-    ).all()
+        after = (at, last_id)
+    rows = store.page(
+        session,
+        limit=limit,
+        state=query.get("state"),
+        flagged=bool(query.get("flagged")),
+        review=bool(query.get("review")),
+        platform=query.get("platform"),
+        user=query.get("user"),
+        pattern=like(query["q"]) if query.get("q") else None,
+        after=after,
+    )
     requests = approve.latest_requests(session, [d.id for d, _ in rows[:limit]])
-    items = [_with_request(registry.device_json(d, u), requests.get(d.id)) for d, u in rows[:limit]]
+    items = [_with_request(store.device_json(d, u), requests.get(d.id)) for d, u in rows[:limit]]
     more = len(rows) > limit
     last = rows[limit - 1][0] if more else None
     return {
@@ -242,13 +222,6 @@ def list_approvals(call: Call) -> dict[str, Any]:
         return device_page(s, {**call.query, "state": "pending"}, limit_of(call))
 
 
-def _device(session: Session, device_id: str) -> Device:
-    device = session.get(Device, device_id)
-    if device is None:
-        raise NotFound("device_not_found", f"no device {device_id!r}")
-    return device
-
-
 @op(
     "GET",
     "/review",
@@ -263,13 +236,7 @@ def list_review(call: Call) -> dict[str, Any]:
 
 
 def _flags(session: Session, device_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(DeviceFlag)
-        .where(DeviceFlag.device_id == device_id)
-        .order_by(DeviceFlag.id.desc())
-        .limit(100)
-    )
-    return [detection.flag_json(f) for f in rows]
+    return [detection.flag_json(f) for f in store.flags(session, device_id, limit=100)]
 
 
 @op(
@@ -282,7 +249,7 @@ def _flags(session: Session, device_id: str) -> list[dict[str, Any]]:
 )
 def list_flags(call: Call) -> dict[str, Any]:
     with call.db.session() as s:
-        _device(s, call.path["device_id"])
+        store.require(s, call.path["device_id"])
         return {"items": _flags(s, call.path["device_id"])}
 
 
@@ -316,8 +283,8 @@ def resolve_flags(call: Call) -> dict[str, Any]:
 def get_device(call: Call) -> dict[str, Any]:
     device_id = call.path["device_id"]
     with call.db.session() as s:
-        device = _device(s, device_id)
-        facts_row = s.get(pt.DeviceFacts, device_id)
+        device = store.require(s, device_id)
+        facts_row = store.facts(s, device_id)
         facts = None
         if facts_row is not None:
             facts = {
@@ -329,26 +296,12 @@ def get_device(call: Call) -> dict[str, Any]:
                 "received_at": facts_row.received_at.isoformat(),
                 "facts": facts_row.facts,
             }
-        checks = s.scalars(
-            select(pt.CheckResultRow)
-            .where(pt.CheckResultRow.device_id == device_id)
-            .order_by(pt.CheckResultRow.check_id)
-        ).all()
-        history = s.scalars(
-            select(pt.CheckResultHistory)
-            .where(pt.CheckResultHistory.device_id == device_id)
-            .order_by(pt.CheckResultHistory.id.desc())
-            .limit(100)
-        ).all()
-        events = s.scalars(
-            select(AuditEvent)
-            .where(AuditEvent.device_id == device_id)
-            .order_by(AuditEvent.id.desc())
-            .limit(100)
-        ).all()
+        checks = store.check_results(s, device_id)
+        history = store.check_history(s, device_id, limit=100)
+        events, _ = queries.audit_page(s, queries.AuditFilter(device_id=device_id), limit=100)
         return {
             "device": _with_request(
-                registry.device_json(device, s.get(User, device.user_id)),
+                store.json_of(s, device),
                 approve.latest_requests(s, [device_id]).get(device_id),
             ),
             "flags": _flags(s, device_id),
@@ -382,7 +335,7 @@ def _action(action: str) -> None:
             device = registry.change_state(
                 s, call.path["device_id"], action, reason=call.body["reason"], actor=call.actor
             )
-            return registry.device_json(device, s.get(User, device.user_id))
+            return store.json_of(s, device)
 
     handler.__name__ = f"{action}_device"
     op(
@@ -397,7 +350,7 @@ def _action(action: str) -> None:
     )(handler)
 
 
-for _name in ("approve", "deny", "revoke", "retrust"):
+for _name in states.ADMIN_ACTIONS:
     _action(_name)
 
 
@@ -420,7 +373,7 @@ def change_owner(call: Call) -> dict[str, Any]:
             reason=call.body["reason"],
             actor=call.actor,
         )
-        return registry.device_json(device, s.get(User, device.user_id))
+        return store.json_of(s, device)
 
 
 @op(
@@ -464,22 +417,14 @@ def delete_device(call: Call) -> dict[str, Any]:
     ),
 )
 def overview(call: Call) -> dict[str, Any]:
-    from posture_checks.evaluator import FAILING
-
-    failing = sorted(status.value for status in FAILING)
     with call.db.session() as s:
-        counts = dict(s.execute(select(Device.state, func.count()).group_by(Device.state)).all())
-        failing_rows = s.execute(
-            select(pt.CheckResultRow.check_id, func.count())
-            .where(pt.CheckResultRow.status.in_(failing))
-            .group_by(pt.CheckResultRow.check_id)
-            .order_by(func.count().desc(), pt.CheckResultRow.check_id)
-        ).all()
-        review = review_count(s)
-    devices = {state: int(counts.get(state, 0)) for state in DEVICE_STATES}
+        counts = store.state_counts(s)
+        failing_rows = queries.failing_checks(s, limit=None)
+        review = store.review_count(s)
+    devices = {state: counts.get(state, 0) for state in DEVICE_STATES}
     return {
         "devices": devices,
         "pending_approvals": devices["pending"],
-        "needs_review": int(review or 0),
-        "failing_checks": [{"check_id": c, "devices": int(n)} for c, n in failing_rows],
+        "needs_review": review,
+        "failing_checks": [{"check_id": c, "devices": n} for c, n in failing_rows],
     }

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-
 from idp_service.api import schema as S
 from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor, like, limit_of
 from idp_service.api.core import operation as op
 from idp_service.api.devices import DEVICE
-from idp_service.devices import enroll, registry
+from idp_service.devices import enroll
+from idp_service.devices import store as device_store
+from idp_service.directory import store
 from idp_service.platform.errors import Conflict, NotFound
-from idp_service.platform.models import Device, User
-from scim.tables import Group, GroupMember
+from idp_service.platform.models import User
+from scim.tables import Group
 
 NULLABLE = {"type": ["string", "null"]}
 USER = S.obj(
@@ -80,25 +80,18 @@ def group_json(group: Group) -> dict[str, Any]:
 )
 def list_users(call: Call) -> dict[str, Any]:
     limit = limit_of(call)
-    stmt = select(User).where(User.deleted_at.is_(None))
-    if "active" in call.query:
-        stmt = stmt.where(User.active.is_(call.query["active"]))
-    if call.query.get("q"):
-        pattern = like(call.query["q"])
-        stmt = stmt.where(
-            or_(
-                User.user_name.ilike(pattern, escape="\\"),
-                User.email.ilike(pattern, escape="\\"),
-                User.display_name.ilike(pattern, escape="\\"),
-            )
-        )
+    after = None
     if call.query.get("cursor"):
         key, last_id = decode_cursor(call.query["cursor"], (str, str))
-        stmt = stmt.where(
-            or_(User.user_name_lower > key, and_(User.user_name_lower == key, User.id > last_id))
-        )
+        after = (key, last_id)
     with call.db.session() as s:
-        rows = s.scalars(stmt.order_by(User.user_name_lower, User.id).limit(limit + 1)).all()
+        rows = store.user_page(
+            s,
+            limit=limit,
+            active=call.query.get("active"),
+            pattern=like(call.query["q"]) if call.query.get("q") else None,
+            after=after,
+        )
     last = rows[limit - 1] if len(rows) > limit else None
     return {
         "items": [user_json(u) for u in rows[:limit]],
@@ -119,22 +112,15 @@ def list_users(call: Call) -> dict[str, Any]:
 )
 def get_user(call: Call) -> dict[str, Any]:
     with call.db.session() as s:
-        user = s.get(User, call.path["user_id"])
+        user = store.get_user(s, call.path["user_id"])
         if user is None:
             raise NotFound("user_not_found", f"no user {call.path['user_id']!r}")
-        groups = s.scalars(
-            select(Group)
-            .join(GroupMember, GroupMember.group_id == Group.id)
-            .where(GroupMember.value == user.id, GroupMember.type == "User")
-            .order_by(Group.display_name_key)
-        ).all()
-        devices = s.scalars(
-            select(Device).where(Device.user_id == user.id).order_by(Device.first_seen.desc())
-        ).all()
+        groups = store.groups_of(s, user.id)
+        devices = device_store.of_user(s, user.id)
         return {
             "user": user_json(user),
             "groups": [group_json(g) for g in groups],
-            "devices": [registry.device_json(d, user) for d in devices],
+            "devices": [device_store.device_json(d, user) for d in devices],
         }
 
 
@@ -148,19 +134,17 @@ def get_user(call: Call) -> dict[str, Any]:
 )
 def list_groups(call: Call) -> dict[str, Any]:
     limit = limit_of(call)
-    stmt = select(Group)
-    if call.query.get("q"):
-        stmt = stmt.where(Group.display_name.ilike(like(call.query["q"]), escape="\\"))
+    after = None
     if call.query.get("cursor"):
         key, last_id = decode_cursor(call.query["cursor"], (str, str))
-        stmt = stmt.where(
-            or_(
-                Group.display_name_key > key,
-                and_(Group.display_name_key == key, Group.id > last_id),
-            )
-        )
+        after = (key, last_id)
     with call.db.session() as s:
-        rows = s.scalars(stmt.order_by(Group.display_name_key, Group.id).limit(limit + 1)).all()
+        rows = store.group_page(
+            s,
+            limit=limit,
+            pattern=like(call.query["q"]) if call.query.get("q") else None,
+            after=after,
+        )
     last = rows[limit - 1] if len(rows) > limit else None
     return {
         "items": [group_json(g) for g in rows[:limit]],
@@ -178,12 +162,10 @@ def list_groups(call: Call) -> dict[str, Any]:
 )
 def get_group(call: Call) -> dict[str, Any]:
     with call.db.session() as s:
-        group = s.get(Group, call.path["group_id"])
+        group = store.get_group(s, call.path["group_id"])
         if group is None:
             raise NotFound("group_not_found", f"no group {call.path['group_id']!r}")
-        members = s.scalars(
-            select(GroupMember).where(GroupMember.group_id == group.id).order_by(GroupMember.id)
-        ).all()
+        members = store.members(s, group.id)
         return {
             "group": group_json(group),
             "members": [{"value": m.value, "type": m.type, "display": m.display} for m in members],
@@ -213,7 +195,7 @@ def get_group(call: Call) -> dict[str, Any]:
 def create_enrollment_code(call: Call) -> dict[str, Any]:
     ttl = call.body.get("ttl_seconds", 24 * 3600)
     with call.db.session() as s:
-        user = s.get(User, call.path["user_id"])
+        user = store.get_user(s, call.path["user_id"])
         if user is None or user.deleted_at is not None:
             raise NotFound("user_not_found", f"no user {call.path['user_id']!r}")
         if not user.active:

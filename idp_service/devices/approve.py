@@ -17,7 +17,8 @@ has a trusted device registers as ``pending`` with an *approval request*:
   code; when the attempts run out the request closes and the device waits for
   an admin. An expired code can be replaced (:func:`reissue`) without resetting
   the attempts.
-* An admin decision on the device closes the request (:func:`close_for_device`).
+* Any other change of the device's state closes the request
+  (``idp_service/devices/states.py``).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from idp_service.devices import states, store
 from idp_service.devices.approval_tables import ApprovalNotice, ApprovalRequest
-from idp_service.devices.enroll import CODE_ALPHABET, normalize_code
+from idp_service.devices.codes import CODE_ALPHABET, normalize_code
 from idp_service.platform import audit
 from idp_service.platform.errors import Conflict, Forbidden, Invalid, ServiceError
 from idp_service.platform.keys import load_secret
@@ -149,11 +151,7 @@ def open_request(service: Services, session: Session, device: Device) -> Approva
 
 def open_for_device(session: Session, device_id: str) -> ApprovalRequest | None:
     """The device's open approval request, if any."""
-    return session.scalars(
-        select(ApprovalRequest)
-        .where(ApprovalRequest.device_id == device_id, ApprovalRequest.status == "open")
-        .limit(1)
-    ).first()
+    return store.open_request(session, device_id)
 
 
 def latest_requests(session: Session, device_ids: list[str]) -> dict[str, ApprovalRequest]:
@@ -199,18 +197,6 @@ def request_json(req: ApprovalRequest, now: dt.datetime | None = None) -> dict[s
     for key in ("created_at", "expires_at", "closed_at"):
         view[key] = view[key].isoformat() if view[key] is not None else None
     return view
-
-
-def _close(session: Session, req: ApprovalRequest, status: str, reason: str) -> None:
-    req.status, req.closed_at, req.close_reason = status, utcnow(), reason
-    session.execute(delete(ApprovalNotice).where(ApprovalNotice.request_id == req.id))
-
-
-def close_for_device(session: Session, device_id: str, reason: str) -> None:
-    """Close the device's open request (an admin decided); its notices are dropped."""
-    req = open_for_device(session, device_id)
-    if req is not None:
-        _close(session, req, "closed", reason)
 
 
 # -- delivery: the trusted device's signed poll -----------------------------------------------
@@ -267,12 +253,7 @@ class Outcome:
 
 
 def _locked_request(session: Session, device_id: str) -> ApprovalRequest:
-    req = session.scalars(
-        select(ApprovalRequest)
-        .where(ApprovalRequest.device_id == device_id, ApprovalRequest.status == "open")
-        .with_for_update()
-        .limit(1)
-    ).first()
+    req = store.open_request(session, device_id, lock=True)
     if req is None:
         raise Conflict(
             "approval_closed",
@@ -331,7 +312,7 @@ def submit(
             return _approve(session, req, voucher, base)
         left = req.max_attempts - attempts
         if left <= 0:
-            _close(session, req, "exhausted", "too many wrong codes")
+            store.close_request(session, req, "exhausted", "too many wrong codes")
             audit.record(
                 session,
                 "approval.code",
@@ -363,24 +344,17 @@ def _still_trusted(session: Session, device_id: str, user_id: str) -> bool:
 
 def _approve(session: Session, req: ApprovalRequest, voucher: str, base: dict) -> Outcome:
     device = session.get(Device, req.device_id)
-    if device is None or device.state != "pending":
-        raise Conflict("approval_closed", "This device is no longer waiting for approval.")
-    device.state = "trusted"
-    device.state_reason = f"approved with a code from trusted device {voucher}"
-    _close(session, req, "approved", "trusted device code")
-    audit.record(
+    if device is None:
+        raise states.transition("approve_code").refuse("deleted")
+    states.move(
         session,
-        "device.approve",
-        "ok",
+        device,
+        "approve_code",  # closes this request as approved
+        reason=f"approved with a code from trusted device {voucher}",
         actor=f"trusted-device:{voucher}",
-        **base,
-        details={
-            "from": "pending",
-            "to": "trusted",
-            "method": "trusted_device_code",
-            "request_id": req.id,
-            "attempts": req.attempts,
-        },
+        request_reason="trusted device code",
+        remote_addr=base["remote_addr"],
+        details={"method": "trusted_device_code", "request_id": req.id, "attempts": req.attempts},
     )
     return Outcome("approved", req.max_attempts - req.attempts)
 

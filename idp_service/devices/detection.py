@@ -32,10 +32,12 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from idp_service.devices import states
 from idp_service.devices.flag_tables import DeviceFlag
 from idp_service.platform import audit
 from idp_service.platform.config import Settings
 from idp_service.platform.db import Database
+from idp_service.platform.errors import Conflict, Invalid, NotFound
 from idp_service.platform.models import Device, utcnow
 from trust_protocol.device_keys import fingerprint
 from trust_protocol.response import VerifiedResponse
@@ -272,27 +274,22 @@ def add_flag(
     return flag
 
 
+# The state each policy outcome moves a device to, as a transition of states.py.
+POLICY_TRANSITIONS = {"suspended": "suspend", "denied": "deny_stale"}
+
+
 def set_state(session: Session, device: Device, state: str, reason: str) -> None:
     """The system changes a device's state (suspend, or deny as stale), audited."""
-    before = device.state
-    if before == state:
+    if device.state == state:
         return
-    device.state = state
-    device.state_reason = reason
-    from idp_service.devices.approve import (
-        close_for_device,  # approve builds on enroll -> detection
-    )
-
-    close_for_device(session, device.id, f"system: {state}")  # no code can trust it now
-    action = {"suspended": "device.suspend", "denied": "device.deny"}.get(state, "device.state")
-    audit.record(
+    states.move(
         session,
-        action,
-        "ok",
+        device,
+        POLICY_TRANSITIONS[state],
+        reason=reason,
         actor=SYSTEM,
-        user_id=device.user_id,
-        device_id=device.id,
-        details={"from": before, "to": state, "reason": reason},
+        request_reason=f"system: {state}",  # no code can trust it now
+        details={"reason": reason},
     )
 
 
@@ -460,8 +457,6 @@ def resolve(session: Session, flags: list[DeviceFlag], *, resolution: str, actor
 
 def mark_reviewed(session: Session, device_id: str, *, reason: str, actor: str) -> list[int]:
     """Resolve a device's open flags without changing its state (policy ``flag``), audited."""
-    from idp_service.platform.errors import Conflict, Invalid, NotFound
-
     if not reason.strip():
         raise Invalid("reason_required", "Every device decision needs a reason.")
     device = session.get(Device, device_id)

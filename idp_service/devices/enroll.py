@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from idp_service.devices import challenges, detection, registration_policy
+from idp_service.devices import approve, challenges, detection, registration_policy
+from idp_service.devices.codes import CODE_ALPHABET, normalize_code
 from idp_service.devices.registration_policy import Decision
 from idp_service.platform import audit
 from idp_service.platform.errors import Conflict, Forbidden, Invalid, ServiceError
@@ -33,14 +34,8 @@ from idp_service.services import Services
 from idp_service.signin import login_enroll
 from trust_protocol.errors import ProtocolError
 
-CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 CODE_GROUPS = 4
 CODE_GROUP_LEN = 4
-
-
-def normalize_code(code: str) -> str:
-    """Upper-case and drop separators, so ``abcd-efgh`` and ``ABCD EFGH`` match."""
-    return "".join(ch for ch in code.upper() if ch.isalnum())
 
 
 def hash_code(code: str) -> str:
@@ -214,8 +209,6 @@ def register(service: Services, envelope: bytes, *, remote_addr: str | None = No
                 details["method"] = method
             details.update(decision.audit)
             if decision.needs_code and state == "pending":  # a suspended one waits for IT
-                from idp_service.devices import approve  # approve builds on this module
-
                 session.flush()
                 new_device = session.get(Device, verified.device_id)
                 details["approval_request"] = approve.open_request(service, session, new_device).id
