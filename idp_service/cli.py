@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from idp_service.devices import queries as device_queries
 from idp_service.platform.config import Settings
 from trust_protocol.durations import format_duration
 
@@ -212,10 +213,9 @@ def devices() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def devices_list(email: str | None, as_json: bool) -> None:
     """List devices with their state and owner."""
-    from idp_service.devices import store
 
     with _db().session() as session:
-        rows = store.list_devices(session, user_name=email)
+        rows = device_queries.list_devices(session, user_name=email)
     lines = [
         f"{d['id']:38} {d['state']:8} {d['user']:30} {d['hostname'] or '-':20} {d['last_seen']}"
         for d in rows
@@ -228,7 +228,7 @@ def _device_action(action: str) -> click.Command:
     @click.option("--reason", required=True, help="Why (kept in the audit log).")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     def command(device_id: str, reason: str, as_json: bool) -> None:
-        from idp_service.devices import registry, store
+        from idp_service.devices import registry
         from idp_service.platform.errors import ServiceError
 
         try:
@@ -236,7 +236,7 @@ def _device_action(action: str) -> click.Command:
                 device = registry.change_state(
                     session, device_id, action, reason=reason, actor="cli"
                 )
-                data = store.json_of(session, device)
+                data = device_queries.json_of(session, device)
         except ServiceError as exc:
             raise click.ClickException(f"{exc.message} ({exc.code})") from None
         _emit(data, as_json, f"device {device_id} is now {data['state']}")
@@ -275,11 +275,10 @@ def devices_sweep_stale(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def devices_flags(device_id: str, as_json: bool) -> None:
     """Show DEVICE_ID's clone, duplicate and staleness flags, with their evidence."""
-    from idp_service.devices import store
     from idp_service.devices.detection import flag_json
 
     with _db().session() as session:
-        flags = [flag_json(f) for f in store.flags(session, device_id)]
+        flags = [flag_json(f) for f in device_queries.flags(session, device_id)]
     lines = [
         f"#{f['id']} {f['kind']:18} {'open' if f['resolved_at'] is None else 'resolved'}"
         f" {f['created_at']} {f['resolution'] or ''}"

@@ -18,7 +18,8 @@ from enum import StrEnum
 from sqlalchemy.orm import Session
 
 from idp_service.admin.sessions import end_for_user
-from idp_service.devices import states, store
+from idp_service.devices import queries as device_queries
+from idp_service.devices import states
 from idp_service.platform import audit
 
 
@@ -41,7 +42,7 @@ REAPPROVAL_REASON = "owner reactivated by SCIM; an administrator must approve th
 def deactivated(session: Session, user_id: str, *, actor: str | None, via: str) -> None:
     """Audit a user's deactivation (the caller wrote ``active=false``); end console sessions."""
     end_for_user(session, user_id, "owner_deactivated")
-    trusted = store.ids_of_user(session, user_id, ("trusted",))
+    trusted = device_queries.ids_of_user(session, user_id, ("trusted",))
     audit.record(
         session,
         "scim.user.deactivate",
@@ -76,7 +77,10 @@ def deleted(session: Session, user_id: str, *, actor: str | None, was_active: bo
         "ok",
         actor=actor,
         user_id=user_id,
-        details={"was_active": was_active, "devices_blocked": store.ids_of_user(session, user_id)},
+        details={
+            "was_active": was_active,
+            "devices_blocked": device_queries.ids_of_user(session, user_id),
+        },
     )
 
 

@@ -7,7 +7,8 @@ from flask import Response, abort, redirect, render_template, request
 from idp_service.admin import queries
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp, reason_from_form
-from idp_service.devices import approve, detection, registry, states, store
+from idp_service.devices import approve, detection, registry, states
+from idp_service.devices import queries as device_queries
 from idp_service.directory import users
 from idp_service.platform.errors import Invalid, NotFound
 from idp_service.platform.models import DEVICE_STATES
@@ -61,15 +62,15 @@ def device(device_id: str) -> str:
     if len(device_id) > 64:
         abort(404)
     with ctx().db.session() as s:
-        dev = store.get(s, device_id)
+        dev = device_queries.get(s, device_id)
         if dev is None:
             abort(404)
-        owner = store.owner(s, dev)
-        facts = store.facts(s, device_id)
-        results = store.check_results(s, device_id)
-        history = store.check_history(s, device_id, limit=50)
+        owner = device_queries.owner(s, dev)
+        facts = device_queries.facts(s, device_id)
+        results = device_queries.check_results(s, device_id)
+        history = device_queries.check_history(s, device_id, limit=50)
         events, _ = queries.audit_page(s, queries.AuditFilter(device_id=device_id), limit=50)
-        flags = store.flags(s, device_id, limit=50)
+        flags = device_queries.flags(s, device_id, limit=50)
         request_row = approve.latest_requests(s, [device_id]).get(device_id)
         approval = approve.request_view(request_row) if request_row is not None else None
     return render_template(

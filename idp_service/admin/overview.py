@@ -8,7 +8,7 @@ from idp_service.admin import queries
 from idp_service.admin import sessions as admin_sessions
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp
-from idp_service.devices import store
+from idp_service.devices import queries as device_queries
 from idp_service.platform import audit
 from idp_service.web.context import ctx
 
@@ -17,10 +17,10 @@ from idp_service.web.context import ctx
 def overview() -> str:
     """Counts by state, the checks failing on most devices, the newest pending devices."""
     with ctx().db.session() as s:
-        counts = store.state_counts(s)
+        counts = device_queries.state_counts(s)
         failing = queries.failing_checks(s)
         pending, more = queries.search_devices(s, queries.DeviceFilter(state="pending"), limit=10)
-        review = store.review_count(s)
+        review = device_queries.review_count(s)
         admin = current_admin()
         elsewhere = (
             admin_sessions.others(s, admin.user_id, admin.session_id)

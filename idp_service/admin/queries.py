@@ -5,7 +5,7 @@ Every list is paged by keyset (never by counting or by deep offsets): devices by
 hardware UUID or serial, or by *prefix* of hostname, serial or userName, each a
 range on an indexed column, so the database never scans the device table.
 ``bench``-style timings at 100k devices: ``tests/test_admin_scale.py``. Counts and the
-review set are :mod:`idp_service.devices.store`'s.
+review set are :mod:`idp_service.devices.queries`'s.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, union
 from sqlalchemy.orm import Session
 
-from idp_service.devices.store import flagged_ids, review_ids
+from idp_service.devices.queries import flagged_ids, review_ids
 from idp_service.platform.errors import Invalid
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import DEVICE_STATES, AuditEvent, Device, User

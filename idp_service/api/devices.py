@@ -17,7 +17,8 @@ from idp_service.admin import queries
 from idp_service.api import schema as S
 from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor, like, limit_of
 from idp_service.api.core import operation as op
-from idp_service.devices import approve, detection, registry, states, store
+from idp_service.devices import approve, detection, registry, states
+from idp_service.devices import queries as device_queries
 from idp_service.devices.flag_tables import FLAG_KINDS
 from idp_service.platform.errors import Invalid
 from idp_service.platform.models import DEVICE_STATES, AuditEvent
@@ -175,7 +176,7 @@ def device_page(session: Session, query: dict[str, Any], limit: int) -> dict[str
         except (ValueError, OverflowError):
             raise Invalid("bad_cursor", "cursor is not one this API gave out") from None
         after = (at, last_id)
-    rows = store.page(
+    rows = device_queries.page(
         session,
         limit=limit,
         state=query.get("state"),
@@ -187,7 +188,9 @@ def device_page(session: Session, query: dict[str, Any], limit: int) -> dict[str
         after=after,
     )
     requests = approve.latest_requests(session, [d.id for d, _ in rows[:limit]])
-    items = [_with_request(store.device_json(d, u), requests.get(d.id)) for d, u in rows[:limit]]
+    items = [
+        _with_request(device_queries.device_json(d, u), requests.get(d.id)) for d, u in rows[:limit]
+    ]
     more = len(rows) > limit
     last = rows[limit - 1][0] if more else None
     return {
@@ -236,7 +239,7 @@ def list_review(call: Call) -> dict[str, Any]:
 
 
 def _flags(session: Session, device_id: str) -> list[dict[str, Any]]:
-    return [detection.flag_json(f) for f in store.flags(session, device_id, limit=100)]
+    return [detection.flag_json(f) for f in device_queries.flags(session, device_id, limit=100)]
 
 
 @op(
@@ -249,7 +252,7 @@ def _flags(session: Session, device_id: str) -> list[dict[str, Any]]:
 )
 def list_flags(call: Call) -> dict[str, Any]:
     with call.db.session() as s:
-        store.require(s, call.path["device_id"])
+        device_queries.require(s, call.path["device_id"])
         return {"items": _flags(s, call.path["device_id"])}
 
 
@@ -283,8 +286,8 @@ def resolve_flags(call: Call) -> dict[str, Any]:
 def get_device(call: Call) -> dict[str, Any]:
     device_id = call.path["device_id"]
     with call.db.session() as s:
-        device = store.require(s, device_id)
-        facts_row = store.facts(s, device_id)
+        device = device_queries.require(s, device_id)
+        facts_row = device_queries.facts(s, device_id)
         facts = None
         if facts_row is not None:
             facts = {
@@ -296,12 +299,12 @@ def get_device(call: Call) -> dict[str, Any]:
                 "received_at": facts_row.received_at.isoformat(),
                 "facts": facts_row.facts,
             }
-        checks = store.check_results(s, device_id)
-        history = store.check_history(s, device_id, limit=100)
+        checks = device_queries.check_results(s, device_id)
+        history = device_queries.check_history(s, device_id, limit=100)
         events, _ = queries.audit_page(s, queries.AuditFilter(device_id=device_id), limit=100)
         return {
             "device": _with_request(
-                store.json_of(s, device),
+                device_queries.json_of(s, device),
                 approve.latest_requests(s, [device_id]).get(device_id),
             ),
             "flags": _flags(s, device_id),
@@ -335,7 +338,7 @@ def _action(action: str) -> None:
             device = registry.change_state(
                 s, call.path["device_id"], action, reason=call.body["reason"], actor=call.actor
             )
-            return store.json_of(s, device)
+            return device_queries.json_of(s, device)
 
     handler.__name__ = f"{action}_device"
     op(
@@ -373,7 +376,7 @@ def change_owner(call: Call) -> dict[str, Any]:
             reason=call.body["reason"],
             actor=call.actor,
         )
-        return store.json_of(s, device)
+        return device_queries.json_of(s, device)
 
 
 @op(
@@ -418,9 +421,9 @@ def delete_device(call: Call) -> dict[str, Any]:
 )
 def overview(call: Call) -> dict[str, Any]:
     with call.db.session() as s:
-        counts = store.state_counts(s)
+        counts = device_queries.state_counts(s)
         failing_rows = queries.failing_checks(s, limit=None)
-        review = store.review_count(s)
+        review = device_queries.review_count(s)
     devices = {state: counts.get(state, 0) for state in DEVICE_STATES}
     return {
         "devices": devices,

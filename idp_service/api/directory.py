@@ -9,8 +9,8 @@ from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor,
 from idp_service.api.core import operation as op
 from idp_service.api.devices import DEVICE
 from idp_service.devices import enroll
-from idp_service.devices import store as device_store
-from idp_service.directory import store
+from idp_service.devices import queries as device_queries
+from idp_service.directory import queries as directory_queries
 from idp_service.platform.errors import Conflict, NotFound
 from idp_service.platform.models import User
 from scim.tables import Group
@@ -85,7 +85,7 @@ def list_users(call: Call) -> dict[str, Any]:
         key, last_id = decode_cursor(call.query["cursor"], (str, str))
         after = (key, last_id)
     with call.db.session() as s:
-        rows = store.user_page(
+        rows = directory_queries.user_page(
             s,
             limit=limit,
             active=call.query.get("active"),
@@ -112,15 +112,15 @@ def list_users(call: Call) -> dict[str, Any]:
 )
 def get_user(call: Call) -> dict[str, Any]:
     with call.db.session() as s:
-        user = store.get_user(s, call.path["user_id"])
+        user = directory_queries.get_user(s, call.path["user_id"])
         if user is None:
             raise NotFound("user_not_found", f"no user {call.path['user_id']!r}")
-        groups = store.groups_of(s, user.id)
-        devices = device_store.of_user(s, user.id)
+        groups = directory_queries.groups_of(s, user.id)
+        devices = device_queries.of_user(s, user.id)
         return {
             "user": user_json(user),
             "groups": [group_json(g) for g in groups],
-            "devices": [device_store.device_json(d, user) for d in devices],
+            "devices": [device_queries.device_json(d, user) for d in devices],
         }
 
 
@@ -139,7 +139,7 @@ def list_groups(call: Call) -> dict[str, Any]:
         key, last_id = decode_cursor(call.query["cursor"], (str, str))
         after = (key, last_id)
     with call.db.session() as s:
-        rows = store.group_page(
+        rows = directory_queries.group_page(
             s,
             limit=limit,
             pattern=like(call.query["q"]) if call.query.get("q") else None,
@@ -162,10 +162,10 @@ def list_groups(call: Call) -> dict[str, Any]:
 )
 def get_group(call: Call) -> dict[str, Any]:
     with call.db.session() as s:
-        group = store.get_group(s, call.path["group_id"])
+        group = directory_queries.get_group(s, call.path["group_id"])
         if group is None:
             raise NotFound("group_not_found", f"no group {call.path['group_id']!r}")
-        members = store.members(s, group.id)
+        members = directory_queries.members(s, group.id)
         return {
             "group": group_json(group),
             "members": [{"value": m.value, "type": m.type, "display": m.display} for m in members],
@@ -195,7 +195,7 @@ def get_group(call: Call) -> dict[str, Any]:
 def create_enrollment_code(call: Call) -> dict[str, Any]:
     ttl = call.body.get("ttl_seconds", 24 * 3600)
     with call.db.session() as s:
-        user = store.get_user(s, call.path["user_id"])
+        user = directory_queries.get_user(s, call.path["user_id"])
         if user is None or user.deleted_at is not None:
             raise NotFound("user_not_found", f"no user {call.path['user_id']!r}")
         if not user.active:

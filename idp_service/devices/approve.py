@@ -35,7 +35,8 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from idp_service.devices import states, store
+from idp_service.devices import queries as device_queries
+from idp_service.devices import states
 from idp_service.devices.approval_tables import ApprovalNotice, ApprovalRequest
 from idp_service.devices.codes import CODE_ALPHABET, normalize_code
 from idp_service.platform import audit
@@ -151,7 +152,7 @@ def open_request(service: Services, session: Session, device: Device) -> Approva
 
 def open_for_device(session: Session, device_id: str) -> ApprovalRequest | None:
     """The device's open approval request, if any."""
-    return store.open_request(session, device_id)
+    return device_queries.open_request(session, device_id)
 
 
 def latest_requests(session: Session, device_ids: list[str]) -> dict[str, ApprovalRequest]:
@@ -253,7 +254,7 @@ class Outcome:
 
 
 def _locked_request(session: Session, device_id: str) -> ApprovalRequest:
-    req = store.open_request(session, device_id, lock=True)
+    req = device_queries.open_request(session, device_id, lock=True)
     if req is None:
         raise Conflict(
             "approval_closed",
@@ -312,7 +313,7 @@ def submit(
             return _approve(session, req, voucher, base)
         left = req.max_attempts - attempts
         if left <= 0:
-            store.close_request(session, req, "exhausted", "too many wrong codes")
+            device_queries.close_request(session, req, "exhausted", "too many wrong codes")
             audit.record(
                 session,
                 "approval.code",

@@ -2,7 +2,7 @@
 to another owner. Each takes a reason, is audited and takes effect at the next sign-in.
 
 State changes go through :mod:`idp_service.devices.states`; the reads the console, the
-admin API and the CLI show are in :mod:`idp_service.devices.store`.
+admin API and the CLI show are in :mod:`idp_service.devices.queries`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from idp_service.admin.sessions import end_for_device
-from idp_service.devices import detection, states, store
+from idp_service.devices import detection, states
+from idp_service.devices import queries as device_queries
 from idp_service.platform import audit
 from idp_service.platform.errors import Conflict, Invalid, NotFound
 from idp_service.platform.models import Device, User
@@ -33,7 +34,7 @@ def change_state(
     if action not in states.ADMIN_ACTIONS:
         raise Invalid("bad_action", f"unknown action {action!r}")
     _require_reason(reason)
-    device = store.require(session, device_id)
+    device = device_queries.require(session, device_id)
     states.check(device, action)
     resolved = detection.on_decision(session, device, action, reason=reason, actor=actor)
     states.move(
@@ -51,10 +52,10 @@ def change_state(
 def delete_device(session: Session, device_id: str, *, reason: str, actor: str) -> dict[str, Any]:
     """Forget a device and its posture data, audited; its next sign-in is refused as unknown."""
     _require_reason(reason)
-    device = store.require(session, device_id)
-    data = store.json_of(session, device)
+    device = device_queries.require(session, device_id)
+    data = device_queries.json_of(session, device)
     end_for_device(session, device_id, "device_deleted")
-    store.delete_with_data(session, device)
+    device_queries.delete_with_data(session, device)
     audit.record(
         session,
         "device.delete",
@@ -78,7 +79,7 @@ def change_owner(
 ) -> Device:
     """Give a device to another (active) user, audited; effective at the next sign-in."""
     _require_reason(reason)
-    device = store.require(session, device_id)
+    device = device_queries.require(session, device_id)
     user = session.get(User, user_id)
     if user is None or user.deleted_at is not None:
         raise NotFound("user_not_found", f"no user {user_id!r}")

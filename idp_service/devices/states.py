@@ -45,7 +45,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from idp_service.admin.sessions import end_for_device
-from idp_service.devices import store
+from idp_service.devices import queries as device_queries
 from idp_service.devices.approval_tables import ApprovalRequest
 from idp_service.platform import audit
 from idp_service.platform.errors import Conflict
@@ -151,9 +151,9 @@ def move(
     before = device.state
     device.state = rule.target
     device.state_reason = reason
-    req = store.open_request(session, device.id)
+    req = device_queries.open_request(session, device.id)
     if req is not None:
-        store.close_request(session, req, rule.request_status, request_reason)
+        device_queries.close_request(session, req, rule.request_status, request_reason)
     if rule.ends_sessions:
         end_for_device(session, device.id, f"device_{rule.target}")
     audit.record(
@@ -185,7 +185,7 @@ def reactivate_owner(
     written either way; it stands for one webhook event per device moved.
     """
     rule = TRANSITIONS["reapprove"]
-    moved = store.ids_of_user(session, user_id, rule.sources) if reapprove else []
+    moved = device_queries.ids_of_user(session, user_id, rule.sources) if reapprove else []
     if moved:
         session.execute(
             update(Device)
@@ -199,7 +199,7 @@ def reactivate_owner(
             )
         )
         for req in open_requests:
-            store.close_request(session, req, rule.request_status, reason)
+            device_queries.close_request(session, req, rule.request_status, reason)
     audit.record(
         session,
         rule.audit_action,

@@ -27,14 +27,6 @@ ROOT_PACKAGES = ("idp_service", "trust_protocol", "agent", "scim", "posture_chec
 # that no longer exists exactly as written, so an entry is deleted the moment its fix
 # lands. Empty it, never add to it.
 KNOWN_CYCLES: set[frozenset[str]] = {
-    # inside devices: approve and enroll share the code alphabet; detection closes requests
-    frozenset(
-        {
-            "idp_service.devices.approve",
-            "idp_service.devices.detection",
-            "idp_service.devices.enroll",
-        }
-    ),
     frozenset({"idp_service.cli", "idp_service.devices.policy_cli"}),
     frozenset({"idp_service.platform.audit", "idp_service.platform.audit_chain"}),
     # landed with the agent's configuration (issue 12), after the structure move
