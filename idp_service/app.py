@@ -81,6 +81,9 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     app.register_blueprint(health.bp)
     app.register_blueprint(agent_api.bp)
     app.register_blueprint(login.bp)
+    from idp_service.updates import web as updates_web
+
+    app.register_blueprint(updates_web.bp)  # signed agent self-update at /agent/v1/update-*
 
     from idp_service import posture, saml
     from scim.app import mount_scim

@@ -14,4 +14,5 @@ from idp_service.storage import (
     ratelimit_tables,  # noqa: F401
     webhook_tables,  # noqa: F401, E402
 )
+from idp_service.updates import store as update_tables  # noqa: F401
 from scim import tables  # noqa: F401
