@@ -239,6 +239,7 @@ def run(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s devicetrust-agent %(levelname)s %(message)s"
     )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per job run
     keys = _keys(state_dir)
     enrollment = state.load(state_dir)
     env_ports = os.environ.get("DEVICETRUST_AGENT_PORTS")
