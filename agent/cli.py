@@ -241,6 +241,7 @@ def run(
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per job run
     keys = _keys(state_dir)
+    update.confirm_started(state_dir)
     enrollment = state.load(state_dir)
     env_ports = os.environ.get("DEVICETRUST_AGENT_PORTS")
     ports = parse_ports(env_ports) if env_ports else None

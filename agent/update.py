@@ -68,6 +68,7 @@ MANIFEST_PATH = "/agent/v1/update-manifest"
 KEY_PATH = "/agent/v1/update-key"
 HEALTH_TIMEOUT = 30.0
 DEFAULT_INTERVAL = 6 * 3600.0
+PENDING_TIMEOUT = 3600.0  # an installed update that never started is forgotten after this
 USER_AGENT = f"devicetrust-agent/{__version__}"
 
 
@@ -105,13 +106,31 @@ def current_executable() -> Path | None:
     return None
 
 
+def dpkg_root() -> Path | None:
+    """``DEVICETRUST_AGENT_DPKG_ROOT``: packages live under this root, not / (image builds)."""
+    root = os.environ.get("DEVICETRUST_AGENT_DPKG_ROOT")
+    return Path(root).resolve() if root else None
+
+
+def _dpkg_args() -> list[str]:
+    root = dpkg_root()
+    return [f"--root={root}"] if root else []
+
+
 def dpkg_owner(path: Path) -> str | None:
     """The Debian package that installed ``path``, or None (no dpkg, or not from one)."""
     if not sys.platform.startswith("linux") or shutil.which("dpkg-query") is None:
         return None
+    target = path.resolve()
+    root = dpkg_root()
+    if root is not None:
+        try:
+            target = Path("/") / target.relative_to(root)
+        except ValueError:
+            return None
     try:
         out = subprocess.run(
-            ["dpkg-query", "--search", str(path.resolve())],
+            ["dpkg-query", *_dpkg_args(), "--search", str(target)],
             capture_output=True,
             text=True,
             timeout=20,
@@ -434,7 +453,7 @@ def install_deb(package_file: Path, serial: int) -> None:
     The package's maintainer scripts restart the agent; a transient unit keeps
     ``dpkg`` running when the agent's own unit is restarted under it.
     """
-    command = ["dpkg", "-i", str(package_file)]
+    command = ["dpkg", *_dpkg_args(), "-i", str(package_file)]
     if managed_by_systemd():
         command = [
             "systemd-run",
@@ -503,6 +522,20 @@ def apply(state_dir: Path, result: Check) -> Applied:
 
 
 # -- restart and watchdog --------------------------------------------------------------------
+
+
+def confirm_started(state_dir: Path) -> None:
+    """At start: a package-manager update to this version has taken (the package restarted us)."""
+    pending = load_state(state_dir).get("pending")
+    if (
+        isinstance(pending, dict)
+        and pending.get("kind") == "deb"
+        and pending.get("to") == __version__
+    ):
+        _update_state(
+            state_dir, pending=None, installed={"version": __version__, "at": int(time.time())}
+        )
+        log.info("update to %s confirmed", __version__)
 
 
 def restart_wanted(state_dir: Path) -> dict[str, Any] | None:
@@ -710,8 +743,12 @@ class UpdateScheduler:
 
     def check_now(self) -> Applied | None:
         """One check; installs when the manifest says so. Never raises."""
-        if load_state(self.state_dir).get("pending"):
-            return None  # an installed update waits for its restart
+        pending = load_state(self.state_dir).get("pending")
+        if isinstance(pending, dict):
+            if time.time() - float(pending.get("at", 0)) < PENDING_TIMEOUT:
+                return None  # an installed update waits for its restart
+            log.warning("the update to %s never started; checking again", pending.get("to"))
+            _update_state(self.state_dir, pending=None)
         try:
             result = check(self.state_dir, self.enrollment, self.device_id)
         except UpdateError as exc:
