@@ -656,8 +656,10 @@ def watch(
     data["failed"] = failed
     data["rolled_back"] = {"from": expect, "to": pending.get("from"), "at": int(time.time())}
     if _alive(pid):
+        # Under a service manager, a kill by signal counts as a failure, so it restarts
+        # the (restored) previous version; a clean SIGTERM exit might not be restarted.
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGKILL if managed else signal.SIGTERM)
         for _ in range(50):
             if not _alive(pid):
                 break
