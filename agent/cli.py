@@ -120,7 +120,16 @@ def status(state_dir: Path, as_json: bool) -> None:
         text = "not enrolled. Run: devicetrust-agent enroll URL CODE"
     else:
         text = f"enrolled with {enrollment.server_url} as {enrollment.user} ({enrollment.state})"
-    _emit(data, as_json, f"{text}\nkeys: {data['keys']}\nstate directory: {state_dir}")
+    from agent import update
+
+    data["update"] = update.summary(state_dir, enrollment)
+    kid = data["update"]["update_kid"]
+    updates = f"pinned update key {kid}" if kid else "off (no update key pinned)"
+    _emit(
+        data,
+        as_json,
+        f"{text}\nkeys: {data['keys']}\nself-update: {updates}\nstate directory: {state_dir}",
+    )
 
 
 def _collector(replay: Path | None):  # noqa: ANN202 - Callable[[dict], dict]

@@ -583,7 +583,10 @@ def restart_into(
     ]
     if managed_by_systemd():
         watch = ["systemd-run", "--collect", "--quiet", *watch, "--managed"]
-    subprocess.Popen(watch, start_new_session=True, close_fds=True)  # noqa: S603
+    try:
+        subprocess.Popen(watch, start_new_session=True, close_fds=True)  # noqa: S603
+    except OSError as exc:  # the new build answered --version; go on without a watchdog
+        log.error("cannot start the update watchdog (%s); restarting without one", exc)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -673,6 +676,23 @@ def watch(
     save_state(state_dir, data)
     log.warning("update to %s failed its health check; rolled back: %s", expect, restored)
     return False
+
+
+def summary(state_dir: Path, enrollment: Enrollment | None) -> dict[str, Any]:
+    """What ``status`` shows about self-update: the pinned key, the last manifest, outcomes."""
+    from trust_protocol.challenge import key_id
+
+    try:
+        key = pinned_key(enrollment)
+        kid: str | None = key_id(key) if key else None
+    except UpdateError:
+        kid = "invalid"
+    data = load_state(state_dir)
+    out: dict[str, Any] = {"update_kid": kid, "last_serial": data.get("serial")}
+    for name in ("pending", "installed", "rolled_back"):
+        if name in data:
+            out[name] = data[name]
+    return out
 
 
 # -- the schedule in ``run`` -----------------------------------------------------------------

@@ -178,7 +178,9 @@ def admin(tmp_path, service):
     made = json.loads(service.cli("updates", "keygen", "--out", str(key), "--json").stdout)
     assert key.stat().st_mode & 0o777 == 0o600
     service.cli("updates", "trust-key", made["public_key"])
-    return Admin(service, key, made["public_key"], tmp_path)
+    admin = Admin(service, key, made["public_key"], tmp_path)
+    admin.kid = made["kid"]
+    return admin
 
 
 class Admin:
@@ -238,6 +240,10 @@ def test_a_good_update_installs_restarts_and_keeps_the_enrollment(tmp_path, serv
         assert _files(device.exe.parent) == {"devicetrust-agent", "devicetrust-agent.prev"}
         for name, data in before.items():
             assert (device.state_dir / name).read_bytes() == data
+        status = json.loads(device.cli("status", "--json").stdout)
+        assert status["enrolled"] and status["version"] == "0.2.0"
+        assert status["update"]["installed"]["version"] == "0.2.0"
+        assert status["update"]["update_kid"] == admin.kid
         # The enrollment still works: the new version's posture report is accepted.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
