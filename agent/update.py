@@ -496,15 +496,20 @@ def apply(state_dir: Path, result: Check) -> Applied:
             "this agent runs from a Python environment; update it with the tool that "
             "installed it (pip), or install the packaged agent",
         )
-    if install.kind == "deb":
-        downloaded = download(artifact, state_dir / "updates")
-        try:
-            install_deb(downloaded, result.signed.manifest.serial)
-        finally:
-            downloaded.unlink(missing_ok=True)
-    else:
-        downloaded = download(artifact, install.executable.parent)
-        replace_executable(downloaded, install.executable, artifact.version)
+    try:
+        if install.kind == "deb":
+            downloaded = download(artifact, state_dir / "updates")
+            try:
+                install_deb(downloaded, result.signed.manifest.serial)
+            finally:
+                downloaded.unlink(missing_ok=True)
+        else:
+            downloaded = download(artifact, install.executable.parent)
+            replace_executable(downloaded, install.executable, artifact.version)
+    except OSError as exc:  # e.g. run by a user who may not write the agent's files
+        raise UpdateError(
+            "install_failed", f"cannot install into {install.executable.parent}: {exc}"
+        ) from None
     _update_state(
         state_dir,
         pending={
@@ -728,6 +733,8 @@ class UpdateScheduler:
         device_id: str,
         *,
         interval: float = DEFAULT_INTERVAL,
+        update_key: str | None = None,
+        manifest_url: str | None = None,
     ) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -735,6 +742,8 @@ class UpdateScheduler:
         self.enrollment = enrollment
         self.device_id = device_id
         self.interval = interval
+        self.update_key = update_key  # from the agent's configuration; else env, enrollment
+        self.manifest_url = manifest_url
         self._scheduler = BackgroundScheduler(daemon=True)
         self._warned = False
 
@@ -772,7 +781,13 @@ class UpdateScheduler:
             log.warning("the update to %s never started; checking again", pending.get("to"))
             _update_state(self.state_dir, pending=None)
         try:
-            result = check(self.state_dir, self.enrollment, self.device_id)
+            result = check(
+                self.state_dir,
+                self.enrollment,
+                self.device_id,
+                update_key=self.update_key,
+                manifest_url=self.manifest_url,
+            )
         except UpdateError as exc:
             if exc.code == "no_update_key":
                 if not self._warned:
