@@ -31,6 +31,7 @@ from typing import Any
 
 from nacl.signing import SigningKey, VerifyKey
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from idp_service import audit
 from idp_service.storage.db import Database
@@ -299,6 +300,14 @@ def _publish(db: Database, document: bytes, *, actor: str, change: str, now: flo
             published_by=actor,
         )
         session.add(row)
+        try:
+            session.flush()
+        except IntegrityError:  # another publish took this serial first
+            raise UpdateError(
+                "update_replayed",
+                f"serial {m.serial} was just published by someone else",
+                "Run: devicetrust updates show, then sign a new manifest.",
+            ) from None
         audit.record(
             session,
             "update.publish",
