@@ -122,6 +122,22 @@ def test_signing_refuses_another_kid_and_a_payload_over_the_cap():
     assert code(um.sign_manifest, manifest(artifacts=big), KEY) == "too_large"
 
 
+def test_a_payload_of_exactly_the_cap_is_signed():
+    artifacts = {f"p{i}": dataclasses.replace(ART, url="https://u.example.com/") for i in range(9)}
+    size = len(dumps(manifest(artifacts=artifacts).to_json()))
+    fill, extra = divmod(um.MAX_PAYLOAD - size, 9)
+    assert fill < um.MAX_URL - 30
+    for i in range(9):
+        pad = "a" * (fill + (extra if i == 0 else 0))
+        artifacts[f"p{i}"] = dataclasses.replace(ART, url="https://u.example.com/" + pad)
+    exact = manifest(artifacts=artifacts)
+    assert len(dumps(exact.to_json())) == um.MAX_PAYLOAD
+    signed = um.sign_manifest(exact, KEY)
+    assert um.parse_manifest(signed.document(), KEY.verify_key).manifest == exact
+    longer = dict(artifacts, p0=dataclasses.replace(ART, url=artifacts["p0"].url + "a"))
+    assert code(um.sign_manifest, manifest(artifacts=longer), KEY) == "too_large"
+
+
 def test_parser_payload_cap_and_shape():
     # A payload of exactly the cap passes the size check (and fails as JSON); one more is too large.
     assert code(um.parse_manifest, document(b" " * um.MAX_PAYLOAD), KEY.verify_key) == "malformed"
