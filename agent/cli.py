@@ -1,4 +1,4 @@
-"""The ``devicetrust-agent`` command: run, status, id, enroll, config and facts.
+"""The ``devicetrust-agent`` command: run, status, id, enroll, config, facts and update.
 
 ``run`` keeps the local channel open for the login page. ``enroll URL CODE``
 registers this device with a service using a one-time code from IT. ``id``
@@ -220,7 +220,16 @@ def status(state_dir: Path, as_json: bool) -> None:
         )
     if data["problem"]:
         text += f"\nPROBLEM: {data['problem']}"
-    _emit(data, as_json, f"{text}\nkeys: {data['keys']}\nstate directory: {state_dir}")
+    from agent import update
+
+    data["update"] = update.summary(state_dir, enrollment)
+    kid = data["update"]["update_kid"]
+    updates = f"pinned update key {kid}" if kid else "off (no update key pinned)"
+    _emit(
+        data,
+        as_json,
+        f"{text}\nkeys: {data['keys']}\nself-update: {updates}\nstate directory: {state_dir}",
+    )
 
 
 def _collector(replay: Path | None):  # noqa: ANN202 - Callable[[dict], dict]
@@ -307,6 +316,19 @@ def approve(state_dir: Path, as_json: bool) -> None:
     metavar="DURATION",
     help='Report posture at least this often, e.g. "15 min" (default: as the service asks).',
 )
+@click.option(
+    "--no-updates",
+    is_flag=True,
+    envvar="DEVICETRUST_AGENT_NO_UPDATES",
+    help="Do not check for signed self-updates.",
+)
+@click.option(
+    "--update-interval",
+    default="6h",
+    show_default=True,
+    envvar="DEVICETRUST_AGENT_UPDATE_INTERVAL",
+    help="How often to check for a signed update (with jitter): 6h, 30m, 1d.",
+)
 @click.pass_obj
 def run(
     state_dir: Path,
@@ -318,6 +340,8 @@ def run(
     services: tuple[str, ...],
     ports: str | None,
     report_interval: str | None,
+    no_updates: bool,
+    update_interval: str,
 ) -> None:
     """Keep the local channel open for sign-ins and report posture (Ctrl-C stops it)."""
     from agent.approve import ApprovalPoller
@@ -335,13 +359,21 @@ def run(
     services_flag = services  # --service / DEVICETRUST_AGENT_SERVICE win over service_url
     if not services and cfg.service_url:
         services = (cfg.service_url,)
+    from agent import update
+
+    try:
+        update_every = update.parse_interval(update_interval)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--update-interval") from None
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s devicetrust-agent %(levelname)s %(message)s"
     )
     for warning in cfg.warnings:
         logging.warning("configuration: %s", warning)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per job run
     keys = _keys(state_dir)
+    update.confirm_started(state_dir)
     enrollment = state.load(state_dir)
     _check_enrollment_pin(enrollment, cfg)
     channel_ports = cfg.agent_ports
@@ -365,15 +397,24 @@ def run(
     exit_code = 0
     scheduler: ReportScheduler | None = None
     poller: ApprovalPoller | None = None
+    updater: update.UpdateScheduler | None = None
 
     def start_reports(current: state.Enrollment | None) -> None:
-        nonlocal scheduler, poller
+        nonlocal scheduler, poller, updater
         if scheduler is not None:
             scheduler.shutdown()
             scheduler = None
         if poller is not None:
             poller.shutdown()
             poller = None
+        if updater is not None:
+            updater.shutdown()
+            updater = None
+        if not no_updates:
+            updater = update.UpdateScheduler(
+                state_dir, current, keys.device_id, interval=update_every
+            )
+            updater.start()
         if current is not None and not no_approvals:
             poller = ApprovalPoller(current, keys, Notifier(), interval=approval_interval)
             poller.start()
@@ -400,7 +441,12 @@ def run(
     mtime = path.stat().st_mtime if path.exists() else 0.0
     ticks = 0
     config_error = ""
+    restart: dict[str, Any] | None = None
     while not stop.wait(2.0):
+        # An update installed itself (schedule or `update apply`): restart into it.
+        restart = update.restart_wanted(state_dir)
+        if restart is not None:
+            break
         ticks += 1
         if ticks % CONFIG_RECHECK_TICKS == 0:
             # A profile, policy or file that arrives or changes while running.
@@ -447,8 +493,17 @@ def run(
         scheduler.shutdown()
     if poller is not None:
         poller.shutdown()
+    if updater is not None:
+        updater.shutdown()
+    port = channel.server_address[1]
     channel.shutdown()
     channel.server_close()
+    if restart is not None:
+        logging.info("restarting into agent %s", restart["to"])
+        try:
+            update.restart_into(state_dir, restart, port)  # does not return
+        except update.UpdateError as exc:
+            raise click.ClickException(f"{exc.message} ({exc.code})") from None
     logging.info("stopped")
     if exit_code:
         sys.exit(exit_code)
@@ -520,6 +575,137 @@ def server_fingerprint(url: str | None, as_json: bool) -> None:
             )
         )
     _emit(data, as_json, text)
+
+
+@cli.group("update")
+def update_group() -> None:
+    """Signed self-update: check for and install the build the service's manifest offers."""
+
+
+_update_key_option = click.option(
+    "--update-key",
+    envvar="DEVICETRUST_AGENT_UPDATE_KEY",
+    default=None,
+    help="The update public key to pin (default: the one pinned at enrollment).",
+)
+_manifest_url_option = click.option(
+    "--manifest-url",
+    envvar="DEVICETRUST_AGENT_UPDATE_URL",
+    default=None,
+    help="Where the manifest is (default: the enrolled service's /agent/v1/update-manifest).",
+)
+_platform_option = click.option(
+    "--platform", default=None, help="The manifest platform to take (default: detected)."
+)
+
+
+def _check(  # noqa: ANN202 - update.Check
+    state_dir: Path, update_key: str | None, manifest_url: str | None, platform: str | None
+):
+    from agent import update
+
+    keys = _keys(state_dir)
+    try:
+        return update.check(
+            state_dir,
+            state.load(state_dir),
+            keys.device_id,
+            update_key=update_key,
+            manifest_url=manifest_url,
+            platform=platform,
+        )
+    except update.UpdateError as exc:
+        raise click.ClickException(f"update refused ({exc.code}): {exc.message}") from None
+
+
+@update_group.command("check")
+@_update_key_option
+@_manifest_url_option
+@_platform_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def update_check(
+    state_dir: Path,
+    update_key: str | None,
+    manifest_url: str | None,
+    platform: str | None,
+    as_json: bool,
+) -> None:
+    """Fetch and verify the update manifest; say what this device would install."""
+    result = _check(state_dir, update_key, manifest_url, platform)
+    data = result.to_json()
+    if data["action"] == "install":
+        text = f"update available: {data['version']} (running {data['running']}, {data['reason']})"
+    else:
+        text = f"no update to install: {data['reason']} (running {data['running']})"
+    _emit(data, as_json, text)
+
+
+@update_group.command("apply")
+@_update_key_option
+@_manifest_url_option
+@_platform_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def update_apply(
+    state_dir: Path,
+    update_key: str | None,
+    manifest_url: str | None,
+    platform: str | None,
+    as_json: bool,
+) -> None:
+    """Install the update the manifest offers; a running agent restarts into it."""
+    from agent import update
+
+    result = _check(state_dir, update_key, manifest_url, platform)
+    if result.decision.action != "install":
+        _emit(result.to_json(), as_json, f"nothing to install: {result.decision.reason}")
+        return
+    try:
+        applied = update.apply(state_dir, result)
+    except update.UpdateError as exc:
+        raise click.ClickException(f"update refused ({exc.code}): {exc.message}") from None
+    _emit(
+        applied.to_json(),
+        as_json,
+        f"installed {applied.version}; a running agent restarts into it within seconds",
+    )
+
+
+@update_group.command("watch", hidden=True)
+@click.option("--pid", type=int, required=True)
+@click.option("--port", type=int, required=True)
+@click.option("--expect", required=True)
+@click.option("--timeout", type=float, default=30.0)
+@click.option("--restart-argv", default=None)
+@click.option("--managed", is_flag=True)
+@click.pass_obj
+def update_watch(
+    state_dir: Path,
+    pid: int,
+    port: int,
+    expect: str,
+    timeout: float,
+    restart_argv: str | None,
+    managed: bool,
+) -> None:
+    """Internal: health-check a restarted agent and roll back if it fails."""
+    from agent import update
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s devicetrust-agent %(levelname)s %(message)s"
+    )
+    argv = json.loads(restart_argv) if restart_argv else None
+    ok = update.watch(
+        state_dir,
+        pid=pid,
+        port=port,
+        expect=expect,
+        timeout=timeout,
+        restart_argv=argv,
+        managed=managed,
+    )
+    sys.exit(0 if ok else 1)
 
 
 @cli.command()

@@ -17,6 +17,7 @@ from nacl.signing import VerifyKey
 from agent import __version__, http_client, platform_ids, state
 from agent.config import AgentConfig, PinMismatch, check_pin
 from agent.keys import load_or_create
+from agent.update import fetch_update_key
 from trust_protocol.challenge import Challenge, parse_challenge
 from trust_protocol.device_keys import DeviceKeys
 from trust_protocol.encoding import b64d
@@ -102,6 +103,7 @@ def submit_registration(
         user=str(result.get("user", "")),
         state=str(result.get("state", "")),
         enrolled_at=time.time(),
+        update_key=fetch_update_key(server_url),
     )
     state.save(state_dir, enrollment)
     return enrollment

@@ -34,6 +34,7 @@ class Enrollment:
     user: str = ""
     state: str = ""
     enrolled_at: float = 0.0
+    update_key: str = ""  # base64url Ed25519: the service's update key, when it has one
 
     @property
     def verify_key(self) -> VerifyKey:

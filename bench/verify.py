@@ -76,7 +76,9 @@ class ServicePath:
         from idp_service.platform.keys import load_server_keys
         from idp_service.platform.migrate import upgrade
         from idp_service.platform.models import Device, utcnow
+        from idp_service.saml.keys import KeyRing
         from idp_service.services import Services
+        from idp_service.signin.reads import DeviceOwners
         from trust_protocol import DeviceKeys
 
         upgrade(url)
@@ -88,7 +90,13 @@ class ServicePath:
             }
         )
         self.db = Database(url)
-        self.service = Services(settings=settings, db=self.db, keys=load_server_keys(self.db))
+        self.service = Services(
+            settings=settings,
+            db=self.db,
+            keys=load_server_keys(self.db),
+            saml_keys=KeyRing(self.db),
+            device_owners=DeviceOwners(self.db.engine),
+        )
         self.keys = DeviceKeys.generate(str(uuid.uuid4()))
         with self.db.session() as s:
             user = users.create(s, f"bench-{uuid.uuid4().hex[:8]}@example.com")

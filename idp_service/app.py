@@ -23,8 +23,11 @@ from idp_service.platform.db import Database
 from idp_service.platform.keys import SESSION_KEY, load_secret, load_server_keys
 from idp_service.posture.service import Posture
 from idp_service.saml import web as saml_web
+from idp_service.saml.keys import KeyRing
 from idp_service.services import Services
 from idp_service.signin import web as signin_web
+from idp_service.signin.reads import DeviceOwners
+from idp_service.updates import web as updates_web
 from idp_service.web import bodies, display, headers, health, ratelimit
 from idp_service.web.errors import register_error_handlers
 from scim.app import mount_scim
@@ -55,7 +58,12 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     app.url_map.converters["int"] = BoundedInt  # before any route is added
     db = Database(settings.database_url)
     services = Services(
-        settings=settings, db=db, keys=load_server_keys(db), posture=Posture(settings)
+        settings=settings,
+        db=db,
+        keys=load_server_keys(db),
+        saml_keys=KeyRing(db),  # reads nothing until first used
+        device_owners=DeviceOwners(db.engine),
+        posture=Posture(settings),
     )
     app.extensions["devicetrust"] = services
     app.config.update(
@@ -88,6 +96,7 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     agent_web.init_app(app, services)  # /agent/v1
     signin_web.init_app(app, services)  # the login page at /login
     saml_web.init_app(app, services)  # the SAML IdP at /saml
+    updates_web.init_app(app, services)  # signed agent self-update at /agent/v1/update-*
     mount_scim(app)  # SCIM 2.0 at /scim/v2
     api.init_app(app, services)  # admin API at /api/v1
     admin.init_app(app, services)  # the admin console at /admin

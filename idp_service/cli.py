@@ -641,6 +641,10 @@ from idp_service.webhooks.cli import webhook  # noqa: E402
 
 cli.add_command(webhook)
 
+from idp_service.updates.cli import updates  # noqa: E402
+
+cli.add_command(updates)
+
 
 def main() -> None:
     """Entry point of the ``devicetrust`` console script."""

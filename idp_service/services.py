@@ -20,7 +20,7 @@ from idp_service.platform.models import Device, LoginTransaction, User, utcnow
 from idp_service.platform.ratelimit_store import DatabaseStorage
 from trust_protocol.server_keys import ServerKeys
 
-if TYPE_CHECKING:  # the container holds these; it does not depend on their features
+if TYPE_CHECKING:  # the app factory builds these; the container only holds them
     from idp_service.posture.service import Posture
     from idp_service.saml.keys import KeyRing
     from idp_service.signin.reads import DeviceOwners
@@ -74,20 +74,17 @@ class Services:
     settings: Settings
     db: Database
     keys: ServerKeys  # the protocol's challenge and notice keys
+    # The SAML signing keys (saml/keys.py), read on first use.
+    saml_keys: KeyRing
+    # Device id -> owner, the sign-in hot path's hint (signin/reads.py).
+    device_owners: DeviceOwners
     clock: Callable[[], dt.datetime] = utcnow  # the wall clock the sign-in decides by
     completers: Completers = field(default_factory=Completers)
     # The posture checks in force (reloaded when their files change); None: posture is off.
     posture: Posture | None = None
     # The HMAC key of approval codes (devices/approve.py load_key), read at start.
     approval_code_key: bytes | None = None
-    # The SAML signing keys and the persistent-NameID secret (saml/service.py).
-    saml_keys: KeyRing = field(init=False)
+    # The persistent-NameID secret (saml/service.py).
     saml_persistent_secret: bytes | None = None
-    # Device id -> owner, the sign-in hot path's hint (signin/reads.py).
-    device_owners: DeviceOwners = field(init=False)
     # The admin API's probe marks (api/core.py), made on first use.
     api_probe_marks: DatabaseStorage | None = None
-
-    def __post_init__(self) -> None:
-        self.saml_keys = KeyRing(self.db)  # reads nothing until first used
-        self.device_owners = DeviceOwners(self.db.engine)

@@ -34,6 +34,10 @@ CODES: dict[str, str] = {
     "notice_expired": "The notice's expires_at has passed.",
     "bad_poll_signature": "The poll is not signed by the device's registered key.",
     "poll_expired": "The poll's time is outside the allowed window.",
+    "bad_update_signature": "The update manifest is not signed by the pinned update key.",
+    "update_expired": "The update manifest's expires_at has passed.",
+    "update_replayed": "The update manifest is older than one this device already accepted.",
+    "update_digest_mismatch": "The downloaded artifact's size or SHA-256 is not the signed one.",
 }
 
 

@@ -62,6 +62,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "agent_api.report_challenge",
         "agent_api.report_facts",
         "agent_api.notices",
+        "updates.manifest",
+        "updates.key",
+        "updates.artifact",
     ),
     # Enrollment: register challenges (agent and login page) and the registration
     # that carries the enrollment code.

@@ -90,6 +90,14 @@ def test_every_stateless_rejection_code_has_a_vector():
         for v in V[section]
         if v["expect"]["verdict"] == "reject"
     }
+    # The update manifest's codes have their own file (test_update_manifest_vectors.py).
+    updates = json.loads((VECTOR_DIR / "update_manifest_v1.json").read_text(encoding="utf-8"))
+    covered |= {
+        v["expect"]["code"]
+        for section in ("manifests", "artifacts")
+        for v in updates[section]
+        if v["expect"]["verdict"] == "reject"
+    }
     assert covered == set(CODES) - stateful
 
 
