@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from idp_service.platform.audit_chain import with_mac
 from idp_service.platform.models import AuditEvent, utcnow
+from idp_service.token_tables import ScimToken
 from scim.auth import Grant
-from scim.tables import ScimToken
 
 EVENTS = AuditEvent.__table__
 FIELDS = ("at", "action", "outcome", "code", "actor", "user_id", "remote_addr", "details", "mac")

@@ -30,8 +30,8 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from idp_service.platform.models import utcnow
+from idp_service.token_tables import ScimToken
 from scim import tokens
-from scim.tables import ScimToken
 
 # How long a copy of the token rows is used before it is read again. Not a
 # revocation bound (see above): it only bounds how long rows are kept.

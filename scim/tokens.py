@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from idp_service.platform import audit
 from idp_service.platform.models import utcnow
-from scim.tables import ScimToken
+from idp_service.token_tables import ScimToken
 
 PREFIX = "dtscim_"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

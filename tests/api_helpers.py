@@ -8,11 +8,11 @@ import uuid
 from typing import Any
 
 from idp_service.api import tokens
+from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.db import Database
 from idp_service.platform.models import Device, User, utcnow
 from idp_service.posture.tables import CheckResultHistory, CheckResultRow, DeviceFacts
 from posture_checks.evaluator import Status
-from scim.tables import Group, GroupMember
 
 
 def make_token(db: Database, name: str, scope: str) -> str:

@@ -25,13 +25,13 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from idp_service.admin import sessions as admin_sessions
+from idp_service.directory.groups import group_keys_of
 from idp_service.platform import audit
 from idp_service.platform.errors import Forbidden
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import Device, LoginTransaction, User, utcnow
 from idp_service.signin.web import MESSAGES, remember
 from idp_service.web.context import ctx
-from scim.groups import group_keys_of
 
 SESSION_KEY = "admin"
 CSRF_KEY = "admin_csrf"

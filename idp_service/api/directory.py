@@ -11,9 +11,9 @@ from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor,
 from idp_service.api.core import operation as op
 from idp_service.api.devices import DEVICE
 from idp_service.devices import enroll, registry
+from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.errors import Conflict, NotFound
 from idp_service.platform.models import Device, User
-from scim.tables import Group, GroupMember
 
 NULLABLE = {"type": ["string", "null"]}
 USER = S.obj(

@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from idp_service.api.tables import API_SCOPES, ApiToken
 from idp_service.platform import audit
 from idp_service.platform.models import utcnow
+from idp_service.token_tables import API_SCOPES, ApiToken
 
 PREFIX = "dtapi_"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

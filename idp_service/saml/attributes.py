@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from idp_service.directory.groups import groups_of
 from idp_service.platform.models import Device, User
 
 SOURCES = ("email", "display_name", "groups", "device_id", "posture")
@@ -25,8 +26,6 @@ DEFAULT_MAPPING: dict[str, str] = {
 
 def groups_of_user(session: Session, user_id: str) -> list[str]:
     """The user's SCIM groups (display names)."""
-    from scim.groups import groups_of
-
     return [str(g) for g in groups_of(session, user_id)]
 
 

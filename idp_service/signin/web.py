@@ -350,9 +350,9 @@ def _posture_gate(
     remediation and "Recheck now"; cancelling it denies the sign-in. Warnings are
     shown once, and the user continues past them.
     """
+    from idp_service.directory.groups import groups_of
     from idp_service.posture.service import Posture
     from posture_checks.enforcement import Action
-    from scim.groups import groups_of
 
     posture: Posture = ctx().extras["posture"]
     if not posture.checks():

@@ -181,7 +181,7 @@ def test_admin_group_removal_ends_the_session_for_good(app, db, world, scim):
 
 def test_a_recheck_that_fails_ends_the_session(app, db, world):
     """A membership lost outside SCIM is caught by the request's recheck, which ends the row."""
-    from scim.tables import GroupMember
+    from idp_service.directory.tables import GroupMember
 
     captured = _capture(_device_signin(app, db, world))
     with db.session() as s:

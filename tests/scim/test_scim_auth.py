@@ -20,9 +20,9 @@ from werkzeug.test import Client
 
 from idp_service.platform.db import Database
 from idp_service.platform.models import AuditEvent, User
+from idp_service.token_tables import ScimToken
 from scim import tokens
 from scim.app import ScimApplication
-from scim.tables import ScimToken
 from tests.scim_helpers import user_body
 
 

@@ -18,9 +18,9 @@ import pytest
 from werkzeug.test import Client
 
 from idp_service.platform.db import Database
+from idp_service.token_tables import ScimToken
 from scim import audit, auth, tokens
 from scim.app import ScimApplication
-from scim.tables import ScimToken
 from tests.scim_helpers import SCIM_JSON, assert_scim_error, start_scim_service
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
