@@ -634,12 +634,9 @@ cli.add_command(checks)
 cli.add_command(sp_group)
 cli.add_command(keys_group)
 
-from scim.cli import scim_token  # noqa: E402
+from idp_service.tokens_cli import api_token, scim_token  # noqa: E402
 
 cli.add_command(scim_token)
-
-from idp_service.api.cli import api_token  # noqa: E402
-
 cli.add_command(api_token)
 
 from idp_service.devices.policy_cli import policy  # noqa: E402

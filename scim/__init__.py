@@ -15,8 +15,8 @@ The package follows scim2-server's own split, one concern per module:
   does to that user's devices;
 - :mod:`scim.app`: the thin WSGI application (bearer auth, one transaction and
   one audit event per request) mounted at ``/scim/v2`` in the Flask service;
-- :mod:`scim.tokens` and :mod:`scim.cli`: the named bearer tokens and the
-  ``devicetrust scim-token`` commands;
+- the named bearer tokens and the ``devicetrust scim-token`` commands are the
+  service's own (:mod:`idp_service.tokens`, shared with the admin API's tokens);
 - :mod:`scim.auth` and :mod:`scim.audit`: checking a request's token against a
   per-process copy of the live tokens, and the request's audit event, whose
   INSERT checks the token again in the request's transaction.

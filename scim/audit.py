@@ -9,7 +9,7 @@ A request made with a token writes its event with :func:`record_use`, an
 ``INSERT … SELECT … FROM scim_tokens WHERE`` the token's row is still live: the
 event is written, and the request may commit, only if the token was not revoked
 or rotated away in the meantime (see :mod:`scim.auth`). Same predicate as
-:func:`scim.tokens.match`: not revoked, and the hash is the current one or a
+:func:`idp_service.tokens.match`: not revoked, and the hash is the current one or a
 previous one still in its grace period.
 """
 

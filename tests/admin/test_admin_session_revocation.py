@@ -17,12 +17,12 @@ import pytest
 from sqlalchemy import delete, select
 from werkzeug.test import Client
 
+from idp_service import tokens
 from idp_service.admin import bootstrap
 from idp_service.admin.tables import AdminSession
 from idp_service.devices import registry
 from idp_service.platform.models import LoginTransaction, utcnow
 from idp_service.webhooks import endpoints
-from scim import tokens
 from scim.app import ScimApplication
 from tests.admin_helpers import csrf_of, make_admin_group, make_device, make_user
 from tests.scim_helpers import PATCH_OP, SCIM_JSON
@@ -54,7 +54,7 @@ def world(db):
 @pytest.fixture
 def scim(db):
     with db.session() as s:
-        token = tokens.create(s, "idp")
+        token = tokens.SCIM.create(s, "idp")
     client = Client(ScimApplication(db, public_url="http://scim.test"))
     headers = {"Authorization": f"Bearer {token}", "Content-Type": SCIM_JSON}
 

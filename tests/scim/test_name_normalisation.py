@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, select, text
 from werkzeug.test import Client
 
+from idp_service import tokens
 from idp_service.cli import cli
 from idp_service.directory import users
 from idp_service.directory.tables import Group
@@ -29,7 +30,6 @@ from idp_service.platform.identity import ConfusableName, check_identifier, name
 from idp_service.platform.migrate import alembic_config, upgrade
 from idp_service.platform.models import LoginTransaction, User, utcnow
 from idp_service.web.errors import status_of
-from scim import tokens
 from scim.app import ScimApplication
 from tests.admin_helpers import make_device
 from tests.scim_helpers import GROUP, PATCH_OP, SCIM_JSON, USER
@@ -65,7 +65,7 @@ def db(app):
 def scim(db):
     """SCIM on the service's database, as the identity provider calls it: (method, path, body)."""
     with db.session() as s:
-        token = tokens.create(s, "idp")
+        token = tokens.SCIM.create(s, "idp")
     client = Client(ScimApplication(db, public_url="http://scim.test"))
     headers = {"Authorization": f"Bearer {token}", "Content-Type": SCIM_JSON}
 
