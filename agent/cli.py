@@ -21,11 +21,8 @@ import click
 from agent import __version__, state
 from agent.keys import KeyPermissionError, check_permissions, load_or_create
 from agent.paths import default_state_dir
+from trust_protocol.cli_output import emit as _emit
 from trust_protocol.ports import parse_ports
-
-
-def _emit(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2) if as_json else text)
 
 
 def _keys(state_dir: Path):  # noqa: ANN202 - DeviceKeys
