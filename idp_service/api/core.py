@@ -147,6 +147,11 @@ def operation(
             body=body,
             errors=errors,
         )
+        # Compile every schema of the operation now: a bad schema fails at import, and
+        # requests only look up the compiled validator.
+        for schema in (op.body, *op.query.values(), *op.path_params.values()):
+            if schema is not None:
+                S.compiled(schema)
         OPERATIONS.append(op)
         bp.add_url_rule(
             _flask_rule(op),
