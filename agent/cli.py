@@ -24,6 +24,7 @@ from agent import __version__, state
 from agent.config import EX_CONFIG, KEYS, AgentConfig, ConfigError, PinMismatch, check_pin
 from agent.keys import KeyPermissionError, check_permissions, load_or_create
 from agent.paths import default_state_dir
+from trust_protocol.cli_output import emit as _emit
 from trust_protocol.ports import parse_ports
 
 STOP_EVENT = "devicetrust.stop"  # ctx.meta key: a threading.Event that ends `run`
@@ -69,10 +70,6 @@ def _check_enrollment_pin(enrollment: state.Enrollment | None, cfg: AgentConfig)
             "If the service really has a new key, devices must enroll again: move the state "
             "directory away and enroll."
         ) from None
-
-
-def _emit(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2) if as_json else text)
 
 
 def _keys(state_dir: Path):  # noqa: ANN202 - DeviceKeys

@@ -1,7 +1,8 @@
 """The ``devicetrust`` command: run, migrate and administer the service.
 
-Every command that prints data takes ``--json``. Other surfaces add their
-command groups at the bottom of this module.
+Every command that prints data takes ``--json``. Each surface's own command
+group (``sp``, ``keys``, ``checks``, ``api-token``, ``scim-token``, ``policy``,
+``webhook``) is added below ``cli``.
 """
 
 from __future__ import annotations
@@ -9,33 +10,19 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 
 import click
 
 from idp_service.devices import queries as device_queries
-from idp_service.platform.config import Settings
+from idp_service.devices.policy_cli import policy
+from idp_service.platform.cli_support import database as _db
+from idp_service.platform.cli_support import settings as _settings
+from idp_service.saml.cli import keys_group, sp_group
+from idp_service.tokens_cli import api_token, scim_token
+from idp_service.webhooks.cli import webhook
+from posture_checks.cli import checks
+from trust_protocol.cli_output import emit as _emit
 from trust_protocol.durations import format_duration
-
-
-def _emit(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except ValueError as exc:  # a bad DEVICETRUST_* value: say which, no traceback
-        raise click.ClickException(str(exc)) from None
-
-
-def _db():  # noqa: ANN202 - returns Database; imported lazily to keep --help fast
-    from idp_service.platform import audit_chain
-    from idp_service.platform.db import Database
-
-    settings = _settings()
-    audit_chain.configure(audit_chain.load_key(settings.data_dir), data_dir=settings.data_dir)
-    return Database(settings.database_url)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -520,7 +507,6 @@ def _verify_key(public_key: str | None):  # noqa: ANN202 - VerifyKey | None
 def audit_checkpoint(export_: bool, show_all: bool, show_key: bool, restore: bool) -> None:
     """Seal the log and sign a checkpoint of its head now (appended to the checkpoint file
     and sent as an `audit.checkpoint` event), or print checkpoints or the public key."""
-    import json
 
     from idp_service.platform import audit_chain
 
@@ -578,7 +564,6 @@ def audit_prune(before: object, as_json: bool) -> None:
 )
 def audit_export(since_seq: int, output: object) -> None:
     """Write the audit log as JSON lines, in chain order, with each row's MAC and chain hash."""
-    import json
 
     from sqlalchemy import func, select
 
@@ -617,29 +602,9 @@ def demo(port: int | None, sp_port: int | None, verbose: bool) -> None:
     sys.exit(run_demo(port=port, sp_port=sp_port, verbose=verbose))
 
 
-# Surfaces add their command groups here.
-from idp_service.saml.cli import keys_group, sp_group  # noqa: E402
-from posture_checks.cli import checks  # noqa: E402
-
-cli.add_command(checks)
-cli.add_command(sp_group)
-cli.add_command(keys_group)
-
-from scim.cli import scim_token  # noqa: E402
-
-cli.add_command(scim_token)
-
-from idp_service.api.cli import api_token  # noqa: E402
-
-cli.add_command(api_token)
-
-from idp_service.devices.policy_cli import policy  # noqa: E402
-
-cli.add_command(policy)
-
-from idp_service.webhooks.cli import webhook  # noqa: E402
-
-cli.add_command(webhook)
+# Each surface's command group.
+for _group in (checks, sp_group, keys_group, scim_token, api_token, policy, webhook):
+    cli.add_command(_group)
 
 from idp_service.updates.cli import updates  # noqa: E402
 

@@ -4,12 +4,12 @@ Alembic's environment and the migration tests import this; add a line when a
 feature adds a tables module.
 """
 
+from idp_service import token_tables  # noqa: F401
 from idp_service.admin import tables as admin_tables  # noqa: F401
-from idp_service.api import tables as api_tables  # noqa: F401
 from idp_service.devices import approval_tables, flag_tables  # noqa: F401
+from idp_service.directory import tables as directory_tables  # noqa: F401
 from idp_service.platform import job_tables, models, ratelimit_tables  # noqa: F401
 from idp_service.posture import tables as posture_tables  # noqa: F401
 from idp_service.saml import tables as saml_tables  # noqa: F401
 from idp_service.updates import store as update_tables  # noqa: F401
 from idp_service.webhooks import tables as webhook_tables  # noqa: F401
-from scim import tables as scim_tables  # noqa: F401

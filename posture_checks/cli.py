@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from trust_protocol.cli_output import emit
+
 if TYPE_CHECKING:  # the CEL and YAML modules load only when a command runs
     from posture_checks.model import Check, CheckIssue
 
@@ -79,23 +81,20 @@ def checks() -> None:
 def lint(directories: tuple[str, ...], as_json: bool) -> None:
     """Check every *.yaml/*.yml under DIRECTORIES; exit 1 on any error."""
     found, errors, warnings = lint_directories([Path(d) for d in directories])
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "checks": [c.id for c in found],
-                    "errors": [vars(i) for i in errors],
-                    "warnings": [vars(i) for i in warnings],
-                },
-                indent=2,
-            )
-        )
-    else:
+    if not as_json:
         for issue in errors:
             click.echo(f"{issue}", err=True)
         for issue in warnings:
             click.echo(f"{issue} (warning)", err=True)
-        click.echo(f"{len(found)} checks ok, {len(errors)} errors, {len(warnings)} warnings")
+    emit(
+        {
+            "checks": [c.id for c in found],
+            "errors": [vars(i) for i in errors],
+            "warnings": [vars(i) for i in warnings],
+        },
+        as_json,
+        f"{len(found)} checks ok, {len(errors)} errors, {len(warnings)} warnings",
+    )
     sys.exit(1 if errors else 0)
 
 
@@ -162,19 +161,20 @@ def test(
     prepared = prepare_facts(facts, now if ignore_age else None)
     results = evaluate_all(found, prepared, now=now, variables=overrides)
     by_id = {c.id: c for c in found}
+    payload: list[dict[str, Any]] = []
+    parts: list[str] = []
     if as_json:
         payload = [r.to_dict() for r in results]
         if remediation:
             for item, result in zip(payload, results, strict=True):
                 if result.status is not Status.PASS:
                     item["remediation"] = render_remediation(by_id[result.check_id], facts)
-        click.echo(json.dumps({"results": payload, "issues": [vars(i) for i in issues]}, indent=2))
     else:
-        rows = [(r.check_id, r.status.value, r.reason) for r in results]
-        click.echo(_table(rows))
+        parts.append(_table([(r.check_id, r.status.value, r.reason) for r in results]))
         if remediation:
             for result in results:
                 if result.status in (Status.FAIL, Status.STALE, Status.UNKNOWN):
-                    click.echo(f"\n## {result.check_id}\n")
-                    click.echo(render_remediation(by_id[result.check_id], facts))
+                    parts.append(f"\n## {result.check_id}\n")
+                    parts.append(render_remediation(by_id[result.check_id], facts))
+    emit({"results": payload, "issues": [vars(i) for i in issues]}, as_json, "\n".join(parts))
     sys.exit(1 if issues else 0)

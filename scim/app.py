@@ -3,7 +3,7 @@
 A thin subclass of scim2-server's :class:`~scim2_server.applications.wsgi.WSGIApplication`
 that adds what a deployment needs around the library's handler:
 
-- bearer auth against the named tokens of :mod:`scim.tokens` (checked by
+- bearer auth against the named tokens of :mod:`idp_service.tokens` (checked by
   :mod:`scim.auth`): a missing or bad token gets a SCIM 401 with
   ``WWW-Authenticate: Bearer realm="devicetrust-scim"``, and so does a request
   whose token was revoked while it ran (it is rolled back);

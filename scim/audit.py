@@ -9,7 +9,7 @@ A request made with a token writes its event with :func:`record_use`, an
 ``INSERT … SELECT … FROM scim_tokens WHERE`` the token's row is still live: the
 event is written, and the request may commit, only if the token was not revoked
 or rotated away in the meantime (see :mod:`scim.auth`). Same predicate as
-:func:`scim.tokens.match`: not revoked, and the hash is the current one or a
+:func:`idp_service.tokens.match`: not revoked, and the hash is the current one or a
 previous one still in its grace period.
 """
 
@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from idp_service.platform.audit_chain import with_mac
 from idp_service.platform.models import AuditEvent, utcnow
+from idp_service.token_tables import ScimToken
 from scim.auth import Grant
-from scim.tables import ScimToken
 
 EVENTS = AuditEvent.__table__
 FIELDS = ("at", "action", "outcome", "code", "actor", "user_id", "remote_addr", "details", "mac")

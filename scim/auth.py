@@ -4,7 +4,7 @@ Reading the token table on every request costs a round trip and, more, the
 CPU of a SQLAlchemy statement, on every SCIM request. So each process keeps a
 copy of the live tokens' rows (:class:`TokenCache`) and checks a presented
 token against that copy: its SHA-256 is compared with every cached hash in
-constant time (:func:`scim.tokens.match`), as against the table. A token the
+constant time (:func:`idp_service.tokens.match`), as against the table. A token the
 copy does not know (a token made or rotated since) makes the cache re-read the
 table before the request is refused, so a new token works at once.
 
@@ -26,12 +26,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from idp_service import tokens
 from idp_service.platform.models import utcnow
-from scim import tokens
-from scim.tables import ScimToken
 
 # How long a copy of the token rows is used before it is read again. Not a
 # revocation bound (see above): it only bounds how long rows are kept.
@@ -70,7 +68,7 @@ class TokenCache:
         if cached is not None and time.monotonic() - cached[0] < self.seconds:
             found = tokens.match(cached[1], digest, now)
         if found is None:  # unknown to the copy: read the table before refusing
-            rows = tokens.live_rows(session)
+            rows = tokens.SCIM.live_rows(session)
             self._rows = (time.monotonic(), rows)
             found = tokens.match(rows, digest, now)
         if found is None:
@@ -89,6 +87,4 @@ class TokenCache:
             if last is not None and now - last <= tokens.LAST_USED_RESOLUTION:
                 return
             self._last_used[row.id] = now
-        session.connection().execute(
-            update(ScimToken).where(ScimToken.id == row.id).values(last_used_at=now)
-        )
+        tokens.SCIM.touch(session, row.id, now)

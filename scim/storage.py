@@ -66,13 +66,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp_service.admin.sessions import end_where_not_admin
+from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.db import Database
 from idp_service.platform.identity import ConfusableName, check_identifier, name_key
 from idp_service.platform.models import User, utcnow
 from scim import lifecycle
 from scim.lifecycle import Reactivation
 from scim.provider import GROUP_SCHEMA, USER_SCHEMA
-from scim.tables import Group, GroupMember
 
 USERS = User.__table__
 GROUPS = Group.__table__

@@ -9,8 +9,8 @@ import uuid
 from sqlalchemy.orm import Session
 
 from idp_service.directory import users
+from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.models import Device, User
-from scim.tables import Group, GroupMember
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 

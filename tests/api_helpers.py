@@ -7,18 +7,18 @@ import os
 import uuid
 from typing import Any
 
-from idp_service.api import tokens
+from idp_service import tokens
+from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.db import Database
 from idp_service.platform.models import Device, User, utcnow
 from idp_service.posture.tables import CheckResultHistory, CheckResultRow, DeviceFacts
 from posture_checks.evaluator import Status
-from scim.tables import Group, GroupMember
 
 
 def make_token(db: Database, name: str, scope: str) -> str:
     """A live API token."""
     with db.session() as s:
-        return tokens.create(s, name, scope, actor="test")
+        return tokens.API.create(s, name, scope, actor="test")
 
 
 def seed(db: Database, devices_per_state: int = 2) -> dict[str, Any]:

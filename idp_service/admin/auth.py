@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-import hmac
-import secrets
 from dataclasses import dataclass
 
 from flask import Response, g, make_response, redirect, render_template, request, session
@@ -25,17 +23,17 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from idp_service.admin import sessions as admin_sessions
+from idp_service.directory.groups import group_keys_of
 from idp_service.platform import audit
-from idp_service.platform.errors import Forbidden
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import Device, LoginTransaction, User, utcnow
 from idp_service.signin.messages import MESSAGES
 from idp_service.signin.web import remember
 from idp_service.web.context import ctx
-from scim.groups import group_keys_of
+from idp_service.web.csrf import CsrfGuard
 
 SESSION_KEY = "admin"
-CSRF_KEY = "admin_csrf"
+CONSOLE_CSRF = CsrfGuard("admin_csrf", "This form is stale or did not come from the console.")
 
 
 @dataclass(frozen=True)
@@ -55,26 +53,17 @@ class Admin:
 
 
 def csrf_token() -> str:
-    """This browser's CSRF token (made on first use)."""
-    token = session.get(CSRF_KEY)
-    if not isinstance(token, str) or len(token) < 32:
-        token = secrets.token_urlsafe(32)
-        session[CSRF_KEY] = token
-    return token
+    """This browser's console CSRF token (made on first use)."""
+    return CONSOLE_CSRF.token()
 
 
 def check_csrf() -> None:
-    """Refuse (403 ``csrf_invalid``) a POST without this session's token, or from elsewhere."""
-    sent = request.form.get("csrf", "")
-    expected = session.get(CSRF_KEY)
-    origin = request.headers.get("Origin")
-    ok = (
-        isinstance(expected, str)
-        and len(expected) >= 32
-        and hmac.compare_digest(sent.encode(), expected.encode())
-        and (origin is None or origin in ctx().settings.allowed_origins)
-    )
-    if not ok:
+    """Refuse (403 ``csrf_invalid``) a POST without this session's token, or from elsewhere.
+
+    The refusal is audited (``admin.csrf``) and writes nothing else.
+    """
+
+    def audit_refusal() -> None:
         admin = current_admin()
         audit.record_separately(
             ctx().db,
@@ -85,7 +74,8 @@ def check_csrf() -> None:
             remote_addr=request.remote_addr,
             details={"path": request.path},
         )
-        raise Forbidden("csrf_invalid", "This form is stale or did not come from the console.")
+
+    CONSOLE_CSRF.check(on_refusal=audit_refusal)
 
 
 def in_admin_group(s: Session, user_id: str) -> bool:
@@ -121,7 +111,7 @@ def open_session(admin: Admin) -> None:
         )
     session.clear()
     session[SESSION_KEY] = {"sid": secret}
-    session[CSRF_KEY] = secrets.token_urlsafe(32)
+    CONSOLE_CSRF.renew()
 
 
 def end_session(reason: str) -> None:

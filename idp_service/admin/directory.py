@@ -7,12 +7,12 @@ from sqlalchemy import func, select
 
 from idp_service.admin import queries
 from idp_service.admin.blueprint import bp
+from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.errors import Invalid
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import Device, User
 from idp_service.saml import registry as sp_registry
 from idp_service.web.context import ctx
-from scim.tables import Group, GroupMember
 
 
 @bp.get("/users")

@@ -18,6 +18,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from idp_service.admin.tables import AdminSession
+from idp_service.directory.groups import group_keys_of
+from idp_service.platform.identity import name_key
 from idp_service.platform.models import utcnow
 
 
@@ -122,9 +124,6 @@ def end_where_not_admin(session: Session, admin_group: str) -> int:
     session ends then, not only at its next request: a removal and a re-adding
     between two requests still ends it. Live console sessions are few.
     """
-    from idp_service.platform.identity import name_key
-    from scim.groups import group_keys_of
-
     wanted = name_key(admin_group)
     rows = session.execute(
         select(AdminSession.id, AdminSession.user_id).where(

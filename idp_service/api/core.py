@@ -28,6 +28,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from idp_service import tokens
 from idp_service.api import schema as S
 from idp_service.platform import audit
 from idp_service.platform.db import Database
@@ -146,6 +147,11 @@ def operation(
             body=body,
             errors=errors,
         )
+        # Compile every schema of the operation now: a bad schema fails at import, and
+        # requests only look up the compiled validator.
+        for schema in (op.body, *op.query.values(), *op.path_params.values()):
+            if schema is not None:
+                S.compiled(schema)
         OPERATIONS.append(op)
         bp.add_url_rule(
             _flask_rule(op),
@@ -199,17 +205,15 @@ def _unauthorized(message: str, error: str | None) -> Unauthenticated:
 
 
 def _authenticate(op: Operation, db: Database) -> str:
-    from idp_service.api import tokens
-
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
         raise _unauthorized("send Authorization: Bearer <token> (devicetrust api-token)", None)
     with db.session() as session:
-        found = tokens.authenticate(session, presented)
+        found = tokens.API.authenticate(session, presented)
     if found is None:
         raise _unauthorized("unknown or revoked token", "invalid_token")
-    name, scope = found
+    name, scope = found.name, found.scope
     if op.scope == "write" and scope != "write":
         exc = Forbidden("insufficient_scope", "this needs a token with the write scope")
         exc.www_authenticate = (
@@ -307,15 +311,14 @@ def _audit_probe() -> None:
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
         return
-    from idp_service.api import tokens
     from idp_service.platform.ratelimit_store import DatabaseStorage
 
     db = ctx().db
     with db.session() as session:
-        found = tokens.authenticate(session, presented)
+        found = tokens.API.authenticate(session, presented)
     if found is None:
         return  # not an authenticated request
-    name = found[0]
+    name = found.name
     service = ctx()
     storage = service.api_probe_marks
     if storage is None:

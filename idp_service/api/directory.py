@@ -11,9 +11,9 @@ from idp_service.api.devices import DEVICE
 from idp_service.devices import enroll
 from idp_service.devices import queries as device_queries
 from idp_service.directory import queries as directory_queries
+from idp_service.directory.tables import Group
 from idp_service.platform.errors import Conflict, NotFound
 from idp_service.platform.models import User
-from scim.tables import Group
 
 NULLABLE = {"type": ["string", "null"]}
 USER = S.obj(

@@ -1,28 +1,20 @@
-"""A small JSON Schema (2020-12 subset) validator for admin-API input, and schema helpers.
+"""Admin-API input validation with jsonschema (Draft 2020-12), and schema helpers.
 
 The same schemas describe the API in its OpenAPI document and check what
-clients send, so the two cannot drift. Supported keywords: ``type`` (one or a
-list), ``properties``, ``required``, ``additionalProperties`` (false or a
-schema), ``items``, ``maxItems``, ``enum``, ``minLength``, ``maxLength``,
-``pattern``, ``minimum``, ``maximum``. Every string must also be storable: no
-NUL characters and no lone surrogates (PostgreSQL and UTF-8 refuse both).
+clients send, so the two cannot drift. Each schema is compiled once into a
+:class:`jsonschema.Draft202012Validator` (cached by :func:`compiled`); the
+first error becomes a :class:`SchemaError` whose path and message keep the
+API's wording (``body.name: is required``). Every string must also be
+storable: no NUL characters and no lone surrogates (PostgreSQL and UTF-8
+refuse both), in keys and values alike.
 """
 
 from __future__ import annotations
 
-import re
-from functools import lru_cache
 from typing import Any
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list,),
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "null": (type(None),),
-}
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
 
 
 class SchemaError(ValueError):
@@ -32,19 +24,6 @@ class SchemaError(ValueError):
         super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
-
-
-@lru_cache(maxsize=256)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
-def _is_type(value: Any, name: str) -> bool:
-    if name in ("integer", "number") and isinstance(value, bool):
-        return False
-    if name == "integer" and isinstance(value, float):
-        return value.is_integer()
-    return isinstance(value, _TYPES[name])
 
 
 def storable(text: str) -> bool:
@@ -58,50 +37,86 @@ def storable(text: str) -> bool:
     return True
 
 
-def validate(schema: dict[str, Any], value: Any, path: str = "$") -> None:
-    """Raise :class:`SchemaError` unless ``value`` matches ``schema``."""
-    types = schema.get("type")
-    if types is not None:
-        names = [types] if isinstance(types, str) else list(types)
-        if not any(_is_type(value, n) for n in names):
-            raise SchemaError(path, f"must be {' or '.join(names)}")
-    if "enum" in schema and value not in schema["enum"]:
-        raise SchemaError(path, f"must be one of {', '.join(map(str, schema['enum']))}")
+# id(schema) -> (schema, validator); the schema is kept so its id is never reused.
+_COMPILED: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+
+
+def compiled(schema: dict[str, Any]) -> Draft202012Validator:
+    """The validator of ``schema``, compiled on first use and kept."""
+    entry = _COMPILED.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        Draft202012Validator.check_schema(schema)
+        entry = _COMPILED[id(schema)] = (schema, Draft202012Validator(schema))
+    return entry[1]
+
+
+def _where(base: str, parts: Any) -> str:
+    path = base
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _error(base: str, err: ValidationError) -> SchemaError:
+    path = _where(base, err.absolute_path)
+    rule, want, value = err.validator, err.validator_value, err.instance
+    if rule == "type":
+        names = [want] if isinstance(want, str) else list(want)
+        return SchemaError(path, f"must be {' or '.join(names)}")
+    if rule == "enum":
+        return SchemaError(path, f"must be one of {', '.join(map(str, want))}")
+    if rule == "minLength":
+        return SchemaError(path, f"must be at least {want} characters")
+    if rule == "maxLength":
+        return SchemaError(path, f"must be at most {want} characters")
+    if rule == "pattern":
+        return SchemaError(path, f"must match {want}")
+    if rule == "minimum":
+        return SchemaError(path, f"must be at least {want}")
+    if rule == "maximum":
+        return SchemaError(path, f"must be at most {want}")
+    if rule == "maxItems":
+        return SchemaError(path, f"must have at most {want} items")
+    if rule == "required":
+        missing = next((k for k in want if k not in value), "?")
+        return SchemaError(f"{path}.{missing}", "is required")
+    if rule == "additionalProperties" and want is False:
+        known = err.schema.get("properties", {})
+        extra = next((k for k in value if k not in known), "?")
+        return SchemaError(f"{path}.{extra}", "is not a known field")
+    return SchemaError(path, err.message)
+
+
+def _unstorable(value: Any, path: str) -> SchemaError | None:
     if isinstance(value, str):
-        if not storable(value):
-            raise SchemaError(path, "contains characters that cannot be stored")
-        if len(value) < schema.get("minLength", 0):
-            raise SchemaError(path, f"must be at least {schema['minLength']} characters")
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            raise SchemaError(path, f"must be at most {schema['maxLength']} characters")
-        if "pattern" in schema and not _regex(schema["pattern"]).search(value):
-            raise SchemaError(path, f"must match {schema['pattern']}")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
-            raise SchemaError(path, f"must be at least {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            raise SchemaError(path, f"must be at most {schema['maximum']}")
+        return (
+            None
+            if storable(value)
+            else SchemaError(path, "contains characters that cannot be stored")
+        )
     if isinstance(value, dict):
-        props = schema.get("properties", {})
-        for key in schema.get("required", ()):
-            if key not in value:
-                raise SchemaError(f"{path}.{key}", "is required")
-        extra = schema.get("additionalProperties", True)
         for key, item in value.items():
             if not storable(key):
-                raise SchemaError(path, "a key contains characters that cannot be stored")
-            if key in props:
-                validate(props[key], item, f"{path}.{key}")
-            elif extra is False:
-                raise SchemaError(f"{path}.{key}", "is not a known field")
-            elif isinstance(extra, dict):
-                validate(extra, item, f"{path}.{key}")
-    if isinstance(value, list):
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            raise SchemaError(path, f"must have at most {schema['maxItems']} items")
-        if "items" in schema:
-            for i, item in enumerate(value):
-                validate(schema["items"], item, f"{path}[{i}]")
+                return SchemaError(path, "a key contains characters that cannot be stored")
+            found = _unstorable(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _unstorable(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def validate(schema: dict[str, Any], value: Any, path: str = "$") -> None:
+    """Raise :class:`SchemaError` unless ``value`` matches ``schema`` and is storable."""
+    unstorable = _unstorable(value, path)
+    if unstorable is not None:
+        raise unstorable
+    err = next(compiled(schema).iter_errors(value), None)
+    if err is not None:
+        raise _error(path, err)
 
 
 # -- helpers that build schemas ------------------------------------------------------------

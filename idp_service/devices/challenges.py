@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from idp_service.platform.db import dialect_insert
 from idp_service.platform.models import Challenge as ChallengeRow
 from idp_service.services import Services
 from trust_protocol.challenge import Challenge, sign_challenge
@@ -78,8 +78,7 @@ def consume(session: Session, challenge: Challenge, *, via: str, device_id: str)
     back, the challenge is not burned. Expiry was already checked against the
     signed ``expires_at`` when the response was opened.
     """
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(session.get_bind().dialect.name)
     result = session.execute(
         insert(ChallengeRow)
         .values(

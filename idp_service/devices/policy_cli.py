@@ -6,21 +6,20 @@ audited with the actor ``cli`` and the policy before and after.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
+from idp_service.platform.cli_support import in_session, settings
 from idp_service.platform.config import REGISTRATION_POLICIES
+from trust_protocol.cli_output import emit
 
 
-def _run(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - thin wrapper for CLI errors
-    from idp_service.cli import _db, _settings
-    from idp_service.platform.errors import ServiceError
-
-    env_default = _settings().registration_policy
-    try:
-        with _db().session() as session:
-            return fn(session, *args, env_default=env_default, **kwargs)
-    except ServiceError as exc:
-        raise click.ClickException(f"{exc.message} ({exc.code})") from None
+def _run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(session, *args, env_default=..., **kwargs)`` in one transaction; refusals as errors."""
+    env_default = settings().registration_policy
+    return in_session(lambda session: fn(session, *args, env_default=env_default, **kwargs))
 
 
 @click.group()
@@ -36,14 +35,13 @@ def policy() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def policy_show(as_json: bool) -> None:
     """Show the global policy (and where it comes from) and every group's policy."""
-    from idp_service.cli import _emit
     from idp_service.devices import registration_policy as rp
 
     data = _run(rp.listing)
     g = data["global"]
     lines = [f"global: {g['policy']} (from {g['source']}; environment default {g['env_default']})"]
     lines += [f"group {row['group']}: {row['policy']}" for row in data["groups"]]
-    _emit(data, as_json, "\n".join(lines))
+    emit(data, as_json, "\n".join(lines))
 
 
 @policy.command("set")
@@ -52,7 +50,6 @@ def policy_show(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def policy_set(name: str, group: str | None, as_json: bool) -> None:
     """Set the global policy, or one group's with --group."""
-    from idp_service.cli import _emit
     from idp_service.devices import registration_policy as rp
 
     if group:
@@ -60,7 +57,7 @@ def policy_set(name: str, group: str | None, as_json: bool) -> None:
     else:
         data = _run(rp.set_global, name, actor="cli")
     where = f"group {group}" if group else "global"
-    _emit(data, as_json, f"{where}: {data['before'] or '(none)'} -> {name}")
+    emit(data, as_json, f"{where}: {data['before'] or '(none)'} -> {name}")
 
 
 @policy.command("clear")
@@ -69,14 +66,13 @@ def policy_set(name: str, group: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def policy_clear(group: str | None, clear_global: bool, as_json: bool) -> None:
     """Clear a group's policy (--group NAME), or the stored global one (--global)."""
-    from idp_service.cli import _emit
     from idp_service.devices import registration_policy as rp
 
     if bool(group) == clear_global:
         raise click.UsageError("name exactly one of --group NAME or --global")
     if group:
         data = _run(rp.clear_group, group, actor="cli")
-        _emit(data, as_json, f"group {group}: {data['before'] or '(none)'} -> (cleared)")
+        emit(data, as_json, f"group {group}: {data['before'] or '(none)'} -> (cleared)")
     else:
         data = _run(rp.clear_global, actor="cli")
-        _emit(data, as_json, "global: back to the DEVICETRUST_REGISTRATION_POLICY default")
+        emit(data, as_json, "global: back to the DEVICETRUST_REGISTRATION_POLICY default")

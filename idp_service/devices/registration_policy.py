@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp_service.devices.approval_tables import RegistrationPolicy
+from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform import audit
 from idp_service.platform.config import REGISTRATION_POLICIES
 from idp_service.platform.errors import Invalid, NotFound
@@ -82,8 +83,6 @@ def resolve(
 
 def group_depths(session: Session, user_id: str) -> dict[str, int]:
     """Every group ``user_id`` is in, with its least number of steps (1 = direct member)."""
-    from scim.tables import GroupMember
-
     depths: dict[str, int] = {}
     frontier = [user_id]
     for depth in range(1, MAX_DEPTH + 1):
@@ -159,8 +158,6 @@ def decide(session: Session, env_default: str, user_id: str) -> Decision:
 
 
 def _find_group(session: Session, ref: str) -> Any:
-    from scim.tables import Group
-
     group = session.get(Group, ref)
     if group is None:
         group = session.scalars(
@@ -173,8 +170,6 @@ def _find_group(session: Session, ref: str) -> Any:
 
 def listing(session: Session, env_default: str) -> dict[str, Any]:
     """The global policy (and where it comes from) and every group's policy."""
-    from scim.tables import Group
-
     stored = session.get(RegistrationPolicy, GLOBAL_SCOPE)
     rows = session.execute(
         select(RegistrationPolicy, Group.display_name)

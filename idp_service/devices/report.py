@@ -13,11 +13,11 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp_service.devices import challenges, detection
 from idp_service.platform import audit
+from idp_service.platform.db import Upsert
 from idp_service.platform.errors import Invalid, ServiceError
 from idp_service.platform.models import Device, User, utcnow
 from idp_service.posture.tables import FACTS_HISTORY, DeviceFacts, DeviceFactsHistory
@@ -142,7 +142,7 @@ def ingest(service: Services, envelope: bytes, *, remote_addr: str | None = None
                 else:
                     conn.execute(_FACTS_UPDATE, {**full, "b_device_id": device_id})
                 conn.execute(
-                    _history_upsert(conn.dialect.name),
+                    _HISTORY_UPSERT.statement(conn.dialect.name),
                     {
                         "device_id": device_id,
                         "slot": history_seq % FACTS_HISTORY,
@@ -229,18 +229,7 @@ _DEVICE_SEEN = (
         _devices.c.agent_instance_at,
     )
 )
-_HISTORY_UPSERTS: dict[str, Any] = {}
-
-
-def _history_upsert(dialect: str) -> Any:
-    stmt = _HISTORY_UPSERTS.get(dialect)
-    if stmt is None:
-        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_history)
-        stmt = ins.on_conflict_do_update(
-            index_elements=["device_id", "slot"],
-            set_={
-                c: ins.excluded[c] for c in ("report_seq", "collected_at", "received_at", "facts")
-            },
-        )
-        _HISTORY_UPSERTS[dialect] = stmt
-    return stmt
+# One row per (device, slot) of the facts history ring: the new report overwrites the slot.
+_HISTORY_UPSERT = Upsert(
+    _history, ["device_id", "slot"], ("report_seq", "collected_at", "received_at", "facts")
+)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.models import User
-from scim.tables import Group, GroupMember
 
 
 def get_user(session: Session, user_id: str) -> User | None:

@@ -14,11 +14,12 @@ one makes SQLAlchemy invalidate the whole pool.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Engine, Table, create_engine, event, exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -112,12 +113,53 @@ class Database:
         self.engine.dispose()
 
 
-def upsert(session: Session, model: type, values: dict[str, Any], keys: list[str]) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE, on SQLite and PostgreSQL alike."""
-    from sqlalchemy.dialects import postgresql, sqlite
+def dialect_insert(dialect: str) -> Callable[[Any], Any]:
+    """The ``INSERT`` construct of ``dialect`` (PostgreSQL or SQLite): the one with ON CONFLICT."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(model).values(**values)
-    updates = {k: stmt.excluded[k] for k in values if k not in keys}
-    session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates))
+
+class Upsert:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE``, built once per dialect and then reused.
+
+    The statement is built the first time a dialect asks for it (hot paths build
+    nothing per call, and SQLAlchemy caches its compiled form); execute it with
+    one row's or many rows' parameters. A conflict overwrites the ``update``
+    columns with the new row's values, or, when given, applies ``set_(insert)``:
+    the SET clause built from the INSERT (its ``excluded`` row, ``case`` ...).
+    ``values`` (e.g. bound parameters) and ``returning`` columns are added as given.
+    """
+
+    def __init__(
+        self,
+        table: Table,
+        keys: Sequence[str],
+        update: Sequence[str] = (),
+        *,
+        set_: Callable[[Any], dict[str, Any]] | None = None,
+        values: dict[str, Any] | None = None,
+        returning: Sequence[Any] = (),
+    ) -> None:
+        if not update and set_ is None:
+            raise ValueError("an upsert needs the columns to update, or set_")
+        self.table = table
+        self.keys = list(keys)
+        self.update = tuple(update)
+        self.set_ = set_
+        self.values = values
+        self.returning = tuple(returning)
+        self._built: dict[str, Any] = {}
+
+    def _build(self, dialect: str) -> Any:
+        ins = dialect_insert(dialect)(self.table)
+        if self.values is not None:
+            ins = ins.values(**self.values)
+        set_ = self.set_(ins) if self.set_ else {c: ins.excluded[c] for c in self.update}
+        stmt = ins.on_conflict_do_update(index_elements=self.keys, set_=set_)
+        return stmt.returning(*self.returning) if self.returning else stmt
+
+    def statement(self, dialect: str) -> Any:
+        """The statement for ``dialect`` (``"postgresql"`` or ``"sqlite"``)."""
+        stmt = self._built.get(dialect)
+        if stmt is None:
+            stmt = self._built[dialect] = self._build(dialect)
+        return stmt

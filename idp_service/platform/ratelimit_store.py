@@ -27,10 +27,10 @@ from collections.abc import Callable
 from typing import Any
 
 from limits.storage import Storage
-from sqlalchemy import BindParameter, Engine, bindparam, case, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, bindparam, case, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from idp_service.platform.db import Upsert
 from idp_service.platform.models import table_of
 from idp_service.platform.ratelimit_tables import RateLimitCounter
 
@@ -40,6 +40,30 @@ SCHEME = "devicetrust-db"
 SWEEP_EVERY = 60.0  # seconds between deletions of expired counters, per process
 
 _table = table_of(RateLimitCounter)
+
+
+def _window(ins: Any) -> dict[str, Any]:
+    """On a conflict: a counter whose window ended starts again; a live one grows."""
+    ended = _table.c.expires_at <= bindparam("now")
+    return {
+        "count": case((ended, ins.excluded.count), else_=_table.c.count + ins.excluded.count),
+        "expires_at": case((ended, ins.excluded.expires_at), else_=_table.c.expires_at),
+    }
+
+
+# The increment, built once per dialect with bound parameters (its compiled form
+# is then cached by SQLAlchemy, not rebuilt for every request).
+_INCR = Upsert(
+    _table,
+    ["key"],
+    set_=_window,
+    values={
+        "key": bindparam("key"),
+        "count": bindparam("amount"),
+        "expires_at": bindparam("expires_at"),
+    },
+    returning=[_table.c.count],
+)
 
 
 class DatabaseStorage(Storage):
@@ -62,32 +86,13 @@ class DatabaseStorage(Storage):
         self.engine = engine
         self.clock = clock
         self._postgres = engine.dialect.name == "postgresql"
-        self._insert = postgresql.insert if self._postgres else sqlite.insert
-        self._incr = self._build_incr()
+        self._incr = _INCR.statement(engine.dialect.name)
         self._sweep_lock = threading.Lock()
         self._next_sweep = 0.0
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
         return SQLAlchemyError
-
-    def _build_incr(self) -> Any:
-        """The increment statement, built once with bound parameters (its compiled
-        form is then cached by SQLAlchemy, not rebuilt for every request)."""
-        now: BindParameter[float] = bindparam("now")
-        stmt = self._insert(_table).values(
-            key=bindparam("key"), count=bindparam("amount"), expires_at=bindparam("expires_at")
-        )
-        ended = _table.c.expires_at <= now
-        return stmt.on_conflict_do_update(
-            index_elements=[_table.c.key],
-            set_={
-                "count": case(
-                    (ended, stmt.excluded.count), else_=_table.c.count + stmt.excluded.count
-                ),
-                "expires_at": case((ended, stmt.excluded.expires_at), else_=_table.c.expires_at),
-            },
-        ).returning(_table.c.count)
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Add ``amount`` to ``key``'s counter (a new window of ``expiry`` seconds if

@@ -20,11 +20,11 @@ from typing import Any
 import markdown
 import nh3
 from sqlalchemy import bindparam, insert, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from idp_service.platform import audit
 from idp_service.platform.config import Settings
+from idp_service.platform.db import Upsert
 from idp_service.platform.driver import Statement
 from idp_service.platform.models import utcnow
 from idp_service.posture.tables import CheckResultHistory, CheckResultRow, DeviceFacts, ExemptionRow
@@ -208,7 +208,7 @@ class Posture:
                         "at": now,
                     }
                 )
-        conn.execute(_results_upsert(conn.dialect.name), rows)
+        conn.execute(_RESULTS_UPSERT.statement(conn.dialect.name), rows)
         if history:
             conn.execute(_HISTORY_INSERT, history)
             audit.record(
@@ -294,23 +294,12 @@ _RESULTS = select(
     _results.c.check_id, _results.c.status, _results.c.inputs, _results.c.first_failed_at
 ).where(_results.c.device_id == bindparam("device_id"))
 _HISTORY_INSERT = insert(CheckResultHistory.__table__)
-_RESULT_UPSERTS: dict[str, Any] = {}
-
-
-def _results_upsert(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT DO UPDATE of check results, built once per dialect."""
-    stmt = _RESULT_UPSERTS.get(dialect)
-    if stmt is None:
-        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_results)
-        stmt = ins.on_conflict_do_update(
-            index_elements=["device_id", "check_id"],
-            set_={
-                c: ins.excluded[c]
-                for c in ("status", "reason", "evaluated_at", "first_failed_at", "inputs")
-            },
-        )
-        _RESULT_UPSERTS[dialect] = stmt
-    return stmt
+# A report rewrites each check's row: INSERT ... ON CONFLICT (device_id, check_id) DO UPDATE.
+_RESULTS_UPSERT = Upsert(
+    _results,
+    ["device_id", "check_id"],
+    ("status", "reason", "evaluated_at", "first_failed_at", "inputs"),
+)
 
 
 _RESULTS_OF_DEVICE = Statement(

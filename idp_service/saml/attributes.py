@@ -11,9 +11,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from idp_service.directory.groups import groups_of
 from idp_service.platform.models import Device, User
 from idp_service.posture.service import summary_for_device
-from scim.groups import groups_of
 
 SOURCES = ("email", "display_name", "groups", "device_id", "posture")
 DEFAULT_MAPPING: dict[str, str] = {

@@ -6,7 +6,6 @@ printing JSON with ``--json``.
 
 from __future__ import annotations
 
-import json
 import sys
 import urllib.request
 from pathlib import Path
@@ -14,18 +13,10 @@ from typing import Any
 
 import click
 
+from idp_service.platform.cli_support import call, database
+from trust_protocol.cli_output import emit
+
 MAX_METADATA_DOWNLOAD = 512 * 1024
-
-
-def _db():  # noqa: ANN202 - a Database; imported lazily to keep --help fast
-    from idp_service.platform.config import Settings
-    from idp_service.platform.db import Database
-
-    return Database(Settings.from_env().database_url)
-
-
-def _emit(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
 def _read_metadata(source: str) -> str:
@@ -42,15 +33,6 @@ def _read_metadata(source: str) -> str:
         return Path(source).read_text(encoding="utf-8")
     except OSError as exc:
         raise click.ClickException(f"cannot read {source}: {exc.strerror}") from None
-
-
-def _call(fn, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN001
-    from idp_service.platform.errors import ServiceError
-
-    try:
-        return fn(*args, **kwargs)
-    except ServiceError as exc:
-        raise click.ClickException(f"{exc.message} ({exc.code})") from None
 
 
 def _setting_options(f):  # noqa: ANN001, ANN202
@@ -204,8 +186,8 @@ def sp_add(source: str, entity_id: str | None, as_json: bool, **opts: Any) -> No
     body = {"metadata_xml": _read_metadata(source), **_body(opts, None)}
     if entity_id:
         body["entity_id"] = entity_id
-    sp = _call(api.create_sp, _db(), body, actor="cli")
-    _emit(sp, as_json, f"added SP {sp['name']} ({sp['entity_id']})\n{_sp_text(sp)}")
+    sp = call(api.create_sp, database(), body, actor="cli")
+    emit(sp, as_json, f"added SP {sp['name']} ({sp['entity_id']})\n{_sp_text(sp)}")
 
 
 @sp_group.command("list")
@@ -214,8 +196,8 @@ def sp_list(as_json: bool) -> None:
     """List SPs."""
     from idp_service.saml import api
 
-    sps = api.list_sps(_db())
-    _emit(sps, as_json, "\n".join(_sp_line(sp) for sp in sps) or "no SPs")
+    sps = api.list_sps(database())
+    emit(sps, as_json, "\n".join(_sp_line(sp) for sp in sps) or "no SPs")
 
 
 @sp_group.command("show")
@@ -226,9 +208,9 @@ def sp_show(sp: str, with_metadata: bool, as_json: bool) -> None:
     """Show one SP (by id, entityID or name)."""
     from idp_service.saml import api
 
-    data = _call(api.get_sp, _db(), sp, with_metadata=with_metadata)
+    data = call(api.get_sp, database(), sp, with_metadata=with_metadata)
     text = _sp_text(data) + (f"\n{data['metadata_xml']}" if with_metadata else "")
-    _emit(data, as_json, text)
+    emit(data, as_json, text)
 
 
 @sp_group.command("update")
@@ -242,15 +224,15 @@ def sp_update(
     """Change an SP's settings or refresh its metadata."""
     from idp_service.saml import api
 
-    db = _db()
-    current = _call(api.get_sp, db, sp)
+    db = database()
+    current = call(api.get_sp, db, sp)
     body = _body(opts, current["attributes"])
     if enabled is not None:
         body["enabled"] = enabled
     if source:
         body["metadata_xml"] = _read_metadata(source)
-    data = _call(api.update_sp, db, current["id"], body, actor="cli")
-    _emit(data, as_json, f"updated SP {data['name']}\n{_sp_text(data)}")
+    data = call(api.update_sp, db, current["id"], body, actor="cli")
+    emit(data, as_json, f"updated SP {data['name']}\n{_sp_text(data)}")
 
 
 @sp_group.command("remove")
@@ -260,8 +242,8 @@ def sp_remove(sp: str, as_json: bool) -> None:
     """Remove an SP."""
     from idp_service.saml import api
 
-    data = _call(api.delete_sp, _db(), sp, actor="cli")
-    _emit(data, as_json, f"removed SP {data['removed']}")
+    data = call(api.delete_sp, database(), sp, actor="cli")
+    emit(data, as_json, f"removed SP {data['removed']}")
 
 
 @click.group("keys")
@@ -275,12 +257,12 @@ def keys_list(as_json: bool) -> None:
     """List signing keys: active, next (published, not signing yet), previous, retired."""
     from idp_service.saml import api
 
-    rows = api.list_keys(_db())
+    rows = api.list_keys(database())
     lines = [
         f"{k['id']}  {k['key_type']:3}  {k['status']:8}  {k['sha256_fingerprint'][:23]}…"
         for k in rows
     ]
-    _emit(rows, as_json, "\n".join(lines))
+    emit(rows, as_json, "\n".join(lines))
 
 
 @keys_group.command("rotate")
@@ -299,7 +281,7 @@ def keys_rotate(key_type: str, step: str | None, as_json: bool) -> None:
     from idp_service.saml import api
 
     step = step or "stage"
-    data = _call(api.rotate_keys, _db(), key_type, step, actor="cli")
+    data = call(api.rotate_keys, database(), key_type, step, actor="cli")
     texts = {
         "stage": "published next {kt} key {id} in metadata; once every SP has refreshed it, run "
         "`devicetrust keys rotate --activate`",
@@ -310,4 +292,4 @@ def keys_rotate(key_type: str, step: str | None, as_json: bool) -> None:
         text = f"retired {len(data['retired'])} previous {key_type} key(s)"
     else:
         text = texts[step].format(kt=key_type, id=data["key"]["id"])
-    _emit(data, as_json, text)
+    emit(data, as_json, text)

@@ -12,43 +12,22 @@ answer, never on the code). Every outcome is audited, never the code.
 
 from __future__ import annotations
 
-import hmac
-import secrets
-
-from flask import Response, redirect, render_template, request, session
+from flask import Response, redirect, render_template, request
 
 from idp_service.devices import approve
 from idp_service.platform import audit
-from idp_service.platform.errors import Conflict, Forbidden, Invalid, ServiceError
+from idp_service.platform.errors import Conflict, Invalid, ServiceError
 from idp_service.platform.models import LoginTransaction, utcnow
 from idp_service.signin import login_enroll, service
 from idp_service.web.context import ctx
+from idp_service.web.csrf import CsrfGuard
 from idp_service.web.errors import status_of
 
-CSRF_KEY = "login_approve_csrf"
-
-
-def _csrf() -> str:
-    token = session.get(CSRF_KEY)
-    if not token:
-        token = session[CSRF_KEY] = secrets.token_urlsafe(24)
-    return token
-
-
-def _check_csrf() -> None:
-    sent = request.form.get("csrf", "")
-    expected = session.get(CSRF_KEY, "")
-    origin = request.headers.get("Origin")
-    if (
-        not expected
-        or not hmac.compare_digest(sent.encode(), expected.encode())
-        or (origin is not None and origin not in ctx().settings.allowed_origins)
-    ):
-        raise Forbidden(
-            "csrf_invalid",
-            "This form is stale or did not come from this page.",
-            "Reload the sign-in page and try again.",
-        )
+APPROVE_CSRF = CsrfGuard(
+    "login_approve_csrf",
+    "This form is stale or did not come from this page.",
+    "Reload the sign-in page and try again.",
+)
 
 
 def _page(txn: LoginTransaction, status: int = 200, **extra: object) -> tuple[str, int]:
@@ -59,7 +38,9 @@ def _page(txn: LoginTransaction, status: int = 200, **extra: object) -> tuple[st
             "expired": req is not None and req.expires_at <= utcnow(),
             "attempts_left": (req.max_attempts - req.attempts) if req else 0,
         }
-    return render_template("login_approve.html", txn=txn, csrf=_csrf(), req=view, **extra), status
+    return render_template(
+        "login_approve.html", txn=txn, csrf=APPROVE_CSRF.token(), req=view, **extra
+    ), status
 
 
 def page(txn: LoginTransaction) -> Response | tuple[str, int]:
@@ -74,7 +55,7 @@ def submit(txn: LoginTransaction) -> Response | tuple[str, int]:
     txn_id = txn.id
     services = ctx()
     try:
-        _check_csrf()
+        APPROVE_CSRF.check()
         device_id = service.waiting_device(txn)
         if device_id is None:
             raise Conflict("approval_closed", "This sign-in is not waiting for approval.")

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from idp_service.devices import approve
+from idp_service.directory.groups import groups_of
 from idp_service.platform import audit
 from idp_service.platform.models import Device, LoginTransaction, User
 from idp_service.posture.service import LoginPosture
@@ -37,7 +38,6 @@ from idp_service.services import Services
 from idp_service.signin import transactions
 from idp_service.signin.reads import read_login, read_transaction
 from posture_checks.enforcement import Action
-from scim.groups import groups_of
 
 Login = tuple[LoginTransaction, User | None, Device | None]
 

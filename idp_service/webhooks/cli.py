@@ -7,35 +7,14 @@ shown. Every command that prints data takes ``--json``; every change is audited
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from typing import Any
 
 import click
 
+from idp_service.platform.cli_support import in_session
+from trust_protocol.cli_output import emit
+
 ACTOR = "cli"
-
-
-def _emit(data: Any, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2) if as_json else text)
-
-
-def _run(action: Callable[[Any], Any]) -> Any:
-    from idp_service.platform import audit_chain
-    from idp_service.platform.config import Settings
-    from idp_service.platform.db import Database
-    from idp_service.platform.errors import ServiceError
-
-    settings = Settings.from_env()
-    audit_chain.configure(audit_chain.load_key(settings.data_dir))
-    db = Database(settings.database_url)
-    try:
-        with db.session() as session:
-            return action(session)
-    except ServiceError as exc:
-        raise click.ClickException(f"{exc.message} ({exc.code})") from None
-    finally:
-        db.dispose()
 
 
 @click.group("webhook")
@@ -67,8 +46,8 @@ def webhook_add(url: str, description: str, events: tuple[str, ...], as_json: bo
         )
         return {"endpoint": endpoints.endpoint_json(row), "secret": secret}
 
-    data = _run(action)
-    _emit(
+    data = in_session(action)
+    emit(
         data,
         as_json,
         f"endpoint {data['endpoint']['id']} added: {data['endpoint']['url']}\n"
@@ -82,13 +61,13 @@ def webhook_list(as_json: bool) -> None:
     """Every endpoint (never the secrets)."""
     from idp_service.webhooks import endpoints
 
-    data = _run(lambda s: [endpoints.endpoint_json(e) for e in endpoints.list_endpoints(s)])
+    data = in_session(lambda s: [endpoints.endpoint_json(e) for e in endpoints.list_endpoints(s)])
     lines = [
         f"{e['id']:>4}  {'active  ' if e['active'] else 'disabled'}  {e['url']}  "
         f"{','.join(e['event_types']) if e['event_types'] else 'all events'}"
         for e in data
     ]
-    _emit(data, as_json, "\n".join(lines) or "no webhook endpoints")
+    emit(data, as_json, "\n".join(lines) or "no webhook endpoints")
 
 
 @webhook.command("remove")
@@ -98,8 +77,8 @@ def webhook_remove(endpoint_id: int, as_json: bool) -> None:
     """Remove an endpoint and its delivery log."""
     from idp_service.webhooks import endpoints
 
-    data = _run(lambda s: endpoints.remove(s, endpoint_id, actor=ACTOR))
-    _emit({"deleted": data}, as_json, f"endpoint {endpoint_id} removed")
+    data = in_session(lambda s: endpoints.remove(s, endpoint_id, actor=ACTOR))
+    emit({"deleted": data}, as_json, f"endpoint {endpoint_id} removed")
 
 
 @webhook.command("enable")
@@ -121,12 +100,12 @@ def webhook_disable(endpoint_id: int, as_json: bool) -> None:
 def _set_active(endpoint_id: int, active: bool, as_json: bool) -> None:
     from idp_service.webhooks import endpoints
 
-    data = _run(
+    data = in_session(
         lambda s: endpoints.endpoint_json(
             endpoints.update(s, endpoint_id, {"active": active}, actor=ACTOR)
         )
     )
-    _emit(data, as_json, f"endpoint {endpoint_id} {'enabled' if active else 'disabled'}")
+    emit(data, as_json, f"endpoint {endpoint_id} {'enabled' if active else 'disabled'}")
 
 
 @webhook.command("rotate")
@@ -140,8 +119,8 @@ def webhook_rotate(endpoint_id: int, as_json: bool) -> None:
         row, secret = endpoints.rotate(session, endpoint_id, actor=ACTOR)
         return {"endpoint": endpoints.endpoint_json(row), "secret": secret}
 
-    data = _run(action)
-    _emit(data, as_json, f"new signing secret for endpoint {endpoint_id}: {data['secret']}")
+    data = in_session(action)
+    emit(data, as_json, f"new signing secret for endpoint {endpoint_id}: {data['secret']}")
 
 
 @webhook.command("test")
@@ -151,8 +130,10 @@ def webhook_test(endpoint_id: int, as_json: bool) -> None:
     """Queue a webhook.test event for one endpoint (the running service sends it)."""
     from idp_service.webhooks import endpoints
 
-    data = _run(lambda s: endpoints.delivery_json(endpoints.send_test(s, endpoint_id, actor=ACTOR)))
-    _emit(data, as_json, f"test event {data['event_id']} queued as delivery {data['id']}")
+    data = in_session(
+        lambda s: endpoints.delivery_json(endpoints.send_test(s, endpoint_id, actor=ACTOR))
+    )
+    emit(data, as_json, f"test event {data['event_id']} queued as delivery {data['id']}")
 
 
 @webhook.command("redeliver")
@@ -162,8 +143,10 @@ def webhook_redeliver(delivery_id: int, as_json: bool) -> None:
     """Send a delivery's event again, as a new delivery."""
     from idp_service.webhooks import endpoints
 
-    data = _run(lambda s: endpoints.delivery_json(endpoints.redeliver(s, delivery_id, actor=ACTOR)))
-    _emit(data, as_json, f"event {data['event_id']} queued again as delivery {data['id']}")
+    data = in_session(
+        lambda s: endpoints.delivery_json(endpoints.redeliver(s, delivery_id, actor=ACTOR))
+    )
+    emit(data, as_json, f"event {data['event_id']} queued again as delivery {data['id']}")
 
 
 @webhook.command("deliveries")
@@ -185,10 +168,10 @@ def webhook_deliveries(
         rows, _ = endpoints.delivery_page(session, flt, before=before, limit=limit)
         return [endpoints.delivery_json(r) for r in rows]
 
-    data = _run(action)
+    data = in_session(action)
     lines = [
         f"{d['id']:>6}  ep {d['endpoint_id']:<4} {d['status']:<9} x{d['attempts']:<2} "
         f"{d['last_status_code'] or '-':<4} {d['event_type']:<28} {d['last_error'] or ''}"
         for d in data
     ]
-    _emit(data, as_json, "\n".join(lines) or "no deliveries")
+    emit(data, as_json, "\n".join(lines) or "no deliveries")

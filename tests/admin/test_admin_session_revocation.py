@@ -17,12 +17,12 @@ import pytest
 from sqlalchemy import delete, select
 from werkzeug.test import Client
 
+from idp_service import tokens
 from idp_service.admin import bootstrap
 from idp_service.admin.tables import AdminSession
 from idp_service.devices import registry
 from idp_service.platform.models import LoginTransaction, utcnow
 from idp_service.webhooks import endpoints
-from scim import tokens
 from scim.app import ScimApplication
 from tests.admin_helpers import csrf_of, make_admin_group, make_device, make_user
 from tests.scim_helpers import PATCH_OP, SCIM_JSON
@@ -54,7 +54,7 @@ def world(db):
 @pytest.fixture
 def scim(db):
     with db.session() as s:
-        token = tokens.create(s, "idp")
+        token = tokens.SCIM.create(s, "idp")
     client = Client(ScimApplication(db, public_url="http://scim.test"))
     headers = {"Authorization": f"Bearer {token}", "Content-Type": SCIM_JSON}
 
@@ -181,7 +181,7 @@ def test_admin_group_removal_ends_the_session_for_good(app, db, world, scim):
 
 def test_a_recheck_that_fails_ends_the_session(app, db, world):
     """A membership lost outside SCIM is caught by the request's recheck, which ends the row."""
-    from scim.tables import GroupMember
+    from idp_service.directory.tables import GroupMember
 
     captured = _capture(_device_signin(app, db, world))
     with db.session() as s:

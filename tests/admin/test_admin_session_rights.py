@@ -20,11 +20,11 @@ import pytest
 from sqlalchemy import select
 from werkzeug.test import Client
 
+from idp_service import tokens
 from idp_service.admin import auth
 from idp_service.admin import sessions as admin_sessions
 from idp_service.devices import registry
 from idp_service.platform.models import AuditEvent, LoginTransaction, utcnow
-from scim import tokens
 from scim.app import ScimApplication
 from tests.admin_helpers import csrf_of, make_admin_group, make_device, make_user
 from tests.procs import make_agent, start_service
@@ -57,7 +57,7 @@ def world(db):
 def scim(db):
     """A SCIM client on the same database, as the identity provider would call it."""
     with db.session() as s:
-        token = tokens.create(s, "idp")
+        token = tokens.SCIM.create(s, "idp")
     client = Client(ScimApplication(db, public_url="http://scim.test"))
     headers = {"Authorization": f"Bearer {token}", "Content-Type": SCIM_JSON}
 

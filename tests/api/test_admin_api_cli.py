@@ -8,8 +8,8 @@ import sys
 
 from sqlalchemy import select
 
-from idp_service.api.tables import ApiToken
 from idp_service.platform.db import Database
+from idp_service.token_tables import ApiToken
 from tests.procs import ROOT, base_env
 
 

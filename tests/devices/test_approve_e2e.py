@@ -22,9 +22,9 @@ import pytest
 from sqlalchemy import select, text, update
 
 from idp_service.devices.approval_tables import ApprovalRequest
+from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.db import make_engine
 from idp_service.platform.models import AuditEvent, Device, User
-from scim.tables import Group, GroupMember
 from tests.procs import make_agent, start_service
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')

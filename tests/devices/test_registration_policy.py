@@ -19,10 +19,10 @@ from idp_service.devices.registration_policy import (
     set_global,
     set_group,
 )
+from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.config import Settings
 from idp_service.platform.errors import NotFound, ServiceError
 from idp_service.platform.models import User
-from scim.tables import Group, GroupMember
 
 ENV = Resolution("tofu", "env")
 

@@ -9,7 +9,6 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
-from idp_service.platform.durations import format_duration
 
 from idp_service.cli import cli
 from idp_service.platform.config import (
@@ -19,6 +18,7 @@ from idp_service.platform.config import (
     ConfigError,
     Settings,
 )
+from trust_protocol.durations import format_duration
 
 
 def _error(env: dict[str, str]) -> ConfigError:

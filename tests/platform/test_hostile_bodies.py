@@ -115,10 +115,10 @@ def _scim_routes(resource_endpoints: list[str]) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
+    from idp_service import tokens
     from idp_service.app import create_app
     from idp_service.platform.config import Settings
     from idp_service.platform.migrate import upgrade
-    from scim import tokens as scim_tokens
 
     tmp = tmp_path_factory.mktemp("hostile")
     url = f"sqlite:///{tmp / 'db.sqlite'}"
@@ -146,7 +146,7 @@ def world(tmp_path_factory):
     assert console.post("/admin/bootstrap", data={"token": token, "csrf": csrf}).status_code == 303
     api_token = make_token(db, "hostile", "write")
     with db.session() as s:
-        scim_token = scim_tokens.create(s, "hostile", actor="test")
+        scim_token = tokens.SCIM.create(s, "hostile", actor="test")
     yield {
         "app": app,
         "db": db,

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from idp_service import tokens
 from idp_service.admin import bootstrap
-from idp_service.api import tokens as api_tokens
-from scim import tokens as scim_tokens
 from tests.admin_helpers import csrf_of
 
 HUGE = [str(10**23), str(2**63), str(2**64 + 1), "9" * 40]
@@ -52,7 +51,7 @@ def test_console_routes_refuse_ids_out_of_range(app, number):
 @pytest.mark.parametrize("number", HUGE)
 def test_scim_paging_with_huge_numbers_is_an_empty_page(app, number):
     with _db(app).session() as s:
-        token = scim_tokens.create(s, "huge", actor="test")
+        token = tokens.SCIM.create(s, "huge", actor="test")
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/scim+json"}
     for resource in ("Users", "Groups"):
@@ -71,7 +70,7 @@ def test_scim_paging_with_huge_numbers_is_an_empty_page(app, number):
 @pytest.mark.parametrize("number", HUGE)
 def test_admin_api_refuses_integers_out_of_range(app, number):
     with _db(app).session() as s:
-        token = api_tokens.create(s, "huge", "read", actor="test")
+        token = tokens.API.create(s, "huge", "read", actor="test")
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
     spec = client.get("/api/v1/openapi.json", headers=headers).get_json()

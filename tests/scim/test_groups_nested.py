@@ -1,12 +1,12 @@
-"""Nested group membership (``scim/groups.py``): one recursive statement, cycles end."""
+"""Nested group membership (``directory/groups.py``): one recursive statement, cycles end."""
 
 from __future__ import annotations
 
 import uuid
 
+from idp_service.directory.groups import groups_of
+from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.db import Database
-from scim.groups import groups_of
-from scim.tables import Group, GroupMember
 
 
 def _group(session, name: str) -> str:

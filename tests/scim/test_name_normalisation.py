@@ -21,16 +21,16 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, select, text
 from werkzeug.test import Client
 
+from idp_service import tokens
 from idp_service.cli import cli
 from idp_service.directory import users
+from idp_service.directory.tables import Group
 from idp_service.platform.errors import ServiceError
 from idp_service.platform.identity import ConfusableName, check_identifier, name_key
 from idp_service.platform.migrate import alembic_config, upgrade
 from idp_service.platform.models import LoginTransaction, User, utcnow
 from idp_service.web.errors import status_of
-from scim import tokens
 from scim.app import ScimApplication
-from scim.tables import Group
 from tests.admin_helpers import make_device
 from tests.scim_helpers import GROUP, PATCH_OP, SCIM_JSON, USER
 
@@ -65,7 +65,7 @@ def db(app):
 def scim(db):
     """SCIM on the service's database, as the identity provider calls it: (method, path, body)."""
     with db.session() as s:
-        token = tokens.create(s, "idp")
+        token = tokens.SCIM.create(s, "idp")
     client = Client(ScimApplication(db, public_url="http://scim.test"))
     headers = {"Authorization": f"Bearer {token}", "Content-Type": SCIM_JSON}
 
@@ -143,7 +143,7 @@ def test_a_group_stored_under_a_look_alike_name_is_not_the_admin_group(app, db, 
     """Rows written before this rule (or by hand) are matched by key, not by folding names."""
     mallory = _user(scim, "mallory@example.com")
     with db.session() as s:
-        from scim.tables import GroupMember
+        from idp_service.directory.tables import GroupMember
 
         for i, name in enumerate((CYRILLIC_GROUP, "DEVICETRUST-ADMINS\u200b")):
             group = Group(id=f"g{i}", display_name=name, display_name_key=name.lower())

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from idp_service.platform.db import make_engine
 from idp_service.platform.models import AuditEvent
-from scim.tables import ScimToken
+from idp_service.token_tables import ScimToken
 from tests.scim_helpers import (
     BULK_REQUEST,
     GROUP,

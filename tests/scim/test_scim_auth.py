@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import func, select, update
 from werkzeug.test import Client
 
+from idp_service import tokens
 from idp_service.platform.db import Database
 from idp_service.platform.models import AuditEvent, User
-from scim import tokens
+from idp_service.token_tables import ScimToken
 from scim.app import ScimApplication
-from scim.tables import ScimToken
 from tests.scim_helpers import user_body
 
 
@@ -30,7 +30,7 @@ from tests.scim_helpers import user_body
 def scim(migrated_url):
     db = Database(migrated_url)
     with db.session() as session:
-        token = tokens.create(session, "okta")
+        token = tokens.SCIM.create(session, "okta")
     app = ScimApplication(db, public_url="http://scim.test")
     yield db, app, Client(app), token
     db.dispose()
@@ -57,7 +57,7 @@ def test_a_cached_token_revoked_elsewhere_is_refused_at_once(scim):
     db, app, client, token = scim
     assert _get(client, token).status_code == 200  # now in the cache
     with db.session() as session:
-        tokens.revoke(session, "okta")
+        tokens.SCIM.revoke(session, "okta")
     before = _users(db)
     response = _post_user(client, token)
     assert response.status_code == 401, response.get_data()
@@ -72,7 +72,7 @@ def test_a_token_revoked_while_its_request_runs_is_rolled_back(scim):
 
     def revoke_then_handle(request):
         with db.session() as session:  # another transaction, as the CLI would
-            tokens.revoke(session, "okta")
+            tokens.SCIM.revoke(session, "okta")
         return handle(request)
 
     app.handler.handle = revoke_then_handle
@@ -91,7 +91,7 @@ def test_a_refusal_found_with_a_dead_token_becomes_a_401(scim):
     taken = f"{uuid.uuid4().hex}@example.com"
     assert _post_user(client, token, taken).status_code == 201
     with db.session() as session:
-        tokens.revoke(session, "okta")
+        tokens.SCIM.revoke(session, "okta")
     # The handler would answer 409; a revoked token learns nothing from it.
     assert _post_user(client, token, taken).status_code == 401
 
@@ -100,7 +100,7 @@ def test_rotation_takes_effect_at_once_and_honours_the_grace(scim):
     db, app, client, token = scim
     assert _get(client, token).status_code == 200
     with db.session() as session:
-        graced = tokens.rotate(session, "okta", grace_seconds=300)
+        graced = tokens.SCIM.rotate(session, "okta", grace_seconds=300)
     assert _get(client, graced).status_code == 200  # unknown to the cache: re-read
     assert _post_user(client, token).status_code == 201  # the old one, in its grace
     with db.session() as session:
@@ -117,7 +117,7 @@ def test_a_new_token_works_at_once_and_a_wrong_one_never(scim):
     db, app, client, token = scim
     assert _get(client, token).status_code == 200
     with db.session() as session:
-        script = tokens.create(session, "migration-script")
+        script = tokens.SCIM.create(session, "migration-script")
     assert _get(client, script).status_code == 200
     assert _get(client, "dtscim_" + "x" * 43).status_code == 401
     assert _get(client, token + "x").status_code == 401
@@ -132,7 +132,7 @@ def test_the_copy_saves_the_read_until_it_is_old(migrated_url):
     db = Database(migrated_url)
     try:
         with db.session() as session:
-            token = tokens.create(session, "okta")
+            token = tokens.SCIM.create(session, "okta")
         reads: list[str] = []
 
         @event.listens_for(db.engine, "before_cursor_execute")
@@ -164,7 +164,7 @@ def test_last_used_recorded_by_another_process_is_not_rewritten(migrated_url):
     db = Database(migrated_url)
     try:
         with db.session() as session:
-            token = tokens.create(session, "okta")
+            token = tokens.SCIM.create(session, "okta")
         recent = (utcnow() - dt.timedelta(seconds=5)).replace(microsecond=0)
         with db.session() as session:
             session.execute(update(ScimToken).values(last_used_at=recent))
@@ -183,8 +183,8 @@ def test_first_use_is_recorded_on_that_token_only(migrated_url):
     db = Database(migrated_url)
     try:
         with db.session() as session:
-            okta = tokens.create(session, "okta")
-            tokens.create(session, "entra")
+            okta = tokens.SCIM.create(session, "okta")
+            tokens.SCIM.create(session, "entra")
         with db.session() as session:
             assert TokenCache().verify(session, okta) is not None
         with db.session() as session:
@@ -201,9 +201,9 @@ def test_a_graced_old_token_works_in_a_process_that_never_saw_it(migrated_url):
     db = Database(migrated_url)
     try:
         with db.session() as session:
-            old = tokens.create(session, "okta")
+            old = tokens.SCIM.create(session, "okta")
         with db.session() as session:
-            tokens.rotate(session, "okta", grace_seconds=300)
+            tokens.SCIM.rotate(session, "okta", grace_seconds=300)
         with db.session() as session:
             grant = TokenCache().verify(session, old)
         assert grant is not None and grant.name == "okta"

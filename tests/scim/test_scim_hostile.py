@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from werkzeug.test import Client
 
+from idp_service import tokens
 from idp_service.platform.db import Database, make_engine
 from idp_service.platform.migrate import upgrade
 from idp_service.platform.models import AuditEvent, User
-from scim import tokens
 from scim.app import ScimApplication
 from tests.scim_helpers import (
     ERROR,
@@ -243,7 +243,7 @@ def inproc(tmp_path_factory):
     upgrade(url)
     db = Database(url)
     with db.session() as session:
-        token = tokens.create(session, "prop")
+        token = tokens.SCIM.create(session, "prop")
     app = ScimApplication(db, public_url="http://scim.test")
     client = Client(app)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from idp_service.directory.groups import groups_of
 from idp_service.platform.db import make_engine
 from idp_service.platform.models import User
-from scim.groups import groups_of
 from tests.scim_helpers import (
     GROUP,
     LIST,

@@ -1,7 +1,7 @@
 """SCIM tokens: only under the Bearer scheme, and a rotated-out token only during its grace.
 
 Each layer on its own (the scheme check in ``ScimApplication.authenticate``, the
-grace in :func:`scim.tokens.match`, in :class:`scim.auth.TokenCache` through
+grace in :func:`idp_service.tokens.match`, in :class:`scim.auth.TokenCache` through
 its clock, and in the audit INSERT of :func:`scim.audit.record_use`), then the
 real service: a token sent under another scheme is refused, and a rotated-out
 token stops working once its grace is over.
@@ -17,10 +17,11 @@ import httpx
 import pytest
 from werkzeug.test import Client
 
+from idp_service import tokens
 from idp_service.platform.db import Database
-from scim import audit, auth, tokens
+from idp_service.token_tables import ScimToken
+from scim import audit, auth
 from scim.app import ScimApplication
-from scim.tables import ScimToken
 from tests.scim_helpers import SCIM_JSON, assert_scim_error, start_scim_service
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -35,7 +36,7 @@ def _schemes(token: str) -> list[str]:
 def scim(migrated_url):
     db = Database(migrated_url)
     with db.session() as session:
-        token = tokens.create(session, "idp")
+        token = tokens.SCIM.create(session, "idp")
     app = ScimApplication(db, public_url="http://scim.test")
     yield db, app, Client(app), token
     db.dispose()
@@ -82,7 +83,7 @@ def test_match_honours_the_grace_and_then_refuses():
 def test_the_cache_refuses_the_old_token_once_its_clock_passes_the_grace(scim, monkeypatch):
     db, _, _, old = scim
     with db.session() as session:
-        new = tokens.rotate(session, "idp", grace_seconds=60)
+        new = tokens.SCIM.rotate(session, "idp", grace_seconds=60)
     cache = auth.TokenCache()
     real_now = auth.utcnow()
     with db.session() as session:
@@ -97,7 +98,7 @@ def test_the_cache_refuses_the_old_token_once_its_clock_passes_the_grace(scim, m
 def test_the_audit_insert_refuses_the_old_token_after_its_grace(scim):
     db, _, _, old = scim
     with db.session() as session:
-        tokens.rotate(session, "idp", grace_seconds=60)
+        tokens.SCIM.rotate(session, "idp", grace_seconds=60)
     grant = auth.TokenCache()
     with db.session() as session:
         found = grant.verify(session, old)

@@ -1,9 +1,10 @@
-"""Tables of the SCIM surface: groups, their members, and the bearer tokens.
+"""Tables of the directory's groups: groups and their members (users or nested groups).
 
-Users live in the foundation's ``users`` table (one row per person, shared
-with the device registry), so that deactivating a user by SCIM is the same
-write the login path reads. Groups and memberships are ours. Revision
-``0002`` creates these tables and adds ``users.deleted_at``.
+SCIM writes them (``scim/storage.py``); the sign-in, the console, the SAML
+attribute mapping and the registration policies read them. Users live in the
+foundation's ``users`` table (one row per person, shared with the device
+registry), so that deactivating a user by SCIM is the same write the login
+path reads. Revision ``0002`` creates these tables and adds ``users.deleted_at``.
 """
 
 from __future__ import annotations
@@ -45,23 +46,3 @@ class GroupMember(Base):
     value: Mapped[str] = mapped_column(String(64), index=True)  # users.id or groups.id
     type: Mapped[str] = mapped_column(String(16))  # User | Group
     display: Mapped[str | None] = mapped_column(String(256))
-
-
-class ScimToken(Base):
-    """A named bearer token for a SCIM client. Only its SHA-256 is stored.
-
-    ``previous_hash`` keeps the token a rotation replaced valid until
-    ``previous_valid_until``, so a client can be switched without downtime.
-    """
-
-    __tablename__ = "scim_tokens"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    token_hash: Mapped[str | None] = mapped_column(String(64))
-    previous_hash: Mapped[str | None] = mapped_column(String(64))
-    previous_valid_until: Mapped[dt.datetime | None]
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    rotated_at: Mapped[dt.datetime | None]
-    revoked_at: Mapped[dt.datetime | None]
-    last_used_at: Mapped[dt.datetime | None]
