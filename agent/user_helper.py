@@ -301,7 +301,10 @@ def send_report(path: Path, screen_lock: dict[str, Any], timeout: float = 5.0) -
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(timeout)
         conn.connect(str(path))
-        conn.sendall(message)
+        try:
+            conn.sendall(message)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before it read the message: its answer is already here
         answer = b""
         while b"\n" not in answer and len(answer) < 1024:
             chunk = conn.recv(1024)
