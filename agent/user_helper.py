@@ -289,7 +289,7 @@ def read_own_screen_lock() -> dict[str, Any]:
     user = LocalUser(name, uid, home, desktop, graphical=True)
     try:
         found = _user_screen_lock(Host.local("linux"), user)
-    except CollectorError as exc:
+    except (CollectorError, OSError) as exc:  # OSError: a home it may not look into
         log.warning("cannot read the screen lock: %s", exc)
         found = {}
     return {k: found.get(k) for k in _LOCK_FIELDS}
