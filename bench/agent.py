@@ -31,6 +31,7 @@ import re
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import tomllib
@@ -186,20 +187,40 @@ def venv_bytes() -> tuple[int, int]:
             if path.is_file():
                 files.add(path)
     packages = sum(p.stat().st_size for p in files)
+    # The Python a venv needs at run time: the interpreter, libpython and the
+    # standard library, without what no agent runs (its tests, IDLE, Tk, the
+    # static library for embedding, pip's bootstrap wheels).
     stdlib = Path(os.__file__).parent
-    python = _tree_bytes(stdlib) - _tree_bytes(stdlib / "site-packages")
+    unused = ("site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip",
+              "lib2to3", f"config-{sys.version_info[0]}.{sys.version_info[1]}-")  # fmt: skip
+    python = sum(
+        _tree_bytes(p) for p in stdlib.iterdir() if not any(p.name.startswith(u) for u in unused)
+    )
     python += Path(sys.executable).resolve().stat().st_size
+    libdir = Path(sysconfig.get_config_var("LIBDIR") or "/nonexistent")
+    libpython = libdir / (sysconfig.get_config_var("LDLIBRARY") or "")
+    if libpython.is_file() and sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        python += libpython.resolve().stat().st_size
     return packages, python
 
 
-def cold_start(argv: list[str], runs: int) -> float:
-    """Median wall time (ms) of ``argv`` in a fresh process, output discarded."""
-    samples = []
+def cold_start(argv: list[str], runs: int) -> tuple[float, float]:
+    """Median wall time and CPU time (ms) of ``argv`` in a fresh process, output discarded.
+
+    CPU time (user + system of the child) is steadier than wall time on a shared machine.
+    """
+    import resource
+
+    walls, cpus = [], []
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         subprocess.run(argv, cwd=ROOT, stdout=subprocess.DEVNULL, check=True, timeout=60)
-        samples.append((time.perf_counter() - started) * 1000)
-    return _median(samples)
+        walls.append((time.perf_counter() - started) * 1000)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        cpus.append(cpu * 1000)
+    return _median(walls), _median(cpus)
 
 
 def run_rss(argv: list[str], env: dict[str, str]) -> float:
@@ -268,9 +289,10 @@ def bundle_figures(bundle: Path, runs: int, smoke: bool) -> float:
     print(f"size on disk, venv: agent packages {packages / 1e6:.1f} MB + Python "
           f"{python / 1e6:.1f} MB = {venv / 1e6:.1f} MB  (built/venv {ratio:.2f})")  # fmt: skip
     for arg in ("--version", "--help"):
-        v, b = starts[("venv", arg)], starts[("bundle", arg)]
+        (v, vcpu), (b, bcpu) = starts[("venv", arg)], starts[("bundle", arg)]
         print(f"cold start `{arg}` (median of {runs}): built {b:6.1f} ms, venv {v:6.1f} ms"
-              f"  (built/venv {b / v:.2f})")  # fmt: skip
+              f"  (built/venv {b / v:.2f}); CPU built {bcpu:.0f} ms, venv {vcpu:.0f} ms"
+              f" (built/venv {bcpu / max(vcpu, 0.1):.2f})")  # fmt: skip
     print(f"idle RSS, `run`: built {bundle_rss:6.1f} MB, venv {venv_rss:6.1f} MB  "
           f"(built/venv {bundle_rss / venv_rss:.2f}; built is {bundle_rss / RSS_TARGET_MB:.0%} "
           f"of the {RSS_TARGET_MB:.0f} MB target)")  # fmt: skip

@@ -320,7 +320,7 @@ def test_the_system_unit_is_hardened(unit_root):
     )  # fmt: skip
     score = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", report.stdout)
     assert score, report.stdout + report.stderr
-    # docs/performance.md records the figure and what keeps it from being lower.
+    # docs/rollout.md records the figure and what keeps it from being lower.
     assert float(score.group(1)) <= 2.5, report.stdout
     for line in ("CapabilityBoundingSet=~CAP_SYS_ADMIN", "CapabilityBoundingSet=~CAP_SET(UID"):
         assert re.search(rf"✓ {re.escape(line)}", report.stdout), line
