@@ -15,10 +15,10 @@ and marks its tests ``package`` (deselect with ``-m "not package"``). Then:
 * the maintainer scripts' service handling with systemd "running" (a private
   mount namespace with ``/run/systemd/system``) and recording stand-ins for
   systemctl and the deb-systemd helpers;
-* the built executable under ``env -i`` (no Python, no venv) and under the
-  unit's capability bounding set: it enrolls with a live service, answers a
-  Chromium sign-in and reports posture; its ``user-helper``, run as another
-  uid, reports that user's screen lock.
+* the built executable under ``env -i`` (no Python, no venv), under the unit's
+  capability bounding set, ``no_new_privs`` and memory-deny-write-execute: it
+  enrolls with a live service, answers a Chromium sign-in and reports posture;
+  its ``user-helper``, run as another uid, reports that user's screen lock.
 """
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ def test_the_deb_declares_its_files_modes_and_owners(built):
         "/etc/devicetrust/agent.toml": "-rw-r--r--",
         "/etc/devicetrust/": "drwxr-xr-x",
         "/usr/share/doc/devicetrust-agent/rollout.md": "-rw-r--r--",
+        "/usr/share/doc/devicetrust-agent/copyright": "-rw-r--r--",
     }
     for path, mode in expected.items():
         assert entries[path][0] == mode, path
@@ -403,8 +404,9 @@ def test_a_failed_start_leaves_the_package_configured_and_says_why(scripts):
 
 
 def _built_agent(built, tmp_path: Path, name: str, port: int) -> AgentProc:
-    """A device run by the built executable with an empty environment (``env -i``) and
-    the system unit's capability bounding set and no_new_privs."""
+    """A device run by the built executable with an empty environment (``env -i``),
+    and as root with the system unit's capability bounding set and no_new_privs; always
+    with memory-deny-write-execute."""
     variables = [
         f"DEVICETRUST_AGENT_PORTS={port}",
         f"DEVICETRUST_AGENT_HARDWARE_UUID=hw-{name}-{port}",
@@ -413,9 +415,24 @@ def _built_agent(built, tmp_path: Path, name: str, port: int) -> AgentProc:
     command = ["env", "-i", *variables, str(built["exe"])]
     if os.geteuid() == 0:
         command = ["setpriv", "--bounding-set", UNIT_CAPS, "--no-new-privs", *command]
+    # The kernel's memory-deny-write-execute (PR_SET_MDWE, kept across exec), the
+    # rule MemoryDenyWriteExecute= enforces with seccomp; this Python only sets it
+    # and execs into the command.
     return AgentProc(
-        state_dir=tmp_path / f"agent-{name}", port=port, env=dict(os.environ), command=command
+        state_dir=tmp_path / f"agent-{name}",
+        port=port,
+        env=dict(os.environ),
+        command=[sys.executable, "-c", MDWE, *command],
     )
+
+
+MDWE = (
+    "import ctypes, os, sys\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN\n"
+    "    sys.exit(f'PR_SET_MDWE failed: errno {ctypes.get_errno()} (Linux >= 6.3 needed)')\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])\n"
+)
 
 
 def _facts(svc, device_id: str, seq: int = 1) -> dict:
