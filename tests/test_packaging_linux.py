@@ -404,7 +404,7 @@ def test_a_failed_start_leaves_the_package_configured_and_says_why(scripts):
 # --- the built agent, end to end ------------------------------------------------------------
 
 
-def _built_agent(built, tmp_path: Path, name: str, port: int) -> AgentProc:
+def _built_agent(built, tmp_path: Path, name: str, port: int, *, keep=(), writable=()) -> AgentProc:
     """A device run by the built executable with an empty environment (``env -i``),
     and as root with the system unit's capability bounding set and no_new_privs; always
     with its system-call filter, address families and memory-deny-write-execute."""
@@ -415,13 +415,20 @@ def _built_agent(built, tmp_path: Path, name: str, port: int) -> AgentProc:
     ]
     # The unit's SystemCallFilter=, RestrictAddressFamilies= and MemoryDenyWriteExecute=,
     # without systemd; loaded after the capabilities are set, as systemd does (the
-    # filter refuses capset).
+    # filter refuses capset). As root, also its file-system view: only the state
+    # directory (and the socket's, RuntimeDirectory=) writable, a private /tmp that
+    # shows only the program and the state, a /dev of pseudo-devices.
+    state = tmp_path / f"agent-{name}"
+    state.mkdir(mode=0o700)  # StateDirectory= makes it before the agent starts
     command = _sandboxed(["env", "-i", *variables, str(built["exe"])])
     if os.geteuid() == 0:
-        command = ["setpriv", "--bounding-set", UNIT_CAPS, "--no-new-privs", *command]
-    return AgentProc(
-        state_dir=tmp_path / f"agent-{name}", port=port, env=dict(os.environ), command=command
-    )
+        # In systemd's order: the mount namespace (which needs CAP_SYS_ADMIN), then the
+        # capabilities, then the seccomp filters.
+        files = ["--protect-system", f"--keep={built['dist']}", f"--writable={state}"]
+        files += [f"--keep={p}" for p in keep] + [f"--writable={p}" for p in writable]
+        command = [sys.executable, str(ROOT / "tests" / "unit_sandbox.py"), *files, "--",
+                   "setpriv", "--bounding-set", UNIT_CAPS, "--no-new-privs", *command]  # fmt: skip
+    return AgentProc(state_dir=state, port=port, env=dict(os.environ), command=command)
 
 
 def _unit_settings(key: str) -> list[str]:
@@ -503,6 +510,7 @@ def test_the_built_agent_enrolls_answers_a_chromium_sign_in_and_reports(
     enrolled = agent.enroll(service.url, service.enroll_code("ines@example.com"))
     assert enrolled["user"] == "ines@example.com"
     assert _mode(agent.state_dir) == 0o700
+    assert agent.cli("status").returncode == 0
     assert {_mode(p) for p in agent.state_dir.glob("*.key")} == {0o600}
     agent.start("--no-approvals")
     try:
@@ -535,7 +543,9 @@ def test_the_built_user_helper_reports_the_console_users_screen_lock(built, serv
     sock = shared / "user.sock"
     device = tmp_path / "device"  # carol (uid 1000) at the seat; dave (1002) remote
     shutil.copytree(FIXTURES / "linux" / "luks2", device, symlinks=True)
-    agent = _built_agent(built, tmp_path, "helper", service.agent_port)
+    agent = _built_agent(
+        built, tmp_path, "helper", service.agent_port, keep=[device], writable=[shared]
+    )
     agent.enroll(service.url, service.enroll_code("carol@example.com"))
     agent.start("--replay", str(device), "--user-socket", str(sock), "--no-approvals")
     try:
