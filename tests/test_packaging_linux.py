@@ -15,11 +15,12 @@ and marks its tests ``package`` (deselect with ``-m "not package"``). Then:
 * the maintainer scripts' service handling with systemd "running" (a private
   mount namespace with ``/run/systemd/system``) and recording stand-ins for
   systemctl and the deb-systemd helpers;
-* the built executable under ``env -i`` (no Python, no venv), under the unit's
-  capability bounding set, ``no_new_privs``, system-call filter, address
-  families and memory-deny-write-execute (tests/unit_sandbox.py): it
-  enrolls with a live service, answers a Chromium sign-in and reports posture;
-  its ``user-helper``, run as another uid, reports that user's screen lock.
+* the built executable under ``env -i`` (no Python, no venv) and the unit's
+  main restrictions rebuilt without systemd (tests/unit_sandbox.py: its
+  file-system view, capability bounding set, ``no_new_privs``, system-call
+  filter, address families, memory-deny-write-execute): it enrolls with a live
+  service, answers a Chromium sign-in and reports posture; its ``user-helper``,
+  run as another uid, reports that user's screen lock.
 """
 
 from __future__ import annotations
