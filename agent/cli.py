@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,9 @@ def _host(replay: Path | None):  # noqa: ANN202 - Host
     return Host.from_recording(replay) if replay else Host.local()
 
 
-def _collector(replay: Path | None, user_reports=None):  # noqa: ANN001, ANN202 - Callable
+def _collector(  # noqa: ANN202 - Callable[[dict], dict]
+    replay: Path | None, user_reports: Callable[[int], dict[str, Any] | None] | None = None
+):
     """This device's fact collection (or a recorded device's, with --replay)."""
 
     def collect(osquery_queries: dict[str, str]) -> dict[str, Any]:
