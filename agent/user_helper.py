@@ -200,6 +200,7 @@ class UserSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServe
     """The system agent's listener for user helpers (see the module docstring)."""
 
     daemon_threads = True
+    request_queue_size = 32  # connections waiting to be accepted (a login wave)
 
     def __init__(self, path: Path, store: UserFactsStore, accepts: Callable[[int], bool]) -> None:
         self.path = Path(path)

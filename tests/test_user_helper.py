@@ -238,3 +238,33 @@ def test_parse_report_refuses_or_returns_a_clean_entry(raw):
     for key in ("timeout_seconds", "idle_seconds", "delay_seconds"):
         value = entry[key]
         assert value is None or (type(value) is int and 0 <= value <= 366 * 86400)
+
+
+def test_connections_beyond_the_cap_are_turned_away_at_once(agent_with_socket):
+    _agent, sock = agent_with_socket
+    from agent.user_helper import MAX_CONNECTIONS
+
+    def flood() -> list[str]:
+        conns = []
+        for _ in range(MAX_CONNECTIONS + 1):  # none of them says anything
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.settimeout(10)
+            conn.connect(str(sock))
+            conns.append(conn)
+        answers = []
+        for conn in conns:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(256)
+                if not chunk:
+                    break
+                data += chunk
+            answers.append(json.loads(data)["error"])
+            conn.close()
+        return answers
+
+    # The console user's silent connections hold their slots until they time out;
+    # the one past the cap is told "busy" without waiting.
+    answers = _as_uid(1000, flood)["value"]
+    assert sorted(answers) == ["busy"] + ["timeout"] * MAX_CONNECTIONS
+    assert _as_uid(1000, lambda: send_report(sock, GOOD))["ok"] is True  # slots come back
