@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test lint format deps system-deps bench mutation docs clean
+.PHONY: run test lint format deps system-deps bench mutation docs package clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: system-deps $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+
+## package: the self-contained agent (PyInstaller) and its .deb and .rpm, into dist/
+##          (packaging/linux/build-packages.sh; FORMATS=deb for the .deb only)
+package: system-deps $(STAMP)
+	PY=$(BIN)/python bash packaging/linux/build-packages.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,5 @@
-"""The ``devicetrust-agent`` command: run, status, id, enroll, config, facts and update.
+"""The ``devicetrust-agent`` command: run, status, id, enroll, config, facts, update and
+user-helper.
 
 ``run`` keeps the local channel open for the login page. ``enroll URL CODE``
 registers this device with a service using a one-time code from IT. ``id``
@@ -6,6 +7,8 @@ shows the device id and key fingerprints (to compare with the admin console).
 ``config`` shows the effective configuration (``agent/config.py``: file, MDM
 profile or policy, environment, flags) and where each value came from;
 ``server-fingerprint URL`` shows the key a service presents, to pin it.
+``user-helper`` runs in each user's session and reports that user's screen lock
+to the system agent (``agent/user_helper.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,16 +233,25 @@ def status(state_dir: Path, as_json: bool) -> None:
     )
 
 
-def _collector(replay: Path | None):  # noqa: ANN202 - Callable[[dict], dict]
+def _host(replay: Path | None):  # noqa: ANN202 - Host
+    from agent.collectors.base import Host
+
+    return Host.from_recording(replay) if replay else Host.local()
+
+
+def _collector(  # noqa: ANN202 - Callable[[dict], dict]
+    replay: Path | None, user_reports: Callable[[int], dict[str, Any] | None] | None = None
+):
     """This device's fact collection (or a recorded device's, with --replay)."""
 
     def collect(osquery_queries: dict[str, str]) -> dict[str, Any]:
         from agent.collectors import collect_facts
-        from agent.collectors.base import Host
         from agent.collectors.osquery import OsqueryConfig
 
         config = OsqueryConfig(queries=osquery_queries) if osquery_queries else None
-        return collect_facts(Host.from_recording(replay) if replay else None, osquery=config)
+        host = _host(replay)
+        host.user_reports = user_reports
+        return collect_facts(host, osquery=config)
 
     return collect
 
@@ -326,6 +339,15 @@ def approve(state_dir: Path, as_json: bool) -> None:
     envvar="DEVICETRUST_AGENT_UPDATE_INTERVAL",
     help="How often to check for a signed update (with jitter): 6h, 30m, 1d.",
 )
+@click.option(
+    "--user-socket",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="DEVICETRUST_AGENT_USER_SOCKET",
+    help="Listen here for the per-user helpers that report user-context facts (screen "
+    "lock); only graphical console users are heard. The systemd unit sets "
+    "/run/devicetrust-agent/user.sock. Default: no socket.",
+)
 @click.pass_obj
 def run(
     state_dir: Path,
@@ -339,6 +361,7 @@ def run(
     report_interval: str | None,
     no_updates: bool,
     update_interval: str,
+    user_socket: Path | None,
 ) -> None:
     """Keep the local channel open for sign-ins and report posture (Ctrl-C stops it)."""
     from agent.approve import ApprovalPoller
@@ -389,6 +412,21 @@ def run(
     except OSError as exc:
         raise click.ClickException(f"{exc}. Is another agent already running?") from None
     logging.info("local channel listening on 127.0.0.1:%d", channel.server_address[1])
+    user_server = None
+    user_store = None
+    if user_socket is not None:
+        from agent.user_helper import UserFactsStore, UserSocketServer, console_uids
+
+        user_store = UserFactsStore()
+        try:
+            user_server = UserSocketServer(
+                user_socket, user_store, console_uids(lambda: _host(replay))
+            )
+        except OSError as exc:
+            channel.server_close()
+            raise click.ClickException(f"cannot listen on {user_socket}: {exc}") from None
+        user_server.serve_in_thread()
+        logging.info("listening for user helpers on %s", user_socket)
     # A host that runs the loop in a thread (the Windows service) passes its own event.
     stop: threading.Event = click.get_current_context().meta.get(STOP_EVENT) or threading.Event()
     exit_code = 0
@@ -418,7 +456,12 @@ def run(
         channel_state.on_recheck = None
         if current is None or no_reports:
             return
-        scheduler = ReportScheduler(current, keys, _collector(replay), ceiling=cfg.report_interval)
+        scheduler = ReportScheduler(
+            current,
+            keys,
+            _collector(replay, user_store.get if user_store else None),
+            ceiling=cfg.report_interval,
+        )
         scheduler.start()
         channel_state.on_recheck = scheduler.report_now
 
@@ -492,6 +535,8 @@ def run(
         poller.shutdown()
     if updater is not None:
         updater.shutdown()
+    if user_server is not None:
+        user_server.close()
     port = channel.server_address[1]
     channel.shutdown()
     channel.server_close()
@@ -703,6 +748,79 @@ def update_watch(
         managed=managed,
     )
     sys.exit(0 if ok else 1)
+
+
+def _interval(text: str) -> float:
+    """Seconds from "90", "90s", "5 min", "1h"."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h)?\s*", text)
+    if not match:
+        raise click.BadParameter(f"{text!r}: write a duration such as 90s, 5 min or 1 h")
+    unit = {"min": 60, "m": 60, "h": 3600}.get(match.group(2) or "s", 1)
+    seconds = float(match.group(1)) * unit
+    if not 10 <= seconds <= 86400:
+        raise click.BadParameter("the interval is between 10 s and 24 h")
+    return seconds
+
+
+@cli.command("user-helper")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The system agent's socket (default: $DEVICETRUST_AGENT_USER_SOCKET, "
+    "else /run/devicetrust-agent/user.sock).",
+)
+@click.option(
+    "--interval",
+    default="5 min",
+    show_default=True,
+    help="How often to report (90s, 5 min, 1 h).",
+)
+@click.option("--once", is_flag=True, help="Report once and exit (status 1 if refused).")
+@click.option("--json", "as_json", is_flag=True, help="With --once: print what was sent as JSON.")
+def user_helper(socket_path: Path | None, interval: str, once: bool, as_json: bool) -> None:
+    """Report this user's screen lock to the system agent (run by the systemd user unit)."""
+    from agent.user_helper import HelperRefused, read_own_screen_lock, send_report
+    from agent.user_helper import socket_path as default_socket
+
+    seconds = _interval(interval)
+    path = socket_path or default_socket()
+    logging.basicConfig(
+        level=logging.INFO, format="devicetrust-agent user-helper %(levelname)s %(message)s"
+    )
+    if once:
+        lock = read_own_screen_lock()
+        try:
+            send_report(path, lock)
+        except HelperRefused as exc:
+            raise click.ClickException(f"the agent refused the report: {exc}") from None
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot reach the agent at {path}: {exc}. "
+                "Is it running? systemctl status devicetrust-agent"
+            ) from None
+        _emit({"sent": lock, "socket": str(path)}, as_json, f"reported to {path}")
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    last_error = None
+    while not stop.is_set():
+        try:
+            send_report(path, read_own_screen_lock())
+            error = None
+        except (HelperRefused, OSError) as exc:
+            error = str(exc)
+        if error != last_error:  # say it once, not every interval
+            if error:
+                logging.warning("cannot report to %s: %s", path, error)
+            else:
+                logging.info("reporting to %s every %s s", path, int(seconds))
+            last_error = error
+        stop.wait(seconds)
 
 
 @cli.command()

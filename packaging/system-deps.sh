@@ -4,8 +4,12 @@
 # is missing so a developer can install it.
 set -euo pipefail
 
-PKGS=(chromium xmlsec1 libxmlsec1-openssl postgresql cryptsetup-bin lvm2 wixl msitools
-      openssh-client libglib2.0-bin gsettings-desktop-schemas nftables graphviz)
+PKGS=(chromium xmlsec1 libxmlsec1-openssl postgresql cryptsetup-bin lvm2 wixl msitools graphviz
+      openssh-client libglib2.0-bin gsettings-desktop-schemas nftables
+      # packaging (make package, tests/packaging/test_packaging_linux.py): PyInstaller needs
+      # binutils (objdump, strip); systemd-analyze verifies the units;
+      # deb-systemd-helper runs in the maintainer scripts; rpm inspects the .rpm.
+      binutils systemd init-system-helpers rpm util-linux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -179,11 +179,13 @@ class AgentProc:
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
     extra_args: list[str] = field(default_factory=list)
+    #: How to run the agent: this checkout's, or e.g. a built executable under ``env -i``.
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "agent"])
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run ``devicetrust-agent ARGS`` for this device."""
         return subprocess.run(
-            [sys.executable, "-m", "agent", "--state-dir", str(self.state_dir), *args],
+            [*self.command, "--state-dir", str(self.state_dir), *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -204,7 +206,7 @@ class AgentProc:
         self.log_path = self.state_dir.parent / f"agent-{self.port}.log"
         log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--state-dir", str(self.state_dir), "run", *args],
+            [*self.command, "--state-dir", str(self.state_dir), "run", *args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -384,6 +384,8 @@ class Host:
     kernel: str = ""
     machine: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    #: Reports from per-user helpers (agent/user_helper.py): uid -> screen lock, or None.
+    user_reports: Callable[[int], dict[str, Any] | None] | None = None
     _shared: dict[str, _Lazy] = field(default_factory=dict, repr=False)
     _shared_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -16,7 +16,8 @@ device tree from every mounted volume down to the disks:
   ``/proc/self/mounts`` and ``zfs get encryption,keystatus,encryptionroot``;
   a pool whose vdevs sit on dm-crypt (ZFS on LUKS) counts as encrypted too.
 
-Screen lock is read per local console user in that user's context:
+Screen lock is read per local console user in that user's context: from the
+report of the user's own helper when one is fresh (``agent/user_helper.py``), else
 ``runuser -u USER -- gsettings`` for GNOME (dconf), the user's own
 ``~/.config/kscreenlockerrc`` for KDE (opened without following symlinks).
 """
@@ -735,6 +736,10 @@ def collect_screen_lock(host: Host) -> dict[str, Any]:
     users = []
     for user in local_users(host):
         if not user.graphical:
+            continue
+        reported = host.user_reports(user.uid) if host.user_reports and user.uid else None
+        if reported is not None:  # read in the user's own session by their helper
+            users.append({"user": user.name, **reported})
             continue
         try:
             users.append(_user_screen_lock(host, user))

@@ -23,7 +23,14 @@ from tests.procs import ROOT, base_env
 # Lines each bench must print: one per figure group, breakdowns included.
 FIGURES = {
     "admin_console": [r"admin console, 300 devices", r"overview +[\d.]+ ms", r"audit by device"],
-    "agent": [r"idle RSS, real", r"CPU per full collection \(median of 1\)", r"of which the agent"],
+    "agent": [
+        r"idle RSS, real",
+        r"CPU per full collection \(median of 1\)",
+        r"of which the agent",
+        r"size on disk, built agent: +[\d.]+ MB",
+        r"cold start `--version` .*built/venv [\d.]+",
+        r"idle RSS, `run`: built +[\d.]+ MB, venv +[\d.]+ MB",
+    ],
     "checks": [r"catalog: \d+ checks", r"all checks: +[\d.]+ ms", r"without the package checks"],
     "ingest": [
         r"[\d,]+ reports/s",
