@@ -38,11 +38,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from idp_service.platform.db import make_engine
-from idp_service.posture.tables import DeviceFacts
 from sqlalchemy import select
 
-from tests import browser
+from idp_service.platform.db import make_engine
+from idp_service.posture.tables import DeviceFacts
+from tests.browser import support as browser
 from tests.posture_helpers import FIXTURES
 from tests.procs import ROOT, AgentProc, free_port, start_service
 
