@@ -85,7 +85,9 @@ def test_demo_verbose_shows_the_log_lines(tmp_path):
     output, _, status = _run_until_ready(env, "--verbose")
     assert status == 0
     assert f"http://127.0.0.1:{port}/login" in output
-    assert "INFO alembic" in output and "Added job" in output and "[INFO]" in output, output
+    # Alembic, the agent and gunicorn log at INFO; APScheduler's per-run lines stay off.
+    for line in ("INFO alembic", "local channel listening", "[INFO]"):
+        assert line in output, output
 
 
 @pytest.mark.parametrize("taken", ["service", "sp", "agent"])
