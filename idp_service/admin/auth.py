@@ -19,14 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import Response, g, make_response, redirect, render_template, request, session
-from sqlalchemy import update
-from sqlalchemy.orm import Session
 
 from idp_service.admin import sessions as admin_sessions
-from idp_service.directory.groups import group_keys_of
 from idp_service.platform import audit
-from idp_service.platform.identity import name_key
-from idp_service.platform.models import Device, LoginTransaction, User, utcnow
+from idp_service.platform.models import Device, LoginTransaction, User
 from idp_service.signin.messages import MESSAGES
 from idp_service.signin.web import remember
 from idp_service.web.context import ctx
@@ -76,18 +72,6 @@ def check_csrf() -> None:
         )
 
     CONSOLE_CSRF.check(on_refusal=audit_refusal)
-
-
-def in_admin_group(s: Session, user_id: str) -> bool:
-    """True when the user is in the configured admin group (directly or nested).
-
-    The group is the one whose stored key equals the setting's
-    :func:`~idp_service.platform.identity.name_key`, compared exactly: keys are unique, so
-    at most one group is the admin group, and a look-alike name that keys the
-    same (``devicetrust-adminſ``) was refused when SCIM tried to write it.
-    """
-    name = ctx().settings.admin_group
-    return bool(name) and name_key(name) in group_keys_of(s, user_id)
 
 
 def open_session(admin: Admin) -> None:
@@ -153,20 +137,7 @@ def _load() -> Admin | None:
             device_id=row.device_id,
             session_id=row.id,
         )
-        if admin.via == "bootstrap":
-            return admin
-        reason: str | None = None
-        if admin.via != "device" or not admin.user_id or not admin.device_id:
-            reason = "invalid"
-        else:
-            user = s.get(User, admin.user_id)
-            device = s.get(Device, admin.device_id)
-            if user is None or not user.active:
-                reason = "owner_inactive"
-            elif device is None or device.state != "trusted" or device.user_id != user.id:
-                reason = "device_not_trusted"
-            elif not in_admin_group(s, user.id):
-                reason = "not_admin"
+        reason = admin_sessions.recheck(s, row, ctx().settings.admin_group)
         if reason is not None:
             admin_sessions.end(s, data["sid"], reason)
             return None
@@ -187,27 +158,12 @@ def complete_login(txn: LoginTransaction, user: User | None, device: Device | No
         if admin is not None and admin.via == "device" and admin.user_id == txn.user_id:
             return redirect("/admin/", 303)
     with svc.db.session() as s:
-        claimed = s.execute(
-            update(LoginTransaction)
-            .where(LoginTransaction.id == txn.id, LoginTransaction.completed_at.is_(None))
-            .values(completed_at=utcnow())
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        code: str | None = None
-        if claimed != 1:
-            code = "login_finished"
-        elif txn.status != "verified" or user is None or device is None:
-            code = txn.error_code or "expired"
-        elif not in_admin_group(s, user.id):
-            code = "not_admin"
-        audit.record(
+        code = admin_sessions.finish_login(
             s,
-            "admin.login",
-            "ok" if code is None else "denied",
-            code=code,
-            actor=f"admin:{user.user_name}" if user is not None else None,
-            user_id=txn.user_id,
-            device_id=txn.device_id,
+            txn,
+            user,
+            device,
+            admin_group=svc.settings.admin_group,
             remote_addr=request.remote_addr,
         )
     if code is None:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import Response, redirect, render_template, request
-from sqlalchemy import select
 
-from idp_service.admin import queries
 from idp_service.admin.auth import current_admin
 from idp_service.admin.blueprint import bp, reason_from_form
 from idp_service.platform.errors import Invalid
 from idp_service.platform.models import utcnow
+from idp_service.posture import queries as posture_queries
 from idp_service.posture import service as posture
-from idp_service.posture.tables import ExemptionRow
 from idp_service.web.context import ctx
 from posture_checks.evaluator import Status
 
@@ -31,15 +29,8 @@ def checks() -> str:
     service = ctx()
     in_force = service.posture.checks() if service.posture is not None else []
     with service.db.session() as s:
-        counts = queries.check_status_counts(s)
-        rows = list(
-            s.scalars(
-                select(ExemptionRow)
-                .where(ExemptionRow.expires_at > utcnow())
-                .order_by(ExemptionRow.expires_at)
-                .limit(500)
-            )
-        )
+        counts = posture_queries.check_status_counts(s)
+        rows = posture_queries.exemptions(s, limit=500)
     return render_template(
         "admin/checks.html",
         checks=in_force,

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from flask import render_template, request
-from sqlalchemy import func, select
 
 from idp_service.admin import queries
 from idp_service.admin.blueprint import bp
-from idp_service.directory.tables import Group, GroupMember
+from idp_service.directory import queries as directory_queries
 from idp_service.platform.errors import Invalid
 from idp_service.platform.identity import name_key
-from idp_service.platform.models import Device, User
 from idp_service.saml import registry as sp_registry
 from idp_service.web.context import ctx
 
@@ -22,22 +20,10 @@ def users() -> str:
     after = name_key((request.args.get("after") or "").strip())
     if len(q) > queries.MAX_QUERY or len(after) > 256:
         raise Invalid("bad_query", "search text is too long")
-    query = select(User)
-    if q:
-        query = query.where(queries._prefix(User.user_name_lower, q))
-    if after:
-        query = query.where(User.user_name_lower > after)
     with ctx().db.session() as s:
-        rows = list(s.scalars(query.order_by(User.user_name_lower).limit(queries.PAGE + 1)))
+        rows = directory_queries.users_by_name(s, limit=queries.PAGE, prefix=q, after=after)
         page = rows[: queries.PAGE]
-        ids = [u.id for u in page]
-        counts = dict(
-            s.execute(
-                select(Device.user_id, func.count())
-                .where(Device.user_id.in_(ids))
-                .group_by(Device.user_id)
-            ).all()
-        )
+        counts = directory_queries.device_counts(s, [u.id for u in page])
     more = page[-1].user_name_lower if len(rows) > queries.PAGE else None
     return render_template("admin/users.html", users=page, counts=counts, q=q, more=more)
 
@@ -45,15 +31,8 @@ def users() -> str:
 @bp.get("/groups")
 def groups() -> str:
     """Groups with their member counts (the admin group marked)."""
-    n = func.count(GroupMember.id).label("n")
     with ctx().db.session() as s:
-        rows = s.execute(
-            select(Group, n)
-            .outerjoin(GroupMember, GroupMember.group_id == Group.id)
-            .group_by(Group.id)
-            .order_by(Group.display_name_key)
-            .limit(1000)
-        ).all()
+        rows = directory_queries.groups_with_counts(s, limit=1000)
     return render_template(
         "admin/groups.html", rows=rows, admin_group=name_key(ctx().settings.admin_group)
     )

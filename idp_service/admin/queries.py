@@ -18,6 +18,7 @@ from sqlalchemy import and_, func, or_, select, union
 from sqlalchemy.orm import Session
 
 from idp_service.devices.queries import flagged_ids, review_ids
+from idp_service.directory.queries import prefix_range
 from idp_service.platform.errors import Invalid
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import DEVICE_STATES, AuditEvent, Device, User
@@ -30,10 +31,7 @@ STATUSES = tuple(s.value for s in Status)
 MAX_QUERY = 256
 
 
-def _prefix(column: Any, text: str) -> Any:
-    """``column`` starts with ``text``, as a range a B-tree index answers."""
-    upper = text[:-1] + chr(ord(text[-1]) + 1)
-    return and_(column >= text, column < upper)
+_prefix = prefix_range  # ``column`` starts with ``text``, as a range an index answers
 
 
 @dataclass(frozen=True)
@@ -176,19 +174,6 @@ def failing_checks(session: Session, *, limit: int | None = 20) -> list[tuple[st
     return [(r.check_id, int(r.n)) for r in rows]
 
 
-def check_status_counts(session: Session) -> dict[str, dict[str, int]]:
-    """``{check_id: {status: devices}}`` from the stored results: one grouped query."""
-    out: dict[str, dict[str, int]] = {}
-    rows = session.execute(
-        select(CheckResultRow.check_id, CheckResultRow.status, func.count()).group_by(
-            CheckResultRow.check_id, CheckResultRow.status
-        )
-    )
-    for check_id, status, n in rows:
-        out.setdefault(check_id, {})[status] = int(n)
-    return out
-
-
 @dataclass(frozen=True)
 class AuditFilter:
     """Filters of the audit log page."""
@@ -220,20 +205,49 @@ class AuditFilter:
         return {k: str(v) for k, v in values.items() if v}
 
 
+def audit_events(
+    session: Session,
+    *,
+    limit: int,
+    action: str | None = None,
+    outcome: str | None = None,
+    actor: str | None = None,
+    user_id: str | None = None,
+    device_id: str | None = None,
+    before: int | None = None,
+) -> list[AuditEvent]:
+    """Up to ``limit + 1`` audit events, newest first, before the id ``before``, matching
+    every filter given (exact values). The console's audit page and ``GET /api/v1/audit``."""
+    query = select(AuditEvent)
+    for column, value in (
+        (AuditEvent.action, action),
+        (AuditEvent.outcome, outcome),
+        (AuditEvent.actor, actor),
+        (AuditEvent.user_id, user_id),
+        (AuditEvent.device_id, device_id),
+    ):
+        if value:
+            query = query.where(column == value)
+    if before is not None:
+        query = query.where(AuditEvent.id < before)
+    return list(session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit + 1)))
+
+
 def audit_page(
     session: Session, flt: AuditFilter, *, limit: int = PAGE
 ) -> tuple[list[AuditEvent], int | None]:
     """One page of audit events, newest first, and the id to continue before."""
-    query = select(AuditEvent)
-    if flt.action:
-        query = query.where(AuditEvent.action == flt.action)
-    if flt.device_id:
-        query = query.where(AuditEvent.device_id == flt.device_id)
+    user_id = None
     if flt.user:
-        user_id = session.scalar(select(User.id).where(User.user_name_lower == name_key(flt.user)))
-        query = query.where(AuditEvent.user_id == (user_id or flt.user))
-    if flt.before is not None:
-        query = query.where(AuditEvent.id < flt.before)
-    rows = list(session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit + 1)))
+        found = session.scalar(select(User.id).where(User.user_name_lower == name_key(flt.user)))
+        user_id = found or flt.user
+    rows = audit_events(
+        session,
+        limit=limit,
+        action=flt.action,
+        device_id=flt.device_id,
+        user_id=user_id,
+        before=flt.before,
+    )
     more = rows[limit - 1].id if len(rows) > limit else None
     return rows[:limit], more

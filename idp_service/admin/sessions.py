@@ -6,6 +6,10 @@ the row up, so ending the row ends every copy of the cookie: sign-out ends
 this session; a SCIM deactivation or deletion, a device revocation and a
 failed recheck (admin-group removal, device no longer trusted) end all of the
 admin's sessions.
+
+The checks behind a console session live here too: :func:`recheck` (every request),
+:func:`in_admin_group`, and :func:`finish_login`, which claims a finished sign-in's
+transaction once and decides whether it may open a session.
 """
 
 from __future__ import annotations
@@ -13,14 +17,21 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from idp_service.admin.tables import AdminSession
 from idp_service.directory.groups import group_keys_of
+from idp_service.platform import audit
 from idp_service.platform.identity import name_key
-from idp_service.platform.models import utcnow
+from idp_service.platform.models import Device, LoginTransaction, User, utcnow
+
+
+def _rowcount(result: object) -> int:
+    """How many rows an UPDATE changed."""
+    return int(cast("CursorResult[Any]", result).rowcount)
 
 
 def _digest(secret: str) -> str:
@@ -84,16 +95,18 @@ def others(session: Session, user_id: str, current_id: str) -> list[AdminSession
 
 def end_others(session: Session, user_id: str, current_id: str) -> int:
     """End every live session of the user but ``current_id``; return how many were ended."""
-    return session.execute(
-        update(AdminSession)
-        .where(
-            AdminSession.user_id == user_id,
-            AdminSession.id != current_id,
-            AdminSession.ended_at.is_(None),
+    return _rowcount(
+        session.execute(
+            update(AdminSession)
+            .where(
+                AdminSession.user_id == user_id,
+                AdminSession.id != current_id,
+                AdminSession.ended_at.is_(None),
+            )
+            .values(ended_at=utcnow(), ended_reason="ended_by_owner")
+            .execution_options(synchronize_session=False)
         )
-        .values(ended_at=utcnow(), ended_reason="ended_by_owner")
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    )
 
 
 def end(session: Session, secret: str, reason: str) -> None:
@@ -109,12 +122,14 @@ def end(session: Session, secret: str, reason: str) -> None:
 
 def end_for_user(session: Session, user_id: str, reason: str) -> int:
     """End every live session of a user; return how many were ended."""
-    return session.execute(
-        update(AdminSession)
-        .where(AdminSession.user_id == user_id, AdminSession.ended_at.is_(None))
-        .values(ended_at=utcnow(), ended_reason=reason)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    return _rowcount(
+        session.execute(
+            update(AdminSession)
+            .where(AdminSession.user_id == user_id, AdminSession.ended_at.is_(None))
+            .values(ended_at=utcnow(), ended_reason=reason)
+            .execution_options(synchronize_session=False)
+        )
+    )
 
 
 def end_where_not_admin(session: Session, admin_group: str) -> int:
@@ -135,20 +150,98 @@ def end_where_not_admin(session: Session, admin_group: str) -> int:
     ended = 0
     for row_id, user_id in rows:
         if user_id is None or wanted not in group_keys_of(session, user_id):
-            ended += session.execute(
-                update(AdminSession)
-                .where(AdminSession.id == row_id, AdminSession.ended_at.is_(None))
-                .values(ended_at=utcnow(), ended_reason="not_admin")
-                .execution_options(synchronize_session=False)
-            ).rowcount
+            ended += _rowcount(
+                session.execute(
+                    update(AdminSession)
+                    .where(AdminSession.id == row_id, AdminSession.ended_at.is_(None))
+                    .values(ended_at=utcnow(), ended_reason="not_admin")
+                    .execution_options(synchronize_session=False)
+                )
+            )
     return ended
 
 
 def end_for_device(session: Session, device_id: str, reason: str) -> int:
     """End every live session opened through a device; return how many were ended."""
-    return session.execute(
-        update(AdminSession)
-        .where(AdminSession.device_id == device_id, AdminSession.ended_at.is_(None))
-        .values(ended_at=utcnow(), ended_reason=reason)
+    return _rowcount(
+        session.execute(
+            update(AdminSession)
+            .where(AdminSession.device_id == device_id, AdminSession.ended_at.is_(None))
+            .values(ended_at=utcnow(), ended_reason=reason)
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+def in_admin_group(session: Session, user_id: str, admin_group: str) -> bool:
+    """True when the user is in ``admin_group`` (directly or nested).
+
+    The group is the one whose stored key equals the setting's
+    :func:`~idp_service.platform.identity.name_key`, compared exactly: keys are unique, so
+    at most one group is the admin group, and a look-alike name that keys the
+    same (``devicetrust-adminſ``) was refused when SCIM tried to write it.
+    """
+    return bool(admin_group) and name_key(admin_group) in group_keys_of(session, user_id)
+
+
+def recheck(session: Session, row: AdminSession, admin_group: str) -> str | None:
+    """Why the live session ``row`` may no longer be used, or None when it still may.
+
+    A bootstrap session stands on its own; a device session needs its user active,
+    its device trusted and still theirs, and the user in ``admin_group``, now.
+    """
+    if row.via == "bootstrap":
+        return None
+    if row.via != "device" or not row.user_id or not row.device_id:
+        return "invalid"
+    user = session.get(User, row.user_id)
+    device = session.get(Device, row.device_id)
+    if user is None or not user.active:
+        return "owner_inactive"
+    if device is None or device.state != "trusted" or device.user_id != user.id:
+        return "device_not_trusted"
+    if not in_admin_group(session, user.id, admin_group):
+        return "not_admin"
+    return None
+
+
+def finish_login(
+    session: Session,
+    txn: LoginTransaction,
+    user: User | None,
+    device: Device | None,
+    *,
+    admin_group: str,
+    remote_addr: str | None,
+) -> str | None:
+    """Claim the sign-in's transaction and decide, audited (``admin.login``): None when a
+    session may open, else the refusal code.
+
+    The claim comes first and holds once: a transaction claimed already (a repeated
+    ``/continue``) is ``login_finished``, whatever it says.
+    """
+    result = session.execute(
+        update(LoginTransaction)
+        .where(LoginTransaction.id == txn.id, LoginTransaction.completed_at.is_(None))
+        .values(completed_at=utcnow())
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
+    claimed = _rowcount(result)
+    code: str | None = None
+    if claimed != 1:
+        code = "login_finished"
+    elif txn.status != "verified" or user is None or device is None:
+        code = txn.error_code or "expired"
+    elif not in_admin_group(session, user.id, admin_group):
+        code = "not_admin"
+    audit.record(
+        session,
+        "admin.login",
+        "ok" if code is None else "denied",
+        code=code,
+        actor=f"admin:{user.user_name}" if user is not None else None,
+        user_id=txn.user_id,
+        device_id=txn.device_id,
+        remote_addr=remote_addr,
+    )
+    return code

@@ -15,7 +15,7 @@ from idp_service.admin.blueprint import bp
 from idp_service.platform.errors import Invalid
 from idp_service.web.context import ctx
 from idp_service.webhooks import catalog, endpoints
-from idp_service.webhooks.tables import DELIVERY_STATUSES
+from idp_service.webhooks.service import DELIVERY_STATUSES, check_status
 
 
 def _int(name: str, value: str | None) -> int | None:
@@ -28,9 +28,7 @@ def _int(name: str, value: str | None) -> int | None:
 
 def _page(**extra: Any) -> str:
     args = request.args
-    status = (args.get("status") or "").strip() or None
-    if status is not None and status not in DELIVERY_STATUSES:
-        raise Invalid("bad_status", f"status is one of {', '.join(DELIVERY_STATUSES)}")
+    status = check_status((args.get("status") or "").strip())
     flt = endpoints.DeliveryFilter(endpoint_id=_int("webhook", args.get("webhook")), status=status)
     before = _int("before", args.get("before"))
     with ctx().db.session() as s:

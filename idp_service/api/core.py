@@ -29,9 +29,9 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from idp_service import tokens
+from idp_service.api import probes
 from idp_service.api import schema as S
 from idp_service.platform import audit
-from idp_service.platform.db import Database
 from idp_service.platform.errors import (
     Forbidden,
     Invalid,
@@ -39,6 +39,7 @@ from idp_service.platform.errors import (
     Unauthenticated,
     Unsupported,
 )
+from idp_service.services import Services
 from idp_service.web.bodies import json_body
 from idp_service.web.context import ctx
 from idp_service.web.errors import error_response
@@ -61,15 +62,26 @@ ERROR_TEXT = {
 }
 
 
-@dataclass
 class Call:
-    """What a handler gets: the validated input, the database and who is acting."""
+    """What a handler gets: the validated input, the database and who is acting.
 
-    token: str
-    path: dict[str, Any]
-    query: dict[str, Any]
-    body: Any
-    db: Database
+    Handlers open sessions on ``db`` and hand them to services; they build no statement.
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        path: dict[str, Any],
+        query: dict[str, Any],
+        body: Any,
+        services: Services,
+    ) -> None:
+        self.token = token
+        self.path = path
+        self.query = query
+        self.body = body
+        self.db = services.db
 
     @property
     def actor(self) -> str:
@@ -204,12 +216,12 @@ def _unauthorized(message: str, error: str | None) -> Unauthenticated:
     return exc
 
 
-def _authenticate(op: Operation, db: Database) -> str:
+def _authenticate(op: Operation, services: Services) -> str:
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
         raise _unauthorized("send Authorization: Bearer <token> (devicetrust api-token)", None)
-    with db.session() as session:
+    with services.db.session() as session:
         found = tokens.API.authenticate(session, presented)
     if found is None:
         raise _unauthorized("unknown or revoked token", "invalid_token")
@@ -262,12 +274,13 @@ def _input(op: Operation, path_kw: dict[str, Any]) -> tuple[dict, dict, Any]:
 
 
 def _dispatch(op: Operation, path_kw: dict[str, Any]) -> Response:
-    db = ctx().db
+    services = ctx()
+    db = services.db
     token: str | None = None
     try:
-        token = _authenticate(op, db)
+        token = _authenticate(op, services)
         path, query, body = _input(op, path_kw)
-        data = op.handler(Call(token=token, path=path, query=query, body=body, db=db))
+        data = op.handler(Call(token=token, path=path, query=query, body=body, services=services))
         resp = jsonify(data)
         resp.status_code = op.status
         outcome, code = "ok", None
@@ -295,8 +308,7 @@ def _dispatch(op: Operation, path_kw: dict[str, Any]) -> Response:
     return resp
 
 
-PROBE_WINDOW = 60  # seconds: one audited probe per token per window
-PROBE_KEY_PREFIX = "devicetrust-audit/api-probe/"
+PROBE_WINDOW = probes.PROBE_WINDOW  # seconds: one audited probe per token per window
 
 
 @bp.before_app_request
@@ -311,19 +323,14 @@ def _audit_probe() -> None:
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
         return
-    from idp_service.platform.ratelimit_store import DatabaseStorage
-
-    db = ctx().db
+    service = ctx()
+    db = service.db
     with db.session() as session:
         found = tokens.API.authenticate(session, presented)
     if found is None:
         return  # not an authenticated request
     name = found.name
-    service = ctx()
-    storage = service.api_probe_marks
-    if storage is None:
-        storage = service.api_probe_marks = DatabaseStorage(engine=db.engine)
-    if storage.incr(PROBE_KEY_PREFIX + name, PROBE_WINDOW) != 1:
+    if not probes.first_in_window(service, name):
         return  # this token's probe is already on record for this minute
     status = failure.code or 404
     audit.record_separately(

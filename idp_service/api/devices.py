@@ -11,15 +11,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from idp_service.admin import queries
 from idp_service.api import schema as S
 from idp_service.api.core import ID, PAGING, Call, decode_cursor, encode_cursor, like, limit_of
 from idp_service.api.core import operation as op
-from idp_service.devices import approve, detection, registry, states
+from idp_service.devices import approve, detection, flags, registry, states
 from idp_service.devices import queries as device_queries
-from idp_service.devices.flag_tables import FLAG_KINDS
 from idp_service.platform.errors import Invalid
 from idp_service.platform.models import DEVICE_STATES, AuditEvent
 from posture_checks.evaluator import Status
@@ -110,7 +107,7 @@ AUDIT_EVENT = S.obj(
 FLAG = S.obj(
     {
         "id": {"type": "integer"},
-        "kind": {"enum": list(FLAG_KINDS)},
+        "kind": {"enum": list(flags.FLAG_KINDS)},
         "evidence": {"type": "object"},
         "created_at": S.TIMESTAMP,
         "resolved_at": S.TIMESTAMP_OR_NULL,
@@ -166,7 +163,7 @@ def _with_request(data: dict[str, Any], req: Any) -> dict[str, Any]:
     return data
 
 
-def device_page(session: Session, query: dict[str, Any], limit: int) -> dict[str, Any]:
+def device_page(call: Call, query: dict[str, Any], limit: int) -> dict[str, Any]:
     """A page of devices, newest first, filtered as ``query`` says."""
     after = None
     if query.get("cursor"):
@@ -176,21 +173,23 @@ def device_page(session: Session, query: dict[str, Any], limit: int) -> dict[str
         except (ValueError, OverflowError):
             raise Invalid("bad_cursor", "cursor is not one this API gave out") from None
         after = (at, last_id)
-    rows = device_queries.page(
-        session,
-        limit=limit,
-        state=query.get("state"),
-        flagged=bool(query.get("flagged")),
-        review=bool(query.get("review")),
-        platform=query.get("platform"),
-        user=query.get("user"),
-        pattern=like(query["q"]) if query.get("q") else None,
-        after=after,
-    )
-    requests = approve.latest_requests(session, [d.id for d, _ in rows[:limit]])
-    items = [
-        _with_request(device_queries.device_json(d, u), requests.get(d.id)) for d, u in rows[:limit]
-    ]
+    with call.db.session() as s:
+        rows = device_queries.page(
+            s,
+            limit=limit,
+            state=query.get("state"),
+            flagged=bool(query.get("flagged")),
+            review=bool(query.get("review")),
+            platform=query.get("platform"),
+            user=query.get("user"),
+            pattern=like(query["q"]) if query.get("q") else None,
+            after=after,
+        )
+        requests = approve.latest_requests(s, [d.id for d, _ in rows[:limit]])
+        items = [
+            _with_request(device_queries.device_json(d, u), requests.get(d.id))
+            for d, u in rows[:limit]
+        ]
     more = len(rows) > limit
     last = rows[limit - 1][0] if more else None
     return {
@@ -208,8 +207,7 @@ def device_page(session: Session, query: dict[str, Any], limit: int) -> dict[str
     response=S.page(DEVICE),
 )
 def list_devices(call: Call) -> dict[str, Any]:
-    with call.db.session() as s:
-        return device_page(s, call.query, limit_of(call))
+    return device_page(call, call.query, limit_of(call))
 
 
 @op(
@@ -221,8 +219,7 @@ def list_devices(call: Call) -> dict[str, Any]:
     response=S.page(DEVICE),
 )
 def list_approvals(call: Call) -> dict[str, Any]:
-    with call.db.session() as s:
-        return device_page(s, {**call.query, "state": "pending"}, limit_of(call))
+    return device_page(call, {**call.query, "state": "pending"}, limit_of(call))
 
 
 @op(
@@ -234,12 +231,7 @@ def list_approvals(call: Call) -> dict[str, Any]:
     response=S.page(DEVICE),
 )
 def list_review(call: Call) -> dict[str, Any]:
-    with call.db.session() as s:
-        return device_page(s, {**call.query, "review": True}, limit_of(call))
-
-
-def _flags(session: Session, device_id: str) -> list[dict[str, Any]]:
-    return [detection.flag_json(f) for f in device_queries.flags(session, device_id, limit=100)]
+    return device_page(call, {**call.query, "review": True}, limit_of(call))
 
 
 @op(
@@ -253,7 +245,7 @@ def _flags(session: Session, device_id: str) -> list[dict[str, Any]]:
 def list_flags(call: Call) -> dict[str, Any]:
     with call.db.session() as s:
         device_queries.require(s, call.path["device_id"])
-        return {"items": _flags(s, call.path["device_id"])}
+        return {"items": flags.flags_json(s, call.path["device_id"])}
 
 
 @op(
@@ -307,7 +299,7 @@ def get_device(call: Call) -> dict[str, Any]:
                 device_queries.json_of(s, device),
                 approve.latest_requests(s, [device_id]).get(device_id),
             ),
-            "flags": _flags(s, device_id),
+            "flags": flags.flags_json(s, device_id),
             "facts": facts,
             "checks": [
                 {

@@ -11,9 +11,7 @@ from idp_service.api.devices import DEVICE
 from idp_service.devices import enroll
 from idp_service.devices import queries as device_queries
 from idp_service.directory import queries as directory_queries
-from idp_service.directory.tables import Group
 from idp_service.platform.errors import Conflict, NotFound
-from idp_service.platform.models import User
 
 NULLABLE = {"type": ["string", "null"]}
 USER = S.obj(
@@ -45,31 +43,6 @@ MEMBER = S.obj(
 )
 
 
-def user_json(user: User) -> dict[str, Any]:
-    """A user as the API shows it."""
-    return {
-        "id": user.id,
-        "user_name": user.user_name,
-        "email": user.email,
-        "display_name": user.display_name,
-        "external_id": user.external_id,
-        "active": bool(user.active),
-        "deleted": user.deleted_at is not None,
-        "created_at": user.created_at.isoformat(),
-        "deactivated_at": user.deactivated_at.isoformat() if user.deactivated_at else None,
-    }
-
-
-def group_json(group: Group) -> dict[str, Any]:
-    """A group as the API shows it."""
-    return {
-        "id": group.id,
-        "display_name": group.display_name,
-        "external_id": group.external_id,
-        "created_at": group.created_at.isoformat(),
-    }
-
-
 @op(
     "GET",
     "/users",
@@ -94,7 +67,7 @@ def list_users(call: Call) -> dict[str, Any]:
         )
     last = rows[limit - 1] if len(rows) > limit else None
     return {
-        "items": [user_json(u) for u in rows[:limit]],
+        "items": [directory_queries.user_json(u) for u in rows[:limit]],
         "next_cursor": encode_cursor([last.user_name_lower, last.id]) if last else None,
     }
 
@@ -118,8 +91,8 @@ def get_user(call: Call) -> dict[str, Any]:
         groups = directory_queries.groups_of(s, user.id)
         devices = device_queries.of_user(s, user.id)
         return {
-            "user": user_json(user),
-            "groups": [group_json(g) for g in groups],
+            "user": directory_queries.user_json(user),
+            "groups": [directory_queries.group_json(g) for g in groups],
             "devices": [device_queries.device_json(d, user) for d in devices],
         }
 
@@ -147,7 +120,7 @@ def list_groups(call: Call) -> dict[str, Any]:
         )
     last = rows[limit - 1] if len(rows) > limit else None
     return {
-        "items": [group_json(g) for g in rows[:limit]],
+        "items": [directory_queries.group_json(g) for g in rows[:limit]],
         "next_cursor": encode_cursor([last.display_name_key, last.id]) if last else None,
     }
 
@@ -167,7 +140,7 @@ def get_group(call: Call) -> dict[str, Any]:
             raise NotFound("group_not_found", f"no group {call.path['group_id']!r}")
         members = directory_queries.members(s, group.id)
         return {
-            "group": group_json(group),
+            "group": directory_queries.group_json(group),
             "members": [{"value": m.value, "type": m.type, "display": m.display} for m in members],
         }
 

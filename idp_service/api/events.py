@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
+from idp_service.admin import queries
 from idp_service.api import schema as S
 from idp_service.api.core import PAGING, Call, decode_cursor, encode_cursor, limit_of
 from idp_service.api.core import operation as op
 from idp_service.api.devices import AUDIT_EVENT, audit_json
-from idp_service.platform.models import AuditEvent
 
 
 @op(
@@ -31,15 +29,16 @@ from idp_service.platform.models import AuditEvent
 )
 def list_audit(call: Call) -> dict[str, Any]:
     limit = limit_of(call)
-    stmt = select(AuditEvent)
-    for name in ("action", "outcome", "actor", "user_id", "device_id"):
-        if call.query.get(name):
-            stmt = stmt.where(getattr(AuditEvent, name) == call.query[name])
+    before = None
     if call.query.get("cursor"):
         (before,) = decode_cursor(call.query["cursor"], (int,))
-        stmt = stmt.where(AuditEvent.id < before)
+    filters = {
+        name: call.query[name]
+        for name in ("action", "outcome", "actor", "user_id", "device_id")
+        if call.query.get(name)
+    }
     with call.db.session() as s:
-        rows = s.scalars(stmt.order_by(AuditEvent.id.desc()).limit(limit + 1)).all()
+        rows = queries.audit_events(s, limit=limit, before=before, **filters)
     last = rows[limit - 1] if len(rows) > limit else None
     return {
         "items": [audit_json(e) for e in rows[:limit]],

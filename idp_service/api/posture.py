@@ -5,16 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, select
-
 from idp_service.api import schema as S
 from idp_service.api.core import MAX_ID, Call
 from idp_service.api.core import operation as op
-from idp_service.platform import audit
 from idp_service.platform.errors import NotFound
 from idp_service.platform.models import utcnow
+from idp_service.posture import queries as posture_queries
 from idp_service.posture import service as posture_service
-from idp_service.posture.tables import CheckResultRow, ExemptionRow
 from idp_service.web.context import ctx
 
 CHECK = S.obj(
@@ -84,16 +81,8 @@ def _checks_json(counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
 
 
 def _result_counts(call: Call) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {}
     with call.db.session() as s:
-        rows = s.execute(
-            select(CheckResultRow.check_id, CheckResultRow.status, func.count()).group_by(
-                CheckResultRow.check_id, CheckResultRow.status
-            )
-        ).all()
-    for check_id, status, n in rows:
-        counts.setdefault(check_id, {})[status] = int(n)
-    return counts
+        return posture_queries.check_status_counts(s)
 
 
 @op(
@@ -131,11 +120,10 @@ def get_check(call: Call) -> dict[str, Any]:
     response=S.obj({"items": S.array(EXEMPTION)}, ("items",)),
 )
 def list_exemptions(call: Call) -> dict[str, Any]:
-    stmt = select(ExemptionRow).order_by(ExemptionRow.expires_at, ExemptionRow.id)
-    if not call.query.get("all"):
-        stmt = stmt.where(ExemptionRow.expires_at > utcnow())
+    active_only = not call.query.get("all")
     with call.db.session() as s:
-        return {"items": [posture_service.exemption_json(r) for r in s.scalars(stmt)]}
+        rows = posture_queries.exemptions(s, active_only=active_only)
+        return {"items": [posture_service.exemption_json(r) for r in rows]}
 
 
 @op(
@@ -183,15 +171,5 @@ def add_exemption(call: Call) -> dict[str, Any]:
 def remove_exemption(call: Call) -> dict[str, Any]:
     exemption_id = call.path["exemption_id"]
     with call.db.session() as s:
-        row = s.get(ExemptionRow, exemption_id)
-        if row is None:
-            raise NotFound("exemption_not_found", f"no exemption {exemption_id}")
-        s.delete(row)
-        audit.record(
-            s,
-            "exemption.remove",
-            "ok",
-            actor=call.actor,
-            details={"id": exemption_id, "check_id": row.check_id, "reason": call.body["reason"]},
-        )
+        posture_service.end_exemption(s, exemption_id, reason=call.body["reason"], actor=call.actor)
     return {"removed": exemption_id}

@@ -12,7 +12,7 @@ from idp_service.api import schema as S
 from idp_service.api.core import MAX_ID, PAGING, Call, decode_cursor, encode_cursor, limit_of
 from idp_service.api.core import operation as op
 from idp_service.webhooks import catalog, endpoints
-from idp_service.webhooks.tables import DELIVERY_STATUSES
+from idp_service.webhooks.service import DELIVERY_STATUSES, check_status
 
 URL = {
     **S.string(endpoints.MAX_URL, min_length=1),
@@ -210,7 +210,7 @@ def list_webhook_deliveries(call: Call) -> dict[str, Any]:
     q = call.query
     flt = endpoints.DeliveryFilter(
         endpoint_id=q.get("webhook_id"),
-        status=q.get("status") or None,
+        status=check_status(q.get("status")),
         event_type=q.get("event_type") or None,
         event_id=q.get("event_id") or None,
     )

@@ -1,16 +1,51 @@
-"""Directory reads for the admin API: users and groups (SCIM owns both), paged by keyset.
+"""Directory reads for the console and the admin API: users and groups (SCIM owns both),
+paged by keyset.
 
-Handlers in ``idp_service/api`` reach users and groups through these functions and build
-no statement themselves. Every function takes the caller's session and commits nothing.
+Handlers in ``idp_service/api`` and ``idp_service/admin`` reach users and groups through
+these functions and build no statement themselves. Every function takes the caller's
+session and commits nothing.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import and_, or_, select
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from idp_service.directory.tables import Group, GroupMember
-from idp_service.platform.models import User
+from idp_service.platform.models import Device, User
+
+
+def prefix_range(column: Any, text: str) -> Any:
+    """``column`` starts with ``text`` (not empty), as a range a B-tree index answers."""
+    upper = text[:-1] + chr(ord(text[-1]) + 1)
+    return and_(column >= text, column < upper)
+
+
+def user_json(user: User) -> dict[str, Any]:
+    """A user as the API shows it."""
+    return {
+        "id": user.id,
+        "user_name": user.user_name,
+        "email": user.email,
+        "display_name": user.display_name,
+        "external_id": user.external_id,
+        "active": bool(user.active),
+        "deleted": user.deleted_at is not None,
+        "created_at": user.created_at.isoformat(),
+        "deactivated_at": user.deactivated_at.isoformat() if user.deactivated_at else None,
+    }
+
+
+def group_json(group: Group) -> dict[str, Any]:
+    """A group as the API shows it."""
+    return {
+        "id": group.id,
+        "display_name": group.display_name,
+        "external_id": group.external_id,
+        "created_at": group.created_at.isoformat(),
+    }
 
 
 def get_user(session: Session, user_id: str) -> User | None:
@@ -49,6 +84,43 @@ def user_page(
             or_(User.user_name_lower > key, and_(User.user_name_lower == key, User.id > last_id))
         )
     return list(session.scalars(stmt.order_by(User.user_name_lower, User.id).limit(limit + 1)))
+
+
+def users_by_name(session: Session, *, limit: int, prefix: str = "", after: str = "") -> list[User]:
+    """Up to ``limit + 1`` users (deleted ones included) by ``user_name_lower``: those whose
+    key starts with ``prefix`` and comes after ``after`` (both keys, empty for no bound).
+
+    The console's users page; the index on ``user_name_lower`` answers it.
+    """
+    stmt = select(User)
+    if prefix:
+        stmt = stmt.where(prefix_range(User.user_name_lower, prefix))
+    if after:
+        stmt = stmt.where(User.user_name_lower > after)
+    return list(session.scalars(stmt.order_by(User.user_name_lower).limit(limit + 1)))
+
+
+def device_counts(session: Session, user_ids: list[str]) -> dict[str, int]:
+    """``{user id: devices}`` for those of ``user_ids`` that own any device."""
+    rows = session.execute(
+        select(Device.user_id, func.count())
+        .where(Device.user_id.in_(user_ids))
+        .group_by(Device.user_id)
+    ).all()
+    return {user_id: int(n) for user_id, n in rows}
+
+
+def groups_with_counts(session: Session, *, limit: int = 1000) -> list[tuple[Group, int]]:
+    """Groups by name with how many direct members each has (at most ``limit``)."""
+    n = func.count(GroupMember.id).label("n")
+    rows = session.execute(
+        select(Group, n)
+        .outerjoin(GroupMember, GroupMember.group_id == Group.id)
+        .group_by(Group.id)
+        .order_by(Group.display_name_key)
+        .limit(limit)
+    ).all()
+    return [(group, int(count)) for group, count in rows]
 
 
 def groups_of(session: Session, user_id: str) -> list[Group]:
@@ -100,4 +172,17 @@ def members(session: Session, group_id: str) -> list[GroupMember]:
     )
 
 
-__all__ = ["get_group", "get_user", "group_page", "groups_of", "members", "user_page"]
+__all__ = [
+    "group_json",
+    "user_json",
+    "device_counts",
+    "get_group",
+    "get_user",
+    "group_page",
+    "groups_of",
+    "groups_with_counts",
+    "members",
+    "prefix_range",
+    "user_page",
+    "users_by_name",
+]

@@ -384,10 +384,21 @@ def exemption_json(row: ExemptionRow) -> dict[str, Any]:
 
 def remove_exemption(session: Session, exemption_id: int, *, reason: str, actor: str) -> None:
     """End an exemption now, audited."""
-    from idp_service.platform.errors import Invalid, NotFound
+    from idp_service.platform.errors import Invalid
 
     if not reason.strip():
         raise Invalid("reason_required", "Removing an exemption needs a reason.")
+    end_exemption(session, exemption_id, reason=reason, actor=actor)
+
+
+def end_exemption(session: Session, exemption_id: int, *, reason: str, actor: str) -> None:
+    """Delete an exemption, audited (``exemption.remove``); 404 ``exemption_not_found``.
+
+    The caller has checked ``reason`` (:func:`remove_exemption` refuses a blank one; the
+    admin API's schema asks for a non-empty string).
+    """
+    from idp_service.platform.errors import NotFound
+
     row = session.get(ExemptionRow, exemption_id)
     if row is None:
         raise NotFound("exemption_not_found", f"no exemption {exemption_id}")

@@ -6,7 +6,8 @@ signature, wrong Destination, unknown ACS, malformed, replayed ...) gets an
 error page with a stable code; one whose ACS is trusted but which asks for
 something we will not do gets a SAML status Response at that ACS. Either way
 nothing is written but an audit event. An accepted request starts a login
-transaction and sends the browser to the login page.
+transaction and sends the browser to the login page. What a request leads to is
+decided in ``saml/service.py``; this module reads HTTP and renders.
 
 :func:`init_app` registers these endpoints and the ``saml`` completer: once the
 sign-in is finished, :func:`complete_login` asks ``saml/completer.py`` for the
@@ -15,26 +16,17 @@ one Response the transaction is allowed and renders its outcome (``saml/pages.py
 
 from __future__ import annotations
 
-import datetime as dt
-
 from flask import Blueprint, Flask, Response, redirect, request
 
-from idp_service.platform import audit
-from idp_service.platform.models import Device, LoginTransaction, User, utcnow
+from idp_service.platform.models import Device, LoginTransaction, User
 from idp_service.saml import completer, pages, service
-from idp_service.saml import registry as sp_registry
-from idp_service.saml import store as sso_sql
 from idp_service.saml.errors import SamlError
-from idp_service.saml.protocol import authn_request, metadata, response
-from idp_service.saml.protocol.constants import KEY_TYPE_FOR_ALGORITHM
+from idp_service.saml.protocol import authn_request, metadata
 from idp_service.services import Services
-from idp_service.signin import transactions
 from idp_service.signin import web as login
 from idp_service.web.context import ctx
 
 bp = Blueprint("saml", __name__, url_prefix="/saml")
-
-MAX_SP_PARAM = 1024
 
 
 def init_app(app: Flask, services: Services) -> None:
@@ -83,47 +75,16 @@ def idp_metadata() -> Response:
 
 
 def _reject(exc: SamlError, sp_hint: str | None, binding: str) -> Response:
-    svc = ctx()
-    audit.record_separately(
-        svc.db,
-        "saml.sso",
-        "rejected",
-        code=exc.code,
-        remote_addr=request.remote_addr,
-        details={"binding": binding, "sp": (sp_hint or "")[:256] or None},
-    )
+    service.reject(ctx(), exc, sp_hint=sp_hint, binding=binding, remote_addr=request.remote_addr)
     return pages.error(exc)
 
 
 def _status_reply(exc: SamlError, accepted: authn_request.Accepted) -> Response:
     """Answer the SP (its ACS is trusted by now) with a SAML status instead of an assertion."""
-    svc = ctx()
-    sp = accepted.sp_settings
-    key = service.keys(svc).active(KEY_TYPE_FOR_ALGORITHM[sp["signature_algorithm"]])
-    target = response.Target(
-        issuer=service.idp_entity_id(svc),
-        acs_url=accepted.acs_url,
-        in_response_to=accepted.request.id,
-        sign_response=sp["sign_response"],
-        sign_assertion=sp["sign_assertion"],
-    )
-    xml = response.failure(target, exc.saml_status or (), key, message=exc.code)
-    audit.record_separately(
-        svc.db,
-        "saml.sso",
-        "rejected",
-        code=exc.code,
-        remote_addr=request.remote_addr,
-        details={
-            "binding": accepted.binding,
-            "sp": accepted.sp_entity_id,
-            "request_id": accepted.request.id,
-            **(exc.audit_details or {}),
-        },
-    )
+    encoded = service.status_response(ctx(), exc, accepted, remote_addr=request.remote_addr)
     return pages.refused(
         acs_url=accepted.acs_url,
-        saml_response=response.encode(xml),
+        saml_response=encoded,
         relay_state=accepted.relay_state,
         sp_name=accepted.sp_name,
         code=exc.code,
@@ -136,10 +97,7 @@ def _status_reply(exc: SamlError, accepted: authn_request.Accepted) -> Response:
 @bp.route("/sso", methods=["GET", "POST"])
 def sso() -> Response:
     """SP-initiated SSO on the HTTP-Redirect (GET) and HTTP-POST bindings."""
-    svc = ctx()
     binding = "redirect" if request.method == "GET" else "post"
-    issuer: str | None = None
-    accepted: authn_request.Accepted | None = None
     try:
         if request.method == "GET":
             incoming = authn_request.read_redirect(request.query_string)
@@ -151,68 +109,27 @@ def sso() -> Response:
                 raise SamlError("saml_too_large", "POST body too large", status=413)
             form = request.form
             incoming = authn_request.read_post(form.get("SAMLRequest"), form.get("RelayState"))
-        parsed = authn_request.parse(incoming.xml)
-        issuer = parsed.issuer
-        # Read the SP, check everything, then record the request ID as used and start the
-        # login transaction in one write. A refusal writes nothing but the audit event below.
-        sp = sso_sql.find_sp(svc.db.engine, parsed.issuer)
-        accepted = authn_request.check(incoming, parsed, sp, sso_url=service.idp_sso_url(svc))
-        authn_request.policy_check(accepted)
-        txn_id = transactions.new_id()
-        if not sso_sql.accept(
-            svc.db.engine,
-            sp_entity_id=accepted.sp_entity_id,
-            request_id=accepted.request.id,
-            seen_until=authn_request.seen_until(accepted),
-            txn_id=txn_id,
-            context={"kind": "saml", **accepted.context()},
-            expires_at=utcnow() + dt.timedelta(seconds=svc.settings.login_ttl),
-        ):
-            raise SamlError("saml_replayed", "this request ID was already used", status=409)
     except SamlError as exc:
-        if exc.saml_status is not None and accepted is not None:
-            return _status_reply(exc, accepted)
-        return _reject(exc, issuer, binding)
-    authn_request.purge_seen(svc.db)
-    login.remember(txn_id)
-    return redirect(f"/login/{txn_id}", 303)
+        return _reject(exc, None, binding)
+    # A refusal writes nothing but its audit event (service.start_sso).
+    started = service.start_sso(ctx(), incoming)
+    if started.error is not None:
+        exc = started.error
+        if exc.saml_status is not None and started.accepted is not None:
+            return _status_reply(exc, started.accepted)
+        return _reject(exc, started.issuer, binding)
+    assert started.txn_id is not None  # a start without an error has its transaction
+    login.remember(started.txn_id)
+    return redirect(f"/login/{started.txn_id}", 303)
 
 
 @bp.get("/idp-initiated")
 def idp_initiated() -> Response:
     """Unsolicited SSO to ``?sp=<entityID or name>`` for SPs that allow it."""
-    svc = ctx()
     ident = request.args.get("sp", "")
-    relay_state = request.args.get("RelayState")
     try:
-        if not ident or len(ident) > MAX_SP_PARAM:
-            raise SamlError("saml_unknown_sp", "name the SP with ?sp=", status=404)
-        relay_state = authn_request.check_relay_state(relay_state)
-        with svc.db.session() as s:
-            try:
-                sp = sp_registry.get(s, ident)
-            except sp_registry.RegistryError:
-                raise SamlError("saml_unknown_sp", "no such SP", status=404) from None
-        if not sp.enabled:
-            raise SamlError("saml_sp_disabled", status=403)
-        if not sp.allow_idp_initiated or sp.identity_broker:
-            raise SamlError("saml_idp_initiated_disabled", status=403)
-        acs_url = sp_registry.resolve_acs(sp)
+        context = service.idp_initiated_context(ctx(), ident, request.args.get("RelayState"))
     except SamlError as exc:
         return _reject(exc, ident, "idp-initiated")
-    txn_id = login.start_transaction(
-        "saml",
-        {
-            "sp": sp_registry.snapshot(sp),
-            "sp_entity_id": sp.entity_id,
-            "sp_name": sp.name,
-            "acs_url": acs_url,
-            "binding": "idp-initiated",
-            "request_id": None,
-            "relay_state": relay_state,
-            "nameid_format": None,
-            "broker_subject": None,
-            "tofu_subject": None,
-        },
-    )
+    txn_id = login.start_transaction("saml", context)
     return redirect(f"/login/{txn_id}", 303)
