@@ -516,8 +516,10 @@ def drive(
     stop_at: float,
     out: Any,
     public: str = "",
+    finished: Any = None,
 ) -> None:
-    """One client: log in (and now and then register a device) until ``stop_at``.
+    """One client: log in (and now and then register a device) until ``stop_at``, or
+    until ``finished`` (an event) is set.
 
     Puts ``{"logins": [...], "registrations": [...], "warm_done": n}`` on ``out``: per
     login its AuthnRequest ID, outcome, start and end time, the request id of the
@@ -542,7 +544,7 @@ def drive(
     while time.time() < start_at:
         time.sleep(0.01)
     n = 0
-    while time.time() < stop_at:
+    while time.time() < stop_at and not (finished is not None and finished.is_set()):
         n += 1
         rid = f"{name}-{n}"
         if device.register_every and codes and n % device.register_every == 0:
@@ -605,6 +607,7 @@ def drive(
             record.update(ok=True, replica=b.replica, txn=txn, cert=signed_with(page))
         except (Failed, OSError, http.client.HTTPException, ValueError, KeyError) as exc:
             record.update(failed_rid=getattr(exc, "rid", step), error=repr(exc)[:300])
+            time.sleep(0.2)  # a person tries again a moment later, not at once
         record["t1"] = time.time()
         logins.append(record)
     b.close()
@@ -621,20 +624,24 @@ def run_load(
     public: str = "",
 ) -> tuple[list[dict[str, Any]], float, float]:
     """Run one ``drive`` process per device for ``seconds`` after ``warmup``; returns
-    (the clients' results, measured window start, end). ``during(start, end)`` runs in
-    this process while the clients do (to kill something, or watch CPU)."""
+    (the clients' results, measured window start, end). ``during(start, end, finish)``
+    runs in this process while the clients do (to kill something, or watch CPU);
+    calling ``finish()`` ends the run early."""
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
+    finished = ctx.Event()
     start_at = time.time() + 2.0  # time for the clients to register their devices
     stop_at = start_at + warmup + seconds
     procs = [
-        ctx.Process(target=drive, args=(f"c{i}", base, d, start_at, stop_at, queue, public))
+        ctx.Process(
+            target=drive, args=(f"c{i}", base, d, start_at, stop_at, queue, public, finished)
+        )
         for i, d in enumerate(devices)
     ]
     for p in procs:
         p.start()
     if during is not None:
-        during(start_at + warmup, stop_at, [p.pid for p in procs])
+        during(start_at + warmup, stop_at, finished.set)
     results = [queue.get(timeout=seconds + warmup + 120) for _ in procs]
     for p in procs:
         p.join(10)
@@ -667,6 +674,8 @@ class CpuWatch:
             except psutil.Error:
                 continue
             out[name] += t.user + t.system
+        t = psutil.cpu_times()
+        out["machine"] = t.user + t.system + t.nice + t.irq + t.softirq + t.steal
         out["wall"] = time.time()
         return out
 
@@ -728,7 +737,7 @@ def measure(
     devices = setup(cluster, clients)
     watch = CpuWatch(pids, dbname)
 
-    def during(start: float, stop: float, _client_pids: list[int]) -> None:
+    def during(start: float, stop: float, _finish: Any) -> None:
         time.sleep(max(0.0, start - time.time()))
         watch.start()
         time.sleep(max(0.0, stop - time.time()))
@@ -742,7 +751,8 @@ def measure(
         print(f"login failed: {r['error']}", file=sys.stderr)
     wall = watch.used["wall"]
     per = {k: 1000 * v / max(done, 1) for k, v in watch.used.items() if k != "wall"}
-    return {"rate": done / wall, "failed": failed, "cpu_ms": per, "done": done}
+    busy = watch.used["machine"] / wall
+    return {"rate": done / wall, "failed": failed, "cpu_ms": per, "done": done, "busy": busy}
 
 
 def idle_cpu(pids: list[int], seconds: float) -> float:
@@ -785,26 +795,22 @@ def main() -> None:
             )  # fmt: skip
             try:
                 cluster.cli("migrate")
-                for i in range(max(counts)):
-                    cluster.add_replica(f"r{i + 1}", wait=False)
-                for member in cluster.members:
-                    cluster.wait_replica(member)
-                time.sleep(0.5 if args.smoke else 3)  # let the workers finish loading
-                first = cluster.members[0]
+                first = cluster.add_replica("r1")
+                time.sleep(0.5 if args.smoke else 3)  # let the worker finish loading
                 idle = idle_cpu(first.pids(), 1 if args.smoke else 5)
                 single = measure(
                     cluster, first.url, args.clients, args.seconds, {"replicas": first.pids()}
                 )
                 for n in counts:
+                    while len(cluster.members) < n:  # only the replicas measured run
+                        cluster.add_replica(f"r{len(cluster.members) + 1}")
+                        time.sleep(0.5 if args.smoke else 3)
                     if cluster.haproxy is not None:
                         cluster.haproxy.terminate()
                         cluster.haproxy.wait(10)
-                    live, spare = cluster.members[:n], cluster.members[n:]
-                    cluster.members = live
                     cluster.start_haproxy()
-                    cluster.members = live + spare
                     pids = {
-                        "replicas": [p for m in live for p in m.pids()],
+                        "replicas": [p for m in cluster.members for p in m.pids()],
                         "haproxy": [cluster.haproxy.pid] if cluster.haproxy else [],
                     }
                     rows.append(
@@ -815,7 +821,7 @@ def main() -> None:
     finally:
         drop()
     print(
-        f"logins through HAProxy, N replicas (gunicorn 1 worker x {8} threads each), "
+        f"logins through HAProxy, N replicas (gunicorn 1 worker x 8 threads each), "
         f"PostgreSQL, {args.clients} clients, {args.seconds:.0f} s each"
     )
     print(f"  load average before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
@@ -824,15 +830,21 @@ def main() -> None:
         f"single process, no balancer: {single['rate']:,.0f} logins/s ({single['failed']} failed);"
         f" CPU per login: service {s['replicas']:.2f} ms, postgres {s['postgres']:.2f} ms"
     )
+    print(f"  (machine busy {single['busy']:.2f} of {os.cpu_count()} cores)")
     print(f"{'replicas':>8} {'logins/s':>9} {'ratio':>6} {'failed':>6}"
-          f" {'replica ms':>10} {'haproxy ms':>10} {'pg ms':>6}")  # fmt: skip
+          f" {'replica ms':>10} {'haproxy ms':>10} {'pg ms':>6} {'busy':>5}")  # fmt: skip
     for n, r in rows:
         c = r["cpu_ms"]
         print(
             f"{n:>8} {r['rate']:>9,.0f} {r['rate'] / single['rate']:>6.0%} {r['failed']:>6}"
             f" {c['replicas']:>10.2f} {c['haproxy']:>10.2f} {c['postgres']:>6.2f}"
+            f" {r['busy']:>5.2f}"
         )
-    print(f"idle replica: {100 * idle:.1f}% of a core (jobs: seal 1 s, webhook poll 1 s)")
+    print("  (ratio: to the single process; ms: CPU per login; busy: cores in use, all work)")
+    print(
+        f"idle replica: {100 * idle:.1f}% of a core (its jobs: audit seal every 1 s, webhook"
+        " poll every 1 s, the other leases' checks)"
+    )
     base_ms = rows[0][1]["cpu_ms"]["replicas"]
     for n, r in rows[1:]:
         extra = (r["cpu_ms"]["replicas"] - base_ms) / (n - 1)

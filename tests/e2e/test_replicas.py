@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -62,6 +63,7 @@ ENV = {
     "DEVICETRUST_EXPIRY_CLEANUP_INTERVAL": "1",
 }
 EXCLUSIVE = {"audit-seal": 1.0, "audit-checkpoint": 2.0, "stale-sweep": 1.0, "expiry-cleanup": 1.0}
+RECOVERED = 5.0  # seconds the load runs on after every replica is ready again
 CERT = re.compile(rb"<ds:X509Certificate>([^<]+)</ds:X509Certificate>", re.S)
 
 
@@ -251,7 +253,7 @@ def test_three_replicas_lose_nothing_when_one_is_killed(tmp_path, postgres_url):
         events: dict[str, float] = {}
         chosen: list = []
 
-        def during(start: float, stop: float, _pids: list[int]) -> None:
+        def during(start: float, stop: float, _finish: object) -> None:
             # A key rotation committed outside the replicas (what `devicetrust keys rotate`
             # runs, in this process): every replica publishes the staged key, then signs
             # with the activated one, from the next request on.
@@ -431,6 +433,11 @@ class Readiness:
                     self.seen.append((time.time(), m.name, status))
                 self._stop.wait(0.2)
 
+    def ready_since(self, name: str, since: float) -> bool:
+        """``name`` answered 200 in its latest poll after ``since``."""
+        latest = [s for t, n, s in list(self.seen) if n == name and t > since]
+        return bool(latest) and latest[-1] == 200
+
     def __enter__(self) -> Readiness:
         self._thread.start()
         return self
@@ -453,16 +460,25 @@ def test_replicas_recover_on_their_own_when_postgresql_restarts(tmp_path):
             device.register_every = 4
         events: dict[str, float] = {}
 
-        def during(start: float, stop: float, _pids: list[int]) -> None:
-            time.sleep(max(0.0, start + 4 - time.time()))
-            events["down"] = time.time()
-            pg.stop("immediate")  # as if it crashed: recovery replays the WAL on start
-            time.sleep(2)
-            pg.start()
-            events["up"] = time.time()
-
         with Readiness(cluster) as ready:
-            results, start, stop = run_load(cluster.url, devices, 14, during=during)
+
+            def during(start: float, stop: float, finish: Callable[[], None]) -> None:
+                time.sleep(max(0.0, start + 3 - time.time()))
+                events["down"] = time.time()
+                pg.stop("immediate")  # as if it crashed: recovery replays the WAL on start
+                time.sleep(2)
+                pg.start()
+                events["up"] = time.time()
+                # Run on until every replica has been ready again for RECOVERED seconds.
+                while time.time() < stop and not all(
+                    ready.ready_since(m.name, events["up"]) for m in cluster.members
+                ):
+                    time.sleep(0.2)
+                events["ready"] = time.time()
+                time.sleep(RECOVERED)
+                finish()
+
+            results, start, stop = run_load(cluster.url, devices, 60, during=during)
             rows = _wait_deliveries(pg.url, 60)
         assert all(r[2] == "delivered" for r in rows), [r for r in rows if r[2] != "delivered"]
 
@@ -471,16 +487,20 @@ def test_replicas_recover_on_their_own_when_postgresql_restarts(tmp_path):
             during_outage = [s for t, n, s in ready.seen if n == m.name and
                              events["down"] + 0.5 < t < events["up"] - 0.2]  # fmt: skip
             assert during_outage and all(s == 503 for s in during_outage), during_outage
-            last = [s for t, n, s in ready.seen if n == m.name and t > events["up"] + 5]
+            last = [s for t, n, s in ready.seen if n == m.name and t > events["ready"]]
             assert last and all(s == 200 for s in last), last
 
         # The service recovered on its own: sign-ins failed only around the outage, and
         # every replica served sign-ins again after it.
         logins = [r for res in results for r in res["logins"]]
         failed = [r for r in logins if not r["ok"]]
-        recovered_by = events["up"] + 5
+        assert events["ready"] - events["up"] < 15, "the replicas took too long to recover"
+        # HAProxy sends traffic again after two passing checks 0.5 s apart (``rise 2``).
+        recovered_by = events["ready"] + 2.0
         late = [r for r in failed if r["t0"] > recovered_by or r["t1"] < events["down"]]
-        assert late == [], late[:5]
+        assert late == [], [
+            (round(r["t0"] - events["ready"], 2), r["failed_rid"], r["error"][:200]) for r in late
+        ]
         ok = [r for r in logins if r["ok"]]
         assert {r["replica"] for r in ok if r["t0"] > recovered_by} == {"r1", "r2"}
 
@@ -490,7 +510,11 @@ def test_replicas_recover_on_their_own_when_postgresql_restarts(tmp_path):
         assert counts["duplicates"] == {}
         report = _audit_verify(cluster, tmp_path)
         assert report["ok"] is True and report["problems"] == []
-        print(f"\nPostgreSQL restart: {counts}, failed sign-ins: {len(failed)}")
+        print(
+            f"\nPostgreSQL restart: {counts}, failed sign-ins: {len(failed)}, down"
+            f" {events['up'] - events['down']:.1f} s, every replica ready"
+            f" {events['ready'] - events['up']:.1f} s after it was back"
+        )
     finally:
         cluster.stop()
         receiver.__exit__(None, None, None)
