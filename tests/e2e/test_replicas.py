@@ -286,10 +286,7 @@ def test_three_replicas_lose_nothing_when_one_is_killed(tmp_path, postgres_url):
         failed = [r for r in logins if not r["ok"]]
         for r in failed:
             seen = requests.get(r["failed_rid"])
-            rid = r["rid"]
-            assert seen is not None, (
-                f"{r} {[x for x in cluster.requests() if x['req'].startswith(rid + '-')]}"
-            )
+            assert seen is not None, (r, "HAProxy never received the failing request")
             assert seen["srv"] == victim.name, (r, seen)
             assert seen["st"] in ("502", "503", "-1") or seen["ts"].startswith("S"), (r, seen)
             assert r["t0"] <= events["kill"] + 1.0 and r["t1"] >= events["kill"], r
@@ -297,11 +294,6 @@ def test_three_replicas_lose_nothing_when_one_is_killed(tmp_path, postgres_url):
         ok = [r for r in logins if r["ok"]]
         assert len(ok) >= 30, len(ok)
         after = {r["replica"] for r in ok if r["t0"] > events["kill"] + 2}
-        print(
-            {k: v - start for k, v in events.items() if isinstance(v, float)},
-            stop - start,
-            max(r["t0"] for r in logins) - start,
-        )
         assert after == {m.name for m in cluster.alive()}, after
         assert victim.name in {r["replica"] for r in ok if r["t1"] < events["kill"]}
         real = [r for r in ok if r["rid"].startswith(("c3-", "c4-"))]
@@ -349,7 +341,9 @@ def test_three_replicas_lose_nothing_when_one_is_killed(tmp_path, postgres_url):
         for member in cluster.alive():
             assert "Traceback" not in cluster.log(member), cluster.log(member)[-3000:]
         print(
-            f"\nkill -9 of {victim.name}: {counts}, failed sign-ins: {len(failed)},"
+            f"\nkill -9 of {victim.name}: {counts}, failed sign-ins: {len(failed)}, requests"
+            f" sent again after HAProxy closed a reused connection:"
+            f" {sum(res['retries'] for res in results)},"
             f" jobs by replica: { {k: dict(v) for k, v in who.items()} }"
         )
     finally:
