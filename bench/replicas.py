@@ -372,6 +372,7 @@ class Browser:
         self.replica = ""
         self.closed = True
         self.retries = 0  # requests sent again after a reused connection closed unanswered
+        self.resent = False  # the last request was one of them
 
     def _connect(self) -> None:
         self.sock = socket.create_connection(self.address, timeout=30)
@@ -413,6 +414,7 @@ class Browser:
             head.append(f"Content-Type: {ctype}\r\n".encode())
         head.append(b"\r\n")
         self.replica = ""
+        self.resent = False
         message = b"".join(head) + (body or b"")
         for attempt in (1, 2):
             reused = self.answered > 0
@@ -426,6 +428,7 @@ class Browser:
                 if attempt == 2 or not reused or self.buf:
                     raise
                 self.retries += 1
+                self.resent = True
                 self._connect()
         lines = self.buf[:end].split(b"\r\n")
         self.buf = self.buf[end + 4 :]
@@ -606,7 +609,9 @@ def drive(
                 raise Failed(step, f"continue: {status} {page[:200]!r}")
             record.update(ok=True, replica=b.replica, txn=txn, cert=signed_with(page))
         except (Failed, OSError, http.client.HTTPException, ValueError, KeyError) as exc:
-            record.update(failed_rid=getattr(exc, "rid", step), error=repr(exc)[:300])
+            record.update(
+                failed_rid=getattr(exc, "rid", step), error=repr(exc)[:300], resent=b.resent
+            )
             time.sleep(0.2)  # a person tries again a moment later, not at once
         record["t1"] = time.time()
         logins.append(record)

@@ -285,11 +285,17 @@ def test_three_replicas_lose_nothing_when_one_is_killed(tmp_path, postgres_url):
         # 1. Only sign-ins in flight on the killed replica failed, each for that reason.
         failed = [r for r in logins if not r["ok"]]
         for r in failed:
+            assert r["t0"] <= events["kill"] + 1.0 and r["t1"] >= events["kill"], r
+            if r["resent"]:
+                # Its first copy was on a connection HAProxy closed unanswered as the
+                # replica died (not logged); the copy re-sent may then be refused (a
+                # challenge the dead replica had consumed is not answered twice).
+                assert r["t1"] - events["kill"] < 3, r
+                continue
             seen = requests.get(r["failed_rid"])
             assert seen is not None, (r, "HAProxy never received the failing request")
             assert seen["srv"] == victim.name, (r, seen)
             assert seen["st"] in ("502", "503", "-1") or seen["ts"].startswith("S"), (r, seen)
-            assert r["t0"] <= events["kill"] + 1.0 and r["t1"] >= events["kill"], r
         assert len(failed) <= len(devices)  # at most one request in flight per client
         ok = [r for r in logins if r["ok"]]
         assert len(ok) >= 30, len(ok)
@@ -344,7 +350,8 @@ def test_three_replicas_lose_nothing_when_one_is_killed(tmp_path, postgres_url):
             f"\nkill -9 of {victim.name}: {counts}, failed sign-ins: {len(failed)}, requests"
             f" sent again after HAProxy closed a reused connection:"
             f" {sum(res['retries'] for res in results)},"
-            f" jobs by replica: { {k: dict(v) for k, v in who.items()} }"
+            f" jobs by replica: { {k: dict(v) for k, v in who.items()} }, failures:"
+            f" {[(r['failed_rid'], r['error'][:80], r['resent']) for r in failed]}"
         )
     finally:
         for agent in agents:
