@@ -449,10 +449,11 @@ class Readiness:
 
 
 def test_replicas_recover_on_their_own_when_postgresql_restarts(tmp_path):
-    pg = PrivatePostgres().init()
+    pg = PrivatePostgres()
     receiver = Receiver().__enter__()
     cluster = Cluster(tmp_path, pg.url, replicas=2, extra_env=ENV)
     try:
+        pg.init()
         cluster.start()
         _hooks(cluster, receiver)
         devices = setup(cluster, 3)
