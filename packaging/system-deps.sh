@@ -9,7 +9,10 @@ PKGS=(chromium xmlsec1 libxmlsec1-openssl postgresql cryptsetup-bin lvm2 wixl ms
       # packaging (make package, tests/packaging/test_packaging_linux.py): PyInstaller needs
       # binutils (objdump, strip); systemd-analyze verifies the units;
       # deb-systemd-helper runs in the maintainer scripts; rpm inspects the .rpm.
-      binutils systemd init-system-helpers rpm util-linux)
+      binutils systemd init-system-helpers rpm util-linux
+      # scale-out (tests/e2e/test_replicas.py, bench/replicas.py): the load balancer in
+      # front of the replicas
+      haproxy)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -16,6 +16,11 @@ miss it by the scheduler's jitter); a process that does not get the lease skips
 that run. The same statement works on PostgreSQL (where the row's lock orders
 concurrent takers) and SQLite (whose write lock does).
 
+A lease is short (:data:`DEFAULT_LEASE`) and its holder renews it while the job
+runs (every third of it, :class:`_Renewal`), so a run may take as long as it
+needs, yet a holder that dies mid-run (``kill -9``, a lost machine) holds the job
+up for one lease at most: then another process takes it at its next due time.
+
 A job whose work is already split between processes row by row may run
 everywhere (``exclusive=False``): the webhook dispatcher claims each delivery
 with ``FOR UPDATE SKIP LOCKED``, so replicas deliver side by side and one slow
@@ -46,7 +51,7 @@ from idp_service.platform.models import utcnow
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE = 600.0  # seconds a run may take before another process may start one
+DEFAULT_LEASE = 30.0  # seconds a dead holder keeps a job from running (renewed while alive)
 MAX_SLACK = 1.0  # seconds: the most a due time is set early (see the module docstring)
 
 _table = cast(Table, JobLease.__table__)
@@ -104,6 +109,17 @@ class Leases:
             got = conn.execute(stmt).scalar_one_or_none()
         return got == self.holder
 
+    def renew(self, name: str, *, lease: float, now: dt.datetime | None = None) -> bool:
+        """Extend ``name``'s lease to ``lease`` seconds from now; False if it was not ours."""
+        now = now or utcnow()
+        with self.db.engine.begin() as conn:
+            changed = conn.execute(
+                update(_table)
+                .where(_table.c.name == name, _table.c.holder == self.holder)
+                .values(locked_until=now + dt.timedelta(seconds=lease))
+            ).rowcount
+        return changed == 1
+
     def release(self, name: str, *, ok: bool = True, now: dt.datetime | None = None) -> bool:
         """Give ``name``'s lease back after a run; False if it was no longer ours (lapsed)."""
         with self.db.engine.begin() as conn:
@@ -120,12 +136,38 @@ class Leases:
         return changed == 1
 
 
+class _Renewal:
+    """Renews one held lease every third of its length until stopped (a daemon thread)."""
+
+    def __init__(self, leases: Leases, name: str, lease: float) -> None:
+        self.leases, self.name, self.lease = leases, name, lease
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{name}", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._done.wait(self.lease / 3):
+            try:
+                if not self.leases.renew(self.name, lease=self.lease):
+                    log.warning("periodic job %s lost its lease while running", self.name)
+                    return
+            except Exception:  # noqa: BLE001 - the database unreachable: try again
+                log.warning("periodic job %s could not renew its lease", self.name, exc_info=True)
+
+    def __enter__(self) -> _Renewal:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 @dataclass(frozen=True)
 class Job:
     """A periodic piece of work: ``func`` every ``every`` seconds.
 
     ``exclusive`` jobs run once per interval across every process (a lease);
-    ``lease`` is how long a run may take before a crashed holder's lease lapses.
+    ``lease`` is how long a crashed holder's lease lasts (a live one renews it).
     ``on_stop`` is called when the runner stops (to end a long pass early).
     """
 
@@ -171,7 +213,11 @@ class JobRunner:
                 return False
             ok = True
             try:
-                job.func()
+                if job.exclusive:
+                    with _Renewal(self.leases, name, job.lease):
+                        job.func()
+                else:
+                    job.func()
             except Exception:  # noqa: BLE001 - retried at the next interval
                 ok = False
                 log.warning("periodic job %s failed", name, exc_info=True)

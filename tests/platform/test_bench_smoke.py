@@ -46,6 +46,13 @@ FIGURES = {
         r"signing ceiling, P-256",
     ],
     "login_steps": [r"^sso +[\d.]+", r"^continue +[\d.]+", r"^service +[\d.]+"],
+    "replicas": [
+        r"single process, no balancer: [\d,]+ logins/s",
+        r"^ +1 +[\d,]+ +\d+% ",
+        r"^ +2 +[\d,]+ +\d+% ",
+        r"idle replica: [\d.]+% of a core",
+        r"balancer overhead per login",
+    ],
     "scim_import": [r"^import +\d+ users/s", r"^lookup +\d+ users/s", r"CPU per request"],
     "verify": [
         r"crypto ceiling",

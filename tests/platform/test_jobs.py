@@ -130,6 +130,44 @@ def test_scheduled_runners_never_overlap_and_run_once_per_interval(two_dbs):
     assert _row(two_dbs[0], "tick").holder is None  # stopped cleanly: nobody holds it
 
 
+def test_a_running_job_keeps_its_short_lease_and_a_dead_holder_lets_go_after_one(two_dbs):
+    """A run longer than its lease renews it (nobody else starts the job meanwhile); a
+    holder that died mid-run (took the lease, never renewed or released) holds the job
+    up for one lease, then the next asker runs it."""
+    lease, every = 0.6, 0.2
+    started = threading.Event()
+    calls: list[str] = []
+
+    def slow() -> None:
+        calls.append("slow")
+        started.set()
+        time.sleep(3 * lease)
+
+    a = JobRunner(two_dbs[0], [Job("long", slow, every=every, lease=lease)])
+    b = JobRunner(two_dbs[1], [Job("long", lambda: calls.append("b"), every=every, lease=lease)])
+    running = threading.Thread(target=a.run, args=["long"])
+    running.start()
+    assert started.wait(10)
+    deadline = time.monotonic() + 2 * lease
+    while time.monotonic() < deadline:  # due, and past the first lease: still held
+        assert not b.run("long")
+        time.sleep(0.05)
+    running.join()
+    assert calls == ["slow"]
+    assert _row(two_dbs[0], "long").holder is None
+    time.sleep(every)
+    assert b.run("long") and calls == ["slow", "b"]
+
+    # A holder that dies: the lease taken, then nothing (no renewal, no release).
+    dead = Leases(two_dbs[0], holder="dead:1:x")
+    time.sleep(every)
+    assert dead.acquire("long", every=every, lease=lease)
+    time.sleep(every)
+    assert not b.run("long")  # due, but locked
+    time.sleep(lease)
+    assert b.run("long") and calls == ["slow", "b", "b"]
+
+
 def test_a_failing_job_is_logged_counted_as_run_and_gives_its_lease_back(two_dbs, caplog):
     def boom() -> None:
         raise RuntimeError("no")
