@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from idp_service.oidc import store
 from idp_service.oidc.tables import OidcClient
 from idp_service.platform import audit
+from idp_service.platform.db import Database
 from idp_service.platform.errors import Conflict, Invalid, NotFound
 
 MODES = ("app", "factor")
@@ -335,3 +336,48 @@ def snapshot(row: OidcClient) -> dict[str, Any]:
         "acr": row.acr,
         "id_token_minutes": row.id_token_minutes,
     }
+
+
+# ---- JSON functions over the database: the layer under the admin API and the console --------
+
+
+def list_json(db: Database) -> list[dict[str, Any]]:
+    """Every client, as JSON."""
+    with db.read_session() as s:
+        return [to_json(r) for r in list_all(s)]
+
+
+def get_json(db: Database, client_id: str) -> dict[str, Any]:
+    """One client, as JSON (``client_not_found`` 404)."""
+    with db.read_session() as s:
+        return to_json(get(s, client_id))
+
+
+def add_json(db: Database, body: Mapping[str, Any], *, actor: str | None) -> dict[str, Any]:
+    """Register a client; the JSON carries ``client_secret`` once, when one was made."""
+    with db.session() as s:
+        row, secret = add(s, body, actor=actor)
+        data = to_json(row)
+    return {**data, "client_secret": secret} if secret else data
+
+
+def update_json(
+    db: Database,
+    client_id: str,
+    body: Mapping[str, Any],
+    *,
+    rotate_secret: bool = False,
+    actor: str | None,
+) -> dict[str, Any]:
+    """Change a client; the JSON carries a new ``client_secret`` when one was made."""
+    with db.session() as s:
+        row, secret = update(s, client_id, body, rotate_secret=rotate_secret, actor=actor)
+        data = to_json(row)
+    return {**data, "client_secret": secret} if secret else data
+
+
+def remove_json(db: Database, client_id: str, *, actor: str | None) -> dict[str, Any]:
+    """Remove a client."""
+    with db.session() as s:
+        remove(s, client_id, actor=actor)
+    return {"removed": client_id}

@@ -28,6 +28,7 @@ from flask import (
     request,
 )
 
+from idp_service.oidc import api as admin_api
 from idp_service.oidc import completer, service
 from idp_service.oidc.eam import HintKeys
 from idp_service.oidc.errors import OidcError
@@ -53,6 +54,7 @@ def init_app(app: Flask, services: Services) -> None:
     services.oidc_keys = KeyRing(services.db)  # reads nothing until first used
     services.oidc_hint_keys = HintKeys()
     services.completers.register("oidc", complete_login)
+    admin_api.declare()  # /api/v1/oidc-clients, before the app registers the admin API
     app.register_blueprint(bp)
 
 
