@@ -32,3 +32,26 @@ def tenant():
     t = Tenant()
     yield t
     t.close()
+
+
+@pytest.fixture(scope="module")
+def idp_app(tmp_path_factory):
+    """One provider for a module's property tests (they only read and audit)."""
+    from idp_service.app import create_app
+    from idp_service.platform.config import Settings
+    from idp_service.platform.migrate import upgrade
+
+    tmp = tmp_path_factory.mktemp("oidc-props")
+    url = f"sqlite:///{tmp / 'db.sqlite'}"
+    upgrade(url)
+    app = create_app(
+        Settings.from_env(
+            {
+                "DEVICETRUST_DATABASE_URL": url,
+                "DEVICETRUST_DATA_DIR": str(tmp / "data"),
+                "DEVICETRUST_PUBLIC_URL": IDP_PUBLIC,
+            }
+        )
+    )
+    yield app
+    app.extensions["devicetrust"].db.dispose()
