@@ -29,7 +29,7 @@ from flask import (
 )
 
 from idp_service.oidc import api as admin_api
-from idp_service.oidc import completer, service
+from idp_service.oidc import completer, console, service
 from idp_service.oidc.eam import HintKeys
 from idp_service.oidc.errors import OidcError
 from idp_service.oidc.keys import KeyRing
@@ -55,6 +55,7 @@ def init_app(app: Flask, services: Services) -> None:
     services.oidc_hint_keys = HintKeys()
     services.completers.register("oidc", complete_login)
     admin_api.declare()  # /api/v1/oidc-clients, before the app registers the admin API
+    console.declare()  # /admin/oidc-clients, before the app mounts the console
     app.register_blueprint(bp)
 
 
