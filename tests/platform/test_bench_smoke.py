@@ -46,6 +46,12 @@ FIGURES = {
         r"signing ceiling, P-256",
     ],
     "login_steps": [r"^sso +[\d.]+", r"^continue +[\d.]+", r"^service +[\d.]+"],
+    "oidc": [
+        r"id_token issuance, the provider's path: +[\d,]+/s",
+        r"RS256 signing ceiling, cryptography alone: +[\d,]+/s",
+        r"ratio issuance / signing ceiling",
+        r"full OIDC sign-ins over HTTP .*: [\d,.]+/s",
+    ],
     "scim_import": [r"^import +\d+ users/s", r"^lookup +\d+ users/s", r"CPU per request"],
     "verify": [
         r"crypto ceiling",
