@@ -297,3 +297,59 @@ def test_okta_factor_mode_preferred_username(idp):
     r = client.get("/oidc/authorize", query_string={**base, "login_hint": "mallory@example.com"})
     page = device_login(client, device, r.headers["Location"])
     assert page.status_code == 403 and "subject_mismatch" in page.text
+
+
+def test_eam_hint_allows_tofu_of_the_first_device(idp, tenant):
+    """Entra vouched for the user in a signed hint: the first device registers without a code,
+    as in SAML factor mode, and the same sign-in answers Entra."""
+    from tests.saml_support import SimDevice
+    from tests.signin.test_login_enroll import register_with
+
+    client = FlaskClient(idp)
+    provision(idp, "olga@example.com", "oid-olga")
+    client_id = eam_client(idp, tenant)
+    hint = tenant.hint(aud=client_id, sub="s-o", oid="oid-olga", preferred_username="olga")
+    r = eam_post(client, client_id, hint)
+    txn = r.headers["Location"].rsplit("/", 1)[-1]
+    client.get(r.headers["Location"])
+    assert client.get(f"/login/{txn}/enroll-options").json()["tofu"] == {"user": "olga@example.com"}
+    token = client.post(f"/login/{txn}/register-challenge", json={"mode": "tofu"}).json()[
+        "challenge"
+    ]
+    device = SimDevice()
+    assert register_with(client, device, token, None).status_code == 201
+    token = client.post(f"/login/{txn}/challenge", json={}).json()["challenge"]
+    client.post(f"/login/{txn}/response", content=device.answer(token))
+    page = client.get(f"/login/{txn}/continue")
+    check_eam_answer(
+        page.text, client.get("/oidc/jwks").json(), client_id=client_id, hint_sub="s-o"
+    )
+
+
+def test_okta_login_hint_is_not_enough_for_tofu(idp):
+    """An unsigned login_hint names nobody the login page may trust a new device for."""
+    client = FlaskClient(idp)
+    from idp_service.directory import users
+
+    with idp.extensions["devicetrust"].db.session() as s:
+        users.create(s, "pat@example.com")
+    client_id, _ = add_client(
+        idp, name="Okta", mode="factor", redirect_uris=["https://o.example/cb"]
+    )
+    _, challenge = pkce_pair()
+    r = client.get(
+        "/oidc/authorize",
+        query_string={
+            "client_id": client_id,
+            "redirect_uri": "https://o.example/cb",
+            "response_type": "code",
+            "scope": "openid",
+            "state": "s",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "login_hint": "pat@example.com",
+        },
+    )
+    txn = r.headers["Location"].rsplit("/", 1)[-1]
+    client.get(r.headers["Location"])
+    assert client.get(f"/login/{txn}/enroll-options").json()["tofu"] is None
