@@ -99,7 +99,7 @@ def discovery(svc: Services) -> dict[str, Any]:
         "response_types_supported": ["code", "id_token"],
         "response_modes_supported": ["query", "form_post"],
         "grant_types_supported": ["authorization_code"],
-        "subject_types_supported": ["public", "pairwise"],
+        "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": [m for m in clients.AUTH_METHODS],
         "token_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
