@@ -164,7 +164,7 @@ def activate_next(session: Session, *, actor: str | None = None) -> OidcSigningK
         select(OidcSigningKey).where(OidcSigningKey.next_slot == SLOT)
     ).scalar_one_or_none()
     if nxt is None:
-        raise LookupError("no staged key; run `devicetrust oidc-key stage` first")
+        raise LookupError("no staged key; run `devicetrust oidc-key rotate` first")
     now = utcnow()
     session.execute(
         update(OidcSigningKey)
