@@ -36,7 +36,8 @@ def tenant():
 
 @pytest.fixture(scope="module")
 def idp_app(tmp_path_factory):
-    """One provider for a module's property tests (they only read and audit)."""
+    """One provider for a module's refusal and property tests (they write audit events and
+    clients of their own, nothing another case reads)."""
     from idp_service.app import create_app
     from idp_service.platform.config import Settings
     from idp_service.platform.migrate import upgrade

@@ -27,7 +27,7 @@ from tests.oidc.support import (
     query_of,
     verify_rs256_with_x5c,
 )
-from tests.oidc.test_oidc_flow import audit_codes
+from tests.oidc.test_oidc_flow import audit_codes, last_audit_code
 from tests.saml.test_saml_interop import enroll
 from tests.saml_support import FlaskClient, device_login
 
@@ -167,7 +167,8 @@ def test_username_fallback_by_setting(idp, tenant):
         ("unprovisioned", "user_unprovisioned"),
     ],
 )
-def test_eam_refusals(idp, tenant, case, code):
+def test_eam_refusals(idp_app, tenant, case, code):
+    idp = idp_app  # one provider for every case: each refusal writes only its audit event
     client = FlaskClient(idp)
     provision(idp, "frank@example.com", "oid-frank", active=case != "inactive_user")
     client_id = eam_client(idp, tenant)
@@ -204,7 +205,7 @@ def test_eam_refusals(idp, tenant, case, code):
     assert fields["error_description"] == code
     assert fields.get("state") == (None if case == "missing_state" else "entra-state-1")
     assert "/login/" not in r.headers.get("Location", "")
-    assert code in audit_codes(idp, "oidc.authorize")
+    assert last_audit_code(idp, "oidc.authorize") == code
 
 
 def test_device_of_another_user_is_subject_mismatch(idp, tenant):
