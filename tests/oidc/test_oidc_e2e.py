@@ -15,6 +15,7 @@ exchange itself is the one ``test_oidc_eam.py`` checks rule by rule.
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import subprocess
@@ -331,7 +332,9 @@ def test_chromium_code_flow_and_eam_post(world, artifacts):
         "claims": '{"id_token":{"acr":{"essential":true}}}',
         "id_token_hint": hint,
     }
-    inputs = "".join(f'<input type="hidden" name="{k}" value="{v}">' for k, v in fields.items())
+    inputs = "".join(
+        f'<input type="hidden" name="{k}" value="{html.escape(v)}">' for k, v in fields.items()
+    )
     catcher.start_page = (
         f'<!doctype html><form id=f method=post action="{svc.url}/oidc/authorize">{inputs}'
         "<button id=go>go</button></form>"
