@@ -12,16 +12,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, redirect, render_template, request
+from flask import redirect, render_template, request
+from werkzeug.wrappers import Response
 
 from idp_service.admin import blueprint as console
 from idp_service.admin.auth import current_admin
 from idp_service.oidc import clients
-from idp_service.platform.errors import Invalid
+from idp_service.platform.errors import Invalid, Unauthenticated
 from idp_service.web.context import ctx
 
 ENDPOINT = "admin.oidc_clients"
 _declared = False
+
+
+def _actor() -> str:
+    """The signed-in administrator (the console's gate let only them through)."""
+    admin = current_admin()
+    if admin is None:
+        raise Unauthenticated("admin_signin_required", "Sign in to the console first.")
+    return admin.actor
 
 
 def _page(**extra: Any) -> str:
@@ -56,7 +65,7 @@ def add() -> str:
         value = (form.get(key) or "").strip()
         if value:
             body[key] = value
-    data = clients.add_json(ctx().db, body, actor=current_admin().actor)
+    data = clients.add_json(ctx().db, body, actor=_actor())
     return _page(new_secret=data if data.get("client_secret") else None, added=data["client_id"])
 
 
@@ -65,17 +74,13 @@ def enabled(client_id: str) -> Response:
     value = request.form.get("enabled")
     if value not in ("true", "false"):
         raise Invalid("bad_enabled", "enabled is true or false")
-    clients.update_json(
-        ctx().db, client_id, {"enabled": value == "true"}, actor=current_admin().actor
-    )
+    clients.update_json(ctx().db, client_id, {"enabled": value == "true"}, actor=_actor())
     return redirect("/admin/oidc-clients", 303)
 
 
 def rotate(client_id: str) -> str:
     """A new secret for a confidential client, shown once."""
-    data = clients.update_json(
-        ctx().db, client_id, {}, rotate_secret=True, actor=current_admin().actor
-    )
+    data = clients.update_json(ctx().db, client_id, {}, rotate_secret=True, actor=_actor())
     if not data.get("client_secret"):
         raise Invalid("no_secret", "this client authenticates without a secret")
     return _page(new_secret=data)
@@ -83,7 +88,7 @@ def rotate(client_id: str) -> str:
 
 def remove(client_id: str) -> Response:
     """Remove a client."""
-    clients.remove_json(ctx().db, client_id, actor=current_admin().actor)
+    clients.remove_json(ctx().db, client_id, actor=_actor())
     return redirect("/admin/oidc-clients", 303)
 
 

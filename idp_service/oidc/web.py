@@ -27,6 +27,7 @@ from flask import (
     render_template,
     request,
 )
+from werkzeug.wrappers import Response as BaseResponse
 
 from idp_service.oidc import api as admin_api
 from idp_service.oidc import completer, console, service
@@ -59,12 +60,12 @@ def init_app(app: Flask, services: Services) -> None:
     app.register_blueprint(bp)
 
 
-def complete_login(txn: LoginTransaction, user: User | None, device: Device | None) -> Response:
+def complete_login(txn: LoginTransaction, user: User | None, device: Device | None) -> BaseResponse:
     """The ``oidc`` completer: the answer this transaction is allowed, as a response."""
     return render(completer.complete(ctx(), txn, user, device))
 
 
-def _no_store(resp: Response, *, to_client: bool = False) -> Response:
+def _no_store(resp: BaseResponse, *, to_client: bool = False) -> BaseResponse:
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["Pragma"] = "no-cache"
     resp.headers["Referrer-Policy"] = "no-referrer"
@@ -73,7 +74,7 @@ def _no_store(resp: Response, *, to_client: bool = False) -> Response:
     return resp
 
 
-def render(outcome: completer.Outcome) -> Response:
+def render(outcome: completer.Outcome) -> BaseResponse:
     """The response for a completer's outcome."""
     if outcome.kind == "redirect":
         return _no_store(redirect(outcome.url, 303))
@@ -100,7 +101,7 @@ def render(outcome: completer.Outcome) -> Response:
     return _error_page(OidcError(outcome.code or "oidc_login_finished", status=409))
 
 
-def _error_page(exc: OidcError) -> Response:
+def _error_page(exc: OidcError) -> BaseResponse:
     page = render_template("oidc/error.html", code=exc.code, message=exc.message, hint=exc.hint)
     return _no_store(make_response(page, exc.status))
 
@@ -180,7 +181,7 @@ def jwks() -> Response:
     return resp
 
 
-def _error_reply(exc: OidcError, reply: service.Reply) -> Response:
+def _error_reply(exc: OidcError, reply: service.Reply) -> BaseResponse:
     """An authorize refusal: back to the client when that is safe, else an error page."""
     if not exc.redirect or reply.redirect_uri is None:
         return _error_page(exc)
@@ -197,7 +198,7 @@ def _error_reply(exc: OidcError, reply: service.Reply) -> Response:
 
 
 @bp.route("/authorize", methods=["GET", "POST"])
-def authorize() -> Response:
+def authorize() -> BaseResponse:
     """Start an OpenID Connect sign-in: check the request, then the login page."""
     reply = service.Reply()
     client_id: str | None = None
@@ -212,7 +213,7 @@ def authorize() -> Response:
     return _no_store(redirect(f"/login/{txn_id}", 303))
 
 
-def _oauth_error(exc: OidcError) -> Response:
+def _oauth_error(exc: OidcError) -> BaseResponse:
     body = {"error": exc.error, "error_description": exc.message, "code": exc.code}
     resp = make_response(jsonify(body), exc.status)
     if exc.status == 401:
@@ -225,7 +226,7 @@ def _oauth_error(exc: OidcError) -> Response:
 
 
 @bp.post("/token")
-def token() -> Response:
+def token() -> BaseResponse:
     """Redeem an authorization code (PKCE S256) for an id_token and an access token."""
     try:
         form = _form()
@@ -254,7 +255,7 @@ def _first(form: dict[str, list[str]], name: str) -> str | None:
 
 
 @bp.route("/userinfo", methods=["GET", "POST"])
-def userinfo() -> Response:
+def userinfo() -> BaseResponse:
     """The signed-in user's claims, for a live access token."""
     try:
         claims = service.userinfo(ctx(), request.headers.get("Authorization"))
@@ -265,7 +266,7 @@ def userinfo() -> Response:
 
 
 @bp.route("/logout", methods=["GET", "POST"])
-def logout() -> Response:
+def logout() -> BaseResponse:
     """RP-initiated logout: revoke the client's tokens of the user, then back to the client."""
     try:
         params = _query() if request.method == "GET" else _form()
