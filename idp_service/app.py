@@ -17,6 +17,7 @@ from werkzeug.routing import IntegerConverter
 
 from idp_service import admin, api, schedule
 from idp_service.devices import web as agent_web
+from idp_service.oidc import web as oidc_web
 from idp_service.platform import audit_chain
 from idp_service.platform.config import Settings, cookie_name
 from idp_service.platform.db import Database
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     agent_web.init_app(app, services)  # /agent/v1
     signin_web.init_app(app, services)  # the login page at /login
     saml_web.init_app(app, services)  # the SAML IdP at /saml
+    oidc_web.init_app(app, services)  # the OpenID Connect provider at /oidc
     updates_web.init_app(app, services)  # signed agent self-update at /agent/v1/update-*
     mount_scim(app)  # SCIM 2.0 at /scim/v2
     api.init_app(app, services)  # admin API at /api/v1

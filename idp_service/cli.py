@@ -15,6 +15,7 @@ import click
 
 from idp_service.devices import queries as device_queries
 from idp_service.devices.policy_cli import policy
+from idp_service.oidc.cli import oidc_client, oidc_key
 from idp_service.platform.cli_support import database as _db
 from idp_service.platform.cli_support import settings as _settings
 from idp_service.saml.cli import keys_group, sp_group
@@ -603,7 +604,17 @@ def demo(port: int | None, sp_port: int | None, verbose: bool) -> None:
 
 
 # Each surface's command group.
-for _group in (checks, sp_group, keys_group, scim_token, api_token, policy, webhook):
+for _group in (
+    checks,
+    sp_group,
+    keys_group,
+    oidc_client,
+    oidc_key,
+    scim_token,
+    api_token,
+    policy,
+    webhook,
+):
     cli.add_command(_group)
 
 from idp_service.updates.cli import updates  # noqa: E402

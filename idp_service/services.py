@@ -21,6 +21,8 @@ from idp_service.platform.ratelimit_store import DatabaseStorage
 from trust_protocol.server_keys import ServerKeys
 
 if TYPE_CHECKING:  # the app factory builds these; the container only holds them
+    from idp_service.oidc.eam import HintKeys
+    from idp_service.oidc.keys import KeyRing as OidcKeyRing
     from idp_service.posture.service import Posture
     from idp_service.saml.keys import KeyRing
     from idp_service.signin.reads import DeviceOwners
@@ -88,3 +90,7 @@ class Services:
     saml_persistent_secret: bytes | None = None
     # The admin API's probe marks (api/core.py), made on first use.
     api_probe_marks: DatabaseStorage | None = None
+    # The OpenID Connect signing keys (oidc/keys.py) and the Entra tenants' keys (oidc/eam.py),
+    # made by oidc/web.py's init_app.
+    oidc_keys: OidcKeyRing | None = None
+    oidc_hint_keys: HintKeys | None = None

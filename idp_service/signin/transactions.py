@@ -153,6 +153,6 @@ def tofu_subject(txn: LoginTransaction) -> str | None:
     Entra ID, ...) already authenticated the user and signed the claim.
     """
     context = txn.context or {}
-    if context.get("kind") != "saml":
+    if context.get("kind") not in ("saml", "oidc"):  # oidc: a verified Entra id_token_hint
         return None
     return context.get("tofu_subject")

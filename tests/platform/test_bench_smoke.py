@@ -53,6 +53,12 @@ FIGURES = {
         r"idle replica: [\d.]+% of a core",
         r"balancer overhead per login",
     ],
+    "oidc": [
+        r"id_token issuance, the provider's path: +[\d,]+/s",
+        r"RS256 signing ceiling, cryptography alone: +[\d,]+/s",
+        r"ratio issuance / signing ceiling",
+        r"full OIDC sign-ins over HTTP .*: [\d,.]+/s",
+    ],
     "scim_import": [r"^import +\d+ users/s", r"^lookup +\d+ users/s", r"CPU per request"],
     "verify": [
         r"crypto ceiling",

@@ -63,11 +63,20 @@ FORM_ROUTES = {
     ("POST", "/login/<txn_id>/approve"),
     ("POST", "/login/<txn_id>/continue"),
     ("POST", "/saml/sso"),
+    # The OpenID Connect provider reads its urlencoded forms through web/bodies.py.
+    ("POST", "/oidc/authorize"),
+    ("POST", "/oidc/token"),
+    ("POST", "/oidc/logout"),
+    ("POST", "/admin/oidc-clients"),
+    ("POST", "/admin/oidc-clients/<client_id>/enabled"),
+    ("POST", "/admin/oidc-clients/<client_id>/rotate"),
+    ("POST", "/admin/oidc-clients/<client_id>/delete"),
 }
 # POST routes that read no body at all.
 NO_BODY_ROUTES = {
     ("POST", "/login/<txn_id>/challenge"),
     ("POST", "/login/<txn_id>/check-again"),
+    ("POST", "/oidc/userinfo"),
 }
 # Tables a refused request may write to.
 AUDIT_TABLES = {"audit_events"}

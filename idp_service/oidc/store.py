@@ -1,0 +1,133 @@
+"""The statements of the OpenID Connect provider: clients, codes and access tokens.
+
+Only the provider's services call these. Redeeming a code is one conditional
+``UPDATE ... WHERE used_at IS NULL AND expires_at > now`` (:func:`redeem_code`):
+whichever replica's statement commits first wins, every other sees zero rows,
+so a code is single use across replicas without a lock of our own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy.orm import Session
+
+from idp_service.oidc.tables import OidcAccessToken, OidcClient, OidcCode
+
+
+def get_client(session: Session, client_id: str) -> OidcClient | None:
+    """The client row, or None."""
+    return session.get(OidcClient, client_id)
+
+
+def list_clients(session: Session) -> list[OidcClient]:
+    """Every client, by client id."""
+    return list(session.scalars(select(OidcClient).order_by(OidcClient.client_id)))
+
+
+def add_client(session: Session, row: OidcClient) -> None:
+    """Insert a client (the caller checked that the id is free)."""
+    session.add(row)
+    session.flush()
+
+
+def remove_client(session: Session, row: OidcClient) -> None:
+    """Delete a client and the access tokens issued to it."""
+    session.execute(delete(OidcAccessToken).where(OidcAccessToken.client_id == row.client_id))
+    session.delete(row)
+
+
+def add_code(session: Session, row: OidcCode) -> None:
+    """Store an authorization code (by hash)."""
+    session.add(row)
+
+
+def redeem_code(
+    session: Session, code_hash: str, client_id: str, now: dt.datetime
+) -> OidcCode | None:
+    """Mark an unused, unexpired code of ``client_id`` used; the row, or None if refused.
+
+    One conditional statement (see the module doc); on PostgreSQL a concurrent
+    redeemer waits on the row lock, then finds ``used_at`` set.
+    """
+    claimed = _count(
+        session.execute(
+            update(OidcCode)
+            .where(
+                OidcCode.code_hash == code_hash,
+                OidcCode.client_id == client_id,
+                OidcCode.used_at.is_(None),
+                OidcCode.expires_at > now,
+            )
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if claimed != 1:
+        return None
+    return session.get(OidcCode, code_hash, populate_existing=True)
+
+
+def find_code(session: Session, code_hash: str) -> OidcCode | None:
+    """A code row by hash (the slow path of a refused redemption)."""
+    return session.get(OidcCode, code_hash, populate_existing=True)
+
+
+def revoke_tokens_of_code(session: Session, code_hash: str, now: dt.datetime) -> int:
+    """Revoke every access token issued from a code; how many were live."""
+    return _count(
+        session.execute(
+            update(OidcAccessToken)
+            .where(OidcAccessToken.code_hash == code_hash, OidcAccessToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+def revoke_tokens_of_user(session: Session, client_id: str, user_id: str, now: dt.datetime) -> int:
+    """Revoke a user's access tokens at one client (RP-initiated logout)."""
+    return _count(
+        session.execute(
+            update(OidcAccessToken)
+            .where(
+                OidcAccessToken.client_id == client_id,
+                OidcAccessToken.user_id == user_id,
+                OidcAccessToken.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+def add_token(session: Session, row: OidcAccessToken) -> None:
+    """Store an access token (by hash)."""
+    session.add(row)
+
+
+def live_token(session: Session, token_hash: str, now: dt.datetime) -> dict[str, Any] | None:
+    """The claims of an unrevoked, unexpired access token, or None."""
+    row = session.execute(
+        select(OidcAccessToken.claims).where(
+            OidcAccessToken.token_hash == token_hash,
+            OidcAccessToken.revoked_at.is_(None),
+            OidcAccessToken.expires_at > now,
+        )
+    ).first()
+    return dict(row[0]) if row is not None else None
+
+
+def purge(session: Session, now: dt.datetime) -> int:
+    """Delete codes and access tokens past their expiry (a used code is kept until then,
+    so a replay still finds it and revokes what it issued)."""
+    n = _count(session.execute(delete(OidcCode).where(OidcCode.expires_at <= now)))
+    n += _count(session.execute(delete(OidcAccessToken).where(OidcAccessToken.expires_at <= now)))
+    return n
+
+
+def _count(result: object) -> int:
+    """The rows a DML statement touched."""
+    return int(cast("CursorResult[Any]", result).rowcount)
