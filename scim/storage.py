@@ -65,7 +65,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, false, func, or_, select,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from idp_service.admin.sessions import end_where_not_admin
+from idp_service.directory.sessions import end_where_not_admin
 from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.db import Database
 from idp_service.platform.identity import ConfusableName, check_identifier, name_key

@@ -13,8 +13,11 @@ PERSISTENT_SECRET = "saml.persistent_nameid"  # noqa: S105 - a row name, not a s
 
 
 def keys(service: Services) -> KeyRing:
-    """The process's signing key ring."""
-    return service.saml_keys
+    """The process's signing key ring (the app factory puts a :class:`KeyRing` there)."""
+    ring = service.saml_keys
+    if not isinstance(ring, KeyRing):
+        raise TypeError("Services.saml_keys must be a saml.keys.KeyRing")
+    return ring
 
 
 def persistent_secret(service: Services) -> bytes:

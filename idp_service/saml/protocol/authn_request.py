@@ -38,9 +38,8 @@ from sqlalchemy import delete
 
 from idp_service.platform.db import Database
 from idp_service.platform.models import utcnow
-from idp_service.saml import registry as sp_registry
 from idp_service.saml.errors import SamlError
-from idp_service.saml.protocol import authn_context, xmldsig, xmlsafe
+from idp_service.saml.protocol import authn_context, sp_view, xmldsig, xmlsafe
 from idp_service.saml.protocol.constants import (
     AUTHN_CONTEXT_DEVICE_BOUND,
     BINDING_POST,
@@ -337,7 +336,7 @@ def check(
     now = now or dt.datetime.now(dt.UTC)
     if not now - MAX_AGE <= request.issue_instant <= now + MAX_FUTURE:
         raise SamlError("saml_expired_request", "IssueInstant is outside the accepted window")
-    acs_url = sp_registry.resolve_acs(
+    acs_url = sp_view.resolve_acs(
         sp, url=request.acs_url, index=request.acs_index, binding=request.protocol_binding
     )
     return Accepted(
@@ -350,7 +349,7 @@ def check(
         relay_state=incoming.relay_state,
         signed=signed,
         identity_broker=sp.identity_broker,
-        sp_settings=sp_registry.snapshot(sp),
+        sp_settings=sp_view.snapshot(sp),
     )
 
 
