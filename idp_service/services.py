@@ -123,7 +123,8 @@ class Services:
     saml_keys: SigningKeys
     # Device id -> owner, the sign-in hot path's hint (signin/reads.py).
     device_owners: OwnerHints
-    clock: Callable[[], dt.datetime] = utcnow  # the wall clock the sign-in decides by
+    # The wall clock that service modules decide by (sign-in, approval, enrollment, SAML).
+    clock: Callable[[], dt.datetime] = utcnow
     completers: Completers = field(default_factory=Completers)
     # The posture checks in force (reloaded when their files change); None: posture is off.
     posture: PostureChecks | None = None

@@ -173,7 +173,6 @@ def sso() -> Response:
         if exc.saml_status is not None and accepted is not None:
             return _status_reply(exc, accepted)
         return _reject(exc, issuer, binding)
-    authn_request.purge_seen(svc.db)
     login.remember(txn_id)
     return redirect(f"/login/{txn_id}", 303)
 

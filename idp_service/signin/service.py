@@ -73,7 +73,8 @@ class Continue:
     @property
     def kind(self) -> str:
         """The surface that started the transaction (``local`` if none said)."""
-        return (self.txn.context or {}).get("kind", "local")
+        kind: str = (self.txn.context or {}).get("kind", "local")
+        return kind
 
 
 def start(services: Services, kind: str, context: dict[str, Any] | None = None) -> str:
