@@ -31,6 +31,7 @@ from agent.paths import default_state_dir
 from trust_protocol.cli_output import emit as _emit
 from trust_protocol.ports import parse_ports
 
+log = logging.getLogger(__name__)
 STOP_EVENT = "devicetrust.stop"  # ctx.meta key: a threading.Event that ends `run`
 CONFIG_RECHECK_TICKS = 5  # `run` re-reads its configuration every 5 x 2 s
 
@@ -367,7 +368,7 @@ def run(
     from agent.approve import ApprovalPoller
     from agent.local_channel import ChannelState, bind_first_free, serve_in_thread
     from agent.notify import Notifier
-    from agent.page_enroll import service_url
+    from agent.origins import service_url
     from agent.report import ReportScheduler
 
     try:
@@ -581,7 +582,7 @@ def server_fingerprint(url: str | None, as_json: bool) -> None:
     Compare it with what the service's operators publish before you pin it.
     """
     from agent.enroll import EnrollError, fetch_server
-    from agent.page_enroll import service_url
+    from agent.origins import service_url
     from trust_protocol.device_keys import fingerprint
     from trust_protocol.encoding import b64d
 
@@ -847,6 +848,30 @@ def facts(osquery_socket: str | None, replay: Path | None) -> None:
     click.echo(json.dumps(collect_facts(host, osquery=config), indent=2))
 
 
+class ClickRunner:
+    """Runs ``devicetrust-agent run`` in this process, ended by the service's stop event
+    (the Windows service's :class:`~agent.windows_service.AgentRunner`)."""
+
+    def __init__(self, args: tuple[str, ...] = ("run",)) -> None:
+        self.args = args
+
+    def run(self, stop: threading.Event) -> int:
+        """The ``run`` command's exit status (78 for a configuration problem)."""
+        try:
+            with cli.make_context("devicetrust-agent", list(self.args)) as ctx:
+                ctx.meta[STOP_EVENT] = stop
+                cli.invoke(ctx)
+        except click.ClickException as exc:
+            log.error("%s", exc.format_message())
+            return exc.exit_code
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 1
+        except Exception:
+            log.exception("the agent failed")
+            return 1
+        return 0
+
+
 @cli.group("service")
 def service_group() -> None:
     """The Windows service: what the MSI registers and runs (Windows only)."""
@@ -858,7 +883,7 @@ def service_run() -> None:
     from agent import windows_service
 
     windows_service.require_windows()
-    windows_service.dispatch()
+    windows_service.dispatch(ClickRunner())
 
 
 @service_group.command("configure")

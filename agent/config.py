@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent.origins import service_url
 from trust_protocol import durations
 from trust_protocol.device_keys import fingerprint
 from trust_protocol.encoding import b64d, b64e
@@ -99,8 +100,6 @@ def _decodes(text: str) -> bool:
 
 
 def _service_url(value: object) -> str:
-    from agent.page_enroll import service_url
-
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a URL like https://signin.example.com")
     return service_url(value)

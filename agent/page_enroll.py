@@ -34,12 +34,12 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from agent import enroll as ceremony
 from agent import state
 from agent.authenticate import CLOCK_TOLERANCE, origin_of
 from agent.config import AgentConfig
+from agent.origins import page_origin_ok, service_url
 from trust_protocol.challenge import MAX_TOKEN_SIZE, Challenge, parse_challenge
 from trust_protocol.device_keys import DeviceKeys
 from trust_protocol.encoding import loads
@@ -51,7 +51,6 @@ MAX_REQUEST = 16 * 1024
 MAX_CODE = 64
 MAX_ATTEMPTS = 5  # enrollment attempts ...
 ATTEMPT_WINDOW = 60.0  # ... per this many seconds
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Letters, digits, spaces and dashes: what IT hands out (ABCD-EFGH-JKLM-NPQR).
 CODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]*")
 
@@ -115,28 +114,6 @@ def parse_enroll_request(raw: bytes) -> EnrollRequest:
             "Codes have letters, digits and dashes, like ABCD-EFGH-JKLM-NPQR.",
         )
     return EnrollRequest(token, code)
-
-
-def page_origin_ok(origin: str) -> bool:
-    """True for an origin a page may enroll from: https, or http on a loopback host."""
-    parts = urlsplit(origin)
-    if f"{parts.scheme}://{parts.netloc}" != origin or not parts.hostname or "@" in origin:
-        return False
-    if parts.scheme == "https":
-        return True
-    return parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
-
-
-def service_url(url: str) -> str:
-    """Check and normalise a configured service URL (``--service``); raise ValueError."""
-    parts = urlsplit(url.strip())
-    url = urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
-    if parts.query or parts.fragment or not page_origin_ok(origin_of(url)):
-        raise ValueError(
-            f"{url!r}: the service URL must be https:// (or http:// on a loopback host), "
-            "without query or fragment"
-        )
-    return url
 
 
 class AttemptGate:

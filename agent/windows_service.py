@@ -90,33 +90,6 @@ class AgentRunner(Protocol):
         ...
 
 
-class ClickRunner:
-    """Runs ``devicetrust-agent run`` in this process, ended by the service's stop event."""
-
-    def __init__(self, args: tuple[str, ...] = ("run",)) -> None:
-        self.args = args
-
-    def run(self, stop: threading.Event) -> int:
-        """The ``run`` command's exit status (78 for a configuration problem)."""
-        import click
-
-        from agent.cli import STOP_EVENT, cli
-
-        try:
-            with cli.make_context("devicetrust-agent", list(self.args)) as ctx:
-                ctx.meta[STOP_EVENT] = stop
-                cli.invoke(ctx)
-        except click.ClickException as exc:
-            log.error("%s", exc.format_message())
-            return exc.exit_code
-        except SystemExit as exc:
-            return exc.code if isinstance(exc.code, int) else 1
-        except Exception:
-            log.exception("the agent failed")
-            return 1
-        return 0
-
-
 class AgentService:
     """SCM control events to the run loop and back, independent of pywin32."""
 
@@ -303,8 +276,8 @@ def configure_installed(settings: dict[str, str] | None = None) -> list[str]:
     return configure(Pywin32ScmConfig(), SubprocessIcacls(), _programdata(), settings)
 
 
-def _service_class() -> type:
-    """The pywin32 ServiceFramework subclass (imported only on Windows)."""
+def _service_class(runner: AgentRunner) -> type:
+    """The pywin32 ServiceFramework subclass running ``runner`` (imported only on Windows)."""
     import servicemanager  # type: ignore[import-not-found]
     import win32service  # type: ignore[import-not-found]
     import win32serviceutil  # type: ignore[import-not-found]
@@ -330,7 +303,7 @@ def _service_class() -> type:
 
         def __init__(self, args: Any) -> None:
             super().__init__(args)
-            self.service = AgentService(Reporter(self), ClickRunner())
+            self.service = AgentService(Reporter(self), runner)
 
         def GetAcceptedControls(self) -> int:  # noqa: N802 - pywin32's name
             return super().GetAcceptedControls() | win32service.SERVICE_ACCEPT_SHUTDOWN
@@ -367,11 +340,12 @@ def _programdata() -> Path:
     return Path(os.environ.get("ProgramData") or os.environ.get("PROGRAMDATA") or r"C:\ProgramData")
 
 
-def dispatch() -> None:
-    """Hand this process to the service control manager (``service run``)."""
+def dispatch(runner: AgentRunner) -> None:
+    """Hand this process to the service control manager (``service run``), which runs
+    ``runner`` (the CLI passes its ``run`` command, :class:`agent.cli.ClickRunner`)."""
     import servicemanager  # type: ignore[import-not-found]
 
     log_to_file(_programdata() / "devicetrust" / "logs")
     servicemanager.Initialize()
-    servicemanager.PrepareToHostSingle(_service_class())
+    servicemanager.PrepareToHostSingle(_service_class(runner))
     servicemanager.StartServiceCtrlDispatcher()

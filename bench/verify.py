@@ -79,9 +79,11 @@ class ServicePath:
         from idp_service.saml.keys import KeyRing
         from idp_service.services import Services
         from idp_service.signin.reads import DeviceOwners
+        from idp_service.webhooks import outbox
         from trust_protocol import DeviceKeys
 
         upgrade(url)
+        outbox.subscribe_to_audit()  # as the service process does (app.py)
         settings = Settings.from_env(
             {
                 "DEVICETRUST_DATABASE_URL": url,

@@ -31,6 +31,7 @@ from idp_service.signin.reads import DeviceOwners
 from idp_service.updates import web as updates_web
 from idp_service.web import bodies, display, headers, health, ratelimit
 from idp_service.web.errors import register_error_handlers
+from idp_service.webhooks import outbox as webhook_outbox
 from scim.app import mount_scim
 
 # The largest id any table holds (a signed 64-bit integer, SQLite's and PostgreSQL's
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     """
     settings = settings or Settings.from_env()
     audit_chain.configure(audit_chain.load_key(settings.data_dir), data_dir=settings.data_dir)
+    webhook_outbox.subscribe_to_audit()  # audited decisions enqueue their webhook events
     app = Flask(__name__)
     app.url_map.converters["int"] = BoundedInt  # before any route is added
     db = Database(settings.database_url)

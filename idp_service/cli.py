@@ -34,6 +34,9 @@ def cli() -> None:
     Configuration comes from DEVICETRUST_* environment variables (see docs/deploy.md);
     by default the database is SQLite in your per-user data directory.
     """
+    from idp_service.webhooks import outbox
+
+    outbox.subscribe_to_audit()  # every command's audited decisions enqueue webhook events
 
 
 @cli.command()

@@ -233,12 +233,14 @@ def register(base_url: str, key_cert: tuple[str, str]) -> str:
     from idp_service.platform.db import Database
     from idp_service.platform.errors import ServiceError
     from idp_service.saml import api
+    from idp_service.webhooks import outbox
 
     key, cert = key_cert
     xml = OneLogin_Saml2_Settings(
         sp_settings(base_url, key, cert, None), sp_validation_only=True
     ).get_sp_metadata()
     xml = xml.decode() if isinstance(xml, bytes) else xml
+    outbox.subscribe_to_audit()  # as in every process that writes audit events
     db = Database(Settings.from_env().database_url)
     try:
         try:

@@ -1,10 +1,10 @@
 """Expiry clean-up: delete rows whose lifetime ended, as one periodic job of the service.
 
-Many rows carry an expiry that the code checks on use but nothing deleted
-(answered challenges, sign-in transactions, enrollment codes, admin console
-sessions and bootstrap tokens, the sealed codes of expired approval requests),
-or that the request path deleted now and then (rate-limit counters, SAML
-request IDs and stored Responses). :func:`clean_up` deletes them, oldest
+Many rows carry an expiry that the code checks on use (answered challenges,
+sign-in transactions, enrollment codes, admin console sessions and bootstrap
+tokens, the sealed codes of expired approval requests, rate-limit counters,
+SAML request IDs and stored Responses). This job is the one path that deletes
+them: the request path never does. :func:`clean_up` deletes them, oldest
 first, in batches (short transactions, so a large backlog after an upgrade does
 not hold a lock for long). It runs every ``DEVICETRUST_EXPIRY_CLEANUP_INTERVAL``,
 once across replicas (``idp_service/schedule.py``).
@@ -31,11 +31,18 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Table, delete, select
 
-from idp_service.admin.tables import AdminBootstrapToken, AdminSession
+from idp_service.admin.tables import AdminBootstrapToken
 from idp_service.devices.approval_tables import ApprovalNotice, ApprovalRequest
 from idp_service.platform.db import Database
-from idp_service.platform.models import Challenge, EnrollmentCode, LoginTransaction, utcnow
+from idp_service.platform.models import (
+    Challenge,
+    EnrollmentCode,
+    LoginTransaction,
+    table_of,
+    utcnow,
+)
 from idp_service.platform.ratelimit_tables import RateLimitCounter
+from idp_service.platform.session_tables import AdminSession
 from idp_service.saml.tables import IssuedResponse, SeenRequest
 
 log = logging.getLogger(__name__)
@@ -53,8 +60,7 @@ class Rule:
     expired: Any  # Callable[[dt.datetime], ColumnElement[bool]]
 
 
-def _t(model: Any) -> Table:
-    return model.__table__  # type: ignore[no-any-return]
+_t = table_of
 
 
 RULES: tuple[Rule, ...] = (

@@ -12,20 +12,63 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
 
 from idp_service.platform.config import Settings
 from idp_service.platform.db import Database
 from idp_service.platform.models import Device, LoginTransaction, User, utcnow
 from idp_service.platform.ratelimit_store import DatabaseStorage
+from posture_checks.incremental import FactDigests
+from posture_checks.model import Check
 from trust_protocol.server_keys import ServerKeys
 
-if TYPE_CHECKING:  # the app factory builds these; the container only holds them
-    from idp_service.oidc.eam import HintKeys
-    from idp_service.oidc.keys import KeyRing as OidcKeyRing
-    from idp_service.posture.service import Posture
-    from idp_service.saml.keys import KeyRing
-    from idp_service.signin.reads import DeviceOwners
+
+# What the container holds for the features, described by what its readers call. The app
+# factory (app.py) builds the features' own classes, which satisfy these; a feature that
+# needs more than the interface narrows to its own class (signin/service.py for the
+# sign-in's posture verdict, saml/service.py ``keys``). So the container, below the
+# features, imports none of them.
+class PostureChecks(Protocol):
+    """The posture checks in force and fact ingestion (``posture/service.py`` Posture)."""
+
+    def checks(self) -> list[Check]:
+        """The checks in force now (reloaded when their files change)."""
+        ...
+
+    def ingest(
+        self,
+        session: Session,
+        device_id: str,
+        user_id: str,
+        facts: dict[str, Any],
+        *,
+        digests: FactDigests | None = None,
+        previous: str | None = None,
+    ) -> str | None:
+        """Evaluate a device's fresh facts and store the results; the inputs' digest."""
+        ...
+
+
+class SigningKeys(Protocol):
+    """The SAML signing keys, read from the database on use (``saml/keys.py`` KeyRing)."""
+
+    def invalidate(self) -> None:
+        """Reload the keys on next use."""
+        ...
+
+
+class OwnerHints(Protocol):
+    """Device id -> owner, remembered per process (``signin/reads.py`` DeviceOwners)."""
+
+    def remembered(self, device_id: str) -> str | None:
+        """The owner last read for this device, if any."""
+        ...
+
+    def read(self, device_id: str) -> str | None:
+        """The owner as the database has it now (None for an unknown device)."""
+        ...
 
 
 class Completer(Protocol):
@@ -77,20 +120,22 @@ class Services:
     db: Database
     keys: ServerKeys  # the protocol's challenge and notice keys
     # The SAML signing keys (saml/keys.py), read on first use.
-    saml_keys: KeyRing
+    saml_keys: SigningKeys
     # Device id -> owner, the sign-in hot path's hint (signin/reads.py).
-    device_owners: DeviceOwners
-    clock: Callable[[], dt.datetime] = utcnow  # the wall clock the sign-in decides by
+    device_owners: OwnerHints
+    # The wall clock that service modules decide by (sign-in, approval, enrollment, SAML).
+    clock: Callable[[], dt.datetime] = utcnow
     completers: Completers = field(default_factory=Completers)
     # The posture checks in force (reloaded when their files change); None: posture is off.
-    posture: Posture | None = None
+    posture: PostureChecks | None = None
     # The HMAC key of approval codes (devices/approve.py load_key), read at start.
     approval_code_key: bytes | None = None
     # The persistent-NameID secret (saml/service.py).
     saml_persistent_secret: bytes | None = None
     # The admin API's probe marks (api/core.py), made on first use.
     api_probe_marks: DatabaseStorage | None = None
-    # The OpenID Connect signing keys (oidc/keys.py) and the Entra tenants' keys (oidc/eam.py),
-    # made by oidc/web.py's init_app.
-    oidc_keys: OidcKeyRing | None = None
-    oidc_hint_keys: HintKeys | None = None
+    # The OpenID Connect signing keys (oidc/keys.py KeyRing) and the Entra tenants' keys
+    # (oidc/eam.py HintKeys), made by oidc/web.py's init_app; oidc/service.py narrows them to
+    # its own classes, so the container names no feature type.
+    oidc_keys: object | None = None
+    oidc_hint_keys: object | None = None

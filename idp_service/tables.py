@@ -9,7 +9,7 @@ from idp_service.admin import tables as admin_tables  # noqa: F401
 from idp_service.devices import approval_tables, flag_tables  # noqa: F401
 from idp_service.directory import tables as directory_tables  # noqa: F401
 from idp_service.oidc import tables as oidc_tables  # noqa: F401
-from idp_service.platform import job_tables, models, ratelimit_tables  # noqa: F401
+from idp_service.platform import job_tables, models, ratelimit_tables, session_tables  # noqa: F401
 from idp_service.posture import tables as posture_tables  # noqa: F401
 from idp_service.saml import tables as saml_tables  # noqa: F401
 from idp_service.updates import store as update_tables  # noqa: F401

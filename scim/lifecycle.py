@@ -17,9 +17,9 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
-from idp_service.admin.sessions import end_for_user
 from idp_service.devices import queries as device_queries
 from idp_service.devices import states
+from idp_service.directory.sessions import end_for_user
 from idp_service.platform import audit
 
 

@@ -65,17 +65,18 @@ from sqlalchemy import ColumnElement, and_, bindparam, false, func, or_, select,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from idp_service.admin.sessions import end_where_not_admin
+from idp_service.directory.sessions import end_where_not_admin
 from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.db import Database
 from idp_service.platform.identity import ConfusableName, check_identifier, name_key
-from idp_service.platform.models import User, utcnow
+from idp_service.platform.models import User, table_of, utcnow
 from scim import lifecycle
 from scim.lifecycle import Reactivation
 from scim.provider import GROUP_SCHEMA, USER_SCHEMA
 
-USERS = User.__table__
-GROUPS = Group.__table__
+USERS = table_of(User)
+GROUPS = table_of(Group)
+MEMBERS = table_of(GroupMember)
 # Attributes that never reach the database.
 NOT_STORED = {"id", "meta", "password"}
 # The indexed columns a filter's ``eq`` can be answered from, by attribute URN:
@@ -228,7 +229,7 @@ class SqlStorage(ScimStorage):
 
     def _kind(self, resource_type: ResourceType) -> str:
         if resource_type.id in ("User", "Group"):
-            return cast(str, resource_type.id)
+            return resource_type.id
         raise NotImplementedException(detail=f"no storage for {resource_type.id!r}")
 
     # -- Reads -----------------------------------------------------------
@@ -310,8 +311,8 @@ class SqlStorage(ScimStorage):
         if kind == "User":
             rows = session.connection().execute(query)
             return SearchPage(total, [self._user_resource(r) for r in rows])
-        rows = list(session.scalars(query))
-        return SearchPage(total, self._group_resources(session, rows))
+        groups = list(session.scalars(query))
+        return SearchPage(total, self._group_resources(session, groups))
 
     def _by_id(self, column: Any) -> Any:
         """Order by id as Python does (code points), whatever the database collation."""
@@ -656,11 +657,9 @@ class SqlStorage(ScimStorage):
             self._drop_memberships(session, resource_id, now)
             if kind == "Group":
                 session.connection().execute(
-                    GroupMember.__table__.delete().where(GroupMember.group_id == resource_id)
+                    MEMBERS.delete().where(GroupMember.group_id == resource_id)
                 )
-                session.connection().execute(
-                    Group.__table__.delete().where(Group.id == resource_id)
-                )
+                session.connection().execute(GROUPS.delete().where(Group.id == resource_id))
                 end_where_not_admin(session, self.admin_group)
                 return
             # The row stays: devices and audit events refer to it. It becomes an
@@ -702,16 +701,13 @@ class SqlStorage(ScimStorage):
         unknown = [v for v in ids if v not in users and v not in groups and v != group_id]
         if unknown:
             raise InvalidValueException(detail=f"no User or Group with id {unknown[0]!r}")
-        return [
-            (v, "User" if v in users else "Group", (wanted[v] or None) and wanted[v][:256])
-            for v in ids
-        ]
+        return [(v, "User" if v in users else "Group", _clip(wanted[v])) for v in ids]
 
     def _write_members(
         self, session: Session, group_id: str, members: list[tuple[str, str, str | None]]
     ) -> None:
         """Make the group's member rows equal ``members``, writing only the differences."""
-        table = GroupMember.__table__
+        table = MEMBERS
         existing = {
             m.value: m
             for m in session.connection().execute(
@@ -748,9 +744,7 @@ class SqlStorage(ScimStorage):
         )
         if not holders:
             return
-        session.connection().execute(
-            GroupMember.__table__.delete().where(GroupMember.value == member_id)
-        )
+        session.connection().execute(MEMBERS.delete().where(GroupMember.value == member_id))
         session.connection().execute(
             update(Group)
             .where(Group.id.in_(holders))
@@ -779,3 +773,8 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_nul(v) for v in value)
     return False
+
+
+def _clip(display: str | None) -> str | None:
+    """A member's display name as stored: at most 256 characters, empty as None."""
+    return display[:256] if display else None

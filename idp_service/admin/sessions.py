@@ -3,9 +3,10 @@
 A session is an ``admin_sessions`` row; the browser holds a random secret
 (in the signed Flask cookie) whose SHA-256 is the row id. Every request looks
 the row up, so ending the row ends every copy of the cookie: sign-out ends
-this session; a SCIM deactivation or deletion, a device revocation and a
-failed recheck (admin-group removal, device no longer trusted) end all of the
-admin's sessions.
+this session; a failed recheck (admin-group removal, device no longer trusted)
+ends it too. A SCIM deactivation or deletion, an admin-group change and a device
+revocation end sessions through ``idp_service/directory/sessions.py``, below the
+console.
 
 The checks behind a console session live here too: :func:`recheck` (every request),
 :func:`in_admin_group`, and :func:`finish_login`, which claims a finished sign-in's
@@ -22,11 +23,11 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
-from idp_service.admin.tables import AdminSession
 from idp_service.directory.groups import group_keys_of
 from idp_service.platform import audit
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import Device, LoginTransaction, User, utcnow
+from idp_service.platform.session_tables import AdminSession
 
 
 def _rowcount(result: object) -> int:
@@ -118,59 +119,6 @@ def end(session: Session, secret: str, reason: str) -> None:
             .values(ended_at=utcnow(), ended_reason=reason)
             .execution_options(synchronize_session=False)
         )
-
-
-def end_for_user(session: Session, user_id: str, reason: str) -> int:
-    """End every live session of a user; return how many were ended."""
-    return _rowcount(
-        session.execute(
-            update(AdminSession)
-            .where(AdminSession.user_id == user_id, AdminSession.ended_at.is_(None))
-            .values(ended_at=utcnow(), ended_reason=reason)
-            .execution_options(synchronize_session=False)
-        )
-    )
-
-
-def end_where_not_admin(session: Session, admin_group: str) -> int:
-    """End every live device session whose user is no longer in ``admin_group``.
-
-    SCIM calls it after a group changes (members, name, deletion), so the
-    session ends then, not only at its next request: a removal and a re-adding
-    between two requests still ends it. Live console sessions are few.
-    """
-    wanted = name_key(admin_group)
-    rows = session.execute(
-        select(AdminSession.id, AdminSession.user_id).where(
-            AdminSession.via == "device",
-            AdminSession.ended_at.is_(None),
-            AdminSession.expires_at > utcnow(),
-        )
-    ).all()
-    ended = 0
-    for row_id, user_id in rows:
-        if user_id is None or wanted not in group_keys_of(session, user_id):
-            ended += _rowcount(
-                session.execute(
-                    update(AdminSession)
-                    .where(AdminSession.id == row_id, AdminSession.ended_at.is_(None))
-                    .values(ended_at=utcnow(), ended_reason="not_admin")
-                    .execution_options(synchronize_session=False)
-                )
-            )
-    return ended
-
-
-def end_for_device(session: Session, device_id: str, reason: str) -> int:
-    """End every live session opened through a device; return how many were ended."""
-    return _rowcount(
-        session.execute(
-            update(AdminSession)
-            .where(AdminSession.device_id == device_id, AdminSession.ended_at.is_(None))
-            .values(ended_at=utcnow(), ended_reason=reason)
-            .execution_options(synchronize_session=False)
-        )
-    )
 
 
 def in_admin_group(session: Session, user_id: str, admin_group: str) -> bool:

@@ -89,7 +89,8 @@ def _device_json(device: Device) -> dict[str, object]:
 def _seal_codes(service: Services, session: Session, req: ApprovalRequest) -> int:
     """Replace the request's notices with fresh codes for each trusted device; return how many."""
     session.execute(delete(ApprovalNotice).where(ApprovalNotice.request_id == req.id))
-    new_device = session.get(Device, req.device_id)
+    # An open request's device exists: approval_requests.device_id cascades on delete.
+    new_device = session.get_one(Device, req.device_id)
     trusted = session.scalars(
         select(Device).where(
             Device.user_id == req.user_id, Device.state == "trusted", Device.id != req.device_id
@@ -129,7 +130,7 @@ def open_request(service: Services, session: Session, device: Device) -> Approva
         code_seq=1,
         attempts=0,
         max_attempts=settings.approval_attempts,
-        expires_at=utcnow() + dt.timedelta(seconds=settings.approval_code_ttl),
+        expires_at=service.clock() + dt.timedelta(seconds=settings.approval_code_ttl),
     )
     session.add(req)
     session.flush()
@@ -230,7 +231,7 @@ def notices_for(service: Services, body: bytes, *, remote_addr: str | None) -> l
                 .where(
                     ApprovalNotice.device_id == device.id,
                     ApprovalRequest.status == "open",
-                    ApprovalRequest.expires_at > utcnow(),
+                    ApprovalRequest.expires_at > service.clock(),
                 )
                 .order_by(ApprovalNotice.id)
             ).all()
@@ -274,7 +275,7 @@ def submit(
     with service.db.session() as session:
         req = _locked_request(session, device_id)
         base = {"user_id": req.user_id, "device_id": device_id, "remote_addr": remote_addr}
-        if req.expires_at <= utcnow():
+        if req.expires_at <= service.clock():
             audit.record(
                 session,
                 "approval.code",
@@ -324,7 +325,7 @@ def submit(
             )
             return Outcome("exhausted", 0)
         req.code_seq += 1
-        req.expires_at = utcnow() + dt.timedelta(seconds=service.settings.approval_code_ttl)
+        req.expires_at = service.clock() + dt.timedelta(seconds=service.settings.approval_code_ttl)
         session.flush()
         recipients = _seal_codes(service, session, req)
         audit.record(
@@ -343,7 +344,7 @@ def _still_trusted(session: Session, device_id: str, user_id: str) -> bool:
     return device is not None and device.state == "trusted" and device.user_id == user_id
 
 
-def _approve(session: Session, req: ApprovalRequest, voucher: str, base: dict) -> Outcome:
+def _approve(session: Session, req: ApprovalRequest, voucher: str, base: dict[str, Any]) -> Outcome:
     device = session.get(Device, req.device_id)
     if device is None:
         raise states.transition("approve_code").refuse("deleted")
@@ -364,13 +365,13 @@ def reissue(service: Services, device_id: str, *, remote_addr: str | None = None
     """Send new codes for an expired request (attempts are kept); return the attempts left."""
     with service.db.session() as session:
         req = _locked_request(session, device_id)
-        if req.expires_at > utcnow():
+        if req.expires_at > service.clock():
             raise Conflict(
                 "approval_not_expired",
                 "The current code is still valid: enter the code shown on your other device.",
             )
         req.code_seq += 1
-        req.expires_at = utcnow() + dt.timedelta(seconds=service.settings.approval_code_ttl)
+        req.expires_at = service.clock() + dt.timedelta(seconds=service.settings.approval_code_ttl)
         session.flush()
         recipients = _seal_codes(service, session, req)
         audit.record(

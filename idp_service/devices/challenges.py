@@ -19,6 +19,7 @@ import datetime as dt
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -50,7 +51,7 @@ def issue(
     binding: str,
     *,
     callback_path: str = CALLBACK_PATH,
-    data: dict | None = None,
+    data: dict[str, Any] | None = None,
 ) -> tuple[str, Challenge]:
     """Create and sign a challenge; return its token and content. Writes nothing."""
     settings = service.settings

@@ -499,7 +499,9 @@ STALE_STATES = ("trusted", "pending")
 SWEEP_BATCH = 500
 
 
-def sweep_stale(db: Database, settings: Settings, *, now: dt.datetime | None = None) -> list[dict]:
+def sweep_stale(
+    db: Database, settings: Settings, *, now: dt.datetime | None = None
+) -> list[dict[str, Any]]:
     """Flag (and by policy deny) every trusted or pending device not seen for ``stale_after``.
 
     Devices with an open ``stale`` flag that the policy left alone are skipped.
@@ -507,7 +509,7 @@ def sweep_stale(db: Database, settings: Settings, *, now: dt.datetime | None = N
     """
     now = now or utcnow()
     cutoff = now - dt.timedelta(seconds=settings.stale_after)
-    done: list[dict] = []
+    done: list[dict[str, Any]] = []
     flagged = select(DeviceFlag.device_id).where(
         DeviceFlag.kind == "stale", DeviceFlag.resolved_at.is_(None)
     )

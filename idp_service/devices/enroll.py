@@ -89,7 +89,8 @@ def _claim_code(session: Session, code: str, device_id: str) -> str:
         .returning(EnrollmentCode.user_id, EnrollmentCode.code_hash)
     ).first()
     if claimed is not None and hmac.compare_digest(claimed.code_hash, digest):
-        return claimed.user_id
+        owner: str = claimed.user_id
+        return owner
     row = session.execute(
         select(EnrollmentCode.used_at).where(EnrollmentCode.code_hash == digest)
     ).first()
@@ -175,16 +176,19 @@ def register(service: Services, envelope: bytes, *, remote_addr: str | None = No
                 user = login_enroll.broker_user(session, txn, lock=True)
                 details["sp"] = (txn.context or {}).get("sp_entity_id")
             else:
+                if not isinstance(code, str):  # checked above; said again for the type
+                    raise Invalid("enroll_code_invalid", "The response carries no enrollment code.")
                 user_id = _claim_code(session, code, verified.device_id)
-                user = session.get(User, user_id)
-                if user is None or not user.active:
+                owner = session.get(User, user_id)
+                if owner is None or not owner.active:
                     raise ProtocolError("owner_inactive")
+                user = owner
             decision = initial_state(service, session, user.id)
             # Hardware another device claims: flagged, and by policy suspended (detection.py).
             state, duplicate = detection.registration_state(
                 session, service.settings, verified, decision.state
             )
-            now = utcnow()
+            now = service.clock()
             session.add(
                 Device(
                     id=verified.device_id,
@@ -210,7 +214,7 @@ def register(service: Services, envelope: bytes, *, remote_addr: str | None = No
             details.update(decision.audit)
             if decision.needs_code and state == "pending":  # a suspended one waits for IT
                 session.flush()
-                new_device = session.get(Device, verified.device_id)
+                new_device = session.get_one(Device, verified.device_id)  # just flushed
                 details["approval_request"] = approve.open_request(service, session, new_device).id
             audit.record(
                 session,

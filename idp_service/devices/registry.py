@@ -11,9 +11,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from idp_service.admin.sessions import end_for_device
 from idp_service.devices import detection, states
 from idp_service.devices import queries as device_queries
+from idp_service.directory.sessions import end_for_device
 from idp_service.platform import audit
 from idp_service.platform.errors import Conflict, Invalid, NotFound
 from idp_service.platform.models import Device, User

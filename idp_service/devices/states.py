@@ -25,7 +25,7 @@ Each transition declares its side effects once:
 * the device's open approval request (``idp_service/devices/approve.py``) is
   closed, as ``approved`` when the request's own code trusted the device and as
   ``closed`` otherwise, so that no code can change the device afterwards;
-* the console sessions opened through the device end (``idp_service/admin/sessions.py``)
+* the console sessions opened through the device end (``idp_service/directory/sessions.py``)
   when an admin denies or revokes it;
 * an audit event is written, and with it, in the same transaction, the webhook
   event its action stands for (``idp_service/webhooks/catalog.py``).
@@ -44,9 +44,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from idp_service.admin.sessions import end_for_device
 from idp_service.devices import queries as device_queries
 from idp_service.devices.approval_tables import ApprovalRequest
+from idp_service.directory.sessions import end_for_device
 from idp_service.platform import audit
 from idp_service.platform.errors import Conflict
 from idp_service.platform.models import DEVICE_STATES, Device, utcnow

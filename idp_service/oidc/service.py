@@ -75,6 +75,8 @@ def keys(svc: Services) -> KeyRing:
     ring = svc.oidc_keys
     if ring is None:
         ring = svc.oidc_keys = KeyRing(svc.db)
+    if not isinstance(ring, KeyRing):
+        raise TypeError("Services.oidc_keys must be an oidc.keys.KeyRing")
     return ring
 
 
@@ -83,6 +85,8 @@ def hint_keys(svc: Services) -> eam.HintKeys:
     cache = svc.oidc_hint_keys
     if cache is None:
         cache = svc.oidc_hint_keys = eam.HintKeys()
+    if not isinstance(cache, eam.HintKeys):
+        raise TypeError("Services.oidc_hint_keys must be an oidc.eam.HintKeys")
     return cache
 
 

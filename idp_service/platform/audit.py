@@ -3,18 +3,57 @@
 An event is written in the caller's transaction when the decision commits with
 it, or on its own with :func:`record_separately` when the request failed and
 nothing else may be written. Never put secrets, codes or tokens in ``details``.
+
+Features that react to audited decisions (webhooks enqueue their deliveries)
+register a sink with :func:`subscribe` when the process is composed (the app
+factory and the CLI do it); every sink is called with each event, in the same
+session, so what it adds commits or rolls back with the decision. The platform
+itself knows no feature.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from idp_service.platform.audit_chain import with_mac
+from idp_service.platform.audit_keys import with_mac
 from idp_service.platform.db import Database
 from idp_service.platform.models import AuditEvent, utcnow
-from idp_service.webhooks.catalog import EVENT_TYPES
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One audit event as it was written (what a sink sees)."""
+
+    at: dt.datetime
+    action: str
+    outcome: str
+    code: str | None
+    actor: str | None
+    user_id: str | None
+    device_id: str | None
+    remote_addr: str | None
+    details: dict[str, Any] | None
+
+
+class Sink(Protocol):
+    """Called with every audit event, in the session that writes it."""
+
+    def __call__(self, session: Session, event: Recorded) -> None: ...
+
+
+_sinks: tuple[Sink, ...] = ()
+
+
+def subscribe(sink: Sink) -> None:
+    """Call ``sink`` for every event this process records from now on (once, however
+    often it is subscribed)."""
+    global _sinks
+    if sink not in _sinks:
+        _sinks = (*_sinks, sink)
 
 
 def record(
@@ -29,17 +68,24 @@ def record(
     remote_addr: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Add an audit event to ``session`` (committed with the caller's transaction).
-
-    An ``ok`` decision that is a webhook event (``webhooks/catalog.py``) also
-    enqueues its deliveries in the same transaction.
-    """
-    at = utcnow()
+    """Add an audit event to ``session`` (committed with the caller's transaction),
+    and hand it to every subscribed sink in the same session."""
+    event = Recorded(
+        at=utcnow(),
+        action=action,
+        outcome=outcome,
+        code=code,
+        actor=actor,
+        user_id=user_id,
+        device_id=device_id,
+        remote_addr=remote_addr,
+        details=details,
+    )
     session.add(
         AuditEvent(
             **with_mac(
                 {
-                    "at": at,
+                    "at": event.at,
                     "action": action,
                     "outcome": outcome,
                     "code": code,
@@ -52,13 +98,8 @@ def record(
             )
         )
     )
-    if outcome == "ok" and action in EVENT_TYPES:
-        from idp_service.webhooks import catalog, outbox
-
-        found = catalog.events_for(
-            action, actor=actor, user_id=user_id, device_id=device_id, details=details
-        )
-        outbox.enqueue(session, found, at)
+    for sink in _sinks:
+        sink(session, event)
 
 
 def record_separately(db: Database, action: str, outcome: str, **kwargs: Any) -> None:

@@ -43,8 +43,7 @@ import hmac
 import json
 import logging
 import os
-import secrets
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,8 +53,25 @@ from nacl.signing import SigningKey, VerifyKey
 from sqlalchemy import CursorResult, bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
+from idp_service.platform import audit, audit_keys
 from idp_service.platform.db import Database
 from idp_service.platform.models import AuditCheckpoint, AuditEvent, table_of, utcnow
+
+# The keys and row MACs (audit_keys.py), re-exported: callers configure and read the
+# audit's keys through this module.
+CONTENT_FIELDS = audit_keys.CONTENT_FIELDS
+checkpoint_file = audit_keys.checkpoint_file
+configure = audit_keys.configure
+content_bytes = audit_keys.content_bytes
+current_checkpoint_file = audit_keys.current_checkpoint_file
+current_key = audit_keys.current_key
+current_signer = audit_keys.current_signer
+key_id = audit_keys.key_id
+load_checkpoint_key = audit_keys.load_checkpoint_key
+load_key = audit_keys.load_key
+row_mac = audit_keys.row_mac
+with_mac = audit_keys.with_mac
+canonical_time = audit_keys.canonical_time
 
 log = logging.getLogger(__name__)
 
@@ -68,140 +84,6 @@ CHECKPOINT_FORMAT = 1
 CHECKPOINT_KINDS = ("interval", "manual", "reseal", "prune", "restore")
 SEAL_BATCH = 5000
 LOCK_ID = 7231001
-CONTENT_FIELDS = (
-    "at",
-    "action",
-    "outcome",
-    "code",
-    "actor",
-    "user_id",
-    "device_id",
-    "remote_addr",
-    "details",
-)
-
-_key: bytes | None = None
-_data_dir: Path | None = None
-_signer: SigningKey | None = None
-
-
-# -- keys and configuration ------------------------------------------------------------------
-def _key_file(path: Path, size: int = 32) -> bytes:
-    """Read the hex key in ``path``, creating it (0600, in a 0700 directory) if absent."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process created it first
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(size) + "\n")
-    return bytes.fromhex(path.read_text().strip())
-
-
-def load_key(data_dir: Path, env: Mapping[str, str] | None = None) -> bytes:
-    """The audit key: ``DEVICETRUST_AUDIT_KEY`` (hex), else ``audit.key`` in the data dir."""
-    env = os.environ if env is None else env
-    text_key = env.get("DEVICETRUST_AUDIT_KEY")
-    if text_key:
-        key = bytes.fromhex(text_key.strip())
-        if len(key) < 32:
-            raise ValueError("DEVICETRUST_AUDIT_KEY must be at least 32 bytes of hex")
-        return key
-    return _key_file(data_dir / "audit.key")
-
-
-def load_checkpoint_key(data_dir: Path, env: Mapping[str, str] | None = None) -> SigningKey:
-    """The checkpoint signing key (Ed25519): ``DEVICETRUST_AUDIT_CHECKPOINT_KEY`` (hex seed),
-    else ``audit-checkpoint.key`` in the data dir. Separate from every other key."""
-    env = os.environ if env is None else env
-    text_key = env.get("DEVICETRUST_AUDIT_CHECKPOINT_KEY")
-    if text_key:
-        seed = bytes.fromhex(text_key.strip())
-        if len(seed) != 32:
-            raise ValueError("DEVICETRUST_AUDIT_CHECKPOINT_KEY must be 32 bytes of hex")
-    else:
-        seed = _key_file(data_dir / "audit-checkpoint.key")
-    return SigningKey(seed)
-
-
-def checkpoint_file(data_dir: Path, env: Mapping[str, str] | None = None) -> Path:
-    """Where checkpoints are appended: ``DEVICETRUST_AUDIT_CHECKPOINT_FILE``, else the data dir."""
-    env = os.environ if env is None else env
-    configured = env.get("DEVICETRUST_AUDIT_CHECKPOINT_FILE")
-    return Path(configured) if configured else data_dir / "audit-checkpoints.jsonl"
-
-
-def configure(key: bytes, *, data_dir: Path | None = None) -> None:
-    """Set this process's audit key, and the data dir its checkpoint key and file live in
-    (the app factory and the CLI call this once)."""
-    global _key, _data_dir, _signer
-    _key = key
-    if data_dir is not None and data_dir != _data_dir:
-        _data_dir, _signer = data_dir, None
-
-
-def _configured_data_dir() -> Path:
-    global _data_dir
-    if _data_dir is None:
-        from idp_service.platform.config import Settings
-
-        _data_dir = Settings.from_env().data_dir
-    return _data_dir
-
-
-def current_key() -> bytes:
-    """This process's audit key: as configured, else loaded from the environment's settings."""
-    global _key
-    if _key is None:
-        _key = load_key(_configured_data_dir())
-    return _key
-
-
-def current_signer() -> SigningKey:
-    """This process's checkpoint signing key."""
-    global _signer
-    if _signer is None:
-        _signer = load_checkpoint_key(_configured_data_dir())
-    return _signer
-
-
-def current_checkpoint_file() -> Path:
-    """This process's checkpoint file."""
-    return checkpoint_file(_configured_data_dir())
-
-
-def key_id(verify_key: VerifyKey) -> str:
-    """A short name of a checkpoint public key: the first 8 bytes of its SHA-256, hex."""
-    return hashlib.sha256(bytes(verify_key)).hexdigest()[:16]
-
-
-# -- row MACs and links ----------------------------------------------------------------------
-def _canonical_time(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def content_bytes(values: dict[str, Any]) -> bytes:
-    """The exact bytes a row's MAC covers: its content fields as canonical JSON."""
-    doc = [
-        _canonical_time(values["at"]) if name == "at" else values.get(name)
-        for name in CONTENT_FIELDS
-    ]
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def row_mac(values: dict[str, Any], key: bytes | None = None) -> str:
-    """HMAC-SHA256 of a row's content, hex."""
-    return hmac.new(key or current_key(), content_bytes(values), hashlib.sha256).hexdigest()
-
-
-def with_mac(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` plus ``mac`` (and ``at`` if missing): what an INSERT into audit_events needs."""
-    out = dict(values)
-    out.setdefault("at", utcnow())
-    out["mac"] = row_mac(out)
-    return out
 
 
 @functools.lru_cache(maxsize=8)
@@ -361,8 +243,6 @@ def _reseal(session: Session, key: bytes) -> bool:
         session.connection().execute(_UPDATE, updates)
         count += len(rows)
         last_seq = rows[-1].chain_seq
-    from idp_service.platform import audit
-
     audit.record(
         session,
         "audit.reseal",
@@ -445,8 +325,6 @@ def append_line(path: Path, line: dict[str, Any]) -> None:
 
 def _publish(session: Session, line: dict[str, Any], actor: str) -> None:
     """Keep ``line`` in the table and send it as an ``audit.checkpoint`` event, in ``session``."""
-    from idp_service.platform import audit
-
     payload = {k: v for k, v in line.items() if k != "signature"}
     session.add(
         AuditCheckpoint(
@@ -486,7 +364,7 @@ def checkpoint(
             "kind": kind,
             "seq": seq,
             "head": head,
-            "at": _canonical_time(utcnow()),
+            "at": canonical_time(utcnow()),
             "key_id": key_id(signer.verify_key),
             **(extra or {}),
         }
@@ -807,14 +685,12 @@ def prune(db: Database, before: dt.datetime, *, actor: str = "cli") -> dict[str,
         result = session.execute(delete(AuditEvent).where(AuditEvent.chain_seq <= through))
         assert isinstance(result, CursorResult)  # a DELETE's result has a row count
         removed["rows"] = result.rowcount
-        from idp_service.platform import audit
-
         audit.record(
             session,
             "audit.prune",
             "ok",
             actor=actor,
-            details={"through_seq": through, "before": _canonical_time(before),
+            details={"through_seq": through, "before": canonical_time(before),
                      "rows": result.rowcount, "first_retained": through + 1},
         )  # fmt: skip
 
@@ -822,7 +698,7 @@ def prune(db: Database, before: dt.datetime, *, actor: str = "cli") -> dict[str,
         db,
         "prune",
         actor=actor,
-        extra={"before": _canonical_time(before), "first_retained": through + 1},
+        extra={"before": canonical_time(before), "first_retained": through + 1},
         at_seq=(through, target["head"]),
         session_hook=_delete,
     )
@@ -837,6 +713,6 @@ def export(db: Database, *, since_seq: int = 0) -> Iterator[dict[str, Any]]:
         if row.chain_seq <= since_seq:
             continue
         data = row_values(row)
-        data["at"] = _canonical_time(row.at)
+        data["at"] = canonical_time(row.at)
         yield {"id": row.id, "chain_seq": row.chain_seq, **data, "mac": row.mac,
                "chain_hash": row.chain_hash}  # fmt: skip

@@ -11,17 +11,18 @@ it its engine through the storage options.
 RETURNING count`` (PostgreSQL, SQLite >= 3.35): a missing or expired counter
 starts a new window at ``amount``, a live one grows by ``amount``, and the
 database serialises concurrent increments of one key, so no two requests can
-both see the last free slot. Expired rows are deleted by one indexed ``DELETE``
-at most every :data:`SWEEP_EVERY` seconds per process. On PostgreSQL an increment
-commits without waiting for its WAL flush (``synchronous_commit = off`` for that
-transaction only): after a crash a counter may be a little low, never wrong
-in a way that matters, and requests don't queue behind the disk.
+both see the last free slot. Expired rows are never read as live (every read
+checks the window's end, and ``incr`` restarts an ended window in place), so the
+expiry job (``idp_service/expiry.py``) deletes them, not the request path. On
+PostgreSQL an increment commits without waiting for its WAL flush
+(``synchronous_commit = off`` for that transaction only): after a crash a counter
+may be a little low, never wrong in a way that matters, and requests don't
+queue behind the disk.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +38,6 @@ from idp_service.platform.ratelimit_tables import RateLimitCounter
 log = logging.getLogger(__name__)
 
 SCHEME = "devicetrust-db"
-SWEEP_EVERY = 60.0  # seconds between deletions of expired counters, per process
 
 _table = table_of(RateLimitCounter)
 
@@ -87,8 +87,6 @@ class DatabaseStorage(Storage):
         self.clock = clock
         self._postgres = engine.dialect.name == "postgresql"
         self._incr = _INCR.statement(engine.dialect.name)
-        self._sweep_lock = threading.Lock()
-        self._next_sweep = 0.0
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
@@ -105,7 +103,6 @@ class DatabaseStorage(Storage):
                 # don't make every request wait for its own WAL flush.
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             count = conn.execute(self._incr, params).scalar_one()
-        self._sweep(now)
         return int(count)
 
     def get(self, key: str) -> int:
@@ -151,15 +148,3 @@ class DatabaseStorage(Storage):
         when = self.clock() if now is None else now
         with self.engine.begin() as conn:
             return conn.execute(delete(_table).where(_table.c.expires_at <= when)).rowcount
-
-    def _sweep(self, now: float) -> None:
-        """Run :meth:`sweep` if this process has not for :data:`SWEEP_EVERY` seconds."""
-        if now < self._next_sweep or not self._sweep_lock.acquire(blocking=False):
-            return
-        try:
-            self._next_sweep = now + SWEEP_EVERY
-            self.sweep(now)
-        except SQLAlchemyError:
-            log.warning("could not delete expired rate-limit counters", exc_info=True)
-        finally:
-            self._sweep_lock.release()

@@ -35,7 +35,6 @@ imports no web framework.
 from __future__ import annotations
 
 import datetime as dt
-import random
 from dataclasses import dataclass
 from typing import Literal
 
@@ -179,14 +178,6 @@ def _post(acs_url: str, encoded: str, relay_state: str | None, sp_name: str) -> 
     )
 
 
-PURGE_ONE_IN = 64
-
-
-def purge_issued(svc: Services, now: dt.datetime | None = None) -> int:
-    """Delete stored Responses past their validity (they can never be delivered again)."""
-    return saml_store.purge_issued(svc.db, now or svc.clock())
-
-
 def complete(
     svc: Services, txn: LoginTransaction, user: User | None, device: Device | None
 ) -> Outcome:
@@ -246,8 +237,6 @@ def complete(
             details=details,
             issued=(encoded, valid_until),
         ):
-            if random.randrange(PURGE_ONE_IN) == 0:  # now and then, off the common path
-                purge_issued(svc)
             return _post(target.acs_url, encoded, c.get("relay_state"), sp["name"])
         code = _why_not_claimed(svc, txn)
         if code is None:  # another request for this transaction completed it just now

@@ -32,13 +32,14 @@ import hashlib
 import threading
 import uuid
 from dataclasses import dataclass
+from typing import Any, cast
 
 import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -122,11 +123,12 @@ def _new_row(key_type: str, status: str) -> SigningKey:
 def bump_generation(session: Session) -> None:
     """Mark the key set changed, in the transaction of the change (so the two commit
     together). On PostgreSQL the row lock also orders concurrent key changes."""
-    bumped = session.execute(
+    result = session.execute(
         update(SigningKeyGeneration)
         .where(SigningKeyGeneration.id == GENERATION_ROW)
         .values(generation=SigningKeyGeneration.generation + 1)
-    ).rowcount
+    )
+    bumped = cast("CursorResult[Any]", result).rowcount
     if not bumped:  # migration 0013 inserts the row; a database without it gets it here
         session.add(SigningKeyGeneration(id=GENERATION_ROW, generation=1))
         session.flush()

@@ -10,7 +10,8 @@ metadata refreshes endpoints and certificates and keeps the settings.
 
 Every function here takes a SQLAlchemy session and raises :class:`RegistryError`
 (a ``ValueError`` with a stable code) on bad input, so the CLI and the admin API
-share one layer.
+share one layer. What a sign-in reads off a registered SP (its ACS, its settings
+snapshot) is :mod:`idp_service.saml.protocol.sp_view`, re-exported here.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from idp_service.saml.protocol.constants import (
     NS_MD,
     SIGNATURE_ALGORITHMS,
 )
+from idp_service.saml.protocol.sp_view import resolve_acs as resolve_acs
+from idp_service.saml.protocol.sp_view import snapshot as snapshot
 from idp_service.saml.tables import ServiceProvider
 
 MAX_METADATA = 512 * 1024
@@ -394,57 +397,3 @@ def to_json(sp: ServiceProvider, *, with_metadata: bool = False) -> dict[str, An
     if with_metadata:
         data["metadata_xml"] = sp.metadata_xml
     return data
-
-
-def snapshot(sp: ServiceProvider) -> dict[str, Any]:
-    """The settings a Response needs, frozen into the login transaction when the request is
-    accepted (so completing a sign-in needs no second registry read; a settings change
-    applies from the next sign-in)."""
-    return {
-        "id": sp.id,
-        "name": sp.name,
-        "nameid_format": sp.nameid_format,
-        "attributes": dict(sp.attributes or {}),
-        "sign_response": sp.sign_response,
-        "sign_assertion": sp.sign_assertion,
-        "signature_algorithm": sp.signature_algorithm,
-        "encrypt_cert": (sp.encryption_certs or [None])[0] if sp.encrypt_assertion else None,
-        "session_minutes": sp.session_minutes,
-        "requested_authn_context": sp.requested_authn_context,
-    }
-
-
-def resolve_acs(
-    sp: ServiceProvider,
-    *,
-    url: str | None = None,
-    index: int | None = None,
-    binding: str | None = None,
-) -> str:
-    """The ACS URL to answer at: by index, or by exact URL plus binding, or the default.
-
-    No prefix, wildcard or host matching: anything not in the metadata is refused.
-    """
-    endpoints = list(sp.acs or [])
-    if binding is not None and binding != BINDING_POST:
-        raise SamlError("saml_unsupported_binding", "responses are sent with HTTP-POST only")
-    if url is not None and index is not None:
-        raise SamlError("saml_malformed", "AssertionConsumerServiceURL and Index are exclusive")
-    if index is not None:
-        for ep in endpoints:
-            if ep["index"] == index:
-                return str(ep["location"])
-        raise SamlError("saml_acs_mismatch", f"no ACS with index {index}")
-    if url is not None:
-        for ep in endpoints:
-            if ep["location"] == url and ep["binding"] == BINDING_POST:
-                return url
-        raise SamlError("saml_acs_mismatch", "the ACS URL is not in the SP's metadata")
-    # SAML metadata: the first isDefault="true", else the first not marked false, else the first.
-    for ep in endpoints:
-        if ep.get("is_default") is True:
-            return str(ep["location"])
-    for ep in endpoints:
-        if ep.get("is_default") is None:
-            return str(ep["location"])
-    return str(endpoints[0]["location"])

@@ -38,8 +38,11 @@ PERSISTENT_SECRET = "saml.persistent_nameid"  # noqa: S105 - a row name, not a s
 
 
 def keys(service: Services) -> KeyRing:
-    """The process's signing key ring."""
-    return service.saml_keys
+    """The process's signing key ring (the app factory puts a :class:`KeyRing` there)."""
+    ring = service.saml_keys
+    if not isinstance(ring, KeyRing):
+        raise TypeError("Services.saml_keys must be a saml.keys.KeyRing")
+    return ring
 
 
 def persistent_secret(service: Services) -> bytes:
@@ -106,7 +109,6 @@ def start_sso(service: Services, incoming: authn_request.Incoming) -> SsoStart:
             raise SamlError("saml_replayed", "this request ID was already used", status=409)
     except SamlError as exc:
         return SsoStart(error=exc, issuer=issuer, accepted=accepted)
-    authn_request.purge_seen(service.db)
     return SsoStart(txn_id=txn_id, issuer=issuer, accepted=accepted)
 
 

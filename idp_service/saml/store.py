@@ -10,8 +10,10 @@ writes nothing. Statements go to the driver connection (``platform/driver.py``).
 The completer (``saml/completer.py``) keeps each Response it issued
 (``saml_issued_responses``) in the same write as its claim on the transaction:
 :func:`claim` and :func:`keep_issued` for a refusal (a success is claimed by
-``signin/store.complete_verified``), :func:`issued`, :func:`drop_issued` and
-:func:`purge_issued` to deliver it again or forget it.
+``signin/store.complete_verified``), :func:`issued` and :func:`drop_issued` to
+deliver it again or forget it. Expired request IDs and Responses are deleted by
+the expiry job (``idp_service/expiry.py``), not on the request path: every read
+checks the expiry first, so a row past it only waits for the job.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Engine, delete, update
 from sqlalchemy.orm import Session
 
-from idp_service.platform.db import Database
 from idp_service.platform.driver import detached_loader, driver, sqlite_time
 from idp_service.platform.models import LoginTransaction
 from idp_service.saml.tables import IssuedResponse, ServiceProvider
@@ -128,10 +129,3 @@ def issued(session: Session, txn_id: str) -> IssuedResponse | None:
 def drop_issued(session: Session, txn_id: str) -> None:
     """Forget the Response kept for a transaction."""
     session.execute(delete(IssuedResponse).where(IssuedResponse.txn_id == txn_id))
-
-
-def purge_issued(db: Database, now: dt.datetime) -> int:
-    """Delete kept Responses past their validity (they can never be delivered again)."""
-    with db.session() as s:
-        result = s.execute(delete(IssuedResponse).where(IssuedResponse.valid_until <= now))
-        return cast("CursorResult[Any]", result).rowcount

@@ -12,7 +12,8 @@ answer, never on the code). Every outcome is audited, never the code.
 
 from __future__ import annotations
 
-from flask import Response, redirect, render_template, request
+from flask import redirect, render_template, request
+from werkzeug.wrappers import Response  # what redirect() returns
 
 from idp_service.devices import approve
 from idp_service.platform import audit

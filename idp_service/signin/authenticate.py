@@ -129,7 +129,7 @@ def verify(
 def _guards(service: Services, verified: VerifiedResponse) -> Guards:
     """Detection's cheap checks for the guarded write (any failure takes the slow path)."""
     settings = service.settings
-    now = dt.datetime.now(dt.UTC)
+    now = service.clock()
     instance = detection.instance_of(verified.platform)
     return Guards(
         hardware_uuid=verified.platform.get("hardware_uuid") or None,
@@ -164,13 +164,15 @@ def _explain_refusal(
         ).first()
         device = found[0] if found is not None else None
         registered = (
-            RegisteredDevice(verified.device_id, device.sign_key, device.state, bool(found[1]))
-            if device is not None
+            RegisteredDevice(verified.device_id, found[0].sign_key, found[0].state, bool(found[1]))
+            if found is not None
             else None
         )
-        check_registration(verified, registered)
-        now = dt.datetime.now(dt.UTC)
-        if detection.judge_answer(device, verified.platform, now, service.settings):
+        check_registration(verified, registered)  # refuses an unknown device
+        now = service.clock()
+        if device is not None and detection.judge_answer(
+            device, verified.platform, now, service.settings
+        ):
             return _judge_detected(service, session, verified, device, via, remote_addr, now)
     # Everything looks fine a moment later: a concurrent change (say, a re-trust
     # right after a revocation) raced this answer. Refuse; a new sign-in will work.

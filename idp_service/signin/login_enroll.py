@@ -24,14 +24,16 @@ Register challenges are bound ``enroll:<txn>`` (with a code) or ``tofu:<txn>``
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from idp_service.devices import challenges
 from idp_service.directory import users
 from idp_service.platform import audit
 from idp_service.platform.errors import Conflict, Forbidden, Invalid
-from idp_service.platform.models import Device, LoginTransaction, User, utcnow
+from idp_service.platform.models import Device, LoginTransaction, User
 from idp_service.services import Services
 from idp_service.signin import transactions
 from trust_protocol.challenge import Challenge
@@ -162,18 +164,19 @@ def reopen_pending(service: Services, txn_id: str) -> bool:
     next answer from a device still waiting denies it again.
     """
     with service.db.session() as session:
-        changed = session.execute(
+        result = session.execute(
             update(LoginTransaction)
             .where(
                 LoginTransaction.id == txn_id,
                 LoginTransaction.status == "denied",
                 LoginTransaction.error_code == "device_pending",
                 LoginTransaction.completed_at.is_(None),
-                LoginTransaction.expires_at > utcnow(),
+                LoginTransaction.expires_at > service.clock(),
             )
             .values(status="pending", error_code=None, device_id=None, user_id=None)
             .execution_options(synchronize_session=False)
-        ).rowcount
+        )
+        changed: int = cast("CursorResult[Any]", result).rowcount
     return changed == 1
 
 

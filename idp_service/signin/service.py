@@ -33,7 +33,7 @@ from idp_service.devices import approve
 from idp_service.directory.groups import groups_of
 from idp_service.platform import audit
 from idp_service.platform.models import Device, LoginTransaction, User
-from idp_service.posture.service import LoginPosture
+from idp_service.posture.service import LoginPosture, Posture
 from idp_service.services import Services
 from idp_service.signin import transactions
 from idp_service.signin.reads import read_login, read_transaction
@@ -73,7 +73,8 @@ class Continue:
     @property
     def kind(self) -> str:
         """The surface that started the transaction (``local`` if none said)."""
-        return (self.txn.context or {}).get("kind", "local")
+        kind: str = (self.txn.context or {}).get("kind", "local")
+        return kind
 
 
 def start(services: Services, kind: str, context: dict[str, Any] | None = None) -> str:
@@ -260,6 +261,8 @@ def _posture_gate(
     posture = services.posture
     if posture is None or not posture.checks():
         return None  # nothing to enforce: spare the sign-in the group lookup
+    if not isinstance(posture, Posture):  # the app factory builds a Posture
+        raise TypeError("Services.posture must be a posture.service.Posture")
     verdict = posture.for_login(s, device.id, user.id, user.user_name, groups_of(s, user.id))
     if verdict.action is Action.BLOCK:
         if choice == "cancel":

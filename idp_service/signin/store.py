@@ -390,7 +390,7 @@ def complete_verified(
     deliver that same Response again.
     """
     now = dt.datetime.now(dt.UTC)
-    params = {
+    params: dict[str, Any] = {
         "now": now,
         "txn_id": txn_id,
         "user_id": user_id,
@@ -403,8 +403,9 @@ def complete_verified(
     }
     with driver(engine) as (conn, is_pg):
         if is_pg:
-            return conn.execute(_PG_CLAIM, params).fetchone()[0] == 1
-        params["now"] = sqlite_time(params["now"])
+            claimed: int = conn.execute(_PG_CLAIM, params).fetchone()[0]
+            return claimed == 1
+        params["now"] = sqlite_time(now)
         if issued:
             params["valid_until"] = sqlite_time(issued[1])
         try:

@@ -110,7 +110,8 @@ def settle(session: Session, txn: LoginTransaction) -> LoginTransaction:
         .values(status="verified", device_id=device_id, user_id=user_id, verified_at=consumed_at)
         .execution_options(synchronize_session=False)
     )
-    return session.get(LoginTransaction, txn.id, populate_existing=True)
+    settled = session.get(LoginTransaction, txn.id, populate_existing=True)
+    return settled if settled is not None else txn
 
 
 def mark_denied(

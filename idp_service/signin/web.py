@@ -26,10 +26,11 @@ registers the blueprint and the ``local`` completer.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from flask import (
     Blueprint,
     Flask,
-    Response,
     abort,
     current_app,
     jsonify,
@@ -38,6 +39,8 @@ from flask import (
     request,
     session,
 )
+from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response  # what redirect() and jsonify() both return
 
 from idp_service.devices import challenges
 from idp_service.platform.config import cookie_name
@@ -63,13 +66,21 @@ def init_app(app: Flask, services: Services) -> None:
     app.register_blueprint(bp)
 
 
+def _secret_key() -> str | bytes:
+    """The app's SECRET_KEY (the app factory always sets one)."""
+    key = current_app.secret_key
+    if key is None:
+        raise RuntimeError("the app has no SECRET_KEY")
+    return key
+
+
 def remember(txn_id: str) -> None:
     """Bind a transaction to this browser's session cookie."""
     owned = [t for t in session.get("login_txns", []) if t != txn_id]
     session["login_txns"] = (owned + [txn_id])[-MAX_TXNS_PER_SESSION:]
 
 
-def start_transaction(kind: str, context: dict | None = None) -> str:
+def start_transaction(kind: str, context: dict[str, Any] | None = None) -> str:
     """Create a transaction for this browser; other surfaces (SAML, the console) call this too."""
     txn_id = service.start(ctx(), kind, context)
     remember(txn_id)
@@ -146,7 +157,7 @@ def login_challenge(txn_id: str) -> Response:
     kept = [h for h in request.cookies.get(holder_cookie(), "").split(".") if len(h) == 32]
     kept = [
         *kept[-(MAX_HOLDERS - 1) :],
-        transactions.holder_secret(current_app.secret_key, challenge.id_text),
+        transactions.holder_secret(_secret_key(), challenge.id_text),
     ]
     response.set_cookie(
         holder_cookie(),
@@ -218,7 +229,7 @@ def login_status(txn_id: str) -> Response:
 
 
 @bp.route("/login/<txn_id>/continue", methods=["GET", "POST"])
-def login_continue(txn_id: str) -> Response | str | tuple[str, int] | object:
+def login_continue(txn_id: str) -> ResponseReturnValue:
     """Hand a finished transaction to the surface that started it, once posture allows.
 
     :func:`service.decide_continue` decides; a transaction that was completed
@@ -235,7 +246,7 @@ def login_continue(txn_id: str) -> Response | str | tuple[str, int] | object:
         services,
         found,
         choice=request.form.get("choice") if request.method == "POST" else None,
-        secret_key=current_app.secret_key,
+        secret_key=_secret_key(),
         holders=request.cookies.get(holder_cookie(), "").split(".")[-MAX_HOLDERS:],
         remote_addr=request.remote_addr,
     )
@@ -253,7 +264,8 @@ def login_continue(txn_id: str) -> Response | str | tuple[str, int] | object:
         )
         return page, 403 if outcome.blocked else 200
     completer = services.completers.get(outcome.kind) or complete_local
-    return completer(outcome.txn, outcome.user, outcome.device)
+    # A completer answers what Flask sends (services.py types it as object: no Flask there).
+    return cast("ResponseReturnValue", completer(outcome.txn, outcome.user, outcome.device))
 
 
 def _handed_over(txn: LoginTransaction) -> tuple[str, int]:

@@ -2,10 +2,11 @@
 
 Events come from decisions, and every decision is audited: when
 :func:`idp_service.platform.audit.record` writes an ``ok`` row whose action is a key of
-:data:`EVENT_TYPES`, the event is enqueued in the same transaction. To make a
+:data:`EVENT_TYPES`, the audit sink :func:`idp_service.webhooks.outbox.on_audit`
+enqueues the event in the same transaction. To make a
 new decision an event, add its audit action here (and a line to docs/events.md).
 
-This module imports nothing heavy: ``audit.record`` consults it on every call.
+This module imports nothing heavy: the audit sink consults it on every call.
 """
 
 from __future__ import annotations

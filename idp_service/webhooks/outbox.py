@@ -1,6 +1,8 @@
 """Enqueue events in the transaction of the decision they report (a transactional outbox).
 
-:func:`idp_service.platform.audit.record` calls :func:`enqueue` for the audit actions of
+:func:`on_audit`, the audit sink that :func:`subscribe_to_audit` registers with
+:mod:`idp_service.platform.audit` when a process is composed (the app factory, the
+``devicetrust`` CLI), calls :func:`enqueue` for the ``ok`` audit actions of
 :mod:`~idp_service.webhooks.catalog`: one ``webhook_deliveries`` row per
 matching active endpoint joins the caller's session, so the event is committed
 with the decision or rolled back with it. The cost is one indexed query for
@@ -17,7 +19,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from idp_service.platform import audit
 from idp_service.platform.models import utcnow
+from idp_service.webhooks import catalog
 from idp_service.webhooks.tables import WebhookDelivery, WebhookEndpoint
 
 _ACTIVE = select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
@@ -77,3 +81,24 @@ def enqueue(
                 add_delivery(session, endpoint_id, payload, at)
                 added += 1
     return added
+
+
+def on_audit(session: Session, event: audit.Recorded) -> None:
+    """The audit sink: an ``ok`` event whose action is a webhook event enqueues its
+    deliveries in the decision's session (a dictionary lookup for every other event)."""
+    if event.outcome != "ok" or event.action not in catalog.EVENT_TYPES:
+        return
+    found = catalog.events_for(
+        event.action,
+        actor=event.actor,
+        user_id=event.user_id,
+        device_id=event.device_id,
+        details=event.details,
+    )
+    enqueue(session, found, event.at)
+
+
+def subscribe_to_audit() -> None:
+    """Enqueue webhook events for this process's audited decisions (idempotent); every
+    composition root that writes audit events calls this once."""
+    audit.subscribe(on_audit)

@@ -91,7 +91,7 @@ def connect(
     """A TCP connection to ``host:port``, made only to addresses that were checked."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if not allow_private:
-        refused = sorted({info[4][0] for info in infos if not is_public(info[4][0])})
+        refused = sorted({str(i[4][0]) for i in infos if not is_public(str(i[4][0]))})
         if refused:
             raise TargetRefused(
                 f"{host} resolves to a non-public address ({', '.join(refused[:3])}); set "
@@ -113,7 +113,9 @@ def connect(
     raise error or OSError(f"{host} has no address")
 
 
-def _guarded(base: type[http.client.HTTPConnection], allow_private: bool) -> type:
+def _guarded(
+    base: type[http.client.HTTPConnection], allow_private: bool
+) -> type[http.client.HTTPConnection]:
     class Guarded(base):  # type: ignore[valid-type, misc]
         def connect(self) -> None:
             if getattr(self, "_tunnel_host", None):  # to a proxy: its policy decides
@@ -153,6 +155,7 @@ def opener(allow_private: bool) -> urllib.request.OpenerDirector:
 
     class HTTPSHandler(urllib.request.HTTPSHandler):
         def https_open(self, req: urllib.request.Request) -> Any:  # noqa: ANN401
-            return self.do_open(https_conn, req, context=self._context)
+            # the handler's own TLS context (None: the default one), as urllib passes it
+            return self.do_open(https_conn, req, context=getattr(self, "_context", None))
 
     return urllib.request.build_opener(NoRedirects(), HTTPHandler(), HTTPSHandler())

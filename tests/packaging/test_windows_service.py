@@ -15,6 +15,7 @@ import time
 import httpx
 
 from agent import windows_service as ws
+from agent.cli import ClickRunner
 from tests.procs import free_port
 
 STATE_NAMES = {1: "STOPPED", 2: "START_PENDING", 3: "STOP_PENDING", 4: "RUNNING"}
@@ -61,7 +62,7 @@ def test_scm_start_then_stop_runs_and_ends_the_real_agent_loop(tmp_path, monkeyp
     monkeypatch.setenv("DEVICETRUST_AGENT_CONFIG", str(config))
     monkeypatch.setenv("DEVICETRUST_AGENT_STATE_DIR", str(tmp_path / "state"))
     recorder = Recorder()
-    service = ws.AgentService(recorder, ws.ClickRunner(("run", "--no-reports", "--no-approvals")))
+    service = ws.AgentService(recorder, ClickRunner(("run", "--no-reports", "--no-approvals")))
     thread = run_in_thread(service)  # SCM: StartService -> SvcDoRun
     assert recorder.running.wait(10)
     deadline = time.monotonic() + 20
@@ -104,7 +105,7 @@ def test_a_configuration_problem_says_how_to_look(tmp_path, monkeypatch):
     monkeypatch.setenv("DEVICETRUST_AGENT_CONFIG", str(config))
     monkeypatch.setenv("DEVICETRUST_AGENT_STATE_DIR", str(tmp_path / "state"))
     recorder = Recorder()
-    code = ws.AgentService(recorder, ws.ClickRunner(("run",))).run()
+    code = ws.AgentService(recorder, ClickRunner(("run",))).run()
     assert code == 78
     assert recorder.states()[-1] == ("STOPPED", 78)
     assert any("devicetrust-agent status" in c[2] for c in recorder.calls if c[0] == "event")

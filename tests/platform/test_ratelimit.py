@@ -291,18 +291,33 @@ def test_database_storage_windows_end_and_expired_counters_are_deleted(migrated_
     store.engine.dispose()
 
 
-def test_increments_delete_expired_counters_now_and_then(migrated_url):
+def test_expired_counters_never_count_and_only_the_expiry_job_deletes_them(migrated_url):
+    """The request path deletes nothing: an ended window is skipped by reads and restarts
+    in place on its next increment; the expiry job (``expiry.clean_up``) deletes it."""
+    import datetime as dt
+
+    from idp_service.expiry import clean_up
+    from idp_service.platform.db import Database
+
     clock = Clock()
     store = DatabaseStorage(engine=make_engine(migrated_url), clock=clock)
-    store.incr("old", 1)  # the first increment sweeps, nothing to delete yet
-    clock.now += 30
+    store.incr("old", 1)
+    store.incr("kept", 100)
+    clock.now += 61
     store.incr("new", 60)
-    with store.engine.connect() as conn:  # swept at most once a minute: old is still there
-        assert conn.execute(select(func.count()).select_from(RateLimitCounter)).scalar_one() == 2
-    clock.now += 31
-    store.incr("new", 60)
+    with store.engine.connect() as conn:  # increments deleted nothing
+        keys = conn.execute(select(RateLimitCounter.key)).scalars().all()
+    assert sorted(keys) == ["kept", "new", "old"]
+    assert store.get("old") == 0 and store.get("kept") == 1
+    db = Database(migrated_url)
+    try:
+        deleted = clean_up(db, now=dt.datetime.fromtimestamp(clock.now, dt.UTC))
+    finally:
+        db.dispose()
+    assert deleted.get("rate_limit_counters") == 1
     with store.engine.connect() as conn:
-        assert conn.execute(select(RateLimitCounter.key)).scalars().all() == ["new"]
+        keys = conn.execute(select(RateLimitCounter.key)).scalars().all()
+    assert sorted(keys) == ["kept", "new"]
     store.engine.dispose()
 
 

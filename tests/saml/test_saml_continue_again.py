@@ -114,7 +114,7 @@ def test_a_second_continue_delivers_the_identical_response_until_it_expires(idp)
 
 
 def test_expired_responses_are_purged_and_valid_ones_kept(idp):
-    from idp_service.saml.completer import purge_issued
+    from idp_service.expiry import clean_up
 
     client = FlaskClient(idp)
     device = enroll(idp, client, "erin@example.com")
@@ -124,7 +124,7 @@ def test_expired_responses_are_purged_and_valid_ones_kept(idp):
         assert device_login(client, device, r.headers["Location"]).status_code == 200
         txns.append(r.headers["Location"].rsplit("/", 1)[-1])
     _expire(idp, txns[0])
-    assert purge_issued(idp.extensions["devicetrust"]) == 1
+    assert clean_up(_db(idp)).get("saml_issued_responses") == 1  # the one clean-up path
     with _db(idp).session() as s:
         assert s.get(IssuedResponse, txns[0]) is None
         assert s.get(IssuedResponse, txns[1]) is not None

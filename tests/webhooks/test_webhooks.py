@@ -538,6 +538,40 @@ def test_cli_manages_endpoints_and_shows_the_log(migrated_url, tmp_path):
         db.dispose()
 
 
+def test_a_decision_made_by_the_cli_enqueues_its_event(migrated_url, tmp_path):
+    """The CLI is a process of its own: the ``devicetrust`` group subscribes the webhook
+    outbox to the audit log, so a CLI decision that is an event (here ``audit checkpoint``,
+    an ``audit.checkpoint`` event) is enqueued in its own transaction, as in the service."""
+    env = base_env(DEVICETRUST_DATABASE_URL=migrated_url, DEVICETRUST_DATA_DIR=str(tmp_path / "d"))
+
+    def devicetrust(*args: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-m", "idp_service", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        return run.stdout
+
+    hook = json.loads(
+        devicetrust(
+            "webhook", "add", "https://hooks.example.com/a", "--json", "--event", "audit.checkpoint"
+        )
+    )
+    line = json.loads(devicetrust("audit", "checkpoint"))
+    db = Database(migrated_url)
+    try:
+        sent = [(d.endpoint_id, d.event_type, d.payload["data"]) for d in _deliveries(db)]
+    finally:
+        db.dispose()
+    assert [(endpoint, kind) for endpoint, kind, _ in sent] == [
+        (hook["endpoint"]["id"], "audit.checkpoint")
+    ]
+    assert sent[0][2]["details"]["seq"] == line["seq"]  # the checkpoint just signed
+
+
 # -- the console ------------------------------------------------------------------------------
 
 

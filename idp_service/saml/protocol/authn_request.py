@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import random
 import re
 import zlib
 from dataclasses import dataclass
@@ -34,13 +33,10 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from lxml import etree
-from sqlalchemy import delete
 
-from idp_service.platform.db import Database
 from idp_service.platform.models import utcnow
-from idp_service.saml import registry as sp_registry
 from idp_service.saml.errors import SamlError
-from idp_service.saml.protocol import authn_context, xmldsig, xmlsafe
+from idp_service.saml.protocol import authn_context, sp_view, xmldsig, xmlsafe
 from idp_service.saml.protocol.constants import (
     AUTHN_CONTEXT_DEVICE_BOUND,
     BINDING_POST,
@@ -56,7 +52,7 @@ from idp_service.saml.protocol.constants import (
     STATUS_REQUESTER,
     STATUS_RESPONDER,
 )
-from idp_service.saml.tables import SeenRequest, ServiceProvider
+from idp_service.saml.tables import ServiceProvider
 
 MAX_ENCODED = 64 * 1024  # the SAMLRequest parameter as received
 MAX_XML = 128 * 1024  # the decoded (inflated) document
@@ -64,7 +60,6 @@ MAX_POST_BODY = 256 * 1024
 MAX_RELAY_STATE = 1024  # bytes; SAML bindings ask for 80, real SPs send URLs
 MAX_AGE = dt.timedelta(minutes=8)  # how old an IssueInstant may be
 MAX_FUTURE = dt.timedelta(minutes=3)  # how far ahead an SP's clock may run
-PURGE_ONE_IN = 64
 
 ID_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,255}\Z")
 INSTANT_PATTERN = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]00:00)\Z")
@@ -337,7 +332,7 @@ def check(
     now = now or dt.datetime.now(dt.UTC)
     if not now - MAX_AGE <= request.issue_instant <= now + MAX_FUTURE:
         raise SamlError("saml_expired_request", "IssueInstant is outside the accepted window")
-    acs_url = sp_registry.resolve_acs(
+    acs_url = sp_view.resolve_acs(
         sp, url=request.acs_url, index=request.acs_index, binding=request.protocol_binding
     )
     return Accepted(
@@ -350,7 +345,7 @@ def check(
         relay_state=incoming.relay_state,
         signed=signed,
         identity_broker=sp.identity_broker,
-        sp_settings=sp_registry.snapshot(sp),
+        sp_settings=sp_view.snapshot(sp),
     )
 
 
@@ -394,13 +389,6 @@ def seen_until(accepted: Accepted, now: dt.datetime | None = None) -> dt.datetim
     return max(now or utcnow(), accepted.request.issue_instant) + MAX_AGE + MAX_FUTURE
 
 
-def purge_seen(db: Database, now: dt.datetime | None = None) -> None:
-    """Now and then, forget request IDs too old to be accepted anyway."""
-    if random.randrange(PURGE_ONE_IN) == 0:
-        with db.session() as s:
-            s.execute(delete(SeenRequest).where(SeenRequest.expires_at < (now or utcnow())))
-
-
 __all__ = [
     "Accepted",
     "AuthnRequest",
@@ -411,6 +399,5 @@ __all__ = [
     "policy_check",
     "read_post",
     "read_redirect",
-    "purge_seen",
     "seen_until",
 ]
