@@ -9,7 +9,6 @@ and for a surface that finishes sign-ins (SAML, the console) its completer in
 from __future__ import annotations
 
 import atexit
-import logging
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -17,7 +16,7 @@ from werkzeug.routing import IntegerConverter
 
 from idp_service import admin, api, schedule
 from idp_service.devices import web as agent_web
-from idp_service.platform import audit_chain
+from idp_service.platform import audit_chain, logs, metrics
 from idp_service.platform.config import Settings, cookie_name
 from idp_service.platform.db import Database
 from idp_service.platform.keys import SESSION_KEY, load_secret, load_server_keys
@@ -28,7 +27,7 @@ from idp_service.services import Services
 from idp_service.signin import web as signin_web
 from idp_service.signin.reads import DeviceOwners
 from idp_service.updates import web as updates_web
-from idp_service.web import bodies, display, headers, health, ratelimit
+from idp_service.web import bodies, display, headers, health, observability, ratelimit
 from idp_service.web.errors import register_error_handlers
 from scim.app import mount_scim
 
@@ -69,9 +68,9 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     app.config.update(
         SECRET_KEY=settings.secret_key or load_secret(db, SESSION_KEY),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
+        SESSION_COOKIE_HTTPONLY=settings.cookie_httponly,
+        SESSION_COOKIE_SAMESITE=settings.cookie_samesite,
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
         # __Host- (Secure, no Domain, Path=/) on https, so a sibling host cannot plant it;
         # browsers refuse that prefix without Secure, so plain-http loopback keeps the bare name.
         SESSION_COOKIE_NAME=cookie_name(settings, "devicetrust_session"),
@@ -81,16 +80,19 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
         TRUSTED_HOSTS=list(settings.trusted_hosts) or None,
         TESTING=settings.testing,
     )
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_format, settings.log_level)  # JSON lines with request ids
+    metrics.watch_pool(db.engine)
+    observability.install(app, settings)  # request ids, access lines, HSTS, /metrics
     register_error_handlers(app)
     headers.install(app, settings)  # no framing anywhere; a strict CSP on every page
     display.install(app)  # untrusted names are isolated from the page's text direction
     app.jinja_env.globals["public_url"] = settings.public_url  # never the Host header
     if settings.trusted_proxies:
-        # The client address is the one the trusted proxies saw (idp_service/web/ratelimit.py).
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
+        # The client address and scheme are the ones the trusted proxies saw
+        # (idp_service/web/ratelimit.py; request.is_secure behind a TLS-terminating proxy).
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
+        )
 
     app.register_blueprint(health.bp)
     agent_web.init_app(app, services)  # /agent/v1

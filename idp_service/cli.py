@@ -36,10 +36,18 @@ def cli() -> None:
 
 
 @cli.command()
-def migrate() -> None:
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="A TOML settings file (DEVICETRUST_CONFIG); environment variables override it.",
+)
+def migrate(config_file: str | None) -> None:
     """Create or upgrade the database schema to the newest version."""
     from idp_service.platform.migrate import upgrade
 
+    if config_file:
+        os.environ["DEVICETRUST_CONFIG"] = config_file
     settings = _settings()
     if settings.database_url.startswith("sqlite:///"):
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -51,6 +59,20 @@ def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def _use_config(path: str | None) -> None:
+    """``--config FILE``: the TOML file to read (the environment still overrides it)."""
+    if path:
+        os.environ["DEVICETRUST_CONFIG"] = path
+
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="A TOML settings file (DEVICETRUST_CONFIG); environment variables override it.",
+)
 
 
 @cli.command()
@@ -66,19 +88,35 @@ def _redact(url: str) -> str:
     help="Threads per gunicorn worker (gthread).",
 )
 @click.option("--dev", is_flag=True, help="Use the single-process development server.")
-def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
+@CONFIG_OPTION
+def serve(
+    host: str, port: int, workers: int, threads: int, dev: bool, config_file: str | None
+) -> None:
     """Run the HTTP service (gunicorn; --dev for Werkzeug's server)."""
     from idp_service.app import create_app
+    from idp_service.platform import metrics
 
-    _settings()  # refuse a bad configuration before binding, with a clear message
+    _use_config(config_file)
+    settings = _settings()  # refuse a bad configuration before binding, with a clear message
 
     if dev:
+        if settings.metrics_listen:
+            _metrics_listener(settings.metrics_listen)
         app = create_app(background=True)
         app.run(host=host, port=port, threaded=True, use_reloader=False)
         return
+    import shutil
+    import tempfile
+
     from gunicorn.app.base import BaseApplication
 
     from idp_service.web import bodies
+
+    # Every worker writes its metrics to files here; /metrics merges them
+    # (idp_service/platform/metrics.py). A fresh directory per start, removed at exit.
+    own_dir = metrics.multiprocess_dir() is None
+    if own_dir:
+        metrics.use_multiprocess(tempfile.mkdtemp(prefix="devicetrust-metrics-"))
 
     class _Server(BaseApplication):
         def load_config(self) -> None:
@@ -94,11 +132,37 @@ def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
             self.cfg.set("control_socket_disable", True)
             # Lets a refused, unread request body close its connection (idp_service/web/bodies.py).
             self.cfg.set("pre_request", bodies.gunicorn_pre_request)
+            self.cfg.set("child_exit", lambda _arbiter, worker: metrics.process_exited(worker.pid))
+            if settings.metrics_listen:
+                self.cfg.set(
+                    "when_ready", lambda _arbiter: _metrics_listener(settings.metrics_listen)
+                )
 
         def load(self):  # noqa: ANN202
             return create_app(background=True)
 
-    _Server().run()
+    try:
+        _Server().run()
+    finally:
+        directory = metrics.multiprocess_dir()
+        if own_dir and directory:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _metrics_listener(listen: str) -> None:
+    """Serve /metrics on ``host:port`` from this process (gunicorn's master), in a thread."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    from idp_service.platform import metrics
+
+    host, _, port = listen.rpartition(":")
+    directory = metrics.multiprocess_dir()
+    if directory is None:
+        start_http_server(int(port), addr=host.strip("[]"))
+        return
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    start_http_server(int(port), addr=host.strip("[]"), registry=registry)
 
 
 @cli.group()
