@@ -666,6 +666,94 @@ def demo(port: int | None, sp_port: int | None, verbose: bool) -> None:
     sys.exit(run_demo(port=port, sp_port=sp_port, verbose=verbose))
 
 
+PASSPHRASE_VARIABLE = "DEVICETRUST_KEYS_PASSPHRASE"  # noqa: S105 - a variable's name
+
+
+def _passphrase(passphrase_file: str | None, confirm: bool) -> str:
+    """From --passphrase-file, else DEVICETRUST_KEYS_PASSPHRASE, else asked (hidden)."""
+    if passphrase_file:
+        with open(passphrase_file, encoding="utf-8") as fh:
+            return fh.read().rstrip("\r\n")
+    given = os.environ.get(PASSPHRASE_VARIABLE)
+    if given:
+        return given
+    return str(click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm))
+
+
+@keys_group.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, writable=True))
+@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@CONFIG_OPTION
+def keys_export(
+    file: str, passphrase_file: str | None, force: bool, config_file: str | None
+) -> None:
+    """Write all the service's key material to FILE, encrypted under a passphrase.
+
+    The database's secrets and SAML signing keys, and the audit keys (which a
+    database backup does not hold). For new hardware and disaster recovery: keep
+    FILE and its passphrase apart, and apart from database backups. The passphrase
+    comes from --passphrase-file, DEVICETRUST_KEYS_PASSPHRASE, or is asked.
+    """
+    from idp_service import key_backup
+    from idp_service.platform.db import Database
+    from idp_service.platform.errors import ServiceError
+
+    _use_config(config_file)
+    settings = _settings()
+    bundle = key_backup.collect(Database(settings.database_url), settings.data_dir)
+    try:
+        sealed = key_backup.seal(bundle, _passphrase(passphrase_file, confirm=True))
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(file, flags, 0o600)
+    except FileExistsError:
+        raise click.ClickException(f"{file} exists; choose another name or add --force") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(sealed)
+    counts = (
+        f"{len(bundle['server_secrets'])} database secrets, "
+        f"{len(bundle['saml_signing_keys'])} SAML signing keys, "
+        f"{len(bundle['audit_keys'])} audit keys"
+    )
+    click.echo(f"wrote {file} (0600): {counts}")
+
+
+@keys_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--replace", is_flag=True, help="Overwrite keys that exist here with other values.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+@CONFIG_OPTION
+def keys_import(
+    file: str, passphrase_file: str | None, replace: bool, as_json: bool, config_file: str | None
+) -> None:
+    """Put the key material of FILE (from `keys export`) in place here.
+
+    Run it after `devicetrust migrate` on the new database. Nothing is written if a
+    key exists here with another value, unless --replace.
+    """
+    from pathlib import Path
+
+    from idp_service import key_backup
+    from idp_service.platform.db import Database
+    from idp_service.platform.errors import ServiceError
+
+    _use_config(config_file)
+    settings = _settings()
+    try:
+        bundle = key_backup.unseal(Path(file).read_bytes(), _passphrase(passphrase_file, False))
+        # Not _db(): that would create an audit key here before the imported one is in place.
+        database = Database(settings.database_url)
+        changes = key_backup.restore(database, settings.data_dir, bundle, replace=replace)
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = [{"what": c.what, "action": c.action} for c in changes]
+    _emit(rows, as_json, "\n".join(f"{c.action:10} {c.what}" for c in changes))
+
+
 # Each surface's command group.
 for _group in (checks, sp_group, keys_group, scim_token, api_token, policy, webhook):
     cli.add_command(_group)

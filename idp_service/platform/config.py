@@ -686,8 +686,8 @@ def production_problems(settings: Settings) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if not settings.public_url.startswith("https://"):
         problems.append(("DEVICETRUST_PUBLIC_URL", "must be an https:// URL"))
-    if not settings.secure_cookies:
-        problems.append(("DEVICETRUST_COOKIE_SECURE", "must be true (or auto, with https)"))
+    if settings.cookie_secure is False:  # auto follows the public URL, named above
+        problems.append(("DEVICETRUST_COOKIE_SECURE", "must be true, or auto (with https)"))
     if not settings.cookie_httponly:
         problems.append(("DEVICETRUST_COOKIE_HTTPONLY", "must be true"))
     if settings.cookie_samesite == "None":
