@@ -87,12 +87,6 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     headers.install(app, settings)  # no framing anywhere; a strict CSP on every page
     display.install(app)  # untrusted names are isolated from the page's text direction
     app.jinja_env.globals["public_url"] = settings.public_url  # never the Host header
-    if settings.trusted_proxies:
-        # The client address and scheme are the ones the trusted proxies saw
-        # (idp_service/web/ratelimit.py; request.is_secure behind a TLS-terminating proxy).
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
-        )
 
     app.register_blueprint(health.bp)
     agent_web.init_app(app, services)  # /agent/v1
@@ -104,6 +98,14 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     admin.init_app(app, services)  # the admin console at /admin
     ratelimit.init_app(app, settings, db)  # per-client limits, after every route exists
     bodies.install(app)  # a body refused unread ends its connection (SCIM included)
+    # Around everything, SCIM included: request ids, access lines, HTTP metrics, HSTS.
+    app.wsgi_app = observability.RequestSignals(app.wsgi_app, settings)  # type: ignore[method-assign]
+    if settings.trusted_proxies:
+        # Outermost: the client address and scheme are the ones the trusted proxies saw,
+        # for every route (rate limits, audit log; request.is_secure behind TLS termination).
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
+        )
 
     if background:
         jobs = schedule.runner(db, settings)

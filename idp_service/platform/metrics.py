@@ -48,12 +48,13 @@ _HUMAN = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 SIGNINS = Counter(
     "devicetrust_signins",
-    "Sign-ins finished, by outcome (success, denied) and refusal code (none on success).",
+    "Sign-ins decided: verified (a device answer verified it), or denied with the refusal code."
+    " A sign-in denied after it was verified (a posture block, a revocation) counts in both.",
     ["outcome", "code"],
 )
 SIGNIN_SECONDS = Histogram(
     "devicetrust_signin_duration_seconds",
-    "Time from a sign-in's start (its login transaction) to its success, by surface.",
+    "Time from a sign-in's start to its hand-over, verified, to its surface (saml, admin, local).",
     ["kind"],
     buckets=_HUMAN,
 )
@@ -73,7 +74,7 @@ REPORTS = Counter(
 )
 CHECK_RESULTS = Counter(
     "devicetrust_check_results",
-    "Posture check results in ingested reports, by status (pass, fail, unknown, error).",
+    "Posture check results evaluated from reports, by status (PASS, FAIL, UNKNOWN, ERROR).",
     ["status"],
 )
 SCIM_REQUESTS = Counter(
@@ -125,7 +126,7 @@ FAMILIES = tuple(
 
 
 def signin(outcome: str, code: str | None = None) -> None:
-    """A sign-in finished: ``success``, or ``denied`` with its refusal code."""
+    """A sign-in was decided: ``verified``, or ``denied`` with its refusal code."""
     SIGNINS.labels(outcome, code or "").inc()
 
 
@@ -144,19 +145,6 @@ def verify_path(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
 
     return timed
-
-
-def signin_claim(func: Callable[P, bool]) -> Callable[P, bool]:
-    """Decorates the one write that claims a sign-in's success: True counts a success."""
-
-    @functools.wraps(func)
-    def claimed(*args: P.args, **kwargs: P.kwargs) -> bool:
-        won = func(*args, **kwargs)
-        if won:
-            signin("success")
-        return won
-
-    return claimed
 
 
 @contextmanager

@@ -113,6 +113,8 @@ def verify(
                 consumed = consume(fresh)
         if consumed is None:
             consumed = _explain_refusal(service, verified, via, remote_addr)
+        if consumed.txn_status == "verified":
+            metrics.signin("verified")  # once: the answer that verified the sign-in
         return Authentication(
             verified.device_id,
             consumed.user_id,

@@ -36,7 +36,6 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
 
-from idp_service.platform import metrics
 from idp_service.platform.audit_chain import row_mac
 from idp_service.platform.driver import driver, sqlite_time
 from idp_service.platform.group_commit import GroupCommit
@@ -369,7 +368,6 @@ _SQLITE_CLAIM_ISSUED = """
 """
 
 
-@metrics.signin_claim
 def complete_verified(
     engine: Engine,
     txn_id: str,

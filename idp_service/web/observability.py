@@ -19,8 +19,9 @@ import logging
 import re
 import secrets
 import time
+from typing import Any
 
-from flask import Flask, Response, abort, g, request
+from flask import Flask, Response, abort, request
 
 from idp_service.platform import logs, metrics
 from idp_service.platform.config import Settings
@@ -52,54 +53,75 @@ def scim_operation(method: str, path: str) -> str:
     return by_method.get(method, "other")
 
 
-def _begin() -> None:
-    given = request.headers.get(HEADER, "")
-    rid = given if _GIVEN_ID.fullmatch(given) else secrets.token_hex(8)
-    g.request_id = rid
-    g.request_started = time.perf_counter()
-    g.request_id_token = logs.request_id.set(rid)
+ROUTE_KEY = "devicetrust.route"
 
 
-def install(app: Flask, settings: Settings) -> None:
-    """Request ids, one access line per request, HSTS, metrics, and /metrics if configured."""
-    hsts = (
-        f"max-age={settings.hsts_max_age}; includeSubDomains"
-        if settings.hsts_max_age and settings.public_url.startswith("https://")
-        else None
-    )
+class RequestSignals:
+    """WSGI middleware around everything (SCIM's mounted app too): the request id, the
+    ``X-Request-ID`` and HSTS headers, one access line and the HTTP metrics per request."""
 
-    @app.after_request
-    def _finish(response: Response) -> Response:
-        rid = g.get("request_id")
-        if rid:
-            response.headers[HEADER] = rid
-        if hsts:
-            response.headers["Strict-Transport-Security"] = hsts
-        metrics.http_response(response.status_code)
-        if request.path.startswith(SCIM_PREFIX):
-            metrics.scim_request(scim_operation(request.method, request.path), response.status_code)
-        rule = request.url_rule.rule if request.url_rule is not None else None
-        # The route's pattern, never the path or query: those carry transaction ids and codes.
+    def __init__(self, app: Any, settings: Settings) -> None:
+        self.app = app
+        self.hsts = (
+            f"max-age={settings.hsts_max_age}; includeSubDomains"
+            if settings.hsts_max_age and settings.public_url.startswith("https://")
+            else None
+        )
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        given = environ.get("HTTP_X_REQUEST_ID", "")
+        rid = given if _GIVEN_ID.fullmatch(given) else secrets.token_hex(8)
+        token = logs.request_id.set(rid)
+        started = time.perf_counter()
+        seen: dict[str, int] = {}
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen["status"] = int(status.split(" ", 1)[0])
+            headers = [(k, v) for k, v in headers if k.lower() != HEADER.lower()]
+            headers.append((HEADER, rid))
+            if self.hsts:
+                headers.append(("Strict-Transport-Security", self.hsts))
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.app(environ, start)
+        finally:
+            self._done(environ, seen.get("status", 500), started)
+            logs.request_id.reset(token)
+
+    @staticmethod
+    def _done(environ: dict[str, Any], status: int, started: float) -> None:
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "")
+        metrics.http_response(status)
+        route = environ.get(ROUTE_KEY)
+        if path.startswith(SCIM_PREFIX):
+            op = scim_operation(method, path)
+            metrics.scim_request(op, status)
+            route = f"{SCIM_PREFIX}({op})"
+        # The route's pattern, never the path or query: they carry transaction ids and codes.
         access.info(
             "request",
             extra={
-                "method": request.method,
-                "route": rule,
-                "status": response.status_code,
-                "ms": round(1000 * (time.perf_counter() - g.get("request_started", 0.0)), 1),
-                "remote_addr": request.remote_addr,
+                "method": method,
+                "route": route,
+                "status": status,
+                "ms": round(1000 * (time.perf_counter() - started), 1),
+                "remote_addr": environ.get("REMOTE_ADDR"),
             },
         )
-        return response
 
-    @app.teardown_request
-    def _end(_: BaseException | None) -> None:
-        token = g.pop("request_id_token", None)
-        if token is not None:
-            logs.request_id.reset(token)
 
-    # First of all before_request hooks, so every later hook's log lines carry the id.
-    app.before_request_funcs.setdefault(None, []).insert(0, _begin)
+def install(app: Flask, settings: Settings) -> None:
+    """Note each request's route for the access line, and add /metrics if configured.
+
+    The app factory wraps the finished app in :class:`RequestSignals`.
+    """
+
+    @app.before_request
+    def _route() -> None:
+        if request.url_rule is not None:
+            request.environ[ROUTE_KEY] = request.url_rule.rule
 
     token = settings.metrics_token.encode()
 
