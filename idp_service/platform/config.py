@@ -15,6 +15,7 @@ variable (or the file and key), the value, and what is expected.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -469,7 +470,11 @@ def _config_error(
         message = f"{variable}={env.get(variable, '')!r} {problem}"
         return ConfigError(variable, message)
     if error.get("type") == "extra_forbidden":
-        message = f"{path}: {key} is not a setting devicetrust knows (docs/deploy.md lists them)"
+        close = difflib.get_close_matches(key, list(Inputs.model_fields), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        message = (
+            f"{path}: {key} is not a setting devicetrust knows ({hint}docs/deploy.md lists them)"
+        )
     else:
         message = f"{path}: {key} = {data[key]!r} {problem} (or set {variable})"
     return ConfigError(f"{path}: {key}", message)

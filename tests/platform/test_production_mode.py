@@ -114,7 +114,9 @@ def test_serve_config_refuses_before_binding(tmp_path, monkeypatch):
     typo = _write(tmp_path, 'public_url = "https://idp.example.com"\npublik_url = "x"\n')
     result = runner.invoke(cli, ["serve", "--config", str(typo)])
     assert result.exit_code == 1
-    assert "publik_url is not a setting devicetrust knows" in result.output
+    assert "publik_url is not a setting devicetrust knows (did you mean public_url?" in (
+        result.output
+    )
 
     insecure = _write(tmp_path, 'env = "production"\npublic_url = "https://idp.example.com"\n')
     result = runner.invoke(cli, ["serve", "--config", str(insecure)])
