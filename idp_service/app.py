@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     app = Flask(__name__)
     app.url_map.converters["int"] = BoundedInt  # before any route is added
     db = Database(settings.database_url)
+    metrics.watch_pool(db.engine)  # before the first connection, so the gauges see them all
     services = Services(
         settings=settings,
         db=db,
@@ -81,7 +82,6 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
         TESTING=settings.testing,
     )
     logs.configure(settings.log_format, settings.log_level)  # JSON lines with request ids
-    metrics.watch_pool(db.engine)
     observability.install(app, settings)  # request ids, access lines, HSTS, /metrics
     register_error_handlers(app)
     headers.install(app, settings)  # no framing anywhere; a strict CSP on every page

@@ -30,8 +30,9 @@ from trust_protocol.durations import format_duration
 def cli() -> None:
     """devicetrust: a SAML identity provider that trusts devices, not just passwords.
 
-    Configuration comes from DEVICETRUST_* environment variables (see docs/deploy.md);
-    by default the database is SQLite in your per-user data directory.
+    Configuration comes from DEVICETRUST_* environment variables, and the TOML file that
+    DEVICETRUST_CONFIG (or serve --config) names (see docs/deploy.md); by default the
+    database is SQLite in your per-user data directory.
     """
 
 

@@ -201,26 +201,37 @@ def job_succeeded(job: str) -> None:
 
 
 def watch_pool(engine: Any) -> None:
-    """Count the pool's connections (SQLAlchemy pool events) in ``DB_POOL``."""
+    """Count the pool's connections (SQLAlchemy pool events) in ``DB_POOL``.
+
+    Only connections opened (and checked out) after this call are counted, so a
+    connection made earlier never drives the gauges below what they saw.
+    """
     from sqlalchemy import event
 
     in_use, opened = DB_POOL.labels("in_use"), DB_POOL.labels("open")
+    mark = "devicetrust.metrics"
 
     @event.listens_for(engine, "connect")
-    def _connect(*_: Any) -> None:
+    def _connect(_: Any, record: Any) -> None:
+        record.info[mark] = False  # counted open, not checked out
         opened.inc()
 
     @event.listens_for(engine, "close")
-    def _close(*_: Any) -> None:
-        opened.dec()
+    def _close(_: Any, record: Any) -> None:
+        if record.info.pop(mark, None) is not None:
+            opened.dec()
 
     @event.listens_for(engine, "checkout")
-    def _checkout(*_: Any) -> None:
-        in_use.inc()
+    def _checkout(_: Any, record: Any, __: Any) -> None:
+        if record.info.get(mark) is False:
+            record.info[mark] = True
+            in_use.inc()
 
     @event.listens_for(engine, "checkin")
-    def _checkin(*_: Any) -> None:
-        in_use.dec()
+    def _checkin(_: Any, record: Any) -> None:
+        if record.info.get(mark) is True:
+            record.info[mark] = False
+            in_use.dec()
 
 
 def use_multiprocess(directory: str) -> None:

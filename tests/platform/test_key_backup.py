@@ -60,6 +60,8 @@ def _run(args: list[str], url: str, data_dir: Path, passfile: Path):
         "DEVICETRUST_DATA_DIR": str(data_dir),
         "DEVICETRUST_AUDIT_KEY": "",
         "DEVICETRUST_AUDIT_CHECKPOINT_KEY": "",
+        "DEVICETRUST_CONFIG": None,
+        "DEVICETRUST_ENV": None,
     }
     return CliRunner().invoke(
         cli, ["keys", *args, "--passphrase-file", str(passfile)], env=env, catch_exceptions=False

@@ -67,10 +67,13 @@ def test_a_jobs_last_success_moves_only_when_it_succeeds(migrated_url):
 
 def test_the_pool_gauge_follows_checkouts(sqlite_url):
     db = Database(sqlite_url)
+    db.engine.dispose()  # no connection made before the gauge watches
     metrics.watch_pool(db.engine)
     in_use = _value("devicetrust_db_pool_connections", state="in_use")
+    opened = _value("devicetrust_db_pool_connections", state="open")
     with db.engine.connect():
         assert _value("devicetrust_db_pool_connections", state="in_use") == in_use + 1
-        assert _value("devicetrust_db_pool_connections", state="open") >= 1
+        assert _value("devicetrust_db_pool_connections", state="open") == opened + 1
     assert _value("devicetrust_db_pool_connections", state="in_use") == in_use
-    db.dispose()
+    db.engine.dispose()
+    assert _value("devicetrust_db_pool_connections", state="open") == opened

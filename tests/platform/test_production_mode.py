@@ -112,16 +112,19 @@ def test_serve_config_refuses_before_binding(tmp_path, monkeypatch):
             monkeypatch.delenv(name)
     runner = CliRunner()
     typo = _write(tmp_path, 'public_url = "https://idp.example.com"\npublik_url = "x"\n')
-    result = runner.invoke(cli, ["serve", "--config", str(typo)])
+    # --config sets DEVICETRUST_CONFIG in this process: the runner restores it after.
+    keep = {"DEVICETRUST_CONFIG": None}
+    result = runner.invoke(cli, ["serve", "--config", str(typo)], env=keep)
     assert result.exit_code == 1
     assert "publik_url is not a setting devicetrust knows (did you mean public_url?" in (
         result.output
     )
 
     insecure = _write(tmp_path, 'env = "production"\npublic_url = "https://idp.example.com"\n')
-    result = runner.invoke(cli, ["serve", "--config", str(insecure)])
+    result = runner.invoke(cli, ["serve", "--config", str(insecure)], env=keep)
     assert result.exit_code == 1
     assert "DEVICETRUST_ENV=production refuses to start" in result.output
+    assert "DEVICETRUST_CONFIG" not in __import__("os").environ
     for variable in EVERY[1:]:  # the URL is https (and the cookies follow it)
         assert variable in result.output
 
