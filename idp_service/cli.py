@@ -683,7 +683,11 @@ def _passphrase(passphrase_file: str | None, confirm: bool) -> str:
 
 @keys_group.command("export")
 @click.argument("file", type=click.Path(dir_okay=False, writable=True))
-@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Read the passphrase from this file (else DEVICETRUST_KEYS_PASSPHRASE, else asked).",
+)
 @click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
 @CONFIG_OPTION
 def keys_export(
@@ -724,7 +728,11 @@ def keys_export(
 
 @keys_group.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Read the passphrase from this file (else DEVICETRUST_KEYS_PASSPHRASE, else asked).",
+)
 @click.option("--replace", is_flag=True, help="Overwrite keys that exist here with other values.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
 @CONFIG_OPTION
