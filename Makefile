@@ -57,11 +57,14 @@ bench: $(STAMP)
 mutation: $(STAMP)
 	$(BIN)/python tests/mutation/run.py $(MUTATION_ARGS)
 
-## docs: render docs/architecture.svg from its Graphviz source (Debian's graphviz)
-docs: docs/architecture.svg
+## docs: render docs/architecture.svg and docs/deploy.svg from their Graphviz sources (Debian's graphviz)
+docs: docs/architecture.svg docs/deploy.svg
 
 docs/architecture.svg: docs/architecture.dot
 	dot -Tsvg $< | sed "1a <!-- source: docs/architecture.dot sha256=$$(sha256sum $< | cut -c1-64) -->" > $@
+
+docs/deploy.svg: docs/deploy.dot
+	dot -Tsvg $< | sed "1a <!-- source: docs/deploy.dot sha256=$$(sha256sum $< | cut -c1-64) -->" > $@
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info test-artifacts mutants

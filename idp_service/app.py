@@ -9,7 +9,6 @@ and for a surface that finishes sign-ins (SAML, the console) its completer in
 from __future__ import annotations
 
 import atexit
-import logging
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -18,7 +17,7 @@ from werkzeug.routing import IntegerConverter
 from idp_service import admin, api, schedule
 from idp_service.devices import web as agent_web
 from idp_service.oidc import web as oidc_web
-from idp_service.platform import audit_chain
+from idp_service.platform import audit_chain, logs, metrics
 from idp_service.platform.config import Settings, cookie_name
 from idp_service.platform.db import Database
 from idp_service.platform.keys import SESSION_KEY, load_secret, load_server_keys
@@ -29,7 +28,7 @@ from idp_service.services import Services
 from idp_service.signin import web as signin_web
 from idp_service.signin.reads import DeviceOwners
 from idp_service.updates import web as updates_web
-from idp_service.web import bodies, display, headers, health, ratelimit
+from idp_service.web import bodies, display, headers, health, observability, ratelimit
 from idp_service.web.errors import register_error_handlers
 from idp_service.webhooks import outbox as webhook_outbox
 from scim.app import mount_scim
@@ -60,6 +59,7 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     app = Flask(__name__)
     app.url_map.converters["int"] = BoundedInt  # before any route is added
     db = Database(settings.database_url)
+    metrics.watch_pool(db.engine)  # before the first connection, so the gauges see them all
     services = Services(
         settings=settings,
         db=db,
@@ -72,9 +72,9 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     app.config.update(
         SECRET_KEY=settings.secret_key or load_secret(db, SESSION_KEY),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
+        SESSION_COOKIE_HTTPONLY=settings.cookie_httponly,
+        SESSION_COOKIE_SAMESITE=settings.cookie_samesite,
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
         # __Host- (Secure, no Domain, Path=/) on https, so a sibling host cannot plant it;
         # browsers refuse that prefix without Secure, so plain-http loopback keeps the bare name.
         SESSION_COOKIE_NAME=cookie_name(settings, "devicetrust_session"),
@@ -84,16 +84,12 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
         TRUSTED_HOSTS=list(settings.trusted_hosts) or None,
         TESTING=settings.testing,
     )
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_format, settings.log_level)  # JSON lines with request ids
+    observability.install(app, settings)  # request ids, access lines, HSTS, /metrics
     register_error_handlers(app)
     headers.install(app, settings)  # no framing anywhere; a strict CSP on every page
     display.install(app)  # untrusted names are isolated from the page's text direction
     app.jinja_env.globals["public_url"] = settings.public_url  # never the Host header
-    if settings.trusted_proxies:
-        # The client address is the one the trusted proxies saw (idp_service/web/ratelimit.py).
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
 
     app.register_blueprint(health.bp)
     agent_web.init_app(app, services)  # /agent/v1
@@ -106,6 +102,14 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     admin.init_app(app, services)  # the admin console at /admin
     ratelimit.init_app(app, settings, db)  # per-client limits, after every route exists
     bodies.install(app)  # a body refused unread ends its connection (SCIM included)
+    # Around everything, SCIM included: request ids, access lines, HTTP metrics, HSTS.
+    app.wsgi_app = observability.RequestSignals(app.wsgi_app, settings)  # type: ignore[method-assign]
+    if settings.trusted_proxies:
+        # Outermost: the client address and scheme are the ones the trusted proxies saw,
+        # for every route (rate limits, audit log; request.is_secure behind TLS termination).
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
+        )
 
     if background:
         jobs = schedule.runner(db, settings)

@@ -31,8 +31,9 @@ from trust_protocol.durations import format_duration
 def cli() -> None:
     """devicetrust: a SAML identity provider that trusts devices, not just passwords.
 
-    Configuration comes from DEVICETRUST_* environment variables (see docs/deploy.md);
-    by default the database is SQLite in your per-user data directory.
+    Configuration comes from DEVICETRUST_* environment variables, and the TOML file that
+    DEVICETRUST_CONFIG (or serve --config) names (see docs/deploy.md); by default the
+    database is SQLite in your per-user data directory.
     """
     from idp_service.webhooks import outbox
 
@@ -40,10 +41,18 @@ def cli() -> None:
 
 
 @cli.command()
-def migrate() -> None:
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="A TOML settings file (DEVICETRUST_CONFIG); environment variables override it.",
+)
+def migrate(config_file: str | None) -> None:
     """Create or upgrade the database schema to the newest version."""
     from idp_service.platform.migrate import upgrade
 
+    if config_file:
+        os.environ["DEVICETRUST_CONFIG"] = config_file
     settings = _settings()
     if settings.database_url.startswith("sqlite:///"):
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -55,6 +64,20 @@ def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def _use_config(path: str | None) -> None:
+    """``--config FILE``: the TOML file to read (the environment still overrides it)."""
+    if path:
+        os.environ["DEVICETRUST_CONFIG"] = path
+
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="A TOML settings file (DEVICETRUST_CONFIG); environment variables override it.",
+)
 
 
 @cli.command()
@@ -70,19 +93,35 @@ def _redact(url: str) -> str:
     help="Threads per gunicorn worker (gthread).",
 )
 @click.option("--dev", is_flag=True, help="Use the single-process development server.")
-def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
+@CONFIG_OPTION
+def serve(
+    host: str, port: int, workers: int, threads: int, dev: bool, config_file: str | None
+) -> None:
     """Run the HTTP service (gunicorn; --dev for Werkzeug's server)."""
     from idp_service.app import create_app
+    from idp_service.platform import metrics
 
-    _settings()  # refuse a bad configuration before binding, with a clear message
+    _use_config(config_file)
+    settings = _settings()  # refuse a bad configuration before binding, with a clear message
 
     if dev:
+        if settings.metrics_listen:
+            _metrics_listener(settings.metrics_listen)
         app = create_app(background=True)
         app.run(host=host, port=port, threaded=True, use_reloader=False)
         return
+    import shutil
+    import tempfile
+
     from gunicorn.app.base import BaseApplication
 
     from idp_service.web import bodies
+
+    # Every worker writes its metrics to files here; /metrics merges them
+    # (idp_service/platform/metrics.py). A fresh directory per start, removed at exit.
+    own_dir = metrics.multiprocess_dir() is None
+    if own_dir:
+        metrics.use_multiprocess(tempfile.mkdtemp(prefix="devicetrust-metrics-"))
 
     class _Server(BaseApplication):
         def load_config(self) -> None:
@@ -98,11 +137,37 @@ def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
             self.cfg.set("control_socket_disable", True)
             # Lets a refused, unread request body close its connection (idp_service/web/bodies.py).
             self.cfg.set("pre_request", bodies.gunicorn_pre_request)
+            self.cfg.set("child_exit", lambda _arbiter, worker: metrics.process_exited(worker.pid))
+            if settings.metrics_listen:
+                self.cfg.set(
+                    "when_ready", lambda _arbiter: _metrics_listener(settings.metrics_listen)
+                )
 
         def load(self):  # noqa: ANN202
             return create_app(background=True)
 
-    _Server().run()
+    try:
+        _Server().run()
+    finally:
+        directory = metrics.multiprocess_dir()
+        if own_dir and directory:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _metrics_listener(listen: str) -> None:
+    """Serve /metrics on ``host:port`` from this process (gunicorn's master), in a thread."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    from idp_service.platform import metrics
+
+    host, _, port = listen.rpartition(":")
+    directory = metrics.multiprocess_dir()
+    if directory is None:
+        start_http_server(int(port), addr=host.strip("[]"))
+        return
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    start_http_server(int(port), addr=host.strip("[]"), registry=registry)
 
 
 @cli.group()
@@ -604,6 +669,102 @@ def demo(port: int | None, sp_port: int | None, verbose: bool) -> None:
     from idp_service.demo import run_demo
 
     sys.exit(run_demo(port=port, sp_port=sp_port, verbose=verbose))
+
+
+PASSPHRASE_VARIABLE = "DEVICETRUST_KEYS_PASSPHRASE"  # noqa: S105 - a variable's name
+
+
+def _passphrase(passphrase_file: str | None, confirm: bool) -> str:
+    """From --passphrase-file, else DEVICETRUST_KEYS_PASSPHRASE, else asked (hidden)."""
+    if passphrase_file:
+        with open(passphrase_file, encoding="utf-8") as fh:
+            return fh.read().rstrip("\r\n")
+    given = os.environ.get(PASSPHRASE_VARIABLE)
+    if given:
+        return given
+    return str(click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm))
+
+
+@keys_group.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, writable=True))
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Read the passphrase from this file (else DEVICETRUST_KEYS_PASSPHRASE, else asked).",
+)
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@CONFIG_OPTION
+def keys_export(
+    file: str, passphrase_file: str | None, force: bool, config_file: str | None
+) -> None:
+    """Write all the service's key material to FILE, encrypted under a passphrase.
+
+    The database's secrets and SAML signing keys, and the audit keys (which a
+    database backup does not hold). For new hardware and disaster recovery: keep
+    FILE and its passphrase apart, and apart from database backups. The passphrase
+    comes from --passphrase-file, DEVICETRUST_KEYS_PASSPHRASE, or is asked.
+    """
+    from idp_service import key_backup
+    from idp_service.platform.db import Database
+    from idp_service.platform.errors import ServiceError
+
+    _use_config(config_file)
+    settings = _settings()
+    bundle = key_backup.collect(Database(settings.database_url), settings.data_dir)
+    try:
+        sealed = key_backup.seal(bundle, _passphrase(passphrase_file, confirm=True))
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(file, flags, 0o600)
+    except FileExistsError:
+        raise click.ClickException(f"{file} exists; choose another name or add --force") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(sealed)
+    counts = (
+        f"{len(bundle['server_secrets'])} database secrets, "
+        f"{len(bundle['saml_signing_keys'])} SAML signing keys, "
+        f"{len(bundle['audit_keys'])} audit keys"
+    )
+    click.echo(f"wrote {file} (0600): {counts}")
+
+
+@keys_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Read the passphrase from this file (else DEVICETRUST_KEYS_PASSPHRASE, else asked).",
+)
+@click.option("--replace", is_flag=True, help="Overwrite keys that exist here with other values.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+@CONFIG_OPTION
+def keys_import(
+    file: str, passphrase_file: str | None, replace: bool, as_json: bool, config_file: str | None
+) -> None:
+    """Put the key material of FILE (from `keys export`) in place here.
+
+    Run it after `devicetrust migrate` on the new database. Nothing is written if a
+    key exists here with another value, unless --replace.
+    """
+    from pathlib import Path
+
+    from idp_service import key_backup
+    from idp_service.platform.db import Database
+    from idp_service.platform.errors import ServiceError
+
+    _use_config(config_file)
+    settings = _settings()
+    try:
+        bundle = key_backup.unseal(Path(file).read_bytes(), _passphrase(passphrase_file, False))
+        # Not _db(): that would create an audit key here before the imported one is in place.
+        database = Database(settings.database_url)
+        changes = key_backup.restore(database, settings.data_dir, bundle, replace=replace)
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = [{"what": c.what, "action": c.action} for c in changes]
+    _emit(rows, as_json, "\n".join(f"{c.action:10} {c.what}" for c in changes))
 
 
 # Each surface's command group.

@@ -179,6 +179,7 @@ def run_demo(port: int | None = None, sp_port: int | None = None, verbose: bool 
     env.setdefault("DEVICETRUST_PUBLIC_URL", f"http://127.0.0.1:{DEMO_PORT}")
     # Show posture at work: the built-in catalog (its checks warn before they block).
     env.setdefault("DEVICETRUST_BUILTIN_CHECKS", "all")
+    env.setdefault("DEVICETRUST_LOG_FORMAT", "text")  # for people (the filter below reads it)
     try:
         settings = Settings.from_env(env)
     except ValueError as exc:

@@ -6,6 +6,8 @@ set -euo pipefail
 
 PKGS=(chromium xmlsec1 libxmlsec1-openssl postgresql cryptsetup-bin lvm2 wixl msitools graphviz
       openssh-client libglib2.0-bin gsettings-desktop-schemas nftables
+      # promtool checks packaging/monitoring/alerts.yml (tests/platform/test_monitoring_assets.py)
+      prometheus
       # packaging (make package, tests/packaging/test_packaging_linux.py): PyInstaller needs
       # binutils (objdump, strip); systemd-analyze verifies the units;
       # deb-systemd-helper runs in the maintainer scripts; rpm inspects the .rpm.

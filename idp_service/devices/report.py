@@ -16,7 +16,7 @@ from sqlalchemy import and_, bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
 
 from idp_service.devices import challenges, detection
-from idp_service.platform import audit
+from idp_service.platform import audit, metrics
 from idp_service.platform.db import Upsert
 from idp_service.platform.errors import Invalid, ServiceError
 from idp_service.platform.models import Device, User, utcnow
@@ -152,6 +152,7 @@ def ingest(service: Services, envelope: bytes, *, remote_addr: str | None = None
                         "facts": facts,
                     },
                 )
+        metrics.report_ingested()
         return {
             "status": "accepted",
             "next_report_in": service.settings.report_interval,

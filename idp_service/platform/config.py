@@ -15,6 +15,7 @@ variable (or the file and key), the value, and what is expected.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -67,12 +68,24 @@ RATE_LIMITS: dict[str, str] = {
 }
 
 
-class ConfigError(ValueError):
-    """A setting that cannot be used: ``variable`` names it (or ``file: key``)."""
+# DEVICETRUST_ENV: what the settings must satisfy. "production" refuses an insecure set.
+ENVIRONMENTS = ("development", "production")
+SAMESITE = ("Lax", "Strict", "None")
+LOG_FORMATS = ("json", "text")
+MIN_HSTS = 86400  # production: HSTS for at least a day (a year is usual)
+MIN_SECRET_KEY = 32  # characters of a configured session key
 
-    def __init__(self, variable: str, message: str) -> None:
+
+class ConfigError(ValueError):
+    """A setting that cannot be used: ``variable`` names it (or ``file: key``).
+
+    ``variables`` names every setting to fix, when there are several (production mode).
+    """
+
+    def __init__(self, variable: str, message: str, variables: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.variable = variable
+        self.variables = variables or (variable,)
 
 
 def default_data_dir() -> Path:
@@ -248,6 +261,39 @@ def _policy(value: Any) -> str:
     return text
 
 
+def _hsts(value: Any) -> int:
+    """``0`` or ``off`` (no header), or a duration."""
+    text = str(value).strip().lower()
+    if text in ("0", "off", "false", "no", ""):
+        return 0
+    return _whole_seconds(value)
+
+
+def _samesite(value: Any) -> str:
+    text = str(value).strip().capitalize()
+    if text not in SAMESITE:
+        raise ValueError("must be Lax, Strict or None")
+    return text
+
+
+def _auto_flag(value: Any) -> bool | None:
+    """``auto`` (None: decided from another setting), or a flag."""
+    if str(value).strip().lower() == "auto":
+        return None
+    return _flag(value)
+
+
+def _listen(value: Any) -> str:
+    """``host:port`` (``[::1]:9464`` for IPv6), or empty for none."""
+    text = str(value).strip()
+    if not text:
+        return ""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:9464 (or empty for none)")
+    return text
+
+
 def _trusted_hosts(value: Any) -> tuple[str, ...] | None:
     """Host names (``.example.com`` for every subdomain), or ``*`` for any (empty tuple)."""
     words = tuple(w.lower() for w in _words(value))
@@ -330,6 +376,17 @@ class Inputs(BaseSettings):
     trusted_hosts: Annotated[tuple[str, ...] | None, NoDecode, BeforeValidator(_trusted_hosts)] = (
         None
     )
+    env: Annotated[str, BeforeValidator(_one_of(*ENVIRONMENTS))] = "development"
+    hsts_max_age: Annotated[int, BeforeValidator(_hsts)] = 0
+    cookie_secure: Annotated[bool | None, BeforeValidator(_auto_flag)] = None
+    cookie_httponly: Flag = True
+    cookie_samesite: Annotated[str, BeforeValidator(_samesite)] = "Lax"
+    metrics_listen: Annotated[str, BeforeValidator(_listen)] = ""
+    metrics_token: str = ""
+    log_format: Annotated[str, BeforeValidator(_one_of(*LOG_FORMATS))] = "json"
+    log_level: Annotated[
+        str, BeforeValidator(lambda v: _one_of("DEBUG", "INFO", "WARNING", "ERROR")(str(v).upper()))
+    ] = "INFO"
 
     @classmethod
     def settings_customise_sources(
@@ -413,7 +470,11 @@ def _config_error(
         message = f"{variable}={env.get(variable, '')!r} {problem}"
         return ConfigError(variable, message)
     if error.get("type") == "extra_forbidden":
-        message = f"{path}: {key} is not a setting devicetrust knows (docs/deploy.md lists them)"
+        close = difflib.get_close_matches(key, list(Inputs.model_fields), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        message = (
+            f"{path}: {key} is not a setting devicetrust knows ({hint}docs/deploy.md lists them)"
+        )
     else:
         message = f"{path}: {key} = {data[key]!r} {problem} (or set {variable})"
     return ConfigError(f"{path}: {key}", message)
@@ -506,6 +567,18 @@ class Settings:
     # Host names the service answers to (the Host header); empty: any. Unset, the
     # public URL's host and the loopback names (idp_service/web/headers.py).
     trusted_hosts: tuple[str, ...] = ()
+    # development or production (production refuses an insecure set: production_problems).
+    env: str = "development"
+    hsts_max_age: int = 0  # seconds of Strict-Transport-Security; 0: no header
+    cookie_secure: bool | None = None  # the session cookie's flags (None: with https)
+    cookie_httponly: bool = True
+    cookie_samesite: str = "Lax"
+    # Prometheus /metrics: on its own listener (host:port), and/or on the service's
+    # listener for requests bearing this token; neither set, no /metrics at all.
+    metrics_listen: str = ""
+    metrics_token: str = ""
+    log_format: str = "json"  # json (one object per line) or text
+    log_level: str = "INFO"
     testing: bool = False
 
     @classmethod
@@ -522,7 +595,9 @@ class Settings:
                 given = Inputs()
         except ValidationError as exc:
             raise _config_error(exc, env, path, data) from None
-        return cls.from_inputs(given)
+        settings = cls.from_inputs(given)
+        refuse_insecure(settings)
+        return settings
 
     @classmethod
     def from_inputs(cls, given: Inputs) -> Settings:
@@ -570,7 +645,23 @@ class Settings:
                 if given.trusted_hosts is None
                 else given.trusted_hosts
             ),
+            env=given.env,
+            hsts_max_age=given.hsts_max_age,
+            cookie_secure=given.cookie_secure,
+            cookie_httponly=given.cookie_httponly,
+            cookie_samesite=given.cookie_samesite,
+            metrics_listen=given.metrics_listen,
+            metrics_token=given.metrics_token,
+            log_format=given.log_format,
+            log_level=given.log_level,
         )
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies are Secure: as configured, else when the public URL is https."""
+        if self.cookie_secure is None:
+            return self.public_url.startswith("https://")
+        return self.cookie_secure
 
     @property
     def origin(self) -> str:
@@ -591,4 +682,53 @@ def cookie_name(settings: Settings, base: str) -> str:
     can set or shadow it; browsers refuse it without Secure, which plain-http
     loopback (development, tests) cannot have, so there the bare name is used.
     """
-    return f"__Host-{base}" if settings.public_url.startswith("https://") else base
+    secure = settings.public_url.startswith("https://") and settings.secure_cookies
+    return f"__Host-{base}" if secure else base
+
+
+def production_problems(settings: Settings) -> list[tuple[str, str]]:
+    """What makes these settings unfit for production: (variable, what to do), each setting."""
+    problems: list[tuple[str, str]] = []
+    if not settings.public_url.startswith("https://"):
+        problems.append(("DEVICETRUST_PUBLIC_URL", "must be an https:// URL"))
+    if settings.cookie_secure is False:  # auto follows the public URL, named above
+        problems.append(("DEVICETRUST_COOKIE_SECURE", "must be true, or auto (with https)"))
+    if not settings.cookie_httponly:
+        problems.append(("DEVICETRUST_COOKIE_HTTPONLY", "must be true"))
+    if settings.cookie_samesite == "None":
+        problems.append(("DEVICETRUST_COOKIE_SAMESITE", "must be Lax or Strict"))
+    if settings.hsts_max_age < MIN_HSTS:
+        problems.append(("DEVICETRUST_HSTS_MAX_AGE", "must be at least 1d; 365d is usual"))
+    if settings.trusted_proxies < 1:
+        problems.append(
+            (
+                "DEVICETRUST_TRUSTED_PROXIES",
+                "must be the number of reverse proxies in front of the service (1 or more)",
+            )
+        )
+    if not settings.database_url.startswith(("postgresql://", "postgresql+psycopg://")):
+        problems.append(("DEVICETRUST_DATABASE_URL", "must be a postgresql:// URL"))
+    if len(settings.secret_key) < MIN_SECRET_KEY:
+        problems.append(
+            (
+                "DEVICETRUST_SECRET_KEY",
+                f"must be set to the same random value (at least {MIN_SECRET_KEY} characters) "
+                "on every replica, e.g. from: python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'",
+            )
+        )
+    return problems
+
+
+def refuse_insecure(settings: Settings) -> None:
+    """In production, raise :class:`ConfigError` naming every setting to fix (else nothing)."""
+    if settings.env != "production":
+        return
+    problems = production_problems(settings)
+    if problems:
+        lines = "\n".join(f"  {variable} {todo}" for variable, todo in problems)
+        raise ConfigError(
+            problems[0][0],
+            f"DEVICETRUST_ENV=production refuses to start; fix these settings:\n{lines}",
+            tuple(variable for variable, _ in problems),
+        )

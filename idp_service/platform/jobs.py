@@ -45,6 +45,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Table, and_, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from idp_service.platform import metrics
 from idp_service.platform.db import Database
 from idp_service.platform.job_tables import JobLease
 from idp_service.platform.models import utcnow
@@ -223,6 +224,8 @@ class JobRunner:
                 log.warning("periodic job %s failed", name, exc_info=True)
             if job.exclusive:
                 self.leases.release(name, ok=ok)
+            if ok:
+                metrics.job_succeeded(name)
             return True
         except Exception:  # noqa: BLE001 - the lease table unreachable: next interval
             log.warning("periodic job %s could not take its lease", name, exc_info=True)

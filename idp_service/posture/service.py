@@ -22,7 +22,7 @@ import nh3
 from sqlalchemy import bindparam, insert, or_, select
 from sqlalchemy.orm import Session
 
-from idp_service.platform import audit
+from idp_service.platform import audit, metrics
 from idp_service.platform.config import Settings
 from idp_service.platform.db import Upsert
 from idp_service.platform.driver import Statement
@@ -178,6 +178,7 @@ class Posture:
         # Age is judged from when the service received the facts, not from the device's claim.
         prepared = prepare_facts(facts, now, roots={root for c in due for root in c.roots})
         results = evaluate_all(due, prepared, now=now)
+        metrics.check_results(r.status.value for r in results)
         rows, history, changed = [], [], []
         for check, result in zip(due, results, strict=True):
             before = stored.get(check.id)

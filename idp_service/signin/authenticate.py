@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from idp_service.devices import challenges, detection
 from idp_service.devices.challenges import timestamp
-from idp_service.platform import audit
+from idp_service.platform import audit, metrics
 from idp_service.platform.models import Challenge as ChallengeRow
 from idp_service.platform.models import Device, LoginTransaction, User
 from idp_service.services import Services
@@ -64,6 +64,7 @@ class Authentication:
     txn_error: str | None = None
 
 
+@metrics.verify_path
 def verify(
     service: Services,
     envelope: bytes,
@@ -112,6 +113,8 @@ def verify(
                 consumed = consume(fresh)
         if consumed is None:
             consumed = _explain_refusal(service, verified, via, remote_addr)
+        if consumed.txn_status == "verified":
+            metrics.signin("verified")  # once: the answer that verified the sign-in
         return Authentication(
             verified.device_id,
             consumed.user_id,

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from idp_service.devices import approve
 from idp_service.directory.groups import groups_of
-from idp_service.platform import audit
+from idp_service.platform import audit, metrics
 from idp_service.platform.models import Device, LoginTransaction, User
 from idp_service.posture.service import LoginPosture, Posture
 from idp_service.services import Services
@@ -222,7 +222,10 @@ def decide_continue(
             held = _posture_gate(services, s, txn, user, device, choice)
             if held is not None:
                 return held
-    return Continue("complete", txn, user, device)
+    done = Continue("complete", txn, user, device)
+    if txn.status == "verified":
+        metrics.signin_duration(done.kind, metrics.age(txn.created_at))
+    return done
 
 
 def still_trusted(user: User | None, device: Device | None) -> bool:

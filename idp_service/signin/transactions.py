@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from idp_service.platform import metrics
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import Challenge, Device, LoginTransaction, User, utcnow
 
@@ -122,7 +123,7 @@ def mark_denied(
     A verified but not yet completed transaction can still be refused: a
     revocation or a blocking posture check between verification and completion wins.
     """
-    session.execute(
+    denied = session.execute(
         update(LoginTransaction)
         .where(
             LoginTransaction.id == txn_id,
@@ -132,6 +133,8 @@ def mark_denied(
         .values(status="denied", error_code=code, device_id=device_id, user_id=user_id)
         .execution_options(synchronize_session=False)
     )
+    if denied.rowcount:  # type: ignore[attr-defined]
+        metrics.signin("denied", code)
 
 
 def is_open(txn: LoginTransaction | None, *, now: dt.datetime | None = None) -> bool:

@@ -40,6 +40,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from idp_service.platform import metrics
 from idp_service.platform.config import Settings
 from idp_service.platform.db import Database
 from idp_service.platform.models import utcnow
@@ -232,6 +233,8 @@ def record(
         ).rowcount
         if gone and applied == 1:
             _disable_gone(session, held.endpoint_id, now)
+    if applied == 1:
+        metrics.webhook_delivery("retry" if values["status"] == "pending" else values["status"])
     return values["status"]
 
 
