@@ -6,12 +6,14 @@ build on; several heads may coexist, and ``upgrade`` applies them all.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
 
 from idp_service.platform.db import make_engine
 
@@ -31,14 +33,24 @@ def upgrade(url: str) -> None:
     command.upgrade(alembic_config(url), "heads")
 
 
-def is_current(url: str) -> bool:
-    """True when the database is at every head (used by ``/readyz``)."""
-    cfg = alembic_config(url)
-    heads = set(ScriptDirectory.from_config(cfg).get_heads())
-    engine = make_engine(url)
+@cache
+def script_heads() -> frozenset[str]:
+    """The heads of the migration scripts this process was built with (read once)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+
+
+def is_current(url: str, engine: Engine | None = None) -> bool:
+    """True when the database is at every head (used by ``/readyz``).
+
+    ``engine``, when given, is the caller's pooled engine: a readiness probe every second
+    must not open a new engine or re-read the scripts each time.
+    """
+    own = engine is None
+    eng = make_engine(url) if engine is None else engine
     try:
-        with engine.connect() as conn:
+        with eng.connect() as conn:
             current = set(MigrationContext.configure(conn).get_current_heads())
     finally:
-        engine.dispose()
-    return current == heads
+        if own:
+            eng.dispose()
+    return current == script_heads()

@@ -21,9 +21,10 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     """The database answers and its schema is current."""
     try:
-        with ctx().db.engine.connect() as conn:
+        engine = ctx().db.engine
+        with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        current = is_current(ctx().settings.database_url)
+        current = is_current(ctx().settings.database_url, engine)
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         return jsonify({"status": "unavailable", "reason": type(exc).__name__}), 503
     if not current:
