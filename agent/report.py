@@ -377,7 +377,8 @@ class ReportScheduler:
     def _report(self, facts: dict[str, Any]) -> dict[str, Any]:
         """Report in v2 when the service advertises it, in v1 otherwise."""
         try:
-            if not self._v2_checked:
+            # v2 keeps its counter in the state directory; without one, v1 (as before).
+            if not self._v2_checked and self.state_dir is not None:
                 box_key = discover_v2(self.enrollment)
                 self._v2_checked = True
                 if box_key is not None:

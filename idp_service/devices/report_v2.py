@@ -35,12 +35,13 @@ from functools import lru_cache
 from typing import Any
 
 from nacl.public import PrivateKey
-from sqlalchemy import and_, bindparam, exists, func, select, update
+from sqlalchemy import and_, bindparam, select, update
 
 from idp_service.devices import challenges, detection, report
 from idp_service.platform import audit
+from idp_service.platform.driver import Statement, driver, sqlite_time
 from idp_service.platform.errors import ServiceError
-from idp_service.platform.models import Device, User, utcnow
+from idp_service.platform.models import Device, utcnow
 from idp_service.posture.tables import DeviceFacts
 from idp_service.services import Services
 from trust_protocol import report_v2
@@ -138,27 +139,35 @@ def ingest(
 
 
 def _fast(service: Services, body: ReportBody, key: bytes, skew: float, now: dt.datetime) -> bool:
-    """The one conditional UPDATE of an unchanged report; False if it did not apply."""
-    with service.db.session() as session:
-        result = session.connection().execute(
-            _FAST_UPDATE,
-            {
-                "b_device_id": body.device_id,
-                "b_key": key,
-                "b_counter": body.counter,
-                "b_digest": body.digest,
-                "b_instance": detection.instance_of(body.platform) or "",
-                "b_hardware_uuid": _platform_id(body.platform, "hardware_uuid"),
-                "b_serial": _platform_id(body.platform, "serial"),
-                "b_stale_before": now - dt.timedelta(seconds=service.settings.stale_after),
-                "report_counter": body.counter,
-                "last_seen": now,
-                "facts_confirmed_at": now,
-                "last_clock_skew": skew,
-                "agent_version": body.agent_version[:64],
-            },
-        )
-        return bool(result.rowcount == 1)
+    """The one conditional UPDATE of an unchanged report; False if it did not apply.
+
+    On the driver connection (PostgreSQL in autocommit: one statement, one round trip).
+    """
+    params: dict[str, Any] = {
+        "device_id": body.device_id,
+        "sign_key": key,
+        "counter": body.counter,
+        "digest": body.digest,
+        "instance": detection.instance_of(body.platform) or "",
+        "hardware_uuid": _platform_id(body.platform, "hardware_uuid"),
+        "serial": _platform_id(body.platform, "serial"),
+        "stale_before": now - dt.timedelta(seconds=service.settings.stale_after),
+        "now": now,
+        "skew": skew,
+        "agent_version": body.agent_version[:64],
+    }
+    with driver(service.db.engine) as (conn, is_pg):
+        if is_pg:
+            return bool(conn.execute(_FAST_SQL_PG, params).rowcount == 1)
+        for name in ("stale_before", "now"):
+            params[name] = sqlite_time(params[name])
+        try:
+            applied = conn.execute(_FAST_SQL, params).rowcount == 1
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return bool(applied)
 
 
 def _careful(
@@ -319,23 +328,24 @@ def reset(service: Services, envelope: bytes, *, remote_addr: str | None = None)
 
 # Statements, built once (SQLAlchemy caches their compiled form).
 _devices = Device.__table__
-_users = User.__table__
 _facts = DeviceFacts.__table__
 # An unchanged report: everything the careful way would judge, as one conditional UPDATE.
-_FAST_UPDATE = update(_devices).where(
-    and_(
-        _devices.c.id == bindparam("b_device_id"),
-        _devices.c.sign_key == bindparam("b_key"),
-        _devices.c.state == "trusted",
-        _devices.c.report_counter < bindparam("b_counter"),
-        _devices.c.report_digest == bindparam("b_digest"),
-        _devices.c.agent_instance == bindparam("b_instance"),
-        func.coalesce(_devices.c.hardware_uuid, "") == bindparam("b_hardware_uuid"),
-        func.coalesce(_devices.c.serial, "") == bindparam("b_serial"),
-        _devices.c.last_seen >= bindparam("b_stale_before"),
-        exists().where(and_(_users.c.id == _devices.c.user_id, _users.c.active.is_(True))),
-    )
-)
+_FAST_SQL = """
+    UPDATE devices
+       SET report_counter = :counter, last_seen = :now, facts_confirmed_at = :now,
+           last_clock_skew = :skew, agent_version = :agent_version, updated_at = :now
+     WHERE id = :device_id
+       AND sign_key = :sign_key
+       AND state = 'trusted'
+       AND report_counter < :counter
+       AND report_digest = :digest
+       AND agent_instance = :instance
+       AND coalesce(hardware_uuid, '') = :hardware_uuid
+       AND coalesce(serial, '') = :serial
+       AND last_seen >= :stale_before
+       AND EXISTS (SELECT 1 FROM users WHERE users.id = devices.user_id AND users.active)
+"""
+_FAST_SQL_PG = Statement(_FAST_SQL).by_dialect["postgresql"]
 _ADVANCE = update(_devices).where(
     and_(
         _devices.c.id == bindparam("b_device_id"),

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from idp_service.platform.models import AuditEvent, Base, Device
 from idp_service.posture.tables import DeviceFacts
-from tests.devices.test_report_ceremony import _db, _enrolled
+from tests.devices.test_report_ceremony import _db
 from trust_protocol import DeviceKeys, ResponseBody, parse_challenge, report_v2, seal_response
 from trust_protocol.report_keys import report_box_public
 
@@ -111,6 +111,25 @@ def _last_audit(app):
         return row.action, row.outcome, row.code
 
 
+def _enrolled(app, client, name="rep", platform=PLATFORM):
+    """A device registered through the real ceremony, with these hardware identifiers."""
+    from idp_service.devices import enroll
+    from idp_service.directory import users
+
+    with _db(app).session() as s:
+        user = users.find(s, f"{name}@example.com") or users.create(s, f"{name}@example.com")
+        code, _ = enroll.create_code(s, user, ttl_seconds=60)
+    keys = DeviceKeys.generate(f"dev-{name}-{time.monotonic_ns()}")
+    token = client.post("/agent/v1/challenges", json={"purpose": "register"}).json["challenge"]
+    challenge = parse_challenge(token, _verify_key(app))
+    body = ResponseBody(
+        token, keys.public_json(), platform, "t", time.time(), {"enrollment_code": code}
+    )
+    sealed = seal_response(body, challenge, keys)
+    assert client.post("/agent/v1/register", data=sealed).status_code == 201
+    return keys
+
+
 def _start(app, name="v2"):
     client = app.test_client()
     keys = _enrolled(app, client, name)
@@ -128,8 +147,15 @@ def test_server_advertises_v2_with_a_signed_box_key(service_ctx):
         report_v2.open_report_key(tampered, _verify_key(service_ctx))
 
 
-def test_full_then_unchanged_then_delta(service_ctx):
+def test_full_then_unchanged_then_delta(service_ctx, monkeypatch):
+    from idp_service.devices import report_v2 as service_v2
+
     agent = _start(service_ctx)
+    careful = []
+    original = service_v2._careful
+    monkeypatch.setattr(
+        service_v2, "_careful", lambda *a, **k: careful.append(1) or original(*a, **k)
+    )
     doc = _doc()
     seq, stored = _facts(service_ctx, agent.keys.device_id)
     assert {k: v for k, v in stored.items() if k not in report_v2.VOLATILE} == doc
@@ -142,6 +168,7 @@ def test_full_then_unchanged_then_delta(service_ctx):
     resp = agent.send(doc)
     assert resp.status_code == 200, resp.json
     assert _counts(service_ctx) == before
+    assert careful == []  # the one conditional UPDATE took it
     assert _facts(service_ctx, agent.keys.device_id)[0] == seq
     counter2, digest2, _, confirmed2 = _device(service_ctx, agent.keys.device_id)
     assert (counter2, digest2) == (2, digest) and confirmed2 > confirmed
@@ -157,6 +184,7 @@ def test_full_then_unchanged_then_delta(service_ctx):
     agent.counter -= 1
     resp = agent.send(new)
     assert resp.status_code == 200, resp.json
+    assert careful == [1]
     seq3, stored3 = _facts(service_ctx, agent.keys.device_id)
     assert seq3 == seq + 1
     assert {k: v for k, v in stored3.items() if k not in report_v2.VOLATILE} == new
