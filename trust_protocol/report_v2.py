@@ -308,12 +308,12 @@ def parse_body(obj: dict[str, Any]) -> ReportBody:
     counter = require(obj, "counter", int)
     if not 0 < counter <= MAX_COUNTER:
         raise ProtocolError("malformed", "counter must be 1 to 2^53 - 1")
-    clock = require(obj, "clock", (int, float))
+    clock = require(obj, "clock", (int, float))  # kept as sent: the body is signed as is
     try:
-        clock = float(clock)
+        finite = math.isfinite(float(clock))
     except OverflowError as exc:
         raise ProtocolError("malformed", "clock is out of range") from exc
-    if not math.isfinite(clock):
+    if not finite:
         raise ProtocolError("malformed", "clock is out of range")
     agent_version = require(obj, "agent_version", str)
     if len(agent_version) > MAX_FIELD:
