@@ -79,14 +79,25 @@ def advertisement(service: Services) -> dict[str, Any]:
 
 class _SignKeys:
     """Device id -> registered signing key, as last read (a device's key never changes
-    under its id; a stale entry only sends one report the careful way)."""
+    under its id; a stale entry only sends one report the careful way).
 
-    LIMIT = 500_000
+    Loaded in one query at a process's first report, so that every worker takes its
+    devices' unchanged reports the fast way from the start; devices registered later
+    are added by their first report.
+    """
+
+    LIMIT = 2_000_000
 
     def __init__(self) -> None:
         self.keys: dict[str, bytes] = {}
+        self.loaded = False
 
-    def get(self, device_id: str) -> bytes | None:
+    def get(self, service: Services, device_id: str) -> bytes | None:
+        if not self.loaded:
+            self.loaded = True
+            with service.db.session() as session:
+                rows = session.execute(_TRUSTED_KEYS.limit(self.LIMIT)).all()
+            self.keys.update((row.id, bytes(row.sign_key)) for row in rows)
         return self.keys.get(device_id)
 
     def put(self, device_id: str, key: bytes) -> None:
@@ -119,7 +130,7 @@ def ingest(
         now_ts = time.time()
         skew = report_v2.check_clock(body, now=now_ts, max_skew=service.settings.max_clock_skew)
         now = utcnow()
-        known = _sign_keys.get(body.device_id)
+        known = _sign_keys.get(service, body.device_id)
         verified_with = None
         if known is not None and body.kind == "unchanged":
             try:
@@ -352,4 +363,5 @@ _ADVANCE = update(_devices).where(
         _devices.c.report_counter < bindparam("b_counter"),
     )
 )
+_TRUSTED_KEYS = select(_devices.c.id, _devices.c.sign_key).where(_devices.c.state == "trusted")
 _STORED_FACTS = select(_facts.c.facts).where(_facts.c.device_id == bindparam("device_id"))
