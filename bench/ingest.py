@@ -749,6 +749,42 @@ def breakdown(pg_url: str, docs: list[dict[str, Any]], n: int) -> dict[str, floa
         )
         seal_response(body, parse_challenge(sample_token, service.keys.verify_key), keys)
 
+    # Report v2, in-process: an unchanged report through the service's ingest (box open,
+    # signature, the one conditional UPDATE, the signed acknowledgement), and the agent side.
+    from idp_service.devices import report_v2 as ingest_v2
+    from trust_protocol import report_v2
+    from trust_protocol.report_keys import report_box_public
+
+    report_box = report_box_public(service.keys.box_secret)
+    document, volatile = report_v2.split_volatile(doc)
+    digest = report_v2.document_digest(document)
+    counters = dict.fromkeys((k.device_id for k in fleet), 0)
+
+    def v2_envelope(keys: Any, full: bool = False) -> bytes:
+        counters[keys.device_id] += 1
+        body = report_v2.make_report(
+            device_id=keys.device_id,
+            counter=counters[keys.device_id],
+            clock=time.time(),
+            agent_version="0.1.0",
+            platform={"instance": "0123456789abcdef"},
+            document=document,
+            volatile=volatile,
+            acked=None if full else document,
+            acked_digest=None if full else digest,
+        )
+        return report_v2.seal_report(body, keys.signing_key, report_box)
+
+    for k in fleet:
+        ingest_v2.ingest(service, v2_envelope(k, full=True), full_endpoint=True)
+    envs2 = [v2_envelope(fleet[i % len(fleet)]) for i in range(n * 4 + 1)]
+    it = iter(envs2)
+    out["v2 agent side: digest the document, sign and box an unchanged report"] = _per_call(
+        lambda: v2_envelope(fleet[0]), n
+    )
+    out["v2 unchanged report: ingest (box, signature, one UPDATE, signed ack)"] = _per_call(
+        lambda: ingest_v2.ingest(service, next(it), full_endpoint=False), n
+    )
     agent_side = _per_call(agent_seal, n)
     out["agent side: verify challenge + seal report (load generator)"] = agent_side
     out["both requests via Flask test client, incl. agent side"] = _per_call(

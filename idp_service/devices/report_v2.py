@@ -98,7 +98,14 @@ class _SignKeys:
             with service.db.session() as session:
                 rows = session.execute(_TRUSTED_KEYS.limit(self.LIMIT)).all()
             self.keys.update((row.id, bytes(row.sign_key)) for row in rows)
-        return self.keys.get(device_id)
+        found = self.keys.get(device_id)
+        if found is None:  # first sight in this process: one small read, then cached
+            with driver(service.db.engine) as (conn, is_pg):
+                row = conn.execute(_KEY_PG if is_pg else _KEY, {"device_id": device_id}).fetchone()
+            if row is not None:
+                found = bytes(row[0])
+                self.put(device_id, found)
+        return found
 
     def put(self, device_id: str, key: bytes) -> None:
         if len(self.keys) >= self.LIMIT:
@@ -130,9 +137,9 @@ def ingest(
         now_ts = time.time()
         skew = report_v2.check_clock(body, now=now_ts, max_skew=service.settings.max_clock_skew)
         now = utcnow()
-        known = _sign_keys.get(service, body.device_id)
+        known = _sign_keys.get(service, body.device_id) if body.kind == "unchanged" else None
         verified_with = None
-        if known is not None and body.kind == "unchanged":
+        if known is not None:
             try:
                 report_v2.verify_report(opened, known)
             except ProtocolError:
@@ -357,6 +364,8 @@ _FAST_SQL = """
        AND EXISTS (SELECT 1 FROM users WHERE users.id = devices.user_id AND users.active)
 """
 _FAST_SQL_PG = Statement(_FAST_SQL).by_dialect["postgresql"]
+_KEY = "SELECT sign_key FROM devices WHERE id = :device_id"
+_KEY_PG = Statement(_KEY).by_dialect["postgresql"]
 _ADVANCE = update(_devices).where(
     and_(
         _devices.c.id == bindparam("b_device_id"),
