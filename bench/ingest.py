@@ -23,9 +23,18 @@ What runs:
   installed or removed, the screen-lock timeout, the firewall, the EDR, an OS
   update), which stays in that device's later reports;
 * ``--clients`` load-generator processes playing the agents, each on one
-  keep-alive HTTP connection: ``POST /agent/v1/report/challenge``, verify the
-  challenge's signature, seal the signed report with the real agent code
-  (``trust_protocol.seal_response``), ``POST /agent/v1/report``.
+  keep-alive HTTP connection, in both report versions back to back (issue 16;
+  ``--protocols``): **v2** first, one request per report built with the real
+  agent code (``trust_protocol.report_v2``: counter, digest, only the changed
+  sections, sealed to the advertised report box key; the signed acknowledgement
+  checked), then **v1**: ``POST /agent/v1/report/challenge``, verify the
+  challenge's signature, seal the signed report (``trust_protocol.seal_response``),
+  ``POST /agent/v1/report``. Each enrolled device's first reports are one of each.
+
+It also measures the crypto ceiling of a report in the same run (box open plus
+one signature check, per core, times two) and prints the bytes on the wire per
+report (unchanged, delta, full, against v1) and the line
+``ratio reports / crypto ceiling: NN %``.
 
 It prints reports/s and the ratio to 2,000/s, the CPU spent per report by each
 process group (gunicorn workers, PostgreSQL backends, load generator, the
