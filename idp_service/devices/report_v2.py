@@ -41,7 +41,7 @@ from idp_service.devices import challenges, detection, report
 from idp_service.platform import audit
 from idp_service.platform.driver import Statement, driver, sqlite_time
 from idp_service.platform.errors import ServiceError
-from idp_service.platform.models import Device, utcnow
+from idp_service.platform.models import Device, table_of, utcnow
 from idp_service.posture.tables import DeviceFacts
 from idp_service.services import Services
 from trust_protocol import report_v2
@@ -360,8 +360,8 @@ def reset(service: Services, envelope: bytes, *, remote_addr: str | None = None)
 
 
 # Statements, built once (SQLAlchemy caches their compiled form).
-_devices = Device.__table__
-_facts = DeviceFacts.__table__
+_devices = table_of(Device)
+_facts = table_of(DeviceFacts)
 # An unchanged report: everything the careful way would judge, as one conditional UPDATE.
 _FAST_SQL = """
     UPDATE devices
