@@ -426,3 +426,45 @@ def test_two_replicas_accept_one_counter_once(postgres_url, tmp_path):
     finally:
         first.extensions["devicetrust"].db.dispose()
         second.extensions["devicetrust"].db.dispose()
+
+
+def test_unchanged_report_keeps_the_facts_fresh_for_sign_in(sqlite_url, tmp_path):
+    """An unchanged report writes no facts; sign-in judges their age from the report that
+    last confirmed them (devices.facts_confirmed_at), not from when they were written."""
+    import datetime as dt
+
+    from idp_service.app import create_app
+    from idp_service.platform.config import Settings
+    from idp_service.platform.migrate import upgrade
+
+    upgrade(sqlite_url)
+    app = create_app(
+        Settings.from_env(
+            {
+                "DEVICETRUST_DATABASE_URL": sqlite_url,
+                "DEVICETRUST_DATA_DIR": str(tmp_path / "data"),
+                "DEVICETRUST_PUBLIC_URL": "http://127.0.0.1:8000",
+                "DEVICETRUST_RATELIMIT_ENABLED": "false",
+                "DEVICETRUST_BUILTIN_CHECKS": "all",
+            }
+        )
+    )
+    try:
+        agent = _start(app, "fresh")
+        service = app.extensions["devicetrust"]
+        with _db(app).session() as s:  # the document was written a day ago
+            row = s.get(DeviceFacts, agent.keys.device_id)
+            row.received_at = row.received_at - dt.timedelta(days=1)
+            device = s.get(Device, agent.keys.device_id)
+            device.facts_confirmed_at = row.received_at
+            user_id = device.user_id
+        with _db(app).session() as s:
+            stale = service.posture.for_login(s, agent.keys.device_id, user_id, "fresh", [])
+        assert agent.send(_doc()).status_code == 200
+        with _db(app).session() as s:
+            fresh = service.posture.for_login(s, agent.keys.device_id, user_id, "fresh", [])
+            confirmed = s.get(Device, agent.keys.device_id).facts_confirmed_at
+        assert stale.facts_received_at < confirmed - dt.timedelta(hours=23)
+        assert fresh.facts_received_at == confirmed
+    finally:
+        app.extensions["devicetrust"].db.dispose()
