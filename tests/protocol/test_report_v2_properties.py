@@ -46,7 +46,7 @@ def _report(acked, new, **kw):
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(DOCS, DOCS)
 def test_the_agents_delta_merges_into_the_agents_document(acked, new):
     body = _report(acked, new)
@@ -59,7 +59,7 @@ def test_the_agents_delta_merges_into_the_agents_document(acked, new):
     assert acked == before
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     DOCS,
     DOCS,
@@ -103,7 +103,7 @@ def test_any_delta_gives_the_claimed_document_or_a_refusal(
     assert acked == before
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(DOCS, DOCS, st.booleans())
 def test_sealed_reports_open_to_their_body(acked, new, full):
     body = _report(acked, new, full=full)
@@ -113,7 +113,7 @@ def test_sealed_reports_open_to_their_body(acked, new, full):
     assert opened.body.to_json() == body.to_json()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=300))
 def test_hostile_bytes_are_refused_with_a_code(data):
     try:
@@ -124,7 +124,7 @@ def test_hostile_bytes_are_refused_with_a_code(data):
         raise AssertionError("opened")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.dictionaries(st.sampled_from(sorted(report_v2.BODY_FIELDS)), VALUE, max_size=12))
 def test_hostile_bodies_inside_a_good_box_are_refused_with_a_code(fields):
     """A correctly boxed body of any shape: parsed, or refused as malformed."""
