@@ -462,6 +462,7 @@ def run(
             keys,
             _collector(replay, user_store.get if user_store else None),
             ceiling=cfg.report_interval,
+            state_dir=state_dir,
         )
         scheduler.start()
         channel_state.on_recheck = scheduler.report_now

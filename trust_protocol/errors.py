@@ -38,6 +38,9 @@ CODES: dict[str, str] = {
     "update_expired": "The update manifest's expires_at has passed.",
     "update_replayed": "The update manifest is older than one this device already accepted.",
     "update_digest_mismatch": "The downloaded artifact's size or SHA-256 is not the signed one.",
+    "report_counter_stale": "The report's counter is not above the last one accepted.",
+    "report_resync": "The service does not hold the document the report builds on; send it whole.",
+    "bad_ack_signature": "The acknowledgement is not signed by the pinned server key.",
 }
 
 

@@ -24,7 +24,7 @@ from idp_service.posture.tables import FACTS_HISTORY, DeviceFacts, DeviceFactsHi
 from idp_service.services import Services
 from posture_checks.incremental import VOLATILE, FactDigests
 from trust_protocol.errors import ProtocolError
-from trust_protocol.response import RegisteredDevice, check_binding
+from trust_protocol.response import RegisteredDevice, VerifiedResponse, check_binding
 
 MAX_REPORT = 1024 * 1024
 
@@ -75,83 +75,12 @@ def ingest(service: Services, envelope: bytes, *, remote_addr: str | None = None
         facts = verified.data.get("facts")
         if not isinstance(facts, dict):
             raise ProtocolError("malformed", "a report carries data.facts, an object")
-        device_id = verified.device_id
         with service.db.session() as session:
-            conn = session.connection()
             now = utcnow()
-            seen: list[Any] = []
-
-            def registry() -> RegisteredDevice | None:
-                # Updating the device locks its row until COMMIT, so that one device's
-                # reports are applied one at a time; a refused report rolls it back.
-                row = conn.execute(
-                    _DEVICE_SEEN,
-                    {
-                        "b_device_id": device_id,
-                        "b_now": now,
-                        "b_stale_before": now - dt.timedelta(seconds=service.settings.stale_after),
-                        "last_clock_skew": verified.clock_skew,
-                        "agent_version": verified.agent_version,
-                    },
-                ).first()
-                if row is None:
-                    return None
-                seen.append(row)
-                return RegisteredDevice(device_id, row.sign_key, row.state, bool(row.owner_active))
-
-            def judge() -> ProtocolError | None:
-                context = detection.answer_context("report", remote_addr, now)
-                refusal = detection.judge_report(
-                    session, service.settings, device_id, seen[0], verified.platform, now, context
-                )
-                return ProtocolError(refusal) if refusal is not None else None
-
-            # Single use, then the state table shared with sign-in, then detection.
-            challenges.accept_once(session, verified, via="report", registry=registry, judge=judge)
-            device = seen[0]
-            # Read after the lock: what the device's previous report (now committed) left.
-            stored = conn.execute(_FACTS_STATE, {"device_id": device_id}).first()
-            digests = FactDigests(facts)
-            content = digests.content()
-            inputs = _evaluate(service, session, device_id, device.user_id, facts, digests, stored)
-            seq = (stored.report_seq if stored else 0) + 1
-            row = {
-                "report_seq": seq,
-                "collected_at": _collected_at(facts),
-                "received_at": now,
-                "inputs": inputs,
-            }
-            if stored is not None and stored.digest == content:
-                volatile = {k: facts[k] for k in VOLATILE if k in facts}
-                conn.execute(
-                    _FACTS_UPDATE,
-                    {**row, "b_device_id": device_id, "volatile": volatile or None},
-                )
-            else:
-                history_seq = (stored.history_seq if stored else 0) + 1
-                full = {
-                    **row,
-                    "facts": facts,
-                    "digest": content,
-                    "history_seq": history_seq,
-                    "schema_version": str(facts.get("schema_version", ""))[:16],
-                    "volatile": None,
-                }
-                if stored is None:
-                    conn.execute(_FACTS_NEW, {**full, "device_id": device_id})
-                else:
-                    conn.execute(_FACTS_UPDATE, {**full, "b_device_id": device_id})
-                conn.execute(
-                    _HISTORY_UPSERT.statement(conn.dialect.name),
-                    {
-                        "device_id": device_id,
-                        "slot": history_seq % FACTS_HISTORY,
-                        "report_seq": seq,
-                        "collected_at": row["collected_at"],
-                        "received_at": now,
-                        "facts": facts,
-                    },
-                )
+            device = accept_answer(
+                service, session, verified, now, via="report", remote_addr=remote_addr
+            )
+            store_facts(service, session, verified.device_id, device.user_id, facts, now)
         metrics.report_ingested()
         return {
             "status": "accepted",
@@ -163,6 +92,111 @@ def ingest(service: Services, envelope: bytes, *, remote_addr: str | None = None
             service.db, "device.report", "rejected", code=exc.code, remote_addr=remote_addr
         )
         raise
+
+
+def accept_answer(
+    service: Services,
+    session: Session,
+    verified: VerifiedResponse,
+    now: dt.datetime,
+    *,
+    via: str,
+    remote_addr: str | None,
+) -> Any:
+    """Judge an answer to a ``report`` challenge; return the device's row (locked).
+
+    In the order every ceremony shares (:func:`challenges.accept_once`): record the
+    challenge, update the device's ``last_seen`` (locking its row, so that one
+    device's reports are applied one at a time) and judge it by sign-in's table,
+    then run detection. A v1 report also forgets the document digest a v2 delta
+    would build on (its facts replace that document).
+    """
+    conn = session.connection()
+    device_id = verified.device_id
+    seen: list[Any] = []
+
+    def registry() -> RegisteredDevice | None:
+        params = {
+            "b_device_id": device_id,
+            "b_now": now,
+            "b_stale_before": now - dt.timedelta(seconds=service.settings.stale_after),
+            "last_clock_skew": verified.clock_skew,
+            "agent_version": verified.agent_version,
+        }
+        if via == "report":
+            params["report_digest"] = None
+        row = conn.execute(DEVICE_SEEN, params).first()
+        if row is None:
+            return None
+        seen.append(row)
+        return RegisteredDevice(device_id, row.sign_key, row.state, bool(row.owner_active))
+
+    def judge() -> ProtocolError | None:
+        context = detection.answer_context(via, remote_addr, now)
+        refusal = detection.judge_report(
+            session, service.settings, device_id, seen[0], verified.platform, now, context
+        )
+        return ProtocolError(refusal) if refusal is not None else None
+
+    # Single use, then the state table shared with sign-in, then detection.
+    challenges.accept_once(session, verified, via=via, registry=registry, judge=judge)
+    return seen[0]
+
+
+def store_facts(
+    service: Services,
+    session: Session,
+    device_id: str,
+    user_id: str,
+    facts: dict[str, Any],
+    now: dt.datetime,
+) -> None:
+    """Evaluate the checks whose inputs changed and store a report's facts (both versions).
+
+    Runs under the device's row lock: reads the bookkeeping its previous report
+    left, writes the latest facts (a few bytes when the content repeats the
+    stored document) and a history slot when the content changed.
+    """
+    conn = session.connection()
+    stored = conn.execute(_FACTS_STATE, {"device_id": device_id}).first()
+    digests = FactDigests(facts)
+    content = digests.content()
+    inputs = _evaluate(service, session, device_id, user_id, facts, digests, stored)
+    seq = (stored.report_seq if stored else 0) + 1
+    row = {
+        "report_seq": seq,
+        "collected_at": _collected_at(facts),
+        "received_at": now,
+        "inputs": inputs,
+    }
+    if stored is not None and stored.digest == content:
+        volatile = {k: facts[k] for k in VOLATILE if k in facts}
+        conn.execute(_FACTS_UPDATE, {**row, "b_device_id": device_id, "volatile": volatile or None})
+        return
+    history_seq = (stored.history_seq if stored else 0) + 1
+    full = {
+        **row,
+        "facts": facts,
+        "digest": content,
+        "history_seq": history_seq,
+        "schema_version": str(facts.get("schema_version", ""))[:16],
+        "volatile": None,
+    }
+    if stored is None:
+        conn.execute(_FACTS_NEW, {**full, "device_id": device_id})
+    else:
+        conn.execute(_FACTS_UPDATE, {**full, "b_device_id": device_id})
+    conn.execute(
+        _HISTORY_UPSERT.statement(conn.dialect.name),
+        {
+            "device_id": device_id,
+            "slot": history_seq % FACTS_HISTORY,
+            "report_seq": seq,
+            "collected_at": row["collected_at"],
+            "received_at": now,
+            "facts": facts,
+        },
+    )
 
 
 def _evaluate(
@@ -199,7 +233,7 @@ _FACTS_STATE = select(
 _FACTS_UPDATE = update(_facts).where(_facts.c.device_id == bindparam("b_device_id"))
 _FACTS_NEW = insert(_facts)
 # last_seen is not refreshed for a trusted device gone stale: detection sees it returned old.
-_DEVICE_SEEN = (
+DEVICE_SEEN = (
     update(_devices)
     .where(_devices.c.id == bindparam("b_device_id"))
     .values(
@@ -228,6 +262,8 @@ _DEVICE_SEEN = (
         _devices.c.agent_instance,
         _devices.c.agent_instance_prev,
         _devices.c.agent_instance_at,
+        _devices.c.report_counter,
+        _devices.c.report_digest,
     )
 )
 # One row per (device, slot) of the facts history ring: the new report overwrites the slot.

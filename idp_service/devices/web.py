@@ -1,10 +1,11 @@
-"""Agent endpoints (``/agent/v1``): server identity, challenges, registration, callback."""
+"""Agent endpoints (``/agent/v1``; ``/agent/v2`` for reports): identity, challenges, registration,
+callback, posture reports."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, jsonify, request
 
-from idp_service.devices import approve, challenges, enroll, report
+from idp_service.devices import approve, challenges, enroll, report, report_v2
 from idp_service.platform import audit
 from idp_service.platform.errors import Invalid, ServiceError
 from idp_service.services import Services
@@ -15,6 +16,7 @@ from trust_protocol.encoding import b64e
 from trust_protocol.strict_json import printable_id
 
 bp = Blueprint("agent_api", __name__, url_prefix="/agent/v1")
+bp2 = Blueprint("agent_api_v2", __name__, url_prefix="/agent/v2")
 
 MAX_ENVELOPE = 64 * 1024
 MAX_REPORT = report.MAX_REPORT
@@ -24,6 +26,7 @@ def init_app(app: Flask, services: Services) -> None:
     """Serve the agent endpoints; the approval-code key is read now, never inside a write."""
     approve.load_key(services)
     app.register_blueprint(bp)
+    app.register_blueprint(bp2)
 
 
 def _body(limit: int = MAX_ENVELOPE) -> bytes:
@@ -42,6 +45,8 @@ def server_info() -> Response:
             "origins": list(service.settings.allowed_origins),
             "agent_ports": list(service.settings.agent_ports),
             "public_url": service.settings.public_url,
+            # Report ceremony v2 is spoken here: its box key, signed by the server key.
+            "report": report_v2.advertisement(service),
         }
     )
 
@@ -90,6 +95,32 @@ def report_challenge() -> Response:
 def report_facts() -> Response:
     """A posture report: the body is a response envelope to a ``report`` challenge."""
     return jsonify(report.ingest(ctx(), _body(MAX_REPORT), remote_addr=request.remote_addr))
+
+
+@bp2.post("/report")
+def report_v2_small() -> Response:
+    """A v2 report, unchanged or a delta (docs/protocol.md §16); at most 64 KiB."""
+    return jsonify(
+        report_v2.ingest(
+            ctx(), _body(report_v2.MAX_SMALL), full_endpoint=False, remote_addr=request.remote_addr
+        )
+    )
+
+
+@bp2.post("/report/full")
+def report_v2_full() -> Response:
+    """A v2 report carrying the whole fact document; at most 1 MiB."""
+    return jsonify(
+        report_v2.ingest(
+            ctx(), _body(report_v2.MAX_FULL), full_endpoint=True, remote_addr=request.remote_addr
+        )
+    )
+
+
+@bp2.post("/report/reset")
+def report_v2_reset() -> Response:
+    """Counter re-establishment: an answer to a ``report`` challenge (at most 64 KiB)."""
+    return jsonify(report_v2.reset(ctx(), _body(), remote_addr=request.remote_addr))
 
 
 @bp.post("/notices")

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -126,6 +127,12 @@ class Device(Base):
     agent_instance: Mapped[str | None] = mapped_column(String(64))
     agent_instance_prev: Mapped[str | None] = mapped_column(String(64))
     agent_instance_at: Mapped[dt.datetime | None]
+    # Report ceremony v2 (devices/report_v2.py): the last accepted counter, the digest of
+    # the fact document the service holds for the device (None: ask for it whole), and
+    # when a report last confirmed that document current (an unchanged report writes no facts).
+    report_counter: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    report_digest: Mapped[str | None] = mapped_column(String(64))
+    facts_confirmed_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -26,7 +26,7 @@ from idp_service.platform import audit, metrics
 from idp_service.platform.config import Settings
 from idp_service.platform.db import Upsert
 from idp_service.platform.driver import Statement
-from idp_service.platform.models import utcnow
+from idp_service.platform.models import Device, utcnow
 from idp_service.posture.tables import CheckResultHistory, CheckResultRow, DeviceFacts, ExemptionRow
 from posture_checks.enforcement import Action, Decision, decide, overall
 from posture_checks.evaluator import FAILING, CheckResult, Status, evaluate_all, prepare_facts
@@ -238,8 +238,16 @@ class Posture:
         now = utcnow()
         latest = session.get(DeviceFacts, device_id)
         facts = latest.facts if latest is not None else None
-        # Age is judged from when the service received the facts, not the device's claim.
-        prepared = prepare_facts(facts, latest.received_at if latest is not None else None)
+        # Age is judged from when the service received the facts, not the device's claim,
+        # or from when a v2 report last confirmed them unchanged (which writes no facts).
+        received = latest.received_at if latest is not None else None
+        if received is not None:
+            confirmed = session.scalar(
+                select(Device.facts_confirmed_at).where(Device.id == device_id)
+            )
+            if confirmed is not None and confirmed > received:
+                received = confirmed
+        prepared = prepare_facts(facts, received)
         results = evaluate_all(checks, prepared, now=now)
         first_failed = {
             row.check_id: row.first_failed_at
@@ -264,11 +272,7 @@ class Posture:
             if decision.action is not Action.ALLOW:
                 html = remediation_html(render_remediation(check, facts or {}))
             outcomes.append(CheckOutcome(check, result, decision, html))
-        return LoginPosture(
-            overall(o.decision for o in outcomes),
-            outcomes,
-            latest.received_at if latest is not None else None,
-        )
+        return LoginPosture(overall(o.decision for o in outcomes), outcomes, received)
 
     @staticmethod
     def _exemptions(

@@ -36,6 +36,8 @@ PROTOCOL_STATUS: dict[str, int] = {
     "owner_inactive": 403,
     "bad_poll_signature": 403,
     "poll_expired": 403,
+    "report_counter_stale": 409,
+    "report_resync": 409,
 }
 
 HTTP_CODES: dict[int, str] = {

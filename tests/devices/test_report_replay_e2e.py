@@ -1,9 +1,11 @@
 """A captured posture report replayed after the agent restarted, end to end, on SQLite and
 PostgreSQL: a real service process, a real agent process whose traffic passes through a
 recording HTTP proxy (an observer on the wire), then a restarted agent (a new random
-``platform.instance``). The replay must get 409 ``challenge_replayed`` and change nothing
-but the audit log: single use is judged before clone detection, which would otherwise take
-the replayed instance for a second agent and suspend the device (docs/protocol.md §7.3, §13).
+``platform.instance``). The agent speaks report v2 (the service advertises it), so the
+captured report is a v2 report and its replay gets 409 ``report_counter_stale``; it must
+change nothing but the audit log: the counter is judged before clone detection, which would
+otherwise take the replayed instance for a second agent and suspend the device
+(docs/protocol.md §13, §16). v1's single use is tested in test_report_ceremony.py.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def test_replayed_report_after_agent_restart_is_refused_and_changes_nothing(
         assert first.enroll(svc.url, svc.enroll_code("rhea@example.com"))["state"] == "trusted"
         device_id = first.cli_json("id")["device_id"]
         first.start("--replay", str(FIXTURES / "luks2"), "--no-approvals")
-        captured = _wait(lambda: proxy.bodies("/agent/v1/report"))
+        captured = _wait(lambda: proxy.bodies("/agent/v2/report/full"))
         assert captured, "the agent's report never went through the proxy:\n" + first.log()
         envelope = captured[0]
         first.stop()
@@ -138,10 +140,10 @@ def test_replayed_report_after_agent_restart_is_refused_and_changes_nothing(
 
         def reported_twice():
             with engine.connect() as conn:
-                seq = conn.execute(
-                    select(DeviceFacts.report_seq).where(DeviceFacts.device_id == device_id)
+                counter = conn.execute(
+                    select(Device.report_counter).where(Device.id == device_id)
                 ).scalar_one_or_none()
-            return seq is not None and seq >= 2
+            return counter is not None and counter >= 2
 
         assert _wait(reported_twice), "the restarted agent never reported:\n" + second.log()
         second.stop()
@@ -152,9 +154,9 @@ def test_replayed_report_after_agent_restart_is_refused_and_changes_nothing(
         assert row.agent_instance_prev is not None and row.agent_instance_prev != row.agent_instance
 
         before = _snapshot(engine, device_id)
-        replay = httpx.post(svc.url + "/agent/v1/report", content=envelope, timeout=10)
+        replay = httpx.post(svc.url + "/agent/v2/report/full", content=envelope, timeout=10)
         assert replay.status_code == 409, replay.text
-        assert replay.json()["error"]["code"] == "challenge_replayed"
+        assert replay.json()["error"]["code"] == "report_counter_stale"
         after = _snapshot(engine, device_id)
 
         assert after["device"] == before["device"]
@@ -174,7 +176,7 @@ def test_replayed_report_after_agent_restart_is_refused_and_changes_nothing(
         assert (last.action, last.outcome, last.code) == (
             "device.report",
             "rejected",
-            "challenge_replayed",
+            "report_counter_stale",
         )
     finally:
         first.stop()

@@ -41,6 +41,9 @@ JSON_ROUTES = {
     ("POST", "/agent/v1/callback"),
     ("POST", "/agent/v1/report"),
     ("POST", "/agent/v1/notices"),
+    ("POST", "/agent/v2/report"),
+    ("POST", "/agent/v2/report/full"),
+    ("POST", "/agent/v2/report/reset"),
     ("POST", "/login/<txn_id>/response"),
     ("POST", "/login/<txn_id>/register-challenge"),
 }
