@@ -38,6 +38,10 @@ CODES: dict[str, str] = {
     "update_expired": "The update manifest's expires_at has passed.",
     "update_replayed": "The update manifest is older than one this device already accepted.",
     "update_digest_mismatch": "The downloaded artifact's size or SHA-256 is not the signed one.",
+    # Re-authentication grants (trust_protocol/reauth.py, §16).
+    "bad_grant_signature": "The re-authentication grant is not signed by the pinned server key.",
+    "grant_wrong_device": "The re-authentication grant is addressed to another device.",
+    "grant_expired": "The re-authentication grant's expires_at has passed.",
 }
 
 

@@ -53,6 +53,14 @@
   function finish(status) {
     if (leaving) return true;
     if (enrollment.handlesStatus(status)) return true;
+    // Denied for want of an upstream sign-in (re-verification): offer it, in this sign-in.
+    const reverify = document.getElementById("state-reverify");
+    if (reverify && status && status.status === "denied" &&
+        (status.code === "reverify_required" || status.code === "reauth_reused")) {
+      document.getElementById("reverify-message").textContent = status.message || "";
+      show("reverify");
+      return true;
+    }
     if (status && status.next) {
       leave(status.next);
       return true;

@@ -164,6 +164,8 @@ def begin(
         ) from None
     with services.db.session() as session:
         txn = store.open_transaction(session, txn_id)
+        if txn is None and purpose == "reverify":
+            txn = store.reverify_transaction(session, txn_id)
         if txn is None:
             raise Conflict("login_closed", "This sign-in is finished or expired.")
         store.add(
@@ -231,6 +233,8 @@ def finish(
         with services.db.session() as session:
             user = map_user(session, provider.idp, claims)
             store.mark_verified(session, digest, user.id, str(claims.get("sub", "")))
+            if purpose == "reverify":
+                store.reopen_for_reverify(session, txn_id)
             audit.record(
                 session,
                 "upstream.signin",

@@ -26,6 +26,39 @@ def open_transaction(session: Session, txn_id: str) -> LoginTransaction | None:
     return txn
 
 
+REVERIFY_CODES = ("reverify_required", "reauth_reused")
+
+
+def reverify_transaction(session: Session, txn_id: str) -> LoginTransaction | None:
+    """The transaction if it was denied only for want of an upstream sign-in, and may retry."""
+    txn = session.get(LoginTransaction, txn_id)
+    if (
+        txn is None
+        or txn.status != "denied"
+        or txn.error_code not in REVERIFY_CODES
+        or txn.completed_at is not None
+        or txn.expires_at <= utcnow()
+    ):
+        return None
+    return txn
+
+
+def reopen_for_reverify(session: Session, txn_id: str) -> None:
+    """Let a sign-in denied for want of an upstream sign-in try again, now that it had one."""
+    session.execute(
+        update(LoginTransaction)
+        .where(
+            LoginTransaction.id == txn_id,
+            LoginTransaction.status == "denied",
+            LoginTransaction.error_code.in_(REVERIFY_CODES),
+            LoginTransaction.completed_at.is_(None),
+            LoginTransaction.expires_at > utcnow(),
+        )
+        .values(status="pending", error_code=None, device_id=None, user_id=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def add(
     session: Session,
     *,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import String
+from sqlalchemy import Boolean, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp_service.platform.models import Base, utcnow
@@ -37,3 +37,68 @@ class UpstreamLogin(Base):
     user_id: Mapped[str | None] = mapped_column(String(64))
     subject: Mapped[str | None] = mapped_column(String(256))
     verified_at: Mapped[dt.datetime | None]
+
+
+class ReauthToken(Base):
+    """One re-authentication token of a device (``trust_protocol/reauth.py``).
+
+    Only ``token_hash`` is kept (bound to the device id and signing key); the
+    grant sealed to the device's box key is kept in ``sealed`` so that the device
+    can pick it up if the reply that carried it was lost (only that device can
+    open it). A *family* starts at an upstream sign-in; each use spends the
+    token (``used_at``) and issues its successor (``predecessor`` = this id) with
+    the family's ``expires_at``. ``revoked_at``/``revoked_reason``: superseded,
+    grace (the successor a lost-reply recovery replaced), reuse, device_revoked,
+    owner_deactivated, reverify, ...
+    """
+
+    __tablename__ = "reauth_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    family: Mapped[str] = mapped_column(String(32), index=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str] = mapped_column(String(64), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    predecessor: Mapped[str | None] = mapped_column(String(32), index=True)
+    issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    # The sign-in (challenge id) whose answer this token's grant was issued in.
+    issued_in: Mapped[str] = mapped_column(String(64), index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    used_at: Mapped[dt.datetime | None]
+    used_in: Mapped[str | None] = mapped_column(String(64))
+    grace_used_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class ReauthPolicy(Base):
+    """The re-verification window of a scope: ``global`` or ``group:<SCIM group id>``.
+
+    ``lifetime`` (seconds) is how long after an upstream sign-in a device may sign
+    in with its re-authentication tokens; ``required`` makes a token (or an upstream
+    sign-in) a condition of every sign-in. The most specific scope wins, as for
+    registration policies.
+    """
+
+    __tablename__ = "reauth_policies"
+
+    scope: Mapped[str] = mapped_column(String(80), primary_key=True)
+    group_id: Mapped[str | None] = mapped_column(String(64))
+    lifetime: Mapped[int] = mapped_column(Integer)
+    required: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(256))
+
+
+class ReverifyMark(Base):
+    """An administrator's "re-verify" on a device: its next sign-in needs an upstream sign-in.
+
+    Deleted when the device starts a new token family after that upstream sign-in.
+    """
+
+    __tablename__ = "reverify_marks"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    requested_by: Mapped[str | None] = mapped_column(String(256))

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, redirect, render_template, request
+from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template, request
 from flask import session as cookie_session
 from werkzeug.wrappers import Response
 
-from idp_service.platform.errors import ServiceError
+from idp_service.platform.errors import NotFound, ServiceError
 from idp_service.services import Services
-from idp_service.upstream import service
+from idp_service.upstream import reauth, service
 from idp_service.web.context import ctx
 from idp_service.web.errors import status_of
+from trust_protocol.encoding import b64e
 
 bp = Blueprint("upstream", __name__)
 EXTENSION = "devicetrust.upstream"
@@ -74,6 +75,18 @@ def start(idp_id: str) -> Response | tuple[str, int]:
     except ServiceError as exc:
         return _refusal(exc)
     return redirect(url, 303)
+
+
+@bp.get("/agent/v1/reauth/<challenge_id>")
+def reauth_pickup(challenge_id: str) -> Response | tuple[Response, int]:
+    """The re-authentication grant sealed in a sign-in, for a device whose reply was lost.
+
+    Only the device it is sealed to can open it, so it is served without a credential.
+    """
+    sealed = reauth.pickup(ctx(), challenge_id)
+    if sealed is None:
+        raise NotFound("reauth_none", "No re-authentication grant was issued in that sign-in.")
+    return jsonify({"grant": b64e(sealed)})
 
 
 @bp.get("/upstream/callback")
