@@ -17,7 +17,7 @@ import time
 
 import pytest
 import requests
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, update
 
 from idp_service.platform.models import AuditEvent, Device
 from idp_service.upstream.tables import ReauthToken
@@ -195,3 +195,99 @@ def _follow_to_callback(http, svc, op, url):
         )
         url = urljoin(url, resp.headers["Location"])
     raise AssertionError("no callback")
+
+
+def fresh_family(svc, op, agent):
+    before = stored(agent)
+    _, _, status = device_check(svc, op, agent, upstream=True)
+    assert status["status"] == "verified", status
+    return wait_for_token_change(agent, before)
+
+
+def revoked_reasons(svc, family):
+    return {r.revoked_reason for r in tokens(svc) if r.family == family}
+
+
+def test_lost_reply_recovers_once_then_a_copy_is_caught(stack):
+    svc, op, agent = stack
+    start = fresh_family(svc, op, agent)
+    _, _, status = device_check(svc, op, agent)
+    assert status["status"] == "verified"
+    wait_for_token_change(agent, start)
+    # The successor's reply is lost: the device still holds the spent token.
+    (agent.state_dir / "reauth.json").write_text(json.dumps(start))
+    _, _, status = device_check(svc, op, agent)
+    assert status["status"] == "verified", status  # the grace rule, once
+    recovered = wait_for_token_change(agent, start)
+    assert recovered["family"] == start["family"]
+    assert last_audit(svc, "reauth.recover")[0] == "ok"
+    # The same spent token once more: that is no lost reply but a copy.
+    (agent.state_dir / "reauth.json").write_text(json.dumps(start))
+    _, _, status = device_check(svc, op, agent)
+    assert (status["status"], status.get("code")) == ("denied", "reauth_reused")
+    assert "reuse" in revoked_reasons(svc, start["family"])
+
+
+def test_the_window_elapses_then_upstream_again(stack):
+    svc, op, agent = stack
+    current = fresh_family(svc, op, agent)
+    # Time passes (moved on in the database): the family's end is behind us.
+    eng = engine(svc)
+    with eng.begin() as conn:
+        conn.execute(
+            update(ReauthToken)
+            .where(ReauthToken.family == current["family"])
+            .values(expires_at=ReauthToken.issued_at)
+        )
+    eng.dispose()
+    _, _, status = device_check(svc, op, agent)
+    assert (status["status"], status.get("code")) == ("denied", "reverify_required")
+    fresh_family(svc, op, agent)
+
+
+def test_revocation_triggers(stack):
+    svc, op, agent = stack
+    device_id = agent.cli_json("id")["device_id"]
+
+    family = fresh_family(svc, op, agent)["family"]
+    svc.cli("devices", "revoke", device_id, "--reason", "lost")
+    assert revoked_reasons(svc, family) >= {"device_revoked"}
+    svc.cli("devices", "retrust", device_id, "--reason", "found")
+    _, _, status = device_check(svc, op, agent)
+    assert status.get("code") == "reverify_required"
+
+    family = fresh_family(svc, op, agent)["family"]
+    svc.cli("reauth", "reverify", "--device", device_id)
+    assert "reverify" in revoked_reasons(svc, family)
+    _, _, status = device_check(svc, op, agent)
+    assert status.get("code") == "reverify_required"
+    family = fresh_family(svc, op, agent)["family"]  # the upstream sign-in clears the mark
+    _, _, status = device_check(svc, op, agent)
+    assert status["status"] == "verified"
+
+    family = stored(agent)["family"]
+    out = svc.cli_json("reauth", "reverify", "--user", "nora@example.com")
+    assert out["devices"] == [device_id] and out["tokens_revoked"] >= 1
+    assert "reverify" in revoked_reasons(svc, family)
+
+    # SCIM deactivation revokes them too.
+    family = fresh_family(svc, op, agent)["family"]
+    scim = svc.cli_json("scim-token", "create", "reauth-test")["token"]
+    headers = {"Authorization": f"Bearer {scim}", "Content-Type": "application/scim+json"}
+    found = requests.get(
+        f"{svc.url}/scim/v2/Users",
+        params={"filter": 'userName eq "nora@example.com"'},
+        headers=headers,
+        timeout=10,
+    ).json()["Resources"][0]
+    resp = requests.patch(
+        f"{svc.url}/scim/v2/Users/{found['id']}",
+        json={
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "active", "value": False}],
+        },
+        headers=headers,
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    assert "owner_deactivated" in revoked_reasons(svc, family)
