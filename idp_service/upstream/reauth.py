@@ -435,7 +435,12 @@ def live_tokens(session: Session, device_id: str) -> int:
 
 
 def reverify(
-    session: Session, *, device_ids: list[str], actor: str, user_id: str | None = None
+    session: Session,
+    *,
+    device_ids: list[str],
+    actor: str,
+    user_id: str | None = None,
+    reason: str | None = None,
 ) -> dict[str, Any]:
     """An administrator's re-verify: revoke the devices' tokens and require an upstream
     sign-in at each one's next sign-in (audited)."""
@@ -455,7 +460,7 @@ def reverify(
         actor=actor,
         user_id=user_id,
         device_id=device_ids[0] if len(device_ids) == 1 else None,
-        details={"devices": device_ids, "tokens_revoked": revoked},
+        details={"devices": device_ids, "tokens_revoked": revoked, "reason": reason},
     )
     ANY_POLICY.forget()
     return {"devices": device_ids, "tokens_revoked": revoked}

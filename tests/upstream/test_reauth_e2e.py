@@ -270,6 +270,21 @@ def test_revocation_triggers(stack):
     assert out["devices"] == [device_id] and out["tokens_revoked"] >= 1
     assert "reverify" in revoked_reasons(svc, family)
 
+    # The admin API's re-verify of a device does the same.
+    family = fresh_family(svc, op, agent)["family"]
+    api = svc.cli_json("api-token", "create", "reauth-test", "--scope", "write")["token"]
+    resp = requests.post(
+        f"{svc.url}/api/v1/devices/{device_id}/reverify",
+        json={"reason": "phished, says the SOC"},
+        headers={"Authorization": f"Bearer {api}"},
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["devices"] == [device_id] and resp.json()["tokens_revoked"] >= 1
+    assert "reverify" in revoked_reasons(svc, family)
+    _, _, status = device_check(svc, op, agent)
+    assert status.get("code") == "reverify_required"
+
     # SCIM deactivation revokes them too.
     family = fresh_family(svc, op, agent)["family"]
     scim = svc.cli_json("scim-token", "create", "reauth-test")["token"]
