@@ -29,6 +29,8 @@ from idp_service.platform.identity import name_key
 from idp_service.platform.models import Device, LoginTransaction, User, utcnow
 from idp_service.signin.messages import MESSAGES
 from idp_service.signin.web import remember
+from idp_service.upstream import service as upstream_service
+from idp_service.upstream import web as upstream_web
 from idp_service.web.context import ctx
 from idp_service.web.csrf import CsrfGuard
 
@@ -200,6 +202,10 @@ def complete_login(txn: LoginTransaction, user: User | None, device: Device | No
             code = txn.error_code or "expired"
         elif not in_admin_group(s, user.id):
             code = "not_admin"
+        elif upstream_web.registry().console_idp() is not None and not upstream_service.proved_in(
+            svc, txn.id, "admin", user.id
+        ):
+            code = "upstream_required"  # the console's upstream sign-in, as this device's owner
         audit.record(
             s,
             "admin.login",
@@ -217,6 +223,8 @@ def complete_login(txn: LoginTransaction, user: User | None, device: Device | No
     message = {
         "not_admin": "Your account is not an administrator of this console.",
         "login_finished": "This sign-in was already used. Start again.",
+        "upstream_required": "Sign in to the console with your organization's identity "
+        "provider, as the owner of this device. Start again.",
     }.get(code) or MESSAGES.get(code, "The device check failed.")
     page = render_template("admin/refused.html", code=code, message=message)
     return make_response(page, 403)

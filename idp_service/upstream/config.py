@@ -11,6 +11,7 @@ One ``[[idp]]`` table per IdP::
     claim = "email"   # sub | oid -> externalId; email | preferred_username -> userName
     scopes = "openid email profile"
     group = ""                        # optional: only members of this SCIM group
+    console = false                   # true: the admin console's sign-in goes through it
 
 A bad file stops the service at start with a :class:`ConfigError` naming the
 file, the IdP and the key.
@@ -54,6 +55,7 @@ class _IdpInput(BaseModel):
     max_age: int = Field(default=600, ge=30, le=3600)  # an ID token older than this is refused
     jwks_min_refresh: float = Field(default=60.0, ge=0, le=3600)  # between JWKS refetches
     timeout: float = Field(default=10.0, gt=0, le=60)
+    console: bool = False  # the admin console's sign-in goes through this IdP first
 
     @field_validator("issuer")
     @classmethod
@@ -86,6 +88,7 @@ class UpstreamIdp:
     max_age: int
     jwks_min_refresh: float
     timeout: float
+    console: bool = False
 
     @property
     def target(self) -> str:
@@ -137,8 +140,11 @@ def parse(data: dict[str, Any], source: str) -> tuple[UpstreamIdp, ...]:
                 max_age=given.max_age,
                 jwks_min_refresh=given.jwks_min_refresh,
                 timeout=given.timeout,
+                console=given.console,
             )
         )
+    if sum(idp.console for idp in found) > 1:
+        raise ConfigError(VARIABLE, f"{source}: at most one [[idp]] may set console = true")
     return tuple(found)
 
 

@@ -104,6 +104,10 @@ class Registry:
             raise NotFound(UNKNOWN_IDP, "No such identity provider is configured.")
         return provider
 
+    def console_idp(self) -> str | None:
+        """The id of the IdP the admin console's sign-in goes through, if one is set."""
+        return next((p.idp.id for p in self.providers.values() if p.idp.console), None)
+
     def listing(self) -> list[dict[str, str]]:
         """``{"id", "name"}`` of each IdP, for the pages."""
         return [{"id": p.idp.id, "name": p.idp.name} for p in self.providers.values()]
@@ -255,6 +259,15 @@ def finish(
             details={**details, **({"reason": reason} if reason else {})},
         )
         raise
+
+
+def proved_in(services: Services, txn_id: str, purpose: str, user_id: str | None) -> bool:
+    """True when an upstream sign-in for ``purpose`` in ``txn_id`` proved ``user_id``."""
+    if user_id is None:
+        return False
+    with services.db.session() as session:
+        user = store.verified_user(session, txn_id, purpose)
+        return user is not None and user.id == user_id
 
 
 def map_user(session: Session, idp: UpstreamIdp, claims: dict[str, Any]) -> User:
