@@ -15,9 +15,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from agent import __version__, http_client, platform_ids
+from agent import __version__, http_client, platform_ids, reauth
 from agent.state import Enrollment
 from trust_protocol.challenge import Challenge, parse_challenge
 from trust_protocol.device_keys import DeviceKeys
@@ -61,8 +63,13 @@ def answer(
     keys: DeviceKeys,
     purposes: tuple[str, ...] = ("authenticate",),
     now: float | None = None,
+    reauth_token: str | None = None,
 ) -> Answer:
-    """Verify a challenge for the requesting ``origin`` and seal this device's answer."""
+    """Verify a challenge for the requesting ``origin`` and seal this device's answer.
+
+    ``reauth_token``, the device's re-authentication token (``agent/reauth.py``), goes
+    inside the signed answer's ``data``.
+    """
     try:
         challenge = parse_challenge(token, enrollment.verify_key)
     except ProtocolError as exc:
@@ -91,21 +98,45 @@ def answer(
         platform=platform_ids.platform_json(),
         agent_version=__version__,
         agent_clock=now,
+        data={"reauth": reauth_token} if reauth_token else {},
     )
     return Answer(seal_response(body, challenge, keys), challenge)
 
 
-def post_callback(ans: Answer, *, background: bool = True) -> threading.Thread | None:
-    """POST the answer to the challenge's callback URL (in a thread by default)."""
+def post_callback(
+    ans: Answer,
+    *,
+    background: bool = True,
+    state_dir: Path | None = None,
+    keys: DeviceKeys | None = None,
+    enrollment: Enrollment | None = None,
+) -> threading.Thread | None:
+    """POST the answer to the challenge's callback URL (in a thread by default).
+
+    With ``state_dir``, ``keys`` and ``enrollment``, a re-authentication grant the
+    service issued in this sign-in is collected and stored (``agent/reauth.py``).
+    """
 
     def _post() -> None:
+        reply: dict[str, Any] | None = None
+        replayed = False
         try:
-            http_client.request("POST", ans.challenge.callback, ans.envelope, timeout=10)
+            reply = http_client.request("POST", ans.challenge.callback, ans.envelope, timeout=10)
             log.info("callback delivered for challenge %s", ans.challenge.id_text[:8])
         except http_client.ServerError as exc:
             # challenge_replayed means the browser's copy won the race: not an error.
-            level = logging.INFO if exc.code == "challenge_replayed" else logging.WARNING
+            replayed = exc.code == "challenge_replayed"
+            level = logging.INFO if replayed else logging.WARNING
             log.log(level, "callback refused: %s", exc.code)
+        if state_dir is not None and keys is not None and enrollment is not None:
+            if reply is not None or replayed:
+                reauth.collect(
+                    state_dir,
+                    reply,
+                    keys=keys,
+                    enrollment=enrollment,
+                    challenge_id=ans.challenge.id_text,
+                )
 
     if not background:
         _post()

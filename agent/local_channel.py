@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent import __version__, page_enroll
+from agent import __version__, page_enroll, reauth
 from agent.authenticate import Refusal, answer, origin_of, post_callback
 from agent.config import AgentConfig
 from agent.state import Enrollment
@@ -258,14 +258,23 @@ class Handler(BaseHTTPRequestHandler):
             self._error(400, "malformed", 'Send {"challenge": "<token>"}.')
             return
         try:
-            ans = answer(token, origin=origin, enrollment=state.enrollment, keys=state.keys)
+            ans = answer(
+                token,
+                origin=origin,
+                enrollment=state.enrollment,
+                keys=state.keys,
+                # Only when this agent posts its own callback, which brings the successor back.
+                reauth_token=reauth.current(state.state_dir) if state.direct_callback else None,
+            )
         except Refusal as exc:
             # Only reflect CORS to origins the enrolled service declared.
             cors = self._cors_origin(origin, state.known_origins())
             self._error(exc.status, exc.code, exc.message, cors)
             return
         if state.direct_callback:
-            post_callback(ans)
+            post_callback(
+                ans, state_dir=state.state_dir, keys=state.keys, enrollment=state.enrollment
+            )
         self._send(200, {"response": ans.envelope.decode()}, origin)
 
     def _recheck(self, origin: str | None) -> None:

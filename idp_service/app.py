@@ -28,6 +28,7 @@ from idp_service.services import Services
 from idp_service.signin import web as signin_web
 from idp_service.signin.reads import DeviceOwners
 from idp_service.updates import web as updates_web
+from idp_service.upstream import web as upstream_web
 from idp_service.web import bodies, display, headers, health, observability, ratelimit
 from idp_service.web.errors import register_error_handlers
 from idp_service.webhooks import outbox as webhook_outbox
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     saml_web.init_app(app, services)  # the SAML IdP at /saml
     oidc_web.init_app(app, services)  # the OpenID Connect provider at /oidc
     updates_web.init_app(app, services)  # signed agent self-update at /agent/v1/update-*
+    upstream_web.init_app(app, services)  # the organization's OIDC IdP, at /upstream
     mount_scim(app)  # SCIM 2.0 at /scim/v2
     api.init_app(app, services)  # admin API at /api/v1
     admin.init_app(app, services)  # the admin console at /admin

@@ -782,8 +782,10 @@ for _group in (
     cli.add_command(_group)
 
 from idp_service.updates.cli import updates  # noqa: E402
+from idp_service.upstream.cli import reauth_group  # noqa: E402
 
 cli.add_command(updates)
+cli.add_command(reauth_group)
 
 
 def main() -> None:

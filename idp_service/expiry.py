@@ -44,6 +44,7 @@ from idp_service.platform.models import (
 from idp_service.platform.ratelimit_tables import RateLimitCounter
 from idp_service.platform.session_tables import AdminSession
 from idp_service.saml.tables import IssuedResponse, SeenRequest
+from idp_service.upstream.tables import ReauthToken, UpstreamLogin
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,11 @@ RULES: tuple[Rule, ...] = (
         _t(AdminBootstrapToken),
         lambda now: AdminBootstrapToken.expires_at < now - GRACE,
     ),
+    # Upstream sign-in requests live no longer than their login transactions.
+    Rule("upstream_logins", _t(UpstreamLogin), lambda now: UpstreamLogin.expires_at < now - GRACE),
+    # Spent re-authentication tokens must stay until their family ends (a later use of one
+    # is how a copy is caught); after the family's end every token of it is refused anyway.
+    Rule("reauth_tokens", _t(ReauthToken), lambda now: ReauthToken.expires_at < now - GRACE),
 )
 
 

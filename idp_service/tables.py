@@ -13,4 +13,5 @@ from idp_service.platform import job_tables, models, ratelimit_tables, session_t
 from idp_service.posture import tables as posture_tables  # noqa: F401
 from idp_service.saml import tables as saml_tables  # noqa: F401
 from idp_service.updates import store as update_tables  # noqa: F401
+from idp_service.upstream import tables as upstream_tables  # noqa: F401
 from idp_service.webhooks import tables as webhook_tables  # noqa: F401

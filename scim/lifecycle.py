@@ -42,6 +42,7 @@ REAPPROVAL_REASON = "owner reactivated by SCIM; an administrator must approve th
 def deactivated(session: Session, user_id: str, *, actor: str | None, via: str) -> None:
     """Audit a user's deactivation (the caller wrote ``active=false``); end console sessions."""
     end_for_user(session, user_id, "owner_deactivated")
+    states.revoke_reauth_of_user(session, user_id, "owner_deactivated")
     trusted = device_queries.ids_of_user(session, user_id, ("trusted",))
     audit.record(
         session,

@@ -119,9 +119,10 @@ def start_service(
     agent_ports: list[int] | None = None,
     extra_env: dict[str, str] | None = None,
     workers: int = 1,
+    port: int | None = None,
 ) -> ServiceProc:
-    """Migrate ``database_url`` and start the service on a free loopback port."""
-    port = free_port()
+    """Migrate ``database_url`` and start the service on a free loopback port (or ``port``)."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     env = base_env(
         DEVICETRUST_DATABASE_URL=database_url,

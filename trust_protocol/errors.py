@@ -41,6 +41,10 @@ CODES: dict[str, str] = {
     "report_counter_stale": "The report's counter is not above the last one accepted.",
     "report_resync": "The service does not hold the document the report builds on; send it whole.",
     "bad_ack_signature": "The acknowledgement is not signed by the pinned server key.",
+    # Re-authentication grants (trust_protocol/reauth.py, §17).
+    "bad_grant_signature": "The re-authentication grant is not signed by the pinned server key.",
+    "grant_wrong_device": "The re-authentication grant is addressed to another device.",
+    "grant_expired": "The re-authentication grant's expires_at has passed.",
 }
 
 

@@ -25,6 +25,8 @@ from idp_service.platform import audit
 from idp_service.platform.models import Device, LoginTransaction, User
 from idp_service.signin.messages import MESSAGES
 from idp_service.signin.web import remember
+from idp_service.upstream import service as upstream_service
+from idp_service.upstream import web as upstream_web
 from idp_service.web.context import ctx
 from idp_service.web.csrf import CsrfGuard
 
@@ -165,6 +167,11 @@ def complete_login(txn: LoginTransaction, user: User | None, device: Device | No
             device,
             admin_group=svc.settings.admin_group,
             remote_addr=request.remote_addr,
+            upstream_proved=(
+                None
+                if upstream_web.registry().console_idp() is None
+                else lambda user_id: upstream_service.proved_in(svc, txn.id, "admin", user_id)
+            ),
         )
     if code is None:
         open_session(Admin(user.user_name, "device", user.id, device.id))
@@ -173,6 +180,8 @@ def complete_login(txn: LoginTransaction, user: User | None, device: Device | No
     message = {
         "not_admin": "Your account is not an administrator of this console.",
         "login_finished": "This sign-in was already used. Start again.",
+        "upstream_required": "Sign in to the console with your organization's identity "
+        "provider, as the owner of this device. Start again.",
     }.get(code) or MESSAGES.get(code, "The device check failed.")
     page = render_template("admin/refused.html", code=code, message=message)
     return make_response(page, 403)

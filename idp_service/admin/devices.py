@@ -12,10 +12,11 @@ from idp_service.devices import queries as device_queries
 from idp_service.directory import users
 from idp_service.platform.errors import Invalid, NotFound
 from idp_service.platform.models import DEVICE_STATES
+from idp_service.upstream import reauth
 from idp_service.web.context import ctx
 
 STATE_ACTIONS = states.ADMIN_ACTIONS
-ACTIONS = (*STATE_ACTIONS, "delete", "change_owner", "resolve_flags")
+ACTIONS = (*STATE_ACTIONS, "delete", "change_owner", "resolve_flags", "reverify")
 
 
 @bp.get("/devices")
@@ -89,7 +90,8 @@ def device(device_id: str) -> str:
 
 @bp.post("/devices/<device_id>/action")
 def device_action(device_id: str) -> Response:
-    """Approve, deny, revoke, re-trust, delete or change the owner; each with a reason."""
+    """Approve, deny, revoke, re-trust, re-verify, delete or change the owner; each with a
+    reason."""
     action = request.form.get("action", "")
     if action not in ACTIONS:
         raise Invalid("bad_action", "Unknown device action.")
@@ -108,6 +110,15 @@ def device_action(device_id: str) -> Response:
             registry.change_owner(s, device_id, owner.id, reason=reason, actor=actor)
         elif action == "resolve_flags":
             detection.mark_reviewed(s, device_id, reason=reason, actor=actor)
+        elif action == "reverify":  # an upstream sign-in at its next sign-in (docs/oidc.md)
+            target = reauth.reverify_target(s, user=None, device=device_id)
+            reauth.reverify(
+                s,
+                device_ids=target["device_ids"],
+                user_id=target["user_id"],
+                actor=actor,
+                reason=reason,
+            )
         else:
             registry.change_state(s, device_id, action, reason=reason, actor=actor)
     back = request.form.get("back", "")

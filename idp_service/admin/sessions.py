@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, select, update
@@ -161,12 +162,15 @@ def finish_login(
     *,
     admin_group: str,
     remote_addr: str | None,
+    upstream_proved: Callable[[str], bool] | None = None,
 ) -> str | None:
     """Claim the sign-in's transaction and decide, audited (``admin.login``): None when a
     session may open, else the refusal code.
 
     The claim comes first and holds once: a transaction claimed already (a repeated
-    ``/continue``) is ``login_finished``, whatever it says.
+    ``/continue``) is ``login_finished``, whatever it says. ``upstream_proved``, when the
+    console signs in through the upstream IdP, tells whether that sign-in proved this user
+    (``upstream_required`` otherwise).
     """
     result = session.execute(
         update(LoginTransaction)
@@ -182,6 +186,8 @@ def finish_login(
         code = txn.error_code or "expired"
     elif not in_admin_group(session, user.id, admin_group):
         code = "not_admin"
+    elif upstream_proved is not None and not upstream_proved(user.id):
+        code = "upstream_required"  # the console's upstream sign-in, as this device's owner
     audit.record(
         session,
         "admin.login",

@@ -9,6 +9,7 @@ from idp_service.admin.auth import Admin, current_admin, end_session, open_sessi
 from idp_service.admin.blueprint import bp
 from idp_service.platform import audit
 from idp_service.signin.web import start_transaction
+from idp_service.upstream import web as upstream_web
 from idp_service.web.context import ctx
 
 
@@ -22,8 +23,16 @@ def signin() -> str | Response:
 
 @bp.post("/signin")
 def signin_start() -> Response:
-    """Start a device-trust login transaction whose completer is the console."""
-    return redirect(f"/login/{start_transaction('admin')}", 303)
+    """Start a device-trust login transaction whose completer is the console.
+
+    With an upstream IdP marked ``console = true`` (docs/oidc.md), the person signs in
+    there first; the device check follows, and the console requires both.
+    """
+    txn_id = start_transaction("admin")
+    idp = upstream_web.registry().console_idp()
+    if idp is not None:
+        return redirect(f"/upstream/{idp}/start?txn={txn_id}&purpose=admin", 303)
+    return redirect(f"/login/{txn_id}", 303)
 
 
 @bp.get("/bootstrap")

@@ -19,6 +19,7 @@ from idp_service.devices import approve, detection, flags, registry, states
 from idp_service.devices import queries as device_queries
 from idp_service.platform.errors import Invalid
 from idp_service.platform.models import DEVICE_STATES, AuditEvent
+from idp_service.upstream import reauth
 from posture_checks.evaluator import Status
 
 NULLABLE = S.string(4096, nullable=True)
@@ -369,6 +370,56 @@ def change_owner(call: Call) -> dict[str, Any]:
             actor=call.actor,
         )
         return device_queries.json_of(s, device)
+
+
+REVERIFIED = S.obj(
+    {"devices": S.array(ID), "tokens_revoked": {"type": "integer"}},
+    ("devices", "tokens_revoked"),
+)
+
+
+@op(
+    "POST",
+    "/devices/{device_id}/reverify",
+    summary="Re-verify a device: revoke its re-authentication tokens and require an upstream "
+    "sign-in at its next sign-in",
+    tag="devices",
+    path_params=DEVICE_PATH,
+    body=REASON_BODY,
+    response=REVERIFIED,
+)
+def reverify_device(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        target = reauth.reverify_target(s, user=None, device=call.path["device_id"])
+        return reauth.reverify(
+            s,
+            device_ids=target["device_ids"],
+            user_id=target["user_id"],
+            actor=call.actor,
+            reason=call.body["reason"],
+        )
+
+
+@op(
+    "POST",
+    "/users/{user_id}/reverify",
+    summary="Re-verify every device of a user (revoke their re-authentication tokens; each "
+    "needs an upstream sign-in next)",
+    tag="devices",
+    path_params={"user_id": ID},
+    body=REASON_BODY,
+    response=REVERIFIED,
+)
+def reverify_user(call: Call) -> dict[str, Any]:
+    with call.db.session() as s:
+        target = reauth.reverify_target(s, user=call.path["user_id"], device=None)
+        return reauth.reverify(
+            s,
+            device_ids=target["device_ids"],
+            user_id=target["user_id"],
+            actor=call.actor,
+            reason=call.body["reason"],
+        )
 
 
 @op(

@@ -10,7 +10,9 @@ devices, ``idp_service/devices/approve.py``).
 
 In factor mode the login page may register a user's first device without a
 code, on the strength of an identity broker's signed subject
-(``idp_service/signin/login_enroll.py``); the same policy then applies.
+(``idp_service/signin/login_enroll.py``); the same policy then applies. After an
+upstream OpenID Connect sign-in (``idp_service/upstream/``) the page may register
+any device of the user that sign-in proved, under the same policy.
 """
 
 from __future__ import annotations
@@ -152,7 +154,12 @@ def register(service: Services, envelope: bytes, *, remote_addr: str | None = No
         verified = challenges.open_answer(service, envelope, "register")
         code = verified.data.get("enrollment_code")
         tofu_txn = login_enroll.tofu_txn_id(verified.challenge.binding)
-        if tofu_txn is not None:
+        upstream_txn = login_enroll.upstream_txn_id(verified.challenge.binding)
+        if upstream_txn is not None:
+            method = "upstream"
+            if "enrollment_code" in verified.data:
+                raise Invalid("malformed", "A registration without a code carries no code.")
+        elif tofu_txn is not None:
             method = "broker"
             if "enrollment_code" in verified.data:
                 raise Invalid("malformed", "A registration without a code carries no code.")
@@ -171,7 +178,11 @@ def register(service: Services, envelope: bytes, *, remote_addr: str | None = No
                     "This device is enrolled already; run devicetrust-agent status.",
                 )
             details: dict[str, object] = {}
-            if tofu_txn is not None:
+            if upstream_txn is not None:
+                txn = login_enroll.open_transaction(session, upstream_txn)
+                user = login_enroll.upstream_user(session, txn, lock=True)
+                details["sp"] = (txn.context or {}).get("sp_entity_id")
+            elif tofu_txn is not None:
                 txn = login_enroll.open_transaction(session, tofu_txn)
                 user = login_enroll.broker_user(session, txn, lock=True)
                 details["sp"] = (txn.context or {}).get("sp_entity_id")
@@ -250,4 +261,6 @@ def _state_reason(state: str, method: str) -> str:
         return "awaiting approval"  # by an admin, or a code from a trusted device (approve.py)
     if method == "broker":
         return "first device (TOFU, vouched for by the identity broker)"
+    if method == "upstream":
+        return "first device (TOFU, after an upstream sign-in)"
     return "first device (TOFU)"

@@ -17,6 +17,7 @@ from idp_service.directory.sessions import end_for_device
 from idp_service.platform import audit
 from idp_service.platform.errors import Conflict, Invalid, NotFound
 from idp_service.platform.models import Device, User
+from idp_service.upstream import reauth
 
 
 def _require_reason(reason: str) -> None:
@@ -55,6 +56,7 @@ def delete_device(session: Session, device_id: str, *, reason: str, actor: str) 
     device = device_queries.require(session, device_id)
     data = device_queries.json_of(session, device)
     end_for_device(session, device_id, "device_deleted")
+    reauth.revoke_device(session, device_id, "device_deleted")
     device_queries.delete_with_data(session, device)
     audit.record(
         session,

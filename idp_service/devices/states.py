@@ -50,6 +50,7 @@ from idp_service.directory.sessions import end_for_device
 from idp_service.platform import audit
 from idp_service.platform.errors import Conflict
 from idp_service.platform.models import DEVICE_STATES, Device, utcnow
+from idp_service.upstream import reauth
 
 STATES: tuple[str, ...] = DEVICE_STATES
 
@@ -156,6 +157,9 @@ def move(
         device_queries.close_request(session, req, rule.request_status, request_reason)
     if rule.ends_sessions:
         end_for_device(session, device.id, f"device_{rule.target}")
+    if rule.target != "trusted":
+        # Its re-authentication tokens die with its trust (idp_service/upstream/reauth.py).
+        reauth.revoke_device(session, device.id, f"device_{rule.target}")
     audit.record(
         session,
         rule.audit_action,
@@ -167,6 +171,11 @@ def move(
         details={"from": before, "to": rule.target, **(details or {})},
     )
     return before
+
+
+def revoke_reauth_of_user(session: Session, user_id: str, reason: str) -> int:
+    """Revoke the re-authentication tokens of every device of ``user_id`` (SCIM deactivation)."""
+    return reauth.revoke_user(session, user_id, reason)
 
 
 def reactivate_owner(

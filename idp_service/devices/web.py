@@ -7,13 +7,16 @@ from flask import Blueprint, Flask, Response, jsonify, request
 
 from idp_service.devices import approve, challenges, enroll, report, report_v2
 from idp_service.platform import audit
-from idp_service.platform.errors import Invalid, ServiceError
+from idp_service.platform.errors import Forbidden, Invalid, ServiceError
 from idp_service.services import Services
 from idp_service.signin import authenticate
+from idp_service.signin.messages import message_for
 from idp_service.web.bodies import json_body, read_body
 from idp_service.web.context import ctx
 from trust_protocol.encoding import b64e
 from trust_protocol.strict_json import printable_id
+
+REAUTH_REFUSALS = ("reverify_required", "reauth_reused")
 
 bp = Blueprint("agent_api", __name__, url_prefix="/agent/v1")
 bp2 = Blueprint("agent_api_v2", __name__, url_prefix="/agent/v2")
@@ -77,7 +80,13 @@ def register() -> tuple[Response, int]:
 def callback() -> Response:
     """The agent's direct answer to a login challenge (independent of the browser)."""
     result = authenticate.verify(ctx(), _body(), via="callback", remote_addr=request.remote_addr)
-    return jsonify({"status": "verified", "device_id": result.device_id})
+    if result.txn_status == "denied" and result.txn_error in REAUTH_REFUSALS:
+        # The re-authentication step refused this sign-in (idp_service/upstream/reauth.py).
+        raise Forbidden(result.txn_error, message_for(result.txn_error))
+    body = {"status": "verified", "device_id": result.device_id}
+    if result.reauth_grant is not None:  # the successor token, sealed to this device (§17)
+        body["reauth"] = b64e(result.reauth_grant)
+    return jsonify(body)
 
 
 @bp.post("/report/challenge")

@@ -351,6 +351,7 @@ class Inputs(BaseSettings):
     )
     admin_group: Annotated[str, BeforeValidator(lambda v: str(v).strip())] = "devicetrust-admins"
     admin_session_ttl: WholeSeconds = 8 * 3600
+    upstream_idps: str = ""  # the TOML file of upstream OIDC IdPs (idp_service/upstream/config.py)
     clone_policy: Annotated[str, BeforeValidator(_one_of("suspend", "flag"))] = "suspend"
     concurrent_agent_window: WholeSeconds = 3600
     stale_after: WholeSeconds = 30 * 86400
@@ -538,6 +539,8 @@ class Settings:
     # The admin console (/admin): members of this SCIM group, signed in on a trusted device.
     admin_group: str = "devicetrust-admins"
     admin_session_ttl: int = 8 * 3600  # seconds an admin console session lasts
+    # The organization's OpenID Connect IdPs, a TOML file (idp_service/upstream/config.py).
+    upstream_idps: str = ""
     # Clone and duplicate detection (idp_service/devices/detection.py): suspend, or only flag.
     clone_policy: str = "suspend"
     concurrent_window: int = 3600  # seconds in which A, B, A answers mean two agents
@@ -625,6 +628,7 @@ class Settings:
             scim_reactivation=given.scim_reactivation,
             admin_group=given.admin_group,
             admin_session_ttl=given.admin_session_ttl,
+            upstream_idps=given.upstream_idps.strip(),
             clone_policy=given.clone_policy,
             concurrent_window=given.concurrent_agent_window,
             stale_after=given.stale_after,

@@ -29,6 +29,7 @@ from idp_service.platform.models import Device, LoginTransaction, User
 from idp_service.services import Services
 from idp_service.signin import transactions
 from idp_service.signin.store import Consumed, Guards, consume_for_trusted_device
+from idp_service.upstream import reauth
 from trust_protocol.errors import ProtocolError
 from trust_protocol.response import (
     RegisteredDevice,
@@ -62,6 +63,7 @@ class Authentication:
     via: str
     txn_status: str | None = None  # verified, or denied/pending if it was settled otherwise
     txn_error: str | None = None
+    reauth_grant: bytes | None = None  # the successor token, sealed to the device (§17)
 
 
 @metrics.verify_path
@@ -80,6 +82,39 @@ def verify(
         if expected_binding is not None:
             check_binding(verified, expected_binding)
         txn_id = transactions.txn_id_from_binding(verified.challenge.binding)
+        grant = None
+        if txn_id is not None:
+            # Re-authentication tokens (idp_service/upstream/reauth.py): decided before the
+            # challenge is consumed, so no sign-in is verified before this step said yes.
+            step = reauth.on_verified_answer(
+                service,
+                device_id=verified.device_id,
+                sign_key=verified.sign_key,
+                box_key=verified.box_key,
+                txn_id=txn_id,
+                challenge_id=verified.challenge.id_text,
+                data=verified.data,
+                remote_addr=remote_addr,
+            )
+            grant = step.grant
+            if step.refusal is not None:
+                with service.db.session() as session:
+                    transactions.mark_denied(
+                        session,
+                        txn_id,
+                        code=step.refusal,
+                        device_id=verified.device_id,
+                        user_id=step.user_id,
+                    )
+                return Authentication(
+                    verified.device_id,
+                    step.user_id or "",
+                    txn_id,
+                    verified.clock_skew,
+                    via,
+                    "denied",
+                    step.refusal,
+                )
         answer = verified
         checked = _guards(service, verified)
 
@@ -123,6 +158,7 @@ def verify(
             via,
             consumed.txn_status,
             consumed.txn_error,
+            grant,
         )
     except ProtocolError as exc:
         _record_refusal(service, exc, verified, via, remote_addr)

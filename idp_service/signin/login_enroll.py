@@ -14,12 +14,19 @@
   without a code: the challenge is bound ``tofu:<txn>`` and the registration
   binds the device to that user (:func:`broker_user`). Otherwise the normal rule
   applies: an enrollment code from IT.
+* **Register after an upstream sign-in.** When the person signed in to the
+  organization's OpenID Connect IdP from this sign-in (``idp_service/upstream/``),
+  the page may register the device to the SCIM user that sign-in proved, without
+  a code: the challenge is bound ``upstream:<txn>`` (:func:`upstream_user`). The
+  registration policy then applies as to any new device (TOFU, admin approval,
+  trusted-device approval).
 * **Waiting for approval.** A device that waits for approval denies the
   transaction with ``device_pending``; :func:`reopen_pending` lets the page check
   again in the same sign-in, as long as nothing was sent to the application yet.
 
-Register challenges are bound ``enroll:<txn>`` (with a code) or ``tofu:<txn>``
-(broker), never ``login:<txn>``: consuming one must never count as signing in.
+Register challenges are bound ``enroll:<txn>`` (with a code), ``tofu:<txn>``
+(broker) or ``upstream:<txn>`` (upstream sign-in), never ``login:<txn>``: consuming one
+must never count as signing in.
 """
 
 from __future__ import annotations
@@ -36,12 +43,14 @@ from idp_service.platform.errors import Conflict, Forbidden, Invalid
 from idp_service.platform.models import Device, LoginTransaction, User
 from idp_service.services import Services
 from idp_service.signin import transactions
+from idp_service.upstream import store as upstream_store
 from trust_protocol.challenge import Challenge
 
 REGISTER_CALLBACK = "/agent/v1/register"
 CODE_PREFIX = "enroll:"
 TOFU_PREFIX = "tofu:"
-MODES = {"code": CODE_PREFIX, "tofu": TOFU_PREFIX}
+UPSTREAM_PREFIX = "upstream:"
+MODES = {"code": CODE_PREFIX, "tofu": TOFU_PREFIX, "upstream": UPSTREAM_PREFIX}
 
 TOFU_MESSAGE = "This device cannot be registered without a code for this sign-in."
 TOFU_HINT = "Enter the enrollment code from IT. If you have none, ask IT for one."
@@ -103,6 +112,43 @@ def broker_user(session: Session, txn: LoginTransaction, *, lock: bool = False) 
     return user
 
 
+def upstream_txn_id(binding: str) -> str | None:
+    """The transaction an upstream-sign-in register challenge names, or None for other bindings."""
+    return binding[len(UPSTREAM_PREFIX) :] if binding.startswith(UPSTREAM_PREFIX) else None
+
+
+class UpstreamUnavailable(Forbidden):
+    """No upstream sign-in in this transaction proved an active user."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "upstream_required",
+            "Sign in with your organization's identity provider first.",
+            "Use the sign-in button on this page, or enter an enrollment code from IT.",
+        )
+
+
+def upstream_user(session: Session, txn: LoginTransaction, *, lock: bool = False) -> User:
+    """The active SCIM user an upstream sign-in proved within ``txn``; else ``upstream_required``.
+
+    With ``lock`` the user's row is locked (PostgreSQL), so the registration
+    policy's count of trusted devices is read under the lock.
+    """
+    user = upstream_store.verified_user(session, txn.id, "enroll")
+    if user is None:
+        raise UpstreamUnavailable()
+    if lock:
+        user = session.execute(
+            select(User)
+            .where(User.id == user.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).scalar_one()
+        if not user.active:
+            raise UpstreamUnavailable()
+    return user
+
+
 def open_transaction(session: Session, txn_id: str) -> LoginTransaction:
     """The transaction a register challenge names, if it can still be signed in to."""
     txn = session.get(LoginTransaction, txn_id)
@@ -112,7 +158,14 @@ def open_transaction(session: Session, txn_id: str) -> LoginTransaction:
 
 
 def tofu_offer(service: Services, txn: LoginTransaction) -> dict[str, str] | None:
-    """``{"user": ...}`` when this sign-in may register a device without a code, else None."""
+    """``{"user": ...}`` when this sign-in may register a device without a code, else None.
+
+    After an upstream sign-in in this transaction, ``{"user": ..., "mode": "upstream"}``.
+    """
+    with service.db.session() as session:
+        proved = upstream_store.verified_user(session, txn.id, "enroll")
+        if proved is not None:
+            return {"user": proved.user_name, "mode": "upstream"}
     if not (txn.context or {}).get("tofu_subject"):
         return None  # the common case costs no query
     with service.db.session() as session:
@@ -136,6 +189,20 @@ def issue_register_challenge(
         raise Invalid("malformed", 'send {"mode": "code"} or {"mode": "tofu"}')
     if not transactions.is_open(txn):
         raise Conflict("login_closed", "This sign-in is finished or expired.")
+    if mode == "upstream":
+        try:
+            with service.db.session() as session:
+                upstream_user(session, txn)
+        except UpstreamUnavailable as exc:
+            audit.record_separately(
+                service.db,
+                "device.register",
+                "rejected",
+                code=exc.code,
+                remote_addr=remote_addr,
+                details={"method": "upstream", "stage": "challenge"},
+            )
+            raise
     if mode == "tofu":
         try:
             with service.db.session() as session:
@@ -184,6 +251,7 @@ __all__ = [
     "CODE_PREFIX",
     "TOFU_PREFIX",
     "TofuUnavailable",
+    "UpstreamUnavailable",
     "broker_user",
     "issue_register_challenge",
     "open_transaction",
@@ -191,4 +259,6 @@ __all__ = [
     "reopen_pending",
     "tofu_offer",
     "tofu_txn_id",
+    "upstream_txn_id",
+    "upstream_user",
 ]

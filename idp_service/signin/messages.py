@@ -10,6 +10,10 @@ from __future__ import annotations
 from trust_protocol.errors import CODES
 
 MESSAGES: dict[str, str] = {
+    "reverify_required": "Sign in with your organization's identity provider to confirm it is "
+    "still you.",
+    "reauth_reused": "This device's sign-in token was used twice, so it may have been copied. "
+    "Its tokens are revoked; sign in with your organization's identity provider again.",
     "device_unknown": "This device is not enrolled yet.",
     "device_pending": "This device is waiting for approval by IT or by one of your trusted "
     "devices.",

@@ -53,6 +53,14 @@
   function finish(status) {
     if (leaving) return true;
     if (enrollment.handlesStatus(status)) return true;
+    // Denied for want of an upstream sign-in (re-verification): offer it, in this sign-in.
+    const reverify = document.getElementById("state-reverify");
+    if (reverify && status && status.status === "denied" &&
+        (status.code === "reverify_required" || status.code === "reauth_reused")) {
+      document.getElementById("reverify-message").textContent = status.message || "";
+      show("reverify");
+      return true;
+    }
     if (status && status.next) {
       leave(status.next);
       return true;
@@ -120,6 +128,7 @@
   const enrollment = (function () {
     let agentPort = null;
     let checkedOnce = false;
+    let tofuMode = "tofu"; // "upstream" after a sign-in at the organization's identity provider
 
     function stopPolling() {
       if (polling) { clearInterval(polling); polling = null; }
@@ -147,13 +156,16 @@
         : "This device is not enrolled yet. Enroll it to continue.";
       setError(null);
       document.getElementById("enroll-tofu").hidden = true;
+      document.getElementById("enroll-upstream").hidden = false;
       show("enroll");
       document.getElementById("enroll-code").focus();
       const resp = await fetch(base + "/enroll-options", { credentials: "same-origin" });
       const options = await resp.json().catch(function () { return {}; });
       if (resp.ok && options.tofu && options.tofu.user) {
+        tofuMode = options.tofu.mode === "upstream" ? "upstream" : "tofu";
         document.getElementById("enroll-tofu-user").textContent = options.tofu.user;
         document.getElementById("enroll-tofu").hidden = false;
+        document.getElementById("enroll-upstream").hidden = true;
       }
     }
 
@@ -239,7 +251,7 @@
       ev.preventDefault();
       enroll("code");
     });
-    document.getElementById("enroll-tofu-button").addEventListener("click", function () { enroll("tofu"); });
+    document.getElementById("enroll-tofu-button").addEventListener("click", function () { enroll(tofuMode); });
     document.getElementById("enroll-terminal-retry").addEventListener("click", run);
     document.getElementById("pending-check").addEventListener("click", checkAgain);
     document.getElementById("pending-stop").setAttribute("href", base + "/continue");

@@ -53,6 +53,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "login.login_check_again",
         "login.login_register_challenge",
         "login.approve_submit",
+        # the upstream IdP's sign-in (idp_service/upstream/web.py): start and callback
+        "upstream.start",
+        "upstream.callback",
     ),
     "agent": (
         "agent_api.server_info",
@@ -62,6 +65,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "agent_api.report_challenge",
         "agent_api.report_facts",
         "agent_api.notices",
+        "upstream.reauth_pickup",
         "updates.manifest",
         "updates.key",
         "updates.artifact",

@@ -36,6 +36,9 @@ EVENT_TYPES: dict[str, str] = {
     # A signed checkpoint of the audit chain (idp_service/platform/audit_chain.py): keep them
     # outside the database to prove later that nothing before them was removed.
     "audit.checkpoint": "audit.checkpoint",
+    # A re-authentication token used after it was spent: it was copied; the device's token
+    # family is revoked (idp_service/upstream/reauth.py).
+    "reauth.reuse": "device.reauth_token_reused",
 }
 TEST_EVENT = "webhook.test"
 ALL_TYPES: tuple[str, ...] = (*sorted(set(EVENT_TYPES.values())), TEST_EVENT)

@@ -1,7 +1,7 @@
 """report ceremony v2: a per-device report counter, the held document digest, its confirmation
 
 Revision ID: 0021
-Revises: 0019
+Revises: 0020
 Create Date: 2026-12-06 03:10:00
 
 ``devices.report_counter`` is the last counter a v2 report was accepted with
@@ -19,7 +19,7 @@ import idp_service.platform.models
 
 
 revision = "0021"
-down_revision = "0019"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
