@@ -3,7 +3,8 @@
 Many rows carry an expiry that the code checks on use (answered challenges,
 sign-in transactions, enrollment codes, admin console sessions and bootstrap
 tokens, the sealed codes of expired approval requests, rate-limit counters,
-SAML request IDs and stored Responses). This job is the one path that deletes
+SAML request IDs and stored Responses, OpenID Connect codes, access tokens and
+used client assertions). This job is the one path that deletes
 them: the request path never does. :func:`clean_up` deletes them, oldest
 first, in batches (short transactions, so a large backlog after an upgrade does
 not hold a lock for long). It runs every ``DEVICETRUST_EXPIRY_CLEANUP_INTERVAL``,
@@ -33,6 +34,8 @@ from sqlalchemy import ColumnElement, Table, delete, select
 
 from idp_service.admin.tables import AdminBootstrapToken
 from idp_service.devices.approval_tables import ApprovalNotice, ApprovalRequest
+from idp_service.oidc.service import TOKEN_LIFETIME as OIDC_TOKEN_LIFETIME
+from idp_service.oidc.tables import OidcAccessToken, OidcAssertionJti, OidcCode
 from idp_service.platform.db import Database
 from idp_service.platform.models import (
     Challenge,
@@ -103,6 +106,18 @@ RULES: tuple[Rule, ...] = (
     # Spent re-authentication tokens must stay until their family ends (a later use of one
     # is how a copy is caught); after the family's end every token of it is refused anyway.
     Rule("reauth_tokens", _t(ReauthToken), lambda now: ReauthToken.expires_at < now - GRACE),
+    # An OpenID Connect code is kept while the tokens issued from it live, so that a
+    # replayed code still finds them and revokes them; the tokens and the used client
+    # assertions go when they expire (every use checks the expiry first).
+    Rule(
+        "oidc_codes",
+        _t(OidcCode),
+        lambda now: OidcCode.expires_at < now - OIDC_TOKEN_LIFETIME,
+    ),
+    Rule("oidc_access_tokens", _t(OidcAccessToken), lambda now: OidcAccessToken.expires_at <= now),
+    Rule(
+        "oidc_assertion_jtis", _t(OidcAssertionJti), lambda now: OidcAssertionJti.expires_at < now
+    ),
 )
 
 

@@ -26,7 +26,6 @@ A repeated ``/continue`` of a completed transaction issues nothing new.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,8 +42,6 @@ from idp_service.signin.messages import MESSAGES
 from idp_service.signin.reads import read_login
 from idp_service.signin.service import untrusted_code
 from idp_service.signin.store import complete_verified
-
-PURGE_ONE_IN = 64
 
 FACTOR_MESSAGES = {
     "subject_mismatch": "This device belongs to a different user than the one the "
@@ -224,8 +221,6 @@ def complete(
                             expires_at=now + service.CODE_LIFETIME,
                         ),
                     )
-                if random.randrange(PURGE_ONE_IN) == 0:
-                    service.purge(svc)
             return _deliver(c, answer)
         code = _why_not_claimed(svc, txn)
         if code is None:

@@ -33,6 +33,7 @@ MESSAGES: dict[str, str] = {
     "owner_inactive": "The user the application named is deactivated.",
     "oidc_login_finished": "This sign-in was already completed.",
     "oidc_invalid_client": "The client could not be authenticated.",
+    "oidc_assertion_replayed": "The client assertion was used before; each may be used once.",
     "oidc_unsupported_grant_type": "Only the authorization_code grant is supported.",
     "oidc_invalid_grant": "The code is unknown, expired, or issued to another client.",
     "oidc_code_reused": "The code was used already; the tokens issued from it are revoked.",

@@ -424,6 +424,21 @@ def _assertion_ok(svc: Services, row: OidcClient, assertion: str, fail: OidcErro
         or c["exp"] > now + 600
     ):
         raise fail
+    # Single use (OpenID Connect Core §9): the jti is required, and spent before the
+    # assertion authenticates anything; a second use of the same assertion is a copy.
+    jti = c.get("jti")
+    if not isinstance(jti, str) or not 0 < len(jti) <= 256:
+        raise fail
+    row_id = hashlib.sha256(f"{row.client_id}\0{jti}".encode()).hexdigest()
+    expires = dt.datetime.fromtimestamp(float(c["exp"]), dt.UTC)
+    with svc.db.session() as s:
+        if not store.spend_assertion(s, row_id, row.client_id, expires):
+            raise OidcError(
+                "oidc_assertion_replayed",
+                "this client assertion was used before",
+                error="invalid_client",
+                status=401,
+            )
 
 
 def token(
@@ -634,9 +649,3 @@ def logout(svc: Services, params: dict[str, list[str]]) -> str | None:
 
         target += ("&" if "?" in target else "?") + urlencode({"state": state})
     return target
-
-
-def purge(svc: Services) -> int:
-    """Delete codes and access tokens past use (a used code is kept while its tokens live)."""
-    with svc.db.session() as s:
-        return store.purge(s, svc.clock() - TOKEN_LIFETIME)

@@ -14,7 +14,8 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
-from idp_service.oidc.tables import OidcAccessToken, OidcClient, OidcCode
+from idp_service.oidc.tables import OidcAccessToken, OidcAssertionJti, OidcClient, OidcCode
+from idp_service.platform.db import dialect_insert
 
 
 def get_client(session: Session, client_id: str) -> OidcClient | None:
@@ -120,12 +121,19 @@ def live_token(session: Session, token_hash: str, now: dt.datetime) -> dict[str,
     return dict(row[0]) if row is not None else None
 
 
-def purge(session: Session, now: dt.datetime) -> int:
-    """Delete codes and access tokens past their expiry (a used code is kept until then,
-    so a replay still finds it and revokes what it issued)."""
-    n = _count(session.execute(delete(OidcCode).where(OidcCode.expires_at <= now)))
-    n += _count(session.execute(delete(OidcAccessToken).where(OidcAccessToken.expires_at <= now)))
-    return n
+def spend_assertion(session: Session, row_id: str, client_id: str, expires_at: dt.datetime) -> bool:
+    """Record a client assertion as used; False when it was used before (a copy).
+
+    ``INSERT ... ON CONFLICT DO NOTHING`` on the primary key: of two uses, on any
+    replica, exactly one inserts the row.
+    """
+    insert = dialect_insert(session.get_bind().dialect.name)
+    stmt = (
+        insert(OidcAssertionJti)
+        .values(id=row_id, client_id=client_id, expires_at=expires_at)
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    return _count(session.execute(stmt)) == 1
 
 
 def _count(result: object) -> int:

@@ -115,3 +115,18 @@ class OidcAccessToken(Base):
     issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
     revoked_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class OidcAssertionJti(Base):
+    """A ``private_key_jwt`` client assertion already used, kept until its ``exp``.
+
+    OpenID Connect Core §9 lets an assertion be used once: the token endpoint inserts
+    its (client, ``jti``) here before it trusts it, so a second use (a copy) fails on
+    the primary key, on any replica. The id is SHA-256 of the client id and the jti.
+    """
+
+    __tablename__ = "oidc_assertion_jtis"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)

@@ -65,6 +65,7 @@ RATE_LIMITS: dict[str, str] = {
     "enroll": "120/minute",  # enrollment: register challenges and registrations
     "approval": "60/minute",  # trusted-device approval code submissions
     "admin_signin": "30/minute",  # admin console sign-in and bootstrap token
+    "oidc": "600/minute",  # /oidc/authorize, /oidc/token, /oidc/userinfo, /oidc/logout
 }
 
 
@@ -373,6 +374,7 @@ class Inputs(BaseSettings):
     ratelimit_enroll: RateLimit = RATE_LIMITS["enroll"]
     ratelimit_approval: RateLimit = RATE_LIMITS["approval"]
     ratelimit_admin_signin: RateLimit = RATE_LIMITS["admin_signin"]
+    ratelimit_oidc: RateLimit = RATE_LIMITS["oidc"]
     trusted_proxies: Annotated[int, BeforeValidator(_proxies)] = 0
     trusted_hosts: Annotated[tuple[str, ...] | None, NoDecode, BeforeValidator(_trusted_hosts)] = (
         None

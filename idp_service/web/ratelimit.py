@@ -65,6 +65,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "agent_api.report_challenge",
         "agent_api.report_facts",
         "agent_api.notices",
+        "agent_api_v2.report_v2_small",
+        "agent_api_v2.report_v2_full",
+        "agent_api_v2.report_v2_reset",
         "upstream.reauth_pickup",
         "updates.manifest",
         "updates.key",
@@ -79,6 +82,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "approval": ("login.approve_submit",),
     "admin_signin": ("admin.signin_start", "admin.bootstrap_redeem"),
+    # The OpenID Connect provider's endpoints that do work per request (idp_service/oidc/);
+    # discovery and the JWKS are static documents, like /saml/metadata.
+    "oidc": ("oidc.authorize", "oidc.token", "oidc.userinfo", "oidc.logout"),
 }
 
 AUDIT_KEY_PREFIX = "devicetrust-audit/"

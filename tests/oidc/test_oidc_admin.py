@@ -105,7 +105,7 @@ def test_private_key_jwt(idp):
     )
     assert secret is None
 
-    def assertion(aud=ISSUER + "/token", sub=None, signer=key):
+    def assertion(aud=ISSUER + "/token", sub=None, signer=key, jti="fresh"):
         now = int(time.time())
         claims = {
             "iss": client_id,
@@ -113,8 +113,10 @@ def test_private_key_jwt(idp):
             "aud": aud,
             "iat": now,
             "exp": now + 60,
-            "jti": uuid.uuid4().hex,
+            "jti": uuid.uuid4().hex if jti == "fresh" else jti,
         }
+        if jti is None:
+            del claims["jti"]
         return jose_jwt.encode({"alg": "RS256", "kid": "rp-1"}, claims, signer)
 
     def token_with(a):
@@ -132,7 +134,14 @@ def test_private_key_jwt(idp):
             },
         )
 
-    assert token_with(assertion()).status_code == 200
+    once = assertion()
+    assert token_with(once).status_code == 200
+    # Each assertion is good once (OpenID Connect Core §9): a copy is refused, audited.
+    again = token_with(once)
+    assert again.status_code == 401 and again.json()["error"] == "invalid_client"
+    assert "oidc_assertion_replayed" in audit_codes(idp, "oidc.token")
+    # And an assertion without a jti cannot be held to that.
+    assert token_with(assertion(jti=None)).json()["error"] == "invalid_client"
     assert token_with(assertion(aud="https://elsewhere/token")).json()["error"] == "invalid_client"
     other = RSAKey.generate_key(2048)
     assert token_with(assertion(signer=other)).status_code == 401

@@ -124,3 +124,69 @@ def test_clean_up_works_through_a_backlog_in_batches(migrated_url, monkeypatch):
         assert _left(db, SeenRequest.request_id) == []
     finally:
         db.dispose()
+
+
+def test_clean_up_keeps_an_oidc_code_while_its_tokens_live(migrated_url):
+    """A used code stays while tokens issued from it may live (a replay must find them to
+    revoke them); expired access tokens and used client assertions go at their expiry."""
+    import datetime as dt
+
+    from idp_service.oidc.service import TOKEN_LIFETIME
+    from idp_service.oidc.tables import OidcAccessToken, OidcAssertionJti, OidcCode
+
+    db = Database(migrated_url)
+    try:
+        now = utcnow()
+
+        def code(name: str, expired_ago: dt.timedelta) -> OidcCode:
+            return OidcCode(
+                code_hash=name,
+                client_id="c",
+                txn_id="t-" + name,
+                redirect_uri="https://rp.example/cb",
+                claims={},
+                scope="openid",
+                user_id="u",
+                device_id="d",
+                issued_at=now - expired_ago - dt.timedelta(seconds=60),
+                expires_at=now - expired_ago,
+                used_at=now - expired_ago - dt.timedelta(seconds=30),
+            )
+
+        def token(name: str, expires_at: dt.datetime) -> OidcAccessToken:
+            return OidcAccessToken(
+                token_hash=name,
+                code_hash=None,
+                client_id="c",
+                user_id="u",
+                claims={},
+                issued_at=now - TOKEN_LIFETIME,
+                expires_at=expires_at,
+            )
+
+        with db.session() as s:
+            s.add_all(
+                [
+                    code("code-old", TOKEN_LIFETIME + dt.timedelta(seconds=1)),
+                    code("code-tokens-live", TOKEN_LIFETIME - dt.timedelta(seconds=5)),
+                    token("tok-expired", now - dt.timedelta(seconds=1)),
+                    token("tok-live", now + dt.timedelta(seconds=30)),
+                    OidcAssertionJti(
+                        id="jti-spent", client_id="c", expires_at=now - dt.timedelta(seconds=1)
+                    ),
+                    OidcAssertionJti(
+                        id="jti-live", client_id="c", expires_at=now + dt.timedelta(seconds=60)
+                    ),
+                ]
+            )
+        deleted = expiry.clean_up(db, now=now)
+        assert {k: v for k, v in deleted.items() if k.startswith("oidc_")} == {
+            "oidc_codes": 1,
+            "oidc_access_tokens": 1,
+            "oidc_assertion_jtis": 1,
+        }
+        assert _left(db, OidcCode.code_hash) == ["code-tokens-live"]
+        assert _left(db, OidcAccessToken.token_hash) == ["tok-live"]
+        assert _left(db, OidcAssertionJti.id) == ["jti-live"]
+    finally:
+        db.dispose()

@@ -54,6 +54,11 @@ def expected_groups(path: str, methods: set[str]) -> set[str]:
         groups.add("approval")
     if path in ("/admin/signin", "/admin/bootstrap") and post:
         groups.add("admin_signin")
+    if path.startswith("/oidc/") and path not in (
+        "/oidc/.well-known/openid-configuration",
+        "/oidc/jwks",
+    ):
+        groups.add("oidc")
     return groups
 
 
