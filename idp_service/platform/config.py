@@ -601,7 +601,7 @@ class Settings:
         except ValidationError as exc:
             raise _config_error(exc, env, path, data) from None
         settings = cls.from_inputs(given)
-        refuse_insecure(settings)
+        refuse_insecure(settings, env)
         return settings
 
     @classmethod
@@ -692,8 +692,19 @@ def cookie_name(settings: Settings, base: str) -> str:
     return f"__Host-{base}" if secure else base
 
 
-def production_problems(settings: Settings) -> list[tuple[str, str]]:
-    """What makes these settings unfit for production: (variable, what to do), each setting."""
+# Read from the environment only (platform/audit_keys.py), not settings: in production they
+# must be given, the same on every replica, or each replica makes its own in its data
+# directory and the chain and checkpoints of one cannot be verified with another's.
+SHARED_AUDIT_KEYS = ("DEVICETRUST_AUDIT_KEY", "DEVICETRUST_AUDIT_CHECKPOINT_KEY")
+
+
+def production_problems(
+    settings: Settings, env: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """What makes these settings unfit for production: (variable, what to do), each setting.
+
+    ``env`` is the environment the settings came from (the audit keys are read from it).
+    """
     problems: list[tuple[str, str]] = []
     if not settings.public_url.startswith("https://"):
         problems.append(("DEVICETRUST_PUBLIC_URL", "must be an https:// URL"))
@@ -723,14 +734,25 @@ def production_problems(settings: Settings) -> list[tuple[str, str]]:
                 "print(secrets.token_urlsafe(48))'",
             )
         )
+    env = os.environ if env is None else env
+    for variable in SHARED_AUDIT_KEYS:
+        if not env.get(variable, "").strip():
+            problems.append(
+                (
+                    variable,
+                    "must be set, the same on every replica (hex, from: python3 -c "
+                    "'import secrets; print(secrets.token_hex(32))'); docs/deploy.md, "
+                    '"Audit log keys and checkpoints"',
+                )
+            )
     return problems
 
 
-def refuse_insecure(settings: Settings) -> None:
+def refuse_insecure(settings: Settings, env: Mapping[str, str] | None = None) -> None:
     """In production, raise :class:`ConfigError` naming every setting to fix (else nothing)."""
     if settings.env != "production":
         return
-    problems = production_problems(settings)
+    problems = production_problems(settings, env)
     if problems:
         lines = "\n".join(f"  {variable} {todo}" for variable, todo in problems)
         raise ConfigError(

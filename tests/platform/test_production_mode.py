@@ -19,6 +19,8 @@ GOOD = {
     "DEVICETRUST_HSTS_MAX_AGE": "365d",
     "DEVICETRUST_TRUSTED_PROXIES": "1",
     "DEVICETRUST_SECRET_KEY": "k" * 48,
+    "DEVICETRUST_AUDIT_KEY": "ab" * 32,
+    "DEVICETRUST_AUDIT_CHECKPOINT_KEY": "cd" * 32,
 }
 EVERY = (
     "DEVICETRUST_PUBLIC_URL",
@@ -26,6 +28,8 @@ EVERY = (
     "DEVICETRUST_TRUSTED_PROXIES",
     "DEVICETRUST_DATABASE_URL",
     "DEVICETRUST_SECRET_KEY",
+    "DEVICETRUST_AUDIT_KEY",
+    "DEVICETRUST_AUDIT_CHECKPOINT_KEY",
 )
 
 
@@ -64,6 +68,8 @@ def test_production_with_the_development_defaults_names_every_setting_to_fix(tmp
         ("DEVICETRUST_TRUSTED_PROXIES", "0"),
         ("DEVICETRUST_DATABASE_URL", "sqlite:////var/lib/devicetrust/devicetrust.db"),
         ("DEVICETRUST_SECRET_KEY", "short"),
+        ("DEVICETRUST_AUDIT_KEY", ""),
+        ("DEVICETRUST_AUDIT_CHECKPOINT_KEY", " "),
     ],
 )
 def test_each_insecure_setting_is_named(variable, value):
@@ -97,9 +103,12 @@ def test_the_file_says_production_too_and_the_environment_overrides_it(tmp_path)
         'database_url = "postgresql://idp@db/dt"\nhsts_max_age = "180d"\n'
         f'trusted_proxies = 2\nsecret_key = "{"s" * 40}"\n',
     )
-    s = Settings.from_env({"DEVICETRUST_CONFIG": str(path)})
+    # The audit keys are read from the environment only (never from the file).
+    keys = {k: GOOD[k] for k in ("DEVICETRUST_AUDIT_KEY", "DEVICETRUST_AUDIT_CHECKPOINT_KEY")}
+    s = Settings.from_env({"DEVICETRUST_CONFIG": str(path), **keys})
     assert (s.env, s.trusted_proxies, s.hsts_max_age) == ("production", 2, 180 * 86400)
-    error = _refusal({"DEVICETRUST_CONFIG": str(path), "DEVICETRUST_TRUSTED_PROXIES": "0"})
+    assert _refusal({"DEVICETRUST_CONFIG": str(path)}).variables == tuple(keys)
+    error = _refusal({"DEVICETRUST_CONFIG": str(path), "DEVICETRUST_TRUSTED_PROXIES": "0", **keys})
     assert error.variables == ("DEVICETRUST_TRUSTED_PROXIES",)
     assert Settings.from_env(
         {"DEVICETRUST_CONFIG": str(path), "DEVICETRUST_ENV": "development"}
