@@ -18,11 +18,12 @@ import httpx
 
 from tests.admin_helpers import csrf_of
 from tests.devices.test_approve_e2e import _codes, _login, _pair, _submit, _wrong, tda_service
+from tests.procs import ServiceProc
 
 __all__ = ["tda_service"]  # the fixture, imported for this module
 
 
-def _console(svc) -> httpx.Client:
+def _console(svc: ServiceProc) -> httpx.Client:
     token = svc.cli_json("admin", "bootstrap")["token"]
     client = httpx.Client(base_url=svc.url, follow_redirects=False, timeout=10)
     csrf = csrf_of(client.get("/admin/bootstrap").text)
@@ -30,7 +31,7 @@ def _console(svc) -> httpx.Client:
     return client
 
 
-def _api(svc) -> httpx.Client:
+def _api(svc: ServiceProc) -> httpx.Client:
     token = svc.cli_json("api-token", "create", "views", "--scope", "read")["token"]
     return httpx.Client(
         base_url=svc.url + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=10
