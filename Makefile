@@ -32,7 +32,7 @@ test: system-deps $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --durations=30 $(PYTEST_ARGS)
 
 ## package: the self-contained agent (PyInstaller) and its .deb and .rpm, into dist/
 ##          (packaging/linux/build-packages.sh; FORMATS=deb for the .deb only)

@@ -71,9 +71,15 @@ def test_read_token_reads_but_cannot_write(api):
 def test_revoked_token_stops_working(api):
     from idp_service import tokens
 
+    assert call(api, "GET", "/devices", token="read").status_code == 200  # the control
     with api["db"].session() as s:
         tokens.API.revoke(s, "reader")
-    assert call(api, "GET", "/devices", token="read").status_code == 401
+    r = call(api, "GET", "/devices", token="read")
+    assert r.status_code == 401 and r.json["error"]["code"] == "unauthorized"
+    assert r.headers["WWW-Authenticate"] == 'Bearer realm="devicetrust", error="invalid_token"'
+    assert "items" not in r.json  # no data with the refusal
+    # The other tokens are untouched.
+    assert call(api, "GET", "/devices", token="write").status_code == 200
 
 
 def test_every_use_is_audited_by_token_name(api):

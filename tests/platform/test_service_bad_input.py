@@ -95,8 +95,18 @@ def test_another_browsers_transaction_is_not_reachable(service_ctx):
     theirs = service_ctx.test_client()
     txn = mine.get("/login").headers["Location"].rsplit("/", 1)[-1]
     assert mine.post(f"/login/{txn}/challenge").status_code == 200
-    assert theirs.post(f"/login/{txn}/challenge").status_code == 404
-    assert theirs.get(f"/login/{txn}/status").status_code == 404
+    before = _counts(service_ctx)
+    # Another browser learns nothing about the sign-in and changes nothing in it: the
+    # answer is the one an unknown transaction gets, and only the audit log grows.
+    for method, path in [
+        ("post", f"/login/{txn}/challenge"),
+        ("post", f"/login/{txn}/response"),
+        ("get", f"/login/{txn}/status"),
+    ]:
+        resp = getattr(theirs, method)(path)
+        assert resp.status_code == 404 and resp.json["error"]["code"] == "login_unknown"
+    _assert_only_audit_grew(before, _counts(service_ctx))
+    assert mine.get(f"/login/{txn}/status").json["status"] == "pending"
 
 
 def _code(app, email):

@@ -4,9 +4,11 @@ ids, query parameters and SCIM paging, in process on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import func, select
 
 from idp_service import tokens
 from idp_service.admin import bootstrap
+from idp_service.posture.tables import ExemptionRow
 from tests.admin_helpers import csrf_of
 
 HUGE = [str(10**23), str(2**63), str(2**64 + 1), "9" * 40]
@@ -94,4 +96,6 @@ def test_console_numbers_are_ascii_digits(app, digits):
         assert client.get(path).status_code == 400, path
     form = {"csrf": csrf, "reason": "r", "check_id": "x", "scope": "user", "subject": "a"}
     resp = client.post("/admin/exemptions", data={**form, "days": digits})
-    assert resp.status_code == 400
+    assert resp.status_code == 400 and b"bad_exemption" in resp.data
+    with _db(app).session() as s:  # refused, not half written
+        assert s.scalar(select(func.count()).select_from(ExemptionRow)) == 0

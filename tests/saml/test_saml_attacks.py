@@ -216,7 +216,7 @@ def test_signed_requests_verify_on_both_bindings(idp):
     key, _ = cached_key_pair("attack-sp")
     xml = authn_request_xml(issuer=SIGNED_SP)
     ok = FlaskClient(idp).get("/saml/sso?" + redirect_query(xml, "rs", key_pem=key))
-    assert ok.status_code == 303, ok.text
+    assert ok.status_code == 303 and ok.headers["location"].startswith("/login/"), ok.text
     ok = FlaskClient(idp).post(
         "/saml/sso",
         data={
@@ -227,7 +227,7 @@ def test_signed_requests_verify_on_both_bindings(idp):
             ).decode()
         },
     )
-    assert ok.status_code == 303, ok.text
+    assert ok.status_code == 303 and ok.headers["location"].startswith("/login/"), ok.text
 
 
 def test_bad_signatures_are_refused(idp):

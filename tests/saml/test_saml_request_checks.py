@@ -24,7 +24,7 @@ import httpx
 import pytest
 import xmlsec
 from lxml import etree
-from sqlalchemy import create_engine, update
+from sqlalchemy import create_engine, select, update
 
 from idp_service.saml import registry as sp_registry
 from idp_service.saml.errors import SamlError
@@ -317,6 +317,45 @@ def test_e2e_acs_with_a_binding_the_sp_never_registered(sso):
         _send(sso, authn_request_xml(issuer=SP, destination=sso_url, extra_attrs=only_url)),
         "saml_acs_mismatch",
     )
+
+
+def test_e2e_a_stored_acs_with_another_binding_is_never_answered(sso):
+    """The metadata parser keeps only HTTP-POST endpoints, so this needs a row that holds
+    another binding (written before that rule, or by hand): resolve_acs must still refuse
+    to send a Response there, whatever binding the request asks for."""
+    sso_url = sso.url + "/saml/sso"
+    engine = create_engine(sso.env["DEVICETRUST_DATABASE_URL"])
+    try:
+        with engine.begin() as c:
+            stored = c.execute(
+                select(ServiceProvider.acs).where(ServiceProvider.entity_id == SP)
+            ).scalar_one()
+            artifact = {
+                "binding": ARTIFACT,
+                "location": ARTIFACT_ACS,
+                "index": 6,
+                "is_default": None,
+            }
+            assert all(ep["binding"] == POST for ep in stored)  # what the parser stored
+            c.execute(
+                update(ServiceProvider)
+                .where(ServiceProvider.entity_id == SP)
+                .values(acs=[*stored, artifact])
+            )
+        for extra in (
+            f' AssertionConsumerServiceURL="{ARTIFACT_ACS}"',
+            f' AssertionConsumerServiceURL="{ARTIFACT_ACS}" ProtocolBinding="{POST}"',
+        ):
+            xml = authn_request_xml(issuer=SP, destination=sso_url, extra_attrs=extra)
+            _refused(_send(sso, xml), "saml_acs_mismatch")
+        ok = f' AssertionConsumerServiceURL="{ACS}"'
+        _accepted(_send(sso, authn_request_xml(issuer=SP, destination=sso_url, extra_attrs=ok)))
+    finally:
+        with engine.begin() as c:
+            c.execute(
+                update(ServiceProvider).where(ServiceProvider.entity_id == SP).values(acs=stored)
+            )
+        engine.dispose()
 
 
 def test_e2e_reference_not_at_the_root_and_signature_wrapping(sso):
