@@ -150,7 +150,7 @@ MUTANTS = (
     ),
     Mutant(
         "acs_any_binding",
-        "idp_service/saml/registry.py",
+        "idp_service/saml/protocol/sp_view.py",
         'if ep["location"] == url and ep["binding"] == BINDING_POST:',
         'if ep["location"] == url:',
         (
