@@ -24,12 +24,13 @@ def audit_log() -> str:
 @bp.get("/settings")
 def settings() -> str:
     """The effective settings (read-only; change them in the environment, docs/deploy.md)."""
-    from idp_service.admin.policies import listing
+    from idp_service.admin.policies import listing, reauth_listing
     from idp_service.devices.registration_policy import POLICIES
 
     return render_template(
         "admin/settings.html",
         settings=redacted(ctx().settings),
         policies=listing(),
+        reauth=reauth_listing(),
         policy_names=POLICIES,
     )

@@ -8,6 +8,11 @@ browser that owns the transaction (session cookie, checked by the route in
 token. A right code trusts the device and reopens the sign-in, which then asks
 the agent for a fresh answer to a fresh challenge (the assertion rests on that
 answer, never on the code). Every outcome is audited, never the code.
+
+When the re-verification policy asks for it (``second_device``,
+``idp_service/upstream/reauth.py``), the page offers the upstream sign-in
+instead of the code form until one in this sign-in proved the device's owner,
+and a code is refused ``upstream_required``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from idp_service.platform import audit
 from idp_service.platform.errors import Conflict, Invalid, ServiceError
 from idp_service.platform.models import LoginTransaction, utcnow
 from idp_service.signin import login_enroll, service
+from idp_service.upstream import reauth
 from idp_service.web.context import ctx
 from idp_service.web.csrf import CsrfGuard
 from idp_service.web.errors import status_of
@@ -32,6 +38,7 @@ APPROVE_CSRF = CsrfGuard(
 
 
 def _page(txn: LoginTransaction, status: int = 200, **extra: object) -> tuple[str, int]:
+    upstream = reauth.approval_needs_upstream(ctx(), txn.id, txn.device_id or "")
     with ctx().db.session() as s:
         req = approve.open_for_device(s, txn.device_id or "")
         view = {
@@ -40,7 +47,12 @@ def _page(txn: LoginTransaction, status: int = 200, **extra: object) -> tuple[st
             "attempts_left": (req.max_attempts - req.attempts) if req else 0,
         }
     return render_template(
-        "login_approve.html", txn=txn, csrf=APPROVE_CSRF.token(), req=view, **extra
+        "login_approve.html",
+        txn=txn,
+        csrf=APPROVE_CSRF.token(),
+        req=view,
+        upstream_required=upstream,
+        **extra,
     ), status
 
 
@@ -60,6 +72,7 @@ def submit(txn: LoginTransaction) -> Response | tuple[str, int]:
         device_id = service.waiting_device(txn)
         if device_id is None:
             raise Conflict("approval_closed", "This sign-in is not waiting for approval.")
+        reauth.approval_gate(services, txn_id, device_id, remote_addr=request.remote_addr)
         action = request.form.get("action", "code")
         if action == "reissue":
             left = approve.reissue(services, device_id, remote_addr=request.remote_addr)

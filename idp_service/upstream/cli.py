@@ -25,16 +25,26 @@ def reauth_group() -> None:
 @click.option(
     "--required", is_flag=True, help="Every sign-in needs a token or an upstream sign-in."
 )
+@click.option(
+    "--second-device",
+    is_flag=True,
+    help="A user's second and later devices need an upstream sign-in before a trusted "
+    "device's code approves them.",
+)
 @click.option("--group", help="Set it for this SCIM group (displayName or id), not globally.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def reauth_set(lifetime: str, required: bool, group: str | None, as_json: bool) -> None:
+def reauth_set(
+    lifetime: str, required: bool, second_device: bool, group: str | None, as_json: bool
+) -> None:
     """Set the window: LIFETIME after an upstream sign-in (30d, 12h, ...) tokens are good."""
     from idp_service.upstream import reauth
 
     data = in_session(
-        lambda s: reauth.set_policy(s, lifetime, required=required, group=group, actor="cli")
+        lambda s: reauth.set_policy(
+            s, lifetime, required=required, group=group, actor="cli", second_device=second_device
+        )
     )
-    extra = ", required" if required else ""
+    extra = (", required" if required else "") + (", second device" if second_device else "")
     emit(data, as_json, f"{data['scope']}: tokens live {data['lifetime']}{extra}")
 
 

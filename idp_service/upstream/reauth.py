@@ -22,6 +22,10 @@ consumed (single use first) and:
 * under a policy with ``required``, **denies** ``reverify_required`` a sign-in
   with neither a good token nor an upstream sign-in.
 
+Under a policy with ``second_device``, a user's second or later device is not
+approved with a trusted device's code until an upstream sign-in in the same
+sign-in proved its owner (:func:`approval_gate`, refused ``upstream_required``).
+
 Tokens are revoked when the device leaves ``trusted`` or is deleted, when SCIM
 deactivates the owner, and on an administrator's re-verify (:func:`revoke_device`,
 :func:`revoke_user`).
@@ -41,7 +45,7 @@ from sqlalchemy.orm import Session
 
 from idp_service.directory.tables import Group
 from idp_service.platform import audit
-from idp_service.platform.errors import Invalid, NotFound
+from idp_service.platform.errors import Forbidden, Invalid, NotFound
 from idp_service.platform.identity import name_key
 from idp_service.platform.models import Device, utcnow
 from idp_service.services import Services
@@ -55,6 +59,7 @@ GRACE = 300  # seconds after a token's use in which its immediate predecessor ma
 GLOBAL_SCOPE = "global"
 REUSED = "reauth_reused"
 REVERIFY = "reverify_required"
+UPSTREAM_REQUIRED = "upstream_required"
 _POLICY_CACHE_TTL = 5.0
 
 
@@ -65,6 +70,7 @@ class Policy:
     lifetime: int
     required: bool
     source: str
+    second_device: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,7 @@ def policy_for(session: Session, user_id: str) -> Policy | None:
         chosen = session.get(ReauthPolicy, GLOBAL_SCOPE)
     if chosen is None:
         return None
-    return Policy(chosen.lifetime, chosen.required, chosen.scope)
+    return Policy(chosen.lifetime, chosen.required, chosen.scope, chosen.second_device)
 
 
 # -- the token step of a sign-in ----------------------------------------------------------
@@ -276,8 +282,10 @@ def on_verified_answer(
                 details["token_check"] = verdict.refusal or "invalid"
             else:
                 details["token_check"] = "not_found"  # noqa: S105 - an outcome
-        proved = store.verified_user(session, txn_id, "enroll") or store.verified_user(
-            session, txn_id, "reverify"
+        proved = (
+            store.verified_user(session, txn_id, "enroll")
+            or store.verified_user(session, txn_id, "reverify")
+            or store.verified_user(session, txn_id, "approve")
         )
         if proved is not None and proved.id == user_id:
             if marked:
@@ -488,8 +496,8 @@ def reverify_target(session: Session, *, user: str | None, device: str | None) -
 
 def _lifetime(text: str) -> int:
     try:
-        seconds = int(durations.parse_duration(text).total_seconds())
-    except ValueError:
+        seconds = int(durations.parse_duration(text[:64]).total_seconds())
+    except (ValueError, OverflowError, TypeError):
         seconds = 0
     if not 60 <= seconds <= 366 * 86400:
         raise Invalid(
@@ -498,55 +506,182 @@ def _lifetime(text: str) -> int:
     return seconds
 
 
-def set_policy(
-    session: Session, lifetime: str, *, required: bool, group: str | None, actor: str
-) -> dict[str, Any]:
-    """Set the global window, or one SCIM group's (by id or displayName), audited."""
-    seconds = _lifetime(lifetime)
-    group_id = None
-    scope = GLOBAL_SCOPE
-    if group:
+def _find_group(session: Session, group: str) -> Group:
+    found = None
+    if 0 < len(group) <= 256:
         found = (
             session.get(Group, group)
             or session.scalars(
                 select(Group).where(Group.display_name_key == name_key(group)).limit(1)
             ).first()
         )
-        if found is None:
-            raise NotFound("group_not_found", f"no SCIM group {group!r} (by id or displayName)")
+    if found is None:
+        raise NotFound("group_not_found", f"no SCIM group {group[:80]!r} (by id or displayName)")
+    return found
+
+
+def _view(row: ReauthPolicy, group_name: str | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "scope": row.scope,
+        "lifetime": durations.format_duration(row.lifetime),
+        "lifetime_seconds": row.lifetime,
+        "required": bool(row.required),
+        "second_device": bool(row.second_device),
+        "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+        "updated_by": row.updated_by,
+    }
+    if row.group_id is not None:
+        view.update(group_id=row.group_id, group=group_name or row.group_id)
+    return view
+
+
+def policy_listing(session: Session) -> dict[str, Any]:
+    """The global window (or None) and every group's, as the console and the API show them."""
+    rows = session.scalars(select(ReauthPolicy).order_by(ReauthPolicy.scope)).all()
+    names = dict(
+        session.execute(
+            select(Group.id, Group.display_name).where(
+                Group.id.in_([r.group_id for r in rows if r.group_id])
+            )
+        ).all()
+    )
+    glob = next((r for r in rows if r.scope == GLOBAL_SCOPE), None)
+    return {
+        "global": _view(glob) if glob is not None else None,
+        "groups": [_view(r, names.get(r.group_id)) for r in rows if r.group_id is not None],
+    }
+
+
+def set_policy(
+    session: Session,
+    lifetime: str,
+    *,
+    required: bool,
+    group: str | None,
+    actor: str,
+    second_device: bool = False,
+) -> dict[str, Any]:
+    """Set the global window, or one SCIM group's (by id or displayName), audited.
+
+    ``second_device``: a user's second or later device needs an upstream sign-in
+    before a trusted device's code approves it (:func:`approval_gate`).
+    """
+    seconds = _lifetime(lifetime)
+    group_id = None
+    scope = GLOBAL_SCOPE
+    if group:
+        found = _find_group(session, group)
         group_id, scope = found.id, f"group:{found.id}"
     row = session.get(ReauthPolicy, scope)
+    before = _view(row) if row is not None else None
     if row is None:
         row = ReauthPolicy(scope=scope, group_id=group_id, lifetime=seconds, required=required)
         session.add(row)
     row.lifetime, row.required, row.updated_at, row.updated_by = seconds, required, utcnow(), actor
+    row.second_device = second_device
     audit.record(
         session,
         "reauth.policy.set",
         "ok",
         actor=actor,
-        details={"scope": scope, "lifetime": seconds, "required": required},
+        details={
+            "scope": scope,
+            "lifetime": seconds,
+            "required": required,
+            "second_device": second_device,
+            "before": before,
+        },
     )
     ANY_POLICY.forget()
-    return {"scope": scope, "lifetime": durations.format_duration(seconds), "required": required}
+    return {
+        "scope": scope,
+        "lifetime": durations.format_duration(seconds),
+        "required": required,
+        "second_device": second_device,
+    }
 
 
 def clear_policy(session: Session, *, group: str | None, actor: str) -> dict[str, Any]:
     """Remove the global window or a group's, audited."""
     scope = GLOBAL_SCOPE
     if group:
-        found = (
-            session.get(Group, group)
-            or session.scalars(
-                select(Group).where(Group.display_name_key == name_key(group)).limit(1)
-            ).first()
-        )
-        if found is None:
-            raise NotFound("group_not_found", f"no SCIM group {group!r} (by id or displayName)")
-        scope = f"group:{found.id}"
+        scope = f"group:{_find_group(session, group).id}"
     row = session.get(ReauthPolicy, scope)
     if row is not None:
         session.delete(row)
     audit.record(session, "reauth.policy.clear", "ok", actor=actor, details={"scope": scope})
     ANY_POLICY.forget()
     return {"scope": scope, "cleared": row is not None}
+
+
+# -- a second device's trusted-device approval ----------------------------------------------
+
+
+def second_device_required(session: Session, device_id: str) -> bool:
+    """Whether the policy of this device's owner asks for an upstream sign-in before a
+    trusted device's code may approve it (a pending device whose owner has another
+    trusted device)."""
+    device = session.get(Device, device_id)
+    if device is None or device.state != "pending":
+        return False
+    policy = policy_for(session, device.user_id)
+    if policy is None or not policy.second_device:
+        return False
+    other = session.execute(
+        select(Device.id)
+        .where(Device.user_id == device.user_id, Device.id != device_id)
+        .where(Device.state == "trusted")
+        .limit(1)
+    ).first()
+    return other is not None
+
+
+def approval_proved(session: Session, txn_id: str, device_id: str) -> bool:
+    """True when an upstream sign-in in ``txn_id`` proved the owner of ``device_id``
+    (at the approve step, or when this sign-in enrolled the device)."""
+    device = session.get(Device, device_id)
+    if device is None:
+        return False
+    for purpose in ("approve", "enroll"):
+        user = store.verified_user(session, txn_id, purpose)
+        if user is not None and user.id == device.user_id:
+            return True
+    return False
+
+
+def approval_needs_upstream(service: Services, txn_id: str, device_id: str) -> bool:
+    """Whether the approve page must offer the upstream sign-in instead of the code."""
+    with service.db.read_session() as session:
+        return second_device_required(session, device_id) and not approval_proved(
+            session, txn_id, device_id
+        )
+
+
+def approval_gate(
+    service: Services, txn_id: str, device_id: str, *, remote_addr: str | None = None
+) -> None:
+    """Refuse a trusted-device code (or a new one) for ``device_id`` in sign-in ``txn_id``
+    while the policy asks for an upstream sign-in that this sign-in has not had yet:
+    :class:`Forbidden` ``upstream_required``, audited ``approval.upstream`` (denied).
+    """
+    with service.db.session() as session:
+        if not second_device_required(session, device_id):
+            return
+        if approval_proved(session, txn_id, device_id):
+            return
+        device = session.get_one(Device, device_id)
+        audit.record(
+            session,
+            "approval.upstream",
+            "denied",
+            code=UPSTREAM_REQUIRED,
+            user_id=device.user_id,
+            device_id=device_id,
+            remote_addr=remote_addr,
+            details={"txn": txn_id, "policy": "second_device"},
+        )
+    raise Forbidden(
+        UPSTREAM_REQUIRED,
+        "Sign in with your organization's identity provider before approving this device.",
+        "Use the sign-in button on this page; then enter the code from your other device.",
+    )

@@ -38,7 +38,7 @@ from idp_service.upstream.config import UpstreamIdp, load
 from idp_service.upstream.oidc import Provider, TokenRejected, UpstreamFailure
 
 CALLBACK_PATH = "/upstream/callback"
-PURPOSES = ("enroll", "reverify", "admin")
+PURPOSES = ("enroll", "reverify", "approve", "admin")
 REQUEST_TTL = 600  # seconds an authorization request may take at the provider
 
 # Stable codes of the refusals, with what the person should do next.
@@ -170,6 +170,8 @@ def begin(
         txn = store.open_transaction(session, txn_id)
         if txn is None and purpose == "reverify":
             txn = store.reverify_transaction(session, txn_id)
+        if txn is None and purpose == "approve":  # a second device waiting for its code
+            txn = store.approval_transaction(session, txn_id)
         if txn is None:
             raise Conflict("login_closed", "This sign-in is finished or expired.")
         store.add(

@@ -43,6 +43,20 @@ def reverify_transaction(session: Session, txn_id: str) -> LoginTransaction | No
     return txn
 
 
+def approval_transaction(session: Session, txn_id: str) -> LoginTransaction | None:
+    """The transaction if it waits only for its device's approval (``device_pending``)."""
+    txn = session.get(LoginTransaction, txn_id)
+    if (
+        txn is None
+        or txn.status != "denied"
+        or txn.error_code != "device_pending"
+        or txn.completed_at is not None
+        or txn.expires_at <= utcnow()
+    ):
+        return None
+    return txn
+
+
 def reopen_for_reverify(session: Session, txn_id: str) -> None:
     """Let a sign-in denied for want of an upstream sign-in try again, now that it had one."""
     session.execute(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, Integer, LargeBinary, String
+from sqlalchemy import Boolean, Integer, LargeBinary, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp_service.platform.models import Base, utcnow
@@ -28,7 +28,7 @@ class UpstreamLogin(Base):
     state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     idp: Mapped[str] = mapped_column(String(64))
     txn_id: Mapped[str] = mapped_column(String(64), index=True)
-    purpose: Mapped[str] = mapped_column(String(16))  # enroll | reverify | admin
+    purpose: Mapped[str] = mapped_column(String(16))  # enroll | reverify | approve | admin
     nonce: Mapped[str] = mapped_column(String(64))
     code_verifier: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -77,7 +77,9 @@ class ReauthPolicy(Base):
 
     ``lifetime`` (seconds) is how long after an upstream sign-in a device may sign
     in with its re-authentication tokens; ``required`` makes a token (or an upstream
-    sign-in) a condition of every sign-in. The most specific scope wins, as for
+    sign-in) a condition of every sign-in; ``second_device`` makes an upstream sign-in,
+    in the same sign-in, a condition of approving a user's second or later device with
+    a trusted device's code (migration ``0023``). The most specific scope wins, as for
     registration policies.
     """
 
@@ -87,6 +89,7 @@ class ReauthPolicy(Base):
     group_id: Mapped[str | None] = mapped_column(String(64))
     lifetime: Mapped[int] = mapped_column(Integer)
     required: Mapped[bool] = mapped_column(Boolean, default=False)
+    second_device: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(256))
 

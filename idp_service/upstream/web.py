@@ -104,4 +104,6 @@ def callback() -> Response | tuple[str, int]:
         )
     except ServiceError as exc:
         return _refusal(exc)
+    if done.purpose == "approve":  # back to the code form of the device waiting for approval
+        return redirect(f"/login/{done.txn_id}/approve", 303)
     return redirect(f"/login/{done.txn_id}", 303)
