@@ -696,14 +696,14 @@ class CpuWatch:
 def audit_key(cluster: Cluster) -> Iterator[None]:
     """Write through this process with the replicas' audit key (rows it audits must verify
     with theirs); the process's own key is put back afterwards."""
-    from idp_service.platform import audit_chain
+    from idp_service.platform import audit_keys
 
-    saved = audit_chain._key
-    audit_chain._key = bytes.fromhex(cluster.audit_key)
+    saved = audit_keys._key
+    audit_keys._key = bytes.fromhex(cluster.audit_key)
     try:
         yield
     finally:
-        audit_chain._key = saved
+        audit_keys._key = saved
 
 
 def enrollment_codes(cluster: Cluster, n: int) -> list[str]:
