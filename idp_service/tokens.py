@@ -112,7 +112,9 @@ class Kind:
             )
         if self.scopes and scope not in self.scopes:
             raise TokenError(f"scope must be one of {', '.join(self.scopes)}")
-        row = self._find(session, name)
+        # Either kind's row: the scope and rotation columns exist where self.scopes and
+        # self.rotates say so.
+        row: Any = self._find(session, name)
         if row is not None and row.revoked_at is None:
             then = "rotate it, or revoke it first" if self.rotates else "revoke it first"
             raise TokenError(f"a token named {name!r} exists; {then}")
@@ -204,7 +206,7 @@ class Kind:
 
     def live_rows(self, session: Session) -> list[Any]:
         """The rows of every token that can still authenticate (current or in its grace)."""
-        t = self.table
+        t: Any = self.table  # either kind's table (see create)
         columns: list[Any] = [t.id, t.name, t.token_hash, t.last_used_at]
         usable: Any = t.token_hash.is_not(None)
         if self.scopes:

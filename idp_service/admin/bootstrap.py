@@ -13,8 +13,9 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from idp_service.admin.tables import AdminBootstrapToken
@@ -69,5 +70,5 @@ def redeem(session: Session, token: str) -> int | None:
         .where(AdminBootstrapToken.id == found, AdminBootstrapToken.used_at.is_(None))
         .values(used_at=now)
         .execution_options(synchronize_session=False)
-    ).rowcount
-    return found if claimed == 1 else None
+    )
+    return found if cast("CursorResult[Any]", claimed).rowcount == 1 else None

@@ -19,7 +19,7 @@ from idp_service.devices import challenges, detection
 from idp_service.platform import audit, metrics
 from idp_service.platform.db import Upsert
 from idp_service.platform.errors import Invalid, ServiceError
-from idp_service.platform.models import Device, User, utcnow
+from idp_service.platform.models import Device, User, table_of, utcnow
 from idp_service.posture.tables import FACTS_HISTORY, DeviceFacts, DeviceFactsHistory
 from idp_service.services import Services
 from posture_checks.incremental import VOLATILE, FactDigests
@@ -222,9 +222,9 @@ def _evaluate(
 
 
 # Statements of the ingest path, built once (SQLAlchemy caches their compiled form).
-_facts = DeviceFacts.__table__
-_history = DeviceFactsHistory.__table__
-_devices = Device.__table__
+_facts = table_of(DeviceFacts)
+_history = table_of(DeviceFactsHistory)
+_devices = table_of(Device)
 
 _FACTS_STATE = select(
     _facts.c.report_seq, _facts.c.digest, _facts.c.inputs, _facts.c.history_seq

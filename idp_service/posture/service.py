@@ -26,7 +26,7 @@ from idp_service.platform import audit, metrics
 from idp_service.platform.config import Settings
 from idp_service.platform.db import Upsert
 from idp_service.platform.driver import Statement
-from idp_service.platform.models import Device, utcnow
+from idp_service.platform.models import Device, table_of, utcnow
 from idp_service.posture.tables import CheckResultHistory, CheckResultRow, DeviceFacts, ExemptionRow
 from posture_checks.enforcement import Action, Decision, decide, overall
 from posture_checks.evaluator import FAILING, CheckResult, Status, evaluate_all, prepare_facts
@@ -184,8 +184,10 @@ class Posture:
             before = stored.get(check.id)
             first_failed = None
             if _failing(check, result.status):
-                was_failing = before is not None and before.first_failed_at is not None
-                first_failed = before.first_failed_at if was_failing else now
+                if before is not None and before.first_failed_at is not None:
+                    first_failed = before.first_failed_at  # still failing since then
+                else:
+                    first_failed = now
             reason = result.reason[:2000]
             rows.append(
                 {
@@ -294,11 +296,11 @@ class Posture:
         ]
 
 
-_results = CheckResultRow.__table__
+_results = table_of(CheckResultRow)
 _RESULTS = select(
     _results.c.check_id, _results.c.status, _results.c.inputs, _results.c.first_failed_at
 ).where(_results.c.device_id == bindparam("device_id"))
-_HISTORY_INSERT = insert(CheckResultHistory.__table__)
+_HISTORY_INSERT = insert(table_of(CheckResultHistory))
 # A report rewrites each check's row: INSERT ... ON CONFLICT (device_id, check_id) DO UPDATE.
 _RESULTS_UPSERT = Upsert(
     _results,

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from lxml import etree
 
@@ -111,14 +111,14 @@ def _why_not_claimed(svc: Services, txn: LoginTransaction) -> str | None:
 def _not_on_or_after(element: etree._Element) -> dt.datetime:
     """The earliest ``NotOnOrAfter`` in an assertion (its conditions and confirmations)."""
     found = [
-        dt.datetime.fromisoformat(e.get("NotOnOrAfter"))
+        dt.datetime.fromisoformat(value)
         for e in element.iter()
-        if isinstance(e.tag, str) and e.get("NotOnOrAfter")
+        if isinstance(e.tag, str) and (value := e.get("NotOnOrAfter"))
     ]
     return min(found) if found else dt.datetime.now(dt.UTC) + assertion.LIFETIME
 
 
-def _refused(target_acs: str, encoded: str, c: dict, code: str) -> Outcome:
+def _refused(target_acs: str, encoded: str, c: dict[str, Any], code: str) -> Outcome:
     return Outcome(
         "refused",
         acs_url=target_acs,
@@ -209,6 +209,7 @@ def complete(
     )
     details = {"sp": c.get("sp_entity_id"), "request_id": c.get("request_id")}
     if code is None:
+        assert user is not None and device is not None  # no code: a verified sign-in
         # Build and sign first, then claim, recheck and audit in one write: a Response
         # leaves only if that write succeeded.
         with svc.db.read_session() as s:

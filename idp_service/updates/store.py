@@ -44,6 +44,6 @@ class UpdateManifestRow(Base):
     expires_at: Mapped[dt.datetime]
     pinned: Mapped[bool] = mapped_column(Boolean)
     percent: Mapped[int] = mapped_column(Integer)
-    versions: Mapped[dict] = mapped_column(JSON)  # platform -> version
+    versions: Mapped[dict[str, str]] = mapped_column(JSON)  # platform -> version
     published_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     published_by: Mapped[str | None] = mapped_column(String(256))

@@ -35,15 +35,15 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from idp_service.platform import metrics
 from idp_service.platform.config import Settings
 from idp_service.platform.db import Database
-from idp_service.platform.models import utcnow
+from idp_service.platform.models import table_of, utcnow
 from idp_service.webhooks import targets
 from idp_service.webhooks.tables import WebhookDelivery, WebhookEndpoint
 from trust_protocol import webhook_signature
@@ -137,7 +137,7 @@ def next_delay(
 def claim(db: Database, *, batch: int, lease: float, now: dt.datetime | None = None) -> list[Claim]:
     """Claim up to ``batch`` due deliveries of active endpoints (see the module docstring)."""
     now = now or utcnow()
-    table = WebhookDelivery.__table__
+    table = table_of(WebhookDelivery)
     due = (
         select(table.c.id)
         .where(
@@ -222,7 +222,7 @@ def record(
         else:
             values.update(status="pending", next_attempt_at=now + dt.timedelta(seconds=delay))
     with db.session() as session:
-        applied = session.execute(
+        result = session.execute(
             update(WebhookDelivery)
             .where(
                 WebhookDelivery.id == held.id,
@@ -230,12 +230,13 @@ def record(
                 WebhookDelivery.attempts == held.attempts,
             )
             .values(**values)
-        ).rowcount
+        )
+        applied = int(cast("CursorResult[Any]", result).rowcount)
         if gone and applied == 1:
             _disable_gone(session, held.endpoint_id, now)
     if applied == 1:
         metrics.webhook_delivery("retry" if values["status"] == "pending" else values["status"])
-    return values["status"]
+    return str(values["status"])
 
 
 def _disable_gone(session: Session, endpoint_id: int, now: dt.datetime) -> None:
