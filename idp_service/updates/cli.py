@@ -134,7 +134,7 @@ def keygen(out: Path, as_json: bool) -> None:
         as_json,
         f"wrote {out} (keep it offline; back it up)\n"
         f"public key: {data['public_key']}  (kid {data['kid']})\n"
-        f"On the service run: devicetrust updates trust-key {data['public_key']}\n"
+        f"On the service run: devicetrust updates trust-key -- {data['public_key']}\n"
         "Pin it on devices with the agent's update_key setting.",
     )
 
@@ -143,7 +143,10 @@ def keygen(out: Path, as_json: bool) -> None:
 @click.argument("public_key")
 @_json_option
 def trust_key(public_key: str, as_json: bool) -> None:
-    """Make PUBLIC_KEY the update key this service checks manifests against."""
+    """Make PUBLIC_KEY the update key this service checks manifests against.
+
+    Put ``--`` before the key: a base64url key may begin with ``-``.
+    """
     from idp_service.updates import service
 
     kid = _with_db(lambda db, _s: service.trust_key(db, public_key, actor=ACTOR))

@@ -55,6 +55,7 @@ FORM_ROUTES = {
     ("POST", "/admin/exemptions/<int:exemption_id>/remove"),
     ("POST", "/admin/sessions/end-others"),
     ("POST", "/admin/settings/policy"),
+    ("POST", "/admin/settings/reauth"),
     ("POST", "/admin/signin"),
     ("POST", "/admin/signout"),
     ("POST", "/admin/webhook-deliveries/<int:delivery_id>/redeliver"),

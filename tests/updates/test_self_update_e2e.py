@@ -177,7 +177,7 @@ def admin(tmp_path, service):
     key = tmp_path / "admin" / "update-signing.key"
     made = json.loads(service.cli("updates", "keygen", "--out", str(key), "--json").stdout)
     assert key.stat().st_mode & 0o777 == 0o600
-    service.cli("updates", "trust-key", made["public_key"])
+    service.cli("updates", "trust-key", "--", made["public_key"])
     admin = Admin(service, key, made["public_key"], tmp_path)
     admin.kid = made["kid"]
     return admin
@@ -299,7 +299,7 @@ def test_manifest_signed_with_another_key_is_refused(tmp_path, service, admin):
     # The service is told to trust another key (a compromised service, or a mistake).
     other = tmp_path / "admin" / "other.key"
     made = json.loads(service.cli("updates", "keygen", "--out", str(other), "--json").stdout)
-    service.cli("updates", "trust-key", made["public_key"])
+    service.cli("updates", "trust-key", "--", made["public_key"])
     build = build_agent(tmp_path / "builds" / "devicetrust-agent-0.2.0", "0.2.0")
     Admin(service, other, made["public_key"], tmp_path).release(build, "0.2.0")
     out = device.cli("update", "check", check=False)
