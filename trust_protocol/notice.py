@@ -114,6 +114,62 @@ class Notice:
         }
 
 
+def seal_signed(
+    payload: bytes,
+    context: bytes,
+    signing_key: SigningKey,
+    device_box_key: bytes,
+    *,
+    ephemeral_key: PrivateKey | None = None,
+    nonce: bytes | None = None,
+) -> bytes:
+    """Sign ``context + payload`` with the server key and seal signature and payload to a
+    device's box key from a fresh ephemeral key: ``epk || box(signature || payload)``.
+
+    The envelope of notices and of re-authentication grants (``trust_protocol/reauth.py``);
+    ``ephemeral_key`` and ``nonce`` are for test vectors only.
+    """
+    signature = signing_key.sign(context + payload).signature
+    eph = ephemeral_key or PrivateKey.generate()
+    sealed = Box(eph, PublicKey(device_box_key)).encrypt(signature + payload, nonce)
+    return bytes(eph.public_key) + bytes(sealed)
+
+
+def open_signed(
+    sealed: bytes,
+    box_key: PrivateKey,
+    server_key: VerifyKey,
+    *,
+    context: bytes,
+    max_payload: int,
+    what: str,
+    bad_signature: str,
+) -> bytes:
+    """Open :func:`seal_signed`'s envelope and check the server signature; the payload.
+
+    In this order: size (``too_large``/``malformed``), the box (``box_open_failed``), the
+    signature over the exact payload bytes (``bad_signature``, the caller's code). ``what``
+    names the message in the details.
+    """
+    if not isinstance(sealed, bytes | bytearray):
+        raise ProtocolError("malformed", f"a sealed {what} is bytes")
+    if len(sealed) > EPK_SIZE + NONCE_SIZE + MAC_SIZE + SIG_SIZE + max_payload:
+        raise ProtocolError("too_large", f"sealed {what} is too large")
+    if len(sealed) < EPK_SIZE + NONCE_SIZE + MAC_SIZE + SIG_SIZE + 2:
+        raise ProtocolError("malformed", f"sealed {what} is too short")
+    epk, rest = bytes(sealed[:EPK_SIZE]), bytes(sealed[EPK_SIZE:])
+    try:
+        inner = Box(box_key, PublicKey(epk)).decrypt(rest)
+    except CryptoError as exc:
+        raise ProtocolError("box_open_failed") from exc
+    signature, payload = inner[:SIG_SIZE], inner[SIG_SIZE:]
+    try:
+        server_key.verify(context + payload, signature)
+    except BadSignatureError as exc:
+        raise ProtocolError(bad_signature) from exc
+    return payload
+
+
 def seal_notice(
     notice: Notice,
     signing_key: SigningKey,
@@ -130,10 +186,14 @@ def seal_notice(
     payload = encoding.dumps(notice.to_json())
     if len(payload) > MAX_PAYLOAD:
         raise ProtocolError("too_large", "notice payload is too large")
-    signature = signing_key.sign(NOTICE_CONTEXT + payload).signature
-    eph = ephemeral_key or PrivateKey.generate()
-    sealed = Box(eph, PublicKey(device_box_key)).encrypt(signature + payload, nonce)
-    return bytes(eph.public_key) + bytes(sealed)
+    return seal_signed(
+        payload,
+        NOTICE_CONTEXT,
+        signing_key,
+        device_box_key,
+        ephemeral_key=ephemeral_key,
+        nonce=nonce,
+    )
 
 
 def open_notice(
@@ -147,22 +207,15 @@ def open_notice(
     ``unsupported_version``), the signing key id, the recipient
     (``notice_wrong_device``) and expiry against ``now`` (``notice_expired``).
     """
-    if not isinstance(sealed, bytes | bytearray):
-        raise ProtocolError("malformed", "a sealed notice is bytes")
-    if len(sealed) > MAX_SEALED:
-        raise ProtocolError("too_large", "sealed notice is too large")
-    if len(sealed) < EPK_SIZE + NONCE_SIZE + MAC_SIZE + SIG_SIZE + 2:
-        raise ProtocolError("malformed", "sealed notice is too short")
-    epk, rest = bytes(sealed[:EPK_SIZE]), bytes(sealed[EPK_SIZE:])
-    try:
-        inner = Box(box_key, PublicKey(epk)).decrypt(rest)
-    except CryptoError as exc:
-        raise ProtocolError("box_open_failed") from exc
-    signature, payload = inner[:SIG_SIZE], inner[SIG_SIZE:]
-    try:
-        server_key.verify(NOTICE_CONTEXT + payload, signature)
-    except BadSignatureError as exc:
-        raise ProtocolError("bad_notice_signature") from exc
+    payload = open_signed(
+        sealed,
+        box_key,
+        server_key,
+        context=NOTICE_CONTEXT,
+        max_payload=MAX_PAYLOAD,
+        what="notice",
+        bad_signature="bad_notice_signature",
+    )
     obj = encoding.loads(payload, max_size=MAX_PAYLOAD)
     if not isinstance(obj, dict):
         raise ProtocolError("malformed", "notice payload must be an object")

@@ -27,14 +27,14 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from nacl.exceptions import BadSignatureError, CryptoError
-from nacl.public import Box, PrivateKey, PublicKey
+from nacl.public import Box, PrivateKey
 from nacl.signing import SigningKey, VerifyKey
 
 from trust_protocol import encoding
 from trust_protocol.challenge import key_id
 from trust_protocol.encoding import b64e, require
 from trust_protocol.errors import ProtocolError
+from trust_protocol.notice import open_signed, seal_signed
 
 VERSION = 1
 GRANT_CONTEXT = b"devicetrust/v1/reauth-grant\x00"
@@ -141,10 +141,14 @@ def seal_grant(
     """
     grant.validate()
     payload = encoding.dumps(grant.to_json())
-    signature = signing_key.sign(GRANT_CONTEXT + payload).signature
-    eph = ephemeral_key or PrivateKey.generate()
-    sealed = Box(eph, PublicKey(device_box_key)).encrypt(signature + payload, nonce)
-    return bytes(eph.public_key) + bytes(sealed)
+    return seal_signed(
+        payload,
+        GRANT_CONTEXT,
+        signing_key,
+        device_box_key,
+        ephemeral_key=ephemeral_key,
+        nonce=nonce,
+    )
 
 
 def open_grant(
@@ -157,22 +161,15 @@ def open_grant(
     fields (``malformed``, ``unsupported_version``), the key id, the recipient
     (``grant_wrong_device``) and expiry (``grant_expired``).
     """
-    if not isinstance(sealed, bytes | bytearray):
-        raise ProtocolError("malformed", "a sealed grant is bytes")
-    if len(sealed) > MAX_SEALED:
-        raise ProtocolError("too_large", "sealed grant is too large")
-    if len(sealed) < EPK_SIZE + NONCE_SIZE + MAC_SIZE + SIG_SIZE + 2:
-        raise ProtocolError("malformed", "sealed grant is too short")
-    epk, rest = bytes(sealed[:EPK_SIZE]), bytes(sealed[EPK_SIZE:])
-    try:
-        inner = Box(box_key, PublicKey(epk)).decrypt(rest)
-    except CryptoError as exc:
-        raise ProtocolError("box_open_failed") from exc
-    signature, payload = inner[:SIG_SIZE], inner[SIG_SIZE:]
-    try:
-        server_key.verify(GRANT_CONTEXT + payload, signature)
-    except BadSignatureError as exc:
-        raise ProtocolError("bad_grant_signature") from exc
+    payload = open_signed(
+        sealed,
+        box_key,
+        server_key,
+        context=GRANT_CONTEXT,
+        max_payload=MAX_PAYLOAD,
+        what="grant",
+        bad_signature="bad_grant_signature",
+    )
     obj = encoding.loads(payload, max_size=MAX_PAYLOAD)
     if not isinstance(obj, dict):
         raise ProtocolError("malformed", "grant payload must be an object")
