@@ -39,8 +39,7 @@ from idp_service.posture.service import summary_for_device
 from idp_service.services import Services
 from idp_service.signin import transactions
 from idp_service.signin.messages import MESSAGES
-from idp_service.signin.reads import read_login
-from idp_service.signin.service import untrusted_code
+from idp_service.signin.service import why_not_claimed
 from idp_service.signin.store import complete_verified
 
 FACTOR_MESSAGES = {
@@ -147,21 +146,6 @@ def _claims(
     return {"id_token": id_claims, "userinfo": {"sub": user.id, **extra}}
 
 
-def _why_not_claimed(svc: Services, txn: LoginTransaction) -> str | None:
-    found = read_login(svc.db.engine, txn.id)
-    if found is None or found[0].completed_at is not None:
-        return None
-    fresh, user, device = found
-    if fresh.status != "verified":
-        return fresh.error_code or "expired"
-    code = untrusted_code(user, device)
-    with svc.db.session() as s:
-        transactions.mark_denied(
-            s, txn.id, code=code, device_id=fresh.device_id, user_id=fresh.user_id
-        )
-    return code
-
-
 def _mismatch(c: dict[str, Any], user: User) -> bool:
     if c.get("broker_user_id"):
         return bool(c["broker_user_id"] != user.id)
@@ -222,7 +206,7 @@ def complete(
                         ),
                     )
             return _deliver(c, answer)
-        code = _why_not_claimed(svc, txn)
+        code = why_not_claimed(svc, txn)
         if code is None:
             return Outcome("finished", code="oidc_login_finished", client_name=c.get("sp_name", ""))
     with svc.db.session() as s:

@@ -55,8 +55,7 @@ from idp_service.saml.protocol.constants import (
 from idp_service.services import Services
 from idp_service.signin import transactions
 from idp_service.signin.messages import MESSAGES
-from idp_service.signin.reads import read_login
-from idp_service.signin.service import still_trusted, untrusted_code
+from idp_service.signin.service import still_trusted, why_not_claimed
 from idp_service.signin.store import complete_verified
 
 
@@ -89,23 +88,6 @@ FACTOR_HINTS = {
     "subject_mismatch": "Sign in to the application as the owner of this device, "
     "or use your own device.",
 }
-
-
-def _why_not_claimed(svc: Services, txn: LoginTransaction) -> str | None:
-    """The success claim was refused: None if the transaction was completed already,
-    otherwise the refusal code (recorded on the transaction if it was still verified)."""
-    found = read_login(svc.db.engine, txn.id)
-    if found is None or found[0].completed_at is not None:
-        return None
-    fresh, user, device = found
-    if fresh.status != "verified":
-        return fresh.error_code or "expired"
-    code = untrusted_code(user, device)
-    with svc.db.session() as s:
-        transactions.mark_denied(
-            s, txn.id, code=code, device_id=fresh.device_id, user_id=fresh.user_id
-        )
-    return code
 
 
 def _not_on_or_after(element: etree._Element) -> dt.datetime:
@@ -239,7 +221,7 @@ def complete(
             issued=(encoded, valid_until),
         ):
             return _post(target.acs_url, encoded, c.get("relay_state"), sp["name"])
-        code = _why_not_claimed(svc, txn)
+        code = why_not_claimed(svc, txn)
         if code is None:  # another request for this transaction completed it just now
             return _deliver_again(svc, txn, user, device)
     xml = None

@@ -247,6 +247,24 @@ def untrusted_code(user: User | None, device: Device | None) -> str:
     return code
 
 
+def why_not_claimed(services: Services, txn: LoginTransaction) -> str | None:
+    """A completer's success claim was refused: None if the transaction was completed
+    already, otherwise the refusal code (recorded on the transaction if it was still
+    verified: the device or its owner changed since the answer)."""
+    found = read_login(services.db.engine, txn.id)
+    if found is None or found[0].completed_at is not None:
+        return None
+    fresh, user, device = found
+    if fresh.status != "verified":
+        return fresh.error_code or "expired"
+    code = untrusted_code(user, device)
+    with services.db.session() as s:
+        transactions.mark_denied(
+            s, txn.id, code=code, device_id=fresh.device_id, user_id=fresh.user_id
+        )
+    return code
+
+
 def _posture_gate(
     services: Services,
     s: Session,
