@@ -133,7 +133,9 @@ class _Browser:
         return status, location, data
 
 
-def _client(base: str, code: str, start_at: float, stop_at: float, out) -> None:  # noqa: ANN001
+def _enroll(base: str, code: str):  # noqa: ANN202
+    """A browser connection and a device registered with ``code``: (browser, keys,
+    the service's verify key, the platform facts the device answers with)."""
     from nacl.signing import VerifyKey
 
     from trust_protocol import DeviceKeys, ResponseBody, parse_challenge, seal_response
@@ -159,6 +161,13 @@ def _client(base: str, code: str, start_at: float, stop_at: float, out) -> None:
         "POST", "/agent/v1/register", seal_response(body, parse_challenge(token, verify_key), keys)
     )
     assert status == 201, data
+    return b, keys, verify_key, platform
+
+
+def _client(base: str, code: str, start_at: float, stop_at: float, out) -> None:  # noqa: ANN001
+    from trust_protocol import ResponseBody, parse_challenge, seal_response
+
+    b, keys, verify_key, platform = _enroll(base, code)
     sso = base + "/saml/sso"
     done = failed = 0
     while time.time() < start_at:

@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.login import _Browser, _scratch_pg, _wait_for_workers  # noqa: E402
+from bench.login import _Browser, _enroll, _scratch_pg, _wait_for_workers  # noqa: E402
 
 REDIRECT = "https://bench-rp.example.com/callback"
 SLICE = 50
@@ -135,31 +135,9 @@ def _client(
     stop_at: float,
     out,
 ) -> None:  # noqa: ANN001
-    from nacl.signing import VerifyKey
+    from trust_protocol import ResponseBody, parse_challenge, seal_response
 
-    from trust_protocol import DeviceKeys, ResponseBody, parse_challenge, seal_response
-    from trust_protocol.encoding import b64d
-
-    b = _Browser(base)
-    keys = DeviceKeys.generate(str(uuid.uuid4()))
-    _, _, info = b.send("GET", "/agent/v1/server")
-    verify_key = VerifyKey(b64d(json.loads(info)["server_key"], length=32))
-    _, _, issued = b.send(
-        "POST", "/agent/v1/challenges", b'{"purpose":"register"}', "application/json"
-    )
-    token = json.loads(issued)["challenge"]
-    platform = {
-        "hardware_uuid": f"hw-{keys.device_id}",
-        "serial": keys.device_id[:12],
-        "os": "linux",
-    }
-    body = ResponseBody(
-        token, keys.public_json(), platform, "bench", time.time(), data={"enrollment_code": code}
-    )
-    status, _, data = b.send(
-        "POST", "/agent/v1/register", seal_response(body, parse_challenge(token, verify_key), keys)
-    )
-    assert status == 201, data
+    b, keys, verify_key, platform = _enroll(base, code)
     done = failed = 0
     while time.time() < start_at:
         time.sleep(0.01)
