@@ -5,7 +5,8 @@ devices reporting every 5 minutes on one node).
 
 What runs:
 
-* the service under gunicorn (``devicetrust serve``, gthread workers) on a
+* the service under gunicorn (``devicetrust serve``, gthread workers), and beside it
+  the report ingest tier (``devicetrust serve-ingest``, granian; ``--tier``), on a
   scratch PostgreSQL database, with the built-in catalog enforced
   (``DEVICETRUST_BUILTIN_CHECKS=all``: 17 checks evaluated at ingest);
 * ``--devices`` simulated devices, **registered through the real enrollment
@@ -199,6 +200,7 @@ class _Conn:
 
 def _client(
     base: str,
+    report_base: str,
     codes: list[str],
     docs: list[dict[str, Any]],
     seed: int,
@@ -213,6 +215,7 @@ def _client(
 
     rng = random.Random(seed)
     conn = _Conn(base)
+    rconn = _Conn(report_base)  # v2 reports: the ingest tier, or the service itself
     _, info = conn.get("/agent/v1/server")
     verify_key = VerifyKey(b64d(json.loads(info)["server_key"], length=32))
     # Report v2: the advertised box key, checked under the pinned key as the agent does.
@@ -245,7 +248,7 @@ def _client(
             )
             sealed = report_v2.seal_report(body, keys.signing_key, report_box)
             path = "/agent/v2/report/full" if body.kind == "full" else "/agent/v2/report"
-            status, reply = conn.post(path, sealed, "application/json")
+            status, reply = rconn.post(path, sealed, "application/json")
             count("v2 " + body.kind, len(sealed) + len(reply))
             if status == 409 and b"report_resync" in reply:
                 full = True
@@ -307,6 +310,7 @@ def _client(
     out.put(("registered", len(devices)))
     phases = schedule.get()  # every client has enrolled its devices: the schedule is set
     conn.reset()  # the server may have closed the idle keep-alive connection meanwhile
+    rconn.reset()
 
     def challenge_only(keys: Any) -> None:
         status, issued = conn.post(
@@ -359,6 +363,7 @@ def _client(
                     print(f"{mode} failed: {exc!r}"[:300], file=sys.stderr)
                 if isinstance(exc, OSError | http.client.HTTPException):
                     conn.reset()
+                    rconn.reset()
         out.put(
             (
                 mode,
@@ -428,7 +433,7 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
     from idp_service.devices import enroll
     from idp_service.directory import users
     from idp_service.platform.db import Database
-    from tests.procs import start_service
+    from tests.procs import start_ingest, start_service
 
     dbname = make_url(pg_url).database
     with tempfile.TemporaryDirectory() as tmp:
@@ -441,7 +446,11 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
                 "DEVICETRUST_RATELIMIT_ENABLED": "false",
             },
         )
+        tier = None
         try:
+            if args.tier == "ingest":
+                tier = start_ingest(Path(tmp), svc, workers=args.workers)
+            report_url = tier.url if tier is not None else svc.url
             db = Database(pg_url)
             codes = []
             with db.session() as s:
@@ -457,6 +466,7 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
                     target=_client,
                     args=(
                         svc.url,
+                        report_url,
                         [codes[i] for i in idx],
                         [docs[i] for i in idx],
                         1000 + c,
@@ -483,12 +493,14 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
                     t += warm + seconds
             for schedule in schedules:
                 schedule.put(phases)
-            server = psutil.Process(svc.proc.pid)
+            servers = [psutil.Process(svc.proc.pid)]
+            if tier is not None:
+                servers.append(psutil.Process(tier.proc.pid))
             cpu: dict[str, Any] = {}
             for mode, _, measure_from, end in phases:
                 while time.time() < measure_from:
                     time.sleep(0.01)
-                workers = [server, *server.children(recursive=True)]
+                workers = [x for s in servers for x in (s, *s.children(recursive=True))]
                 backends = _pg_backends(dbname)
                 shared = _pg_shared()
                 load0 = os.getloadavg()
@@ -507,6 +519,8 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
             for p in procs:
                 p.join(10)
         finally:
+            if tier is not None:
+                tier.stop()
             svc.stop()
     figures: dict[str, Any] = {"registered": registered}
     for mode, _, _, _ in phases:
@@ -880,7 +894,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before")
     parser.add_argument("--clients", type=int, default=6, help="load-generator processes")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes (of the ingest tier, or gunicorn)"
+    )
+    parser.add_argument(
+        "--tier",
+        choices=("ingest", "serve"),
+        default="ingest",
+        help="where v2 reports go: the ingest tier (devicetrust serve-ingest, beside the "
+        "service) or the service itself (devicetrust serve, gunicorn)",
+    )
     parser.add_argument(
         "--floor-seconds",
         type=float,
@@ -934,8 +957,13 @@ def main() -> None:
             f"measured before and after the HTTP run): {ceiling_before:,.0f} / "
             f"{ceiling_after:,.0f} reports/s; an unchanged v2 report is {report_bytes} bytes"
         )
+        where = (
+            f"v2 to the ingest tier ({args.workers} granian workers) beside the service"
+            if args.tier == "ingest"
+            else f"gunicorn {args.workers} gthread workers"
+        )
         print(
-            f"\nreports over HTTP (gunicorn {args.workers} gthread workers, PostgreSQL, "
+            f"\nreports over HTTP ({where}, PostgreSQL, "
             f"{args.clients} agent processes, keep-alive):"
         )
         for mode, label in (("report2", "v2 (one request)"), ("report", "v1 (two requests)")):
@@ -966,7 +994,7 @@ def main() -> None:
         print("  CPU ms per operation:        " + "".join(f"{labels[m]:>28s}" for m in modes))
         for key, label in (
             ("rate", "operations/s"),
-            ("cpu_service_ms", "gunicorn workers (service)"),
+            ("cpu_service_ms", "service processes"),
             ("cpu_pg_ms", "PostgreSQL backends"),
             ("cpu_pg_shared_ms", "PostgreSQL background"),
             ("cpu_loadgen_ms", "load generator (agents)"),

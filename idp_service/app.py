@@ -106,6 +106,9 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
     bodies.install(app)  # a body refused unread ends its connection (SCIM included)
     # Around everything, SCIM included: request ids, access lines, HTTP metrics, HSTS.
     app.wsgi_app = observability.RequestSignals(app.wsgi_app, settings)  # type: ignore[method-assign]
+    # Unchanged v2 reports (~98 % of agent traffic) are answered before all of that; any
+    # report it declines goes on through it (devices/web.py, ReportQuickPath).
+    app.wsgi_app = agent_web.ReportQuickPath(app.wsgi_app, services)  # type: ignore[method-assign]
     if settings.trusted_proxies:
         # Outermost: the client address and scheme are the ones the trusted proxies saw,
         # for every route (rate limits, audit log; request.is_secure behind TLS termination).
@@ -119,3 +122,9 @@ def create_app(settings: Settings | None = None, *, background: bool = False) ->
         atexit.register(jobs.stop)  # a running job finishes and gives its lease back
         app.extensions["devicetrust.jobs"] = jobs
     return app
+
+
+def create_ingest_app() -> Flask:
+    """The app of ``devicetrust serve-ingest``'s workers: the whole service, no periodic jobs
+    (``devicetrust serve`` runs those)."""
+    return create_app(background=False)

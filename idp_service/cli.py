@@ -154,6 +154,63 @@ def serve(
             shutil.rmtree(directory, ignore_errors=True)
 
 
+@cli.command("serve-ingest")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8001, show_default=True, type=int, help="Port to bind.")
+@click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option(
+    "--threads",
+    default=None,
+    type=int,
+    envvar="DEVICETRUST_THREADS",
+    help="Threads per worker that run requests [default: 2 x cores + 1, at most 8].",
+)
+@CONFIG_OPTION
+def serve_ingest(
+    host: str, port: int, workers: int, threads: int | None, config_file: str | None
+) -> None:
+    """Run the report ingest tier: the same service, on granian, for agents' reports.
+
+    Put it behind your proxy for POST /agent/v2/report (docs/deploy.md, "The ingest
+    tier"); `devicetrust serve` keeps every other route and runs the periodic jobs.
+    It answers any route the same way, so a misrouted request is still served.
+    """
+    import shutil
+    import tempfile
+
+    from granian import Granian
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+
+    from idp_service.platform import metrics
+
+    _use_config(config_file)
+    _settings()  # refuse a bad configuration before binding, with a clear message
+    own_dir = metrics.multiprocess_dir() is None
+    if own_dir:
+        metrics.use_multiprocess(tempfile.mkdtemp(prefix="devicetrust-metrics-"))
+    settings = _settings()
+    if settings.metrics_listen:
+        _metrics_listener(settings.metrics_listen)
+    try:
+        Granian(
+            "idp_service.app:create_ingest_app",
+            address=host,
+            port=port,
+            interface=Interfaces.WSGI,
+            workers=workers,
+            blocking_threads=threads or min(8, 2 * (os.cpu_count() or 1) + 1),
+            factory=True,
+            log_level=LogLevels.warning,
+            respawn_failed_workers=True,
+            process_name="devicetrust-ingest",
+        ).serve()
+    finally:
+        directory = metrics.multiprocess_dir()
+        if own_dir and directory:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def _metrics_listener(listen: str) -> None:
     """Serve /metrics on ``host:port`` from this process (gunicorn's master), in a thread."""
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server

@@ -170,6 +170,40 @@ def start_service(
     return svc
 
 
+def start_ingest(
+    tmp: Path, svc: ServiceProc, *, workers: int = 1, port: int | None = None
+) -> ServiceProc:
+    """Start ``devicetrust serve-ingest`` beside ``svc``: same settings and database, its own
+    loopback port. Its ``url`` is where agents' reports go; ``svc`` serves everything else."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp / f"ingest-{port}.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "idp_service",
+            "serve-ingest",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env=svc.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    tier = ServiceProc(url=url, env=svc.env, proc=proc, log_path=log_path)
+    try:
+        wait_http(url + "/readyz", proc=None)
+    except Exception:
+        tier.stop()
+        raise RuntimeError("ingest tier did not start:\n" + tier.log()) from None
+    return tier
+
+
 @dataclass
 class AgentProc:
     """A device: the agent's state directory and, once started, its ``run`` process."""

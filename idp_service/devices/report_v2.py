@@ -10,7 +10,15 @@ UPDATE that advances the counter and ``last_seen`` *only if* the counter is
 higher, the claimed digest is the one held, and nothing detection or the state
 table would look at has changed (trusted, active owner, same key, same agent
 instance, same hardware identifiers, not stale). Two replicas cannot both
-accept one counter: the UPDATE checks and advances it atomically.
+accept one counter: the UPDATE checks and advances it atomically. Concurrent
+unchanged reports in one process share that statement and its commit
+(``platform/group_commit.py``): on PostgreSQL one ``UPDATE ... FROM unnest(...)``
+carries a batch, each row still guarded by its own conditions.
+
+:func:`take_unchanged` is the same fast way without anything around it, for the
+web layer's quick path (``devices/web.py``, ``ReportQuickPath``): it either
+accepts an unchanged report outright or declines, writing nothing, and the
+request then goes through :func:`ingest`, which judges, codes and audits it.
 
 Everything else (a delta, a full document, or an unchanged report the UPDATE
 did not take) goes the **careful way**, in one transaction under the device's
@@ -30,17 +38,21 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import threading
 import time
+import weakref
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 from nacl.public import PrivateKey
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import Engine, and_, bindparam, select, update
 
 from idp_service.devices import challenges, detection, report
 from idp_service.platform import audit, metrics
 from idp_service.platform.driver import Statement, driver, sqlite_time
 from idp_service.platform.errors import ServiceError
+from idp_service.platform.group_commit import GroupCommit
 from idp_service.platform.models import Device, table_of, utcnow
 from idp_service.posture.tables import DeviceFacts
 from idp_service.services import Services
@@ -135,10 +147,51 @@ def _platform_id(platform: dict[str, str], name: str) -> str:
     return platform.get(name, "")[:256]
 
 
+def take_unchanged(service: Services, envelope: bytes) -> dict[str, Any] | None:
+    """Accept an unchanged report the fast way and return its signed acknowledgement,
+    or decline (None) having written nothing.
+
+    Taken only when everything holds: the box opens, the body is an unchanged
+    report, this process knows the device's registered key, the signature verifies
+    under it, the clock is within the skew bound and the one conditional UPDATE
+    applied. Anything else declines, and the caller hands the same bytes to
+    :func:`ingest` (with ``fast_tried``), which decides the refusal, its code and its
+    audit event; so a refusal is never decided here.
+    """
+    try:
+        opened = report_v2.open_report(
+            envelope, report_box_secret=box_secret(service), max_size=MAX_SMALL
+        )
+        body = opened.body
+        if body.kind != "unchanged":
+            return None
+        key = _sign_keys.get(service, body.device_id)
+        if key is None:
+            return None
+        report_v2.verify_report(opened, key)
+        now_ts = time.time()
+        skew = report_v2.check_clock(body, now=now_ts, max_skew=service.settings.max_clock_skew)
+    except ProtocolError:
+        return None
+    if not _fast(service, body, key, skew, utcnow()):
+        return None
+    metrics.report_ingested()
+    return _answer(service, body.device_id, body.counter, body.digest, now_ts)
+
+
 def ingest(
-    service: Services, envelope: bytes, *, full_endpoint: bool, remote_addr: str | None = None
+    service: Services,
+    envelope: bytes,
+    *,
+    full_endpoint: bool,
+    remote_addr: str | None = None,
+    fast_tried: bool = False,
 ) -> dict[str, Any]:
-    """Accept one v2 report; return the signed acknowledgement (docs/protocol.md §16)."""
+    """Accept one v2 report; return the signed acknowledgement (docs/protocol.md §16).
+
+    ``fast_tried``: :func:`take_unchanged` already declined these bytes, so the
+    one-statement way is not tried again.
+    """
     try:
         limit = MAX_FULL if full_endpoint else MAX_SMALL
         opened = report_v2.open_report(
@@ -152,7 +205,8 @@ def ingest(
         now_ts = time.time()
         skew = report_v2.check_clock(body, now=now_ts, max_skew=service.settings.max_clock_skew)
         now = utcnow()
-        known = _sign_keys.get(service, body.device_id) if body.kind == "unchanged" else None
+        unchanged = body.kind == "unchanged" and not fast_tried
+        known = _sign_keys.get(service, body.device_id) if unchanged else None
         verified_with = None
         if known is not None:
             try:
@@ -177,9 +231,17 @@ def ingest(
 def _fast(service: Services, body: ReportBody, key: bytes, skew: float, now: dt.datetime) -> bool:
     """The one conditional UPDATE of an unchanged report; False if it did not apply.
 
-    On the driver connection (PostgreSQL in autocommit: one statement, one round trip).
+    Shared with concurrent reports of this process (group commit); alone, it runs
+    on the driver connection (PostgreSQL in autocommit: one statement, one round trip).
     """
-    params: dict[str, Any] = {
+    return _committer(service.db.engine).submit(_fast_params(service, body, key, skew, now))
+
+
+def _fast_params(
+    service: Services, body: ReportBody, key: bytes, skew: float, now: dt.datetime
+) -> dict[str, Any]:
+    """The parameters of an unchanged report's guarded UPDATE."""
+    return {
         "device_id": body.device_id,
         "sign_key": key,
         "counter": body.counter,
@@ -192,18 +254,66 @@ def _fast(service: Services, body: ReportBody, key: bytes, skew: float, now: dt.
         "skew": skew,
         "agent_version": body.agent_version[:64],
     }
-    with driver(service.db.engine) as (conn, is_pg):
+
+
+_COMMITTERS: weakref.WeakKeyDictionary[Engine, GroupCommit[dict[str, Any], bool]] = (
+    weakref.WeakKeyDictionary()
+)
+_COMMITTERS_LOCK = threading.Lock()
+
+
+def _committer(engine: Engine) -> GroupCommit[dict[str, Any], bool]:
+    """The engine's group committer for unchanged reports (one per engine, made on first use)."""
+    committer = _COMMITTERS.get(engine)
+    if committer is None:
+        with _COMMITTERS_LOCK:
+            committer = _COMMITTERS.get(engine)
+            if committer is None:
+                committer = GroupCommit(
+                    lambda params: _fast_many(engine, [params])[0],
+                    lambda batch: _fast_many(engine, batch),
+                    max_batch=256,
+                )
+                _COMMITTERS[engine] = committer
+    return committer
+
+
+def _fast_many(engine: Engine, batch: Sequence[dict[str, Any]]) -> list[bool]:
+    """Apply each unchanged report's guarded UPDATE, all in one commit; which applied.
+
+    A device named twice in one batch (a replay racing its original) takes part
+    once: the others are reported as not applied and go the careful way, which
+    refuses or accepts each on its own. On PostgreSQL the batch is one statement
+    over arrays, its rows in device-id order (the order every process locks them in).
+    """
+    seen: dict[str, int] = {}
+    for i, params in enumerate(batch):
+        seen.setdefault(params["device_id"], i)
+    first = sorted(seen.values(), key=lambda i: batch[i]["device_id"])
+    applied = [False] * len(batch)
+    with driver(engine) as (conn, is_pg):
         if is_pg:
-            return bool(conn.execute(_FAST_SQL_PG, params).rowcount == 1)
-        for name in ("stale_before", "now"):
-            params[name] = sqlite_time(params[name])
+            if len(batch) == 1:
+                return [bool(conn.execute(_FAST_SQL_PG, batch[0]).rowcount == 1)]
+            arrays = {name: [batch[i][name] for i in first] for name in _FAST_FIELDS}
+            rows = conn.execute(_FAST_MANY_PG, arrays).fetchall()
+            took = {row[0] for row in rows}
+            for i in first:
+                applied[i] = batch[i]["device_id"] in took
+            return applied
         try:
-            applied = conn.execute(_FAST_SQL, params).rowcount == 1
+            cur = conn.cursor()
+            for i in first:
+                params = dict(batch[i])
+                for name in ("stale_before", "now"):
+                    params[name] = sqlite_time(params[name])
+                cur.execute(_FAST_SQL, params)
+                applied[i] = cur.rowcount == 1
             conn.commit()
         except BaseException:
             conn.rollback()
             raise
-        return bool(applied)
+        return applied
 
 
 def _careful(
@@ -382,6 +492,42 @@ _FAST_SQL = """
        AND EXISTS (SELECT 1 FROM users WHERE users.id = devices.user_id AND users.active)
 """
 _FAST_SQL_PG = Statement(_FAST_SQL).by_dialect["postgresql"]
+_FAST_FIELDS = (
+    "device_id",
+    "sign_key",
+    "counter",
+    "digest",
+    "instance",
+    "hardware_uuid",
+    "serial",
+    "stale_before",
+    "now",
+    "skew",
+    "agent_version",
+)
+# The same conditions for a batch of unchanged reports, one row of arrays each.
+_FAST_MANY_PG = """
+    UPDATE devices
+       SET report_counter = v.counter, last_seen = v.now, facts_confirmed_at = v.now,
+           last_clock_skew = v.skew, agent_version = v.agent_version, updated_at = v.now
+      FROM unnest(%(device_id)s::varchar[], %(sign_key)s::bytea[], %(counter)s::bigint[],
+                  %(digest)s::varchar[], %(instance)s::varchar[], %(hardware_uuid)s::varchar[],
+                  %(serial)s::varchar[], %(stale_before)s::timestamptz[], %(now)s::timestamptz[],
+                  %(skew)s::float8[], %(agent_version)s::varchar[])
+           AS v(device_id, sign_key, counter, digest, instance, hardware_uuid, serial,
+                stale_before, now, skew, agent_version)
+     WHERE devices.id = v.device_id
+       AND devices.sign_key = v.sign_key
+       AND devices.state = 'trusted'
+       AND devices.report_counter < v.counter
+       AND devices.report_digest = v.digest
+       AND devices.agent_instance = v.instance
+       AND coalesce(devices.hardware_uuid, '') = v.hardware_uuid
+       AND coalesce(devices.serial, '') = v.serial
+       AND devices.last_seen >= v.stale_before
+       AND EXISTS (SELECT 1 FROM users WHERE users.id = devices.user_id AND users.active)
+ RETURNING devices.id
+"""
 _KEY = "SELECT sign_key FROM devices WHERE id = :device_id"
 _KEY_PG = Statement(_KEY).by_dialect["postgresql"]
 _ADVANCE = update(_devices).where(

@@ -41,10 +41,34 @@ def page_policy(agent_ports: tuple[int, ...], *, form_action: bool = True) -> st
     return "; ".join(d for d in directives if d)
 
 
+OTHER_POLICY = f"default-src 'none'; {FRAME_ANCESTORS}"
+
+
+def hsts(settings: Settings) -> str | None:
+    """The ``Strict-Transport-Security`` value, or None (plain http, or turned off)."""
+    if settings.hsts_max_age and settings.public_url.startswith("https://"):
+        return f"max-age={settings.hsts_max_age}; includeSubDomains"
+    return None
+
+
+def api_headers(settings: Settings) -> list[tuple[str, str]]:
+    """The headers the app adds to a JSON answer, for an answer written outside Flask
+    (``devices/web.py``'s quick path): no framing, no sniffing, the non-HTML CSP, HSTS."""
+    found = [
+        ("X-Frame-Options", "DENY"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Content-Security-Policy", OTHER_POLICY),
+    ]
+    value = hsts(settings)
+    if value:
+        found.append(("Strict-Transport-Security", value))
+    return found
+
+
 def install(app: Flask, settings: Settings) -> None:
     """Add the headers to every response that does not already carry its own."""
     html_policy = page_policy(settings.agent_ports)
-    other_policy = f"default-src 'none'; {FRAME_ANCESTORS}"
+    other_policy = OTHER_POLICY
 
     public = urlsplit(settings.public_url)
 

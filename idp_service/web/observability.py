@@ -25,6 +25,7 @@ from flask import Flask, Response, abort, request
 
 from idp_service.platform import logs, metrics
 from idp_service.platform.config import Settings
+from idp_service.web import headers
 
 HEADER = "X-Request-ID"
 _GIVEN_ID = re.compile(r"[A-Za-z0-9._:-]{8,64}")
@@ -62,11 +63,7 @@ class RequestSignals:
 
     def __init__(self, app: Any, settings: Settings) -> None:
         self.app = app
-        self.hsts = (
-            f"max-age={settings.hsts_max_age}; includeSubDomains"
-            if settings.hsts_max_age and settings.public_url.startswith("https://")
-            else None
-        )
+        self.hsts = headers.hsts(settings)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         given = environ.get("HTTP_X_REQUEST_ID", "")
