@@ -179,6 +179,7 @@ def notices() -> Response:
 QUICK_PATH = "/agent/v2/report"
 QUICK_DECLINED = "devicetrust.report_quick_declined"
 access = logging.getLogger("devicetrust.access")
+log = logging.getLogger(__name__)
 
 
 class ReportQuickPath:
@@ -235,7 +236,11 @@ class ReportQuickPath:
         body = environ["wsgi.input"].read(int(length))
         answer = None
         if len(body) == int(length):
-            answer = report_v2.take_unchanged(self.services, body)
+            try:
+                answer = report_v2.take_unchanged(self.services, body)
+            except Exception as exc:  # noqa: BLE001 - e.g. the database is away: the app answers
+                # Only the kind: a driver's message may quote the values of the statement.
+                log.warning("the quick path could not take a report (%s)", type(exc).__name__)
         if answer is None:
             environ["wsgi.input"] = io.BytesIO(body)
             environ[QUICK_DECLINED] = True
