@@ -105,6 +105,17 @@ def test_the_entrypoint_migrates_serves_or_both(tmp_path, empty_sqlite_url):
         served.wait(20)
     assert served.returncode == 0  # exec'd: gunicorn got the signal and stopped cleanly
 
+    # The report ingest tier: exec'd as well, serving the same database.
+    tier = subprocess.Popen(
+        ["sh", str(ENTRYPOINT), "serve-ingest"], env=env, start_new_session=True
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc=tier)
+    finally:
+        os.killpg(tier.pid, signal.SIGTERM)
+        tier.wait(20)
+    assert tier.returncode == 0
+
     # The default: migrate a fresh database, then serve it.
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
     env["DEVICETRUST_DATABASE_URL"] = fresh
@@ -126,12 +137,19 @@ def test_compose_has_postgres_a_tls_proxy_and_a_read_only_service_in_production_
     assert app["command"] == ["serve"] and app["read_only"] is True and "/tmp" in app["tmpfs"]
     assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "9464" in app["expose"] and "ports" not in app  # metrics never published
+    ingest = services["ingest"]
+    assert ingest["command"] == ["serve-ingest"] and ingest["read_only"] is True
+    assert "ports" not in ingest and "ingest" in services["proxy"]["depends_on"]
     proxy = services["proxy"]
     assert any(p.startswith("443:") for p in proxy["ports"])
     nginx = (CONTAINER / "nginx.conf").read_text()
     assert "ssl_certificate " in nginx and "listen 8443 ssl" in nginx
     assert "X-Forwarded-For $proxy_add_x_forwarded_for" in nginx
     assert "X-Forwarded-Proto $scheme" in nginx and "location = /metrics { return 404; }" in nginx
+    # Agents' v2 reports go to the ingest tier, with the same forwarded headers.
+    report = nginx.split("location = /agent/v2/report {", 1)[1].split("}", 1)[0]
+    assert "proxy_pass http://devicetrust_ingest;" in report
+    assert "X-Forwarded-For $proxy_add_x_forwarded_for" in report
 
     # The example settings pass production mode with one trusted proxy (nginx).
     env = {}
