@@ -9,7 +9,8 @@ clock is within the skew bound and its counter is above the last one accepted.
 UPDATE that advances the counter and ``last_seen`` *only if* the counter is
 higher, the claimed digest is the one held, and nothing detection or the state
 table would look at has changed (trusted, active owner, same key, same agent
-instance, same hardware identifiers, not stale). Two replicas cannot both
+instance, same hardware identifiers, not stale, not seen within the last second,
+so that a flood from one device's key goes the careful way). Two replicas cannot both
 accept one counter: the UPDATE checks and advances it atomically. Concurrent
 unchanged reports in one process share that statement and its commit
 (``platform/group_commit.py``): on PostgreSQL one ``UPDATE ... FROM unnest(...)``
@@ -65,6 +66,10 @@ from trust_protocol.report_v2 import Ack, OpenedReport, ReportBody
 from trust_protocol.response import RegisteredDevice, check_binding
 
 log = logging.getLogger(__name__)
+# A device seen less than this long ago does not take the one-statement way: a second
+# report (or a flood from one device's key) goes the careful way, through the app's
+# per-address rate limits. Agents report every few minutes.
+QUICK_GAP = dt.timedelta(seconds=1)
 MAX_SMALL = report_v2.MAX_SMALL
 MAX_FULL = report_v2.MAX_FULL
 _STATE_CODES = {
@@ -252,6 +257,7 @@ def _fast_params(
         "hardware_uuid": _platform_id(body.platform, "hardware_uuid"),
         "serial": _platform_id(body.platform, "serial"),
         "stale_before": now - dt.timedelta(seconds=service.settings.stale_after),
+        "recent_after": now - QUICK_GAP,
         "now": now,
         "skew": skew,
         "agent_version": body.agent_version[:64],
@@ -358,7 +364,7 @@ def _fast_many(engine: Engine, batch: Sequence[dict[str, Any]]) -> list[bool]:
             cur = conn.cursor()
             for i in _batch_order(batch):
                 params = dict(batch[i])
-                for name in ("stale_before", "now"):
+                for name in ("stale_before", "recent_after", "now"):
                     params[name] = sqlite_time(params[name])
                 cur.execute(_FAST_SQL, params)
                 applied[i] = cur.rowcount == 1
@@ -542,6 +548,7 @@ _FAST_SQL = """
        AND coalesce(hardware_uuid, '') = :hardware_uuid
        AND coalesce(serial, '') = :serial
        AND last_seen >= :stale_before
+       AND last_seen <= :recent_after
        AND EXISTS (SELECT 1 FROM users WHERE users.id = devices.user_id AND users.active)
 """
 _FAST_SQL_PG = Statement(_FAST_SQL).by_dialect["postgresql"]
@@ -554,6 +561,7 @@ _FAST_FIELDS = (
     "hardware_uuid",
     "serial",
     "stale_before",
+    "recent_after",
     "now",
     "skew",
     "agent_version",
@@ -565,10 +573,11 @@ _FAST_MANY_PG = """
            last_clock_skew = v.skew, agent_version = v.agent_version, updated_at = v.now
       FROM unnest(%(device_id)s::varchar[], %(sign_key)s::bytea[], %(counter)s::bigint[],
                   %(digest)s::varchar[], %(instance)s::varchar[], %(hardware_uuid)s::varchar[],
-                  %(serial)s::varchar[], %(stale_before)s::timestamptz[], %(now)s::timestamptz[],
+                  %(serial)s::varchar[], %(stale_before)s::timestamptz[],
+                  %(recent_after)s::timestamptz[], %(now)s::timestamptz[],
                   %(skew)s::float8[], %(agent_version)s::varchar[])
            AS v(device_id, sign_key, counter, digest, instance, hardware_uuid, serial,
-                stale_before, now, skew, agent_version)
+                stale_before, recent_after, now, skew, agent_version)
      WHERE devices.id = v.device_id
        AND devices.sign_key = v.sign_key
        AND devices.state = 'trusted'
@@ -578,6 +587,7 @@ _FAST_MANY_PG = """
        AND coalesce(devices.hardware_uuid, '') = v.hardware_uuid
        AND coalesce(devices.serial, '') = v.serial
        AND devices.last_seen >= v.stale_before
+       AND devices.last_seen <= v.recent_after
        AND EXISTS (SELECT 1 FROM users WHERE users.id = devices.user_id AND users.active)
  RETURNING devices.id
 """

@@ -20,6 +20,7 @@ from idp_service.devices import report_v2 as service_v2
 from tests.devices.test_report_v2 import (
     PLATFORM,
     Agent,
+    _age,
     _counts,
     _device,
     _doc,
@@ -50,6 +51,7 @@ def test_unchanged_report_is_answered_before_the_app(service_ctx, spy):
     agent = _start(service_ctx)
     spy.clear()
     doc = _doc()
+    _age(service_ctx, agent.keys.device_id)
     before = _device(service_ctx, agent.keys.device_id)
     resp = agent.send(doc)
     assert resp.status_code == 200, resp.json
@@ -64,6 +66,11 @@ def test_unchanged_report_is_answered_before_the_app(service_ctx, spy):
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert resp.headers["Content-Security-Policy"].startswith("default-src 'none'")
     assert len(resp.headers["X-Request-ID"]) == 16
+    # A second report within a second of the first (a flood from one device's key) is
+    # not the quick path's: it goes through the app (and its per-address limits).
+    resp = agent.send(doc)
+    assert resp.status_code == 200 and spy == [True]
+    assert _device(service_ctx, agent.keys.device_id)[0] == after[0] + 1
 
 
 def test_declined_reports_reach_the_app_once_and_keep_their_refusals(service_ctx, spy):
@@ -125,6 +132,7 @@ def _own(app, name):
     client = app.test_client()
     agent = Agent(app, client, _enrolled(app, client, name, platform=platform), platform)
     assert agent.send(_doc()).status_code == 200
+    _age(app, agent.keys.device_id)
     return agent
 
 
@@ -158,9 +166,12 @@ def test_a_batch_applies_each_row_on_its_own_conditions(service_ctx):
     assert _device(service_ctx, b.keys.device_id)[0] == b_ok["counter"]
     for x in (c, d):
         assert _device(service_ctx, x.keys.device_id) == before[x.keys.device_id]
-    # A digest the service does not hold never applies either.
+    # A digest the service does not hold never applies either; nor a device seen within
+    # the last second (b, just now).
+    _age(service_ctx, a.keys.device_id)
     wrong_digest = _params(service_ctx, b, digest="0" * 64)
     assert service_v2._fast_many(engine, [wrong_digest, _params(service_ctx, a)]) == [False, True]
+    assert service_v2._fast_many(engine, [_params(service_ctx, b)]) == [False]
 
 
 def test_threads_racing_one_counter_apply_it_once(service_ctx):
@@ -168,6 +179,8 @@ def test_threads_racing_one_counter_apply_it_once(service_ctx):
     agents = [_own(service_ctx, f"race-{i}") for i in range(3)]
     committer = service_v2._committer(engine)
     for _ in range(5):
+        for x in agents:
+            _age(service_ctx, x.keys.device_id)
         params = [_params(service_ctx, x) for x in agents]
         results: list[tuple[str, bool]] = []
         gate = threading.Barrier(12)
@@ -191,6 +204,7 @@ def test_another_devices_registered_key_does_not_apply(service_ctx):
     engine = service_ctx.extensions["devicetrust"].db.engine
     agent = _start(service_ctx)
     other = _enrolled(service_ctx, agent.client, "other-key")
+    _age(service_ctx, agent.keys.device_id)
     before = _device(service_ctx, agent.keys.device_id)
     params = _params(service_ctx, agent, signer=other)
     assert service_v2._fast_many(engine, [params, dict(params, counter=params["counter"] + 1)]) == [

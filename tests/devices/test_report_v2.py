@@ -5,6 +5,7 @@ writes nothing but its audit event (checked on the rows of every table)."""
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import threading
 import time
 
@@ -105,6 +106,21 @@ def _facts(app, device_id):
         return (row.report_seq, copy.deepcopy(row.facts)) if row else None
 
 
+def _age(app, device_id, seconds: float = 5.0) -> None:
+    """Time passes for the device: it was last seen ``seconds`` earlier than recorded (the
+    one-statement way skips a device seen within ``report_v2.QUICK_GAP``)."""
+    from sqlalchemy import update
+
+    with _db(app).session() as s:
+        last = s.get(Device, device_id).last_seen
+        s.execute(
+            update(Device)
+            .where(Device.id == device_id)
+            .values(last_seen=last - dt.timedelta(seconds=seconds))
+        )
+        s.commit()
+
+
 def _last_audit(app):
     with _db(app).session() as s:
         row = s.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1)).one()
@@ -164,6 +180,7 @@ def test_full_then_unchanged_then_delta(service_ctx, monkeypatch):
     assert (counter, digest) == (1, report_v2.document_digest(doc))
 
     # Unchanged: the counter, last_seen and the confirmation move; the facts do not.
+    _age(service_ctx, agent.keys.device_id)
     before = _counts(service_ctx)
     resp = agent.send(doc)
     assert resp.status_code == 200, resp.json
