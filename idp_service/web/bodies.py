@@ -42,21 +42,51 @@ def _too_large(limit: int) -> TooLarge:
 def read_body(limit: int, *, required: bool = True) -> bytes:
     """The raw request body, at most ``limit`` bytes (else 413 ``too_large``).
 
-    An empty body is 400 ``malformed`` when ``required``.
+    However the body arrives: with a ``Content-Length`` or chunked, and in as many
+    reads as the server hands it over in; a body is never cut at the bound and
+    judged as if it were whole. An empty body is 400 ``malformed`` when ``required``,
+    and so is one that ends before its ``Content-Length``.
     """
     limit = min(limit, current_app.config.get("MAX_CONTENT_LENGTH") or limit)
     length = request.content_length
     if length is not None and length > limit:
         raise _too_large(limit)
-    try:
-        data = request.stream.read(limit + 1)
-    except RequestEntityTooLarge:  # a chunked body over the app's limit
-        raise _too_large(limit) from None
+    data = _read_up_to(limit + 1 if length is None else length, limit)
     if len(data) > limit:
         raise _too_large(limit)
+    if length is not None and len(data) < length:
+        raise Invalid("malformed", "request body ended before its Content-Length")
     if required and not data:
         raise Invalid("malformed", "request body is empty")
     return data
+
+
+def _read_up_to(size: int, limit: int) -> bytes:
+    """Read the body until it ends or ``size`` bytes are in (a read may return fewer)."""
+    parts: list[bytes] = []
+    got = 0
+    try:
+        stream = request.stream
+        while got < size:
+            data = stream.read(size - got)
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+    except RequestEntityTooLarge:
+        # werkzeug's stream stops at MAX_CONTENT_LENGTH and refuses to read on, so a
+        # chunked body that ends exactly there looks like a longer one; the server's
+        # own stream (which it ends itself: ``wsgi.input_terminated``) tells them apart.
+        if not (got == limit and _ends_here()):
+            raise _too_large(limit) from None
+    return b"".join(parts)
+
+
+def _ends_here() -> bool:
+    environ = request.environ
+    if not environ.get("wsgi.input_terminated"):
+        return False
+    return bool(environ["wsgi.input"].read(1) == b"")
 
 
 def json_body(

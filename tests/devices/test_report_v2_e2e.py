@@ -1,5 +1,5 @@
 """Report ceremony v2 end to end: a real service process and a real agent process (through a
-recording HTTP proxy on loopback, which can also lose an answer), on SQLite.
+recording HTTP proxy on loopback, which can also lose an answer), on SQLite and PostgreSQL.
 
 One device lives through every recovery the protocol promises (docs/protocol.md §16.6):
 the agent restarts and resumes its counter; its state is restored from an old backup (the
@@ -7,7 +7,14 @@ service answers ``report_counter_stale``, the agent re-establishes its counter w
 challenge-based reset); the answer to a delta is lost on the network (the next delta builds
 on a document the service no longer holds: ``report_resync``, then the whole document); and
 the service's database is restored to an older point (``report_resync`` again). After each,
-the service holds exactly the agent's document.
+the service holds exactly the agent's document, and every report the proxy saw is opened
+to check that no counter was ever accepted twice.
+
+The database backup is a real one of each kind: SQLite's online backup API, restored into
+the live file under the running service; on PostgreSQL a ``pg_dump --format=custom`` taken
+while the service runs, restored the way docs/deploy.md says (service stopped, database
+dropped and created, ``pg_restore``, ``devicetrust audit checkpoint --restore``, service
+started again on the same address).
 """
 
 from __future__ import annotations
@@ -16,20 +23,27 @@ import json
 import shutil
 import sqlite3
 import stat
+import subprocess
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from idp_service.devices.flag_tables import DeviceFlag
 from idp_service.platform.db import make_engine
-from idp_service.platform.models import AuditEvent, Device
+from idp_service.platform.keys import BOX_SECRET
+from idp_service.platform.models import AuditEvent, Device, ServerSecret
 from idp_service.posture.tables import DeviceFacts
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, _pg_admin
 from tests.devices.test_report_replay_e2e import RecordingProxy, _ProxyHandler, _wait
-from tests.procs import AgentProc, free_port, make_agent, start_service
+from tests.procs import AgentProc, ServiceProc, free_port, make_agent, start_service
 from trust_protocol import report_v2
+from trust_protocol.report_keys import report_box_secret
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "posture" / "linux"
+REPORT_PATHS = ("/agent/v2/report", "/agent/v2/report/full")
 
 
 class LossyProxy(RecordingProxy):
@@ -45,8 +59,6 @@ class _LossyHandler(_ProxyHandler):
     server: LossyProxy
 
     def _forward(self) -> None:
-        from urllib.parse import urlsplit
-
         import httpx
 
         path = urlsplit(self.path).path
@@ -75,6 +87,61 @@ def proxy():
     server.server_close()
 
 
+class SqliteBackup:
+    """SQLite's online backup API, both ways, with the service running."""
+
+    def __init__(self, url: str, tmp: Path) -> None:
+        self.path = url.removeprefix("sqlite:///")
+        self.copy = tmp / "db-backup.sqlite"
+
+    def take(self) -> None:
+        with sqlite3.connect(self.path) as live, sqlite3.connect(self.copy) as copy:
+            live.backup(copy)
+
+    def restore(self, svc: ServiceProc, engine) -> ServiceProc:
+        with sqlite3.connect(self.copy) as copy, sqlite3.connect(self.path) as live:
+            copy.backup(live)
+        svc.cli("audit", "checkpoint", "--restore")
+        return svc
+
+
+class PostgresBackup:
+    """``pg_dump --format=custom`` of the live database; restored as docs/deploy.md says."""
+
+    def __init__(self, url: str, tmp: Path) -> None:
+        self.name = urlsplit(url).path.lstrip("/")
+        self.dump = tmp / "db-backup.dump"
+        self.tmp = tmp
+        self.conn = ["-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER]
+
+    def take(self) -> None:
+        subprocess.run(
+            ["pg_dump", *self.conn, "--format=custom", f"--file={self.dump}", self.name],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def restore(self, svc: ServiceProc, engine) -> ServiceProc:
+        svc.stop()
+        engine.dispose()
+        port = urlsplit(svc.url).port
+        assert port is not None
+        shutil.move(svc.log_path, self.tmp / "service-before-restore.log")
+        with _pg_admin() as conn:
+            conn.execute(f'DROP DATABASE "{self.name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        subprocess.run(
+            ["pg_restore", *self.conn, "--exit-on-error", "--single-transaction"]
+            + ["--no-owner", "-d", self.name, str(self.dump)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        svc.cli("audit", "checkpoint", "--restore")
+        return start_service(self.tmp, svc.env["DEVICETRUST_DATABASE_URL"], port=port)
+
+
 def _device(engine, device_id):
     with engine.connect() as conn:
         return conn.execute(
@@ -94,7 +161,9 @@ def _stored_document(engine, device_id):
 
 def _audit_codes(engine):
     with engine.connect() as conn:
-        rows = conn.execute(select(AuditEvent.action, AuditEvent.outcome, AuditEvent.code)).all()
+        rows = conn.execute(
+            select(AuditEvent.action, AuditEvent.outcome, AuditEvent.code).order_by(AuditEvent.id)
+        ).all()
     return [tuple(r) for r in rows if r[0].startswith("device.report")]
 
 
@@ -102,12 +171,26 @@ def _agent_state(agent: AgentProc) -> dict:
     return json.loads((agent.state_dir / "report_state.json").read_text())
 
 
+def _reports_seen(proxy: LossyProxy, box_secret: bytes) -> list[tuple[str, int, str, int]]:
+    """Every v2 report that went through the proxy, opened: (kind, counter, digest, status);
+    a status below zero is a report the service answered but whose answer was lost."""
+    with proxy.lock:
+        seen = list(proxy.seen)
+    reports = []
+    for path, envelope, status in seen:
+        if path in REPORT_PATHS:
+            body = report_v2.open_report(envelope, report_box_secret=box_secret).body
+            reports.append((body.kind, body.counter, body.digest, status))
+    return reports
+
+
 def test_agent_recovers_from_restart_backup_lost_answer_and_service_restore(
-    tmp_path, sqlite_url, proxy
+    tmp_path, database_url, proxy
 ):
-    svc = start_service(tmp_path, sqlite_url)
+    svc = start_service(tmp_path, database_url)
     engine = make_engine(svc.env["DEVICETRUST_DATABASE_URL"])
-    db_path = sqlite_url.removeprefix("sqlite:///")
+    backup_kind = SqliteBackup if database_url.startswith("sqlite") else PostgresBackup
+    db_backup = backup_kind(database_url, tmp_path)
     agent = make_agent(tmp_path, "v2", http_proxy=proxy.url)
     for name in ("no_proxy", "NO_PROXY"):
         agent.env.pop(name, None)
@@ -130,6 +213,11 @@ def test_agent_recovers_from_restart_backup_lost_answer_and_service_restore(
     try:
         assert agent.enroll(svc.url, svc.enroll_code("v2@example.com"))["state"] == "trusted"
         device_id = agent.cli_json("id")["device_id"]
+        with engine.connect() as conn:
+            secret = conn.execute(
+                select(ServerSecret.material).where(ServerSecret.name == BOX_SECRET)
+            ).scalar_one()
+        box_secret = report_box_secret(bytes(secret))
 
         # First report: the whole document, once (v2 is advertised, so the agent speaks it).
         proc = run("luks2")
@@ -141,11 +229,10 @@ def test_agent_recovers_from_restart_backup_lost_answer_and_service_restore(
         proc.stop()
         backup = tmp_path / "agent-backup"
         shutil.copytree(agent.state_dir, backup)
-        db_backup = tmp_path / "db-backup.sqlite"
-        with sqlite3.connect(db_path) as live, sqlite3.connect(db_backup) as copy:
-            live.backup(copy)
+        db_backup.take()
         luks2 = _stored_document(engine, device_id)
         assert first.report_digest == report_v2.document_digest(luks2)
+        assert _audit_codes(engine) == []  # accepted reports are not audited one by one
 
         # Restart and resume: the counter goes on; an unchanged report writes no facts.
         for expected in (2, 3):
@@ -162,9 +249,11 @@ def test_agent_recovers_from_restart_backup_lost_answer_and_service_restore(
         proc = run("luks2")
         assert _wait(lambda: _device(engine, device_id).report_counter >= 4), proc.log()
         proc.stop()
-        codes = _audit_codes(engine)
-        assert ("device.report", "rejected", "report_counter_stale") in codes
-        assert ("device.report_counter_reset", "ok", None) in codes
+        assert _audit_codes(engine) == [
+            ("device.report", "rejected", "report_counter_stale"),
+            ("device.report_counter_reset", "ok", None),
+        ]
+        assert len(proxy.bodies("/agent/v2/report/reset")) == 1
         assert _device(engine, device_id).state == "trusted"
 
         # A lost answer: the service takes the delta, the agent never hears of it.
@@ -180,24 +269,60 @@ def test_agent_recovers_from_restart_backup_lost_answer_and_service_restore(
         proc = run("unencrypted")
         assert _wait(lambda: _device(engine, device_id).report_counter >= 7), proc.log()
         proc.stop()
-        assert ("device.report", "rejected", "report_resync") in _audit_codes(engine)
+        assert _audit_codes(engine)[2:] == [("device.report", "rejected", "report_resync")]
         assert _agent_state(agent)["digest"] == lost.report_digest
         assert _stored_document(engine, device_id) == unencrypted
 
         # The service's database restored to the first report's point: counter 1 and the
         # luks2 document. The agent's counter is above it; its unchanged report claims a
         # document the service no longer holds: resync, the whole document, and done.
-        with sqlite3.connect(db_backup) as copy, sqlite3.connect(db_path) as live:
-            copy.backup(live)
+        # A checkpoint signed before the restore anchors audit rows the restore loses; the
+        # restore acknowledges that with a `restore` checkpoint (docs/admin.md).
+        svc.cli("audit", "checkpoint")
+        checkpoints = Path(svc.env["DEVICETRUST_DATA_DIR"]) / "audit-checkpoints.jsonl"
+        svc = db_backup.restore(svc, engine)
         assert _device(engine, device_id).report_counter == 1
+        assert _stored_document(engine, device_id) == luks2
+        assert _audit_codes(engine) == []  # the restored log predates every refusal
         proc = run("unencrypted")
         assert _wait(lambda: _device(engine, device_id).report_counter >= 9), proc.log()
         proc.stop()
+        after = _device(engine, device_id)
+        assert (after.report_counter, after.report_digest, after.state) == (
+            9,
+            lost.report_digest,
+            "trusted",
+        )
         assert _stored_document(engine, device_id) == unencrypted
-        assert _device(engine, device_id).report_digest == lost.report_digest
-        # The restored audit log predates every resync: this one is the restore's.
-        assert ("device.report", "rejected", "report_resync") in _audit_codes(engine)
-        assert _device(engine, device_id).state == "trusted"
+        assert _agent_state(agent) | {"box_key": None} == {
+            "counter": 9,
+            "digest": lost.report_digest,
+            "box_key": None,
+        }
+        assert _audit_codes(engine) == [("device.report", "rejected", "report_resync")]
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(DeviceFacts)).scalar_one() == 1
+            assert conn.execute(select(func.count()).select_from(DeviceFlag)).scalar_one() == 0
+
+        # Every report on the wire, opened: which was taken, which refused, and why. No
+        # counter was accepted twice, and none went backwards, across all four recoveries.
+        d_luks2, d_unenc = first.report_digest, lost.report_digest
+        assert _reports_seen(proxy, box_secret) == [
+            ("full", 1, d_luks2, 200),
+            ("unchanged", 2, d_luks2, 200),  # restart
+            ("unchanged", 3, d_luks2, 200),  # restart
+            ("unchanged", 2, d_luks2, 409),  # state from the backup: stale, then a reset
+            ("unchanged", 4, d_luks2, 200),
+            ("delta", 5, d_unenc, -200),  # taken, answer lost
+            ("delta", 6, d_unenc, 409),  # built on luks2: resync
+            ("full", 7, d_unenc, 200),
+            ("unchanged", 8, d_unenc, 409),  # the service restored to counter 1: resync
+            ("full", 9, d_unenc, 200),
+        ]
+        # The audit log verifies against every checkpoint published, the lost rows reported
+        # as restored, not as tampering.
+        verified = svc.cli_json("audit", "verify", "--checkpoints", str(checkpoints))
+        assert verified["ok"] and verified["restored"] and not verified["missing"], verified
     finally:
         for proc in running:
             proc.stop()

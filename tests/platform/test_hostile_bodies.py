@@ -263,6 +263,13 @@ FIXED_BODIES = [
     b'{"mode": null}',
     b'{"challenge": 1.5}',
     b'{"v": 1, "v": 1}',
+    # Envelope-shaped: a report v2 envelope and a v1 answer, each broken.
+    b'{"v": 2, "epk": "", "box": ""}',
+    b'{"v": 2, "epk": "AAAA", "box": "!!"}',
+    b'{"v": 2, "epk": "' + b"A" * 43 + b'", "box": "' + b"A" * 400 + b'"}',
+    b'{"v": 2, "epk": null, "box": []}',
+    b'{"v": 1, "cid": "' + b"A" * 22 + b'", "epk": "' + b"A" * 43 + b'", "box": "AAAA"}',
+    b'{"v": 9007199254740993, "epk": "", "box": ""}',
 ]
 
 _json_scalar = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
@@ -415,6 +422,70 @@ def test_strict_reader_codes_on_agent_routes(world):
     assert ok.status_code == 200 and ok.json["challenge"]
     ok = client.post("/agent/v1/report/challenge", json={"device_id": "4f1c2a9e-6b8d"})
     assert ok.status_code == 200 and ok.json["challenge"]
+
+
+# The report v2 routes and their bounds (idp_service/devices/web.py).
+V2_ROUTES = (
+    ("/agent/v2/report", 64 * 1024),
+    ("/agent/v2/report/full", 1024 * 1024),
+    ("/agent/v2/report/reset", 64 * 1024),
+)
+
+
+def test_strict_reader_codes_on_v2_report_routes(world):
+    """Each v2 route at its own bound, the strict reader's cases, and hostile bodies inside
+    a box that opens: 400/413 with their codes, and nothing written but audit."""
+    from nacl.public import Box, PrivateKey, PublicKey
+
+    from trust_protocol import encoding
+    from trust_protocol.encoding import b64e
+    from trust_protocol.report_keys import report_box_public
+
+    client = world["browser"]
+    before = _snapshot(world["db"])
+    for url, bound in V2_ROUTES:
+        r = client.post(url, data=_deep(30_000), content_type="application/json")
+        assert r.status_code == 400 and r.json["error"]["code"] == "malformed", url
+        at_bound = b"{" + b" " * (bound - 2) + b"}"
+        r = client.post(url, data=at_bound, content_type="application/json")
+        assert r.status_code == 400 and r.json["error"]["code"] == "malformed", url
+        r = client.post(url, data=at_bound + b" ", content_type="application/json")
+        assert r.status_code == 413 and r.json["error"]["code"] == "too_large", url
+        for body in (
+            b'{"v": 2, "v": 2, "epk": "", "box": ""}',
+            b'\xef\xbb\xbf{"v": 2, "epk": "", "box": ""}',
+            b'{"v": NaN, "epk": "", "box": ""}',
+            b'{"v": 2, "epk": "\\ud800", "box": ""}',
+            b"",
+        ):
+            r = client.post(url, data=body, content_type="application/json")
+            assert r.status_code == 400 and r.json["error"]["code"] == "malformed", (url, body)
+        # Read, but not a message of this route: 400 with a stable code.
+        for body in (
+            b'{"v": 2, "epk": "\\u0000", "box": ""}',
+            b'{"v": 1, "cid": "", "epk": "", "box": ""}',
+            b'{"v": 2, "epk": "' + b"A" * 43 + b'", "box": "' + b"A" * 400 + b'"}',
+        ):
+            r = client.post(url, data=body, content_type="application/json")
+            assert r.status_code == 400 and r.json["error"]["code"] in STABLE, (url, body)
+    # Inside a box the service opens, the body is read as strictly as outside it.
+    box_key = report_box_public(world["app"].extensions["devicetrust"].keys.box_secret)
+    for inner in (
+        _deep(20_000),
+        b'{"v": 2, "v": 2}',
+        b'{"v": 2, "counter": NaN}',
+        b'\xef\xbb\xbf{"v": 2}',
+        b'{"v": 2, "device_id": "\\ud800"}',
+        b"\xff\xfe",
+        b'{"v": 2, "counter": ' + b"9" * 5000 + b"}",
+    ):
+        eph = PrivateKey.generate()
+        sealed = Box(eph, PublicKey(box_key)).encrypt(b"\0" * 64 + inner)
+        envelope = encoding.dumps({"v": 2, "epk": b64e(bytes(eph.public_key)), "box": b64e(sealed)})
+        for url in ("/agent/v2/report", "/agent/v2/report/full"):
+            r = client.post(url, data=envelope, content_type="application/json")
+            assert r.status_code == 400 and r.json["error"]["code"] == "malformed", (url, inner)
+    assert _snapshot(world["db"]) == before
 
 
 @settings(
