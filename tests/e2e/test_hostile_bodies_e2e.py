@@ -192,13 +192,14 @@ def test_oversized_v2_reports_are_refused_unread_and_close_their_connection(live
             assert r.status_code == 400 and r.json()["error"]["code"] == "malformed", path
             assert r.headers["connection"] == "keep-alive", path
             assert session.get(svc.url + "/healthz").status_code == 200
-    # The three bodies at the bound were judged, and their refusals audited; the oversized
-    # ones were never read, and nothing is written for them.
-    assert _audit_after(svc, before) == [
-        ("device.report", "rejected", "malformed"),
-        ("device.report", "rejected", "malformed"),
-        ("device.report_counter_reset", "rejected", "malformed"),
-    ]
+    # Every refusal is audited as the report's (or the reset's) rejection: the oversized
+    # bodies (four per route) as too_large, never read, and the three at the bound, read and
+    # judged, as malformed. Nothing else is written.
+    expected = []
+    for path, _ in V2_ROUTES:
+        action = "device.report_counter_reset" if path.endswith("/reset") else "device.report"
+        expected += [(action, "rejected", "too_large")] * 4 + [(action, "rejected", "malformed")]
+    assert _audit_after(svc, before) == expected
     assert "Traceback" not in svc.log()
 
 
@@ -335,13 +336,11 @@ def test_small_hostile_v2_bodies_get_a_stable_code_over_the_wire(live):
             assert r.headers["connection"] == "keep-alive", where
             answered.append((path, body, got))
         assert client.get("/healthz").status_code == 200
-    # Each refusal of a body that was read is audited, as the report's or the reset's
-    # rejection with its code (an empty body is refused by the reader, unaudited, like an
-    # oversized one); nothing else is written.
+    # Each refusal is audited, as the report's or the reset's rejection with its code (an
+    # empty body too, refused by the reader); nothing else is written.
     expected = [
         ("device.report_counter_reset" if path.endswith("/reset") else "device.report", code)
         for path, body, code in answered
-        if body
     ]
     written = _audit_after(svc, before)
     assert {outcome for _, outcome, _ in written} == {"rejected"}
