@@ -428,6 +428,7 @@ def _machine_busy() -> float:
 def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]]) -> dict:
     """Run the fleet against gunicorn on ``pg_url``; return rates and CPU per report."""
     import psutil
+    import psycopg
     from sqlalchemy.engine import make_url
 
     from idp_service.devices import enroll
@@ -480,6 +481,15 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
             for p in procs:
                 p.start()
             registered = sum(queue.get(timeout=1800)[1] for _ in procs)
+            # The fleet was enrolled a moment ago into tables the database still believes
+            # empty; refresh the planner's statistics, as autovacuum would within minutes
+            # and as any operator does after a bulk load. (Without this, a lookup by primary
+            # key can be planned as a scan of every trusted device.)
+            url = make_url(pg_url)
+            with psycopg.connect(
+                host=url.host, port=url.port or 5432, user=url.username, dbname=url.database
+            ) as conn:
+                conn.execute("ANALYZE")
             phases, t = [], time.time() + 0.5
             for mode, seconds in (
                 ("report2", args.seconds if "v2" in args.protocols else 0),

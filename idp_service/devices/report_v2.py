@@ -319,6 +319,10 @@ class _FastWriter:
             # restored to an older point (docs/protocol.md §16.6, §13): never a report
             # accepted that would not have been, and the agent goes on from its own.
             conn.execute("SET synchronous_commit = off")
+            # One plan for every batch size: left to choose, PostgreSQL plans a batch's
+            # statement anew each time (its arrays' lengths differ), which costs more
+            # than running it. This connection runs nothing else.
+            conn.execute("SET plan_cache_mode = force_generic_plan")
             self.raw, self.conn = raw, conn
         try:
             return _fast_many_pg(self.conn, batch)
