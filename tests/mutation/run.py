@@ -240,13 +240,23 @@ def mangled_function(mutant: str) -> str:
 # -- the driver -------------------------------------------------------------------------
 
 
+# The Hypothesis profile of mutation runs (tests/conftest.py): few examples per property and
+# no example database, so a mutant costs seconds and its verdict does not depend on the order.
+HYPOTHESIS_PROFILE = "mutation"
+
+
+def job_env() -> dict[str, str]:
+    """The job's environment: ours, with the mutation runs' Hypothesis profile."""
+    return {**os.environ, "HYPOTHESIS_PROFILE": HYPOTHESIS_PROFILE}
+
+
 def run_target(target: Target, max_children: int) -> dict | None:
     """Run one job in its own process group; return its report (None if it failed)."""
     shutil.rmtree(MUTANTS, ignore_errors=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--job", target.module]
     cmd += ["--max-children", str(max_children)]
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=job_env(), start_new_session=True)
     try:
         code = proc.wait()
     finally:
