@@ -29,7 +29,7 @@ def _b64url(data: bytes) -> str:
 
 
 def test_the_box_secret_needs_at_least_32_bytes():
-    with pytest.raises(ValueError, match="box secret must be at least 32 bytes"):
+    with pytest.raises(ValueError, match=r"^box secret must be at least 32 bytes$"):
         ServerKeys.from_seeds(SIGN_SEED, b"\x01" * 31)
     assert ServerKeys.from_seeds(SIGN_SEED, b"\x01" * 32).box_secret == b"\x01" * 32
     assert ServerKeys.from_seeds(SIGN_SEED, b"\x01" * 64).box_secret == b"\x01" * 64
@@ -94,3 +94,20 @@ def test_generated_device_keys_are_fresh_and_keep_the_id():
     assert one.sign_public != two.sign_public
     assert one.box_public != two.box_public
     assert one.sign_public != one.box_public
+
+
+def test_the_report_box_key_is_hkdf_of_the_box_secret_under_its_own_info():
+    from trust_protocol.report_keys import report_box_public, report_box_secret
+
+    expect = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=b"devicetrust/v2",
+        info=b"devicetrust/v2/report-box\x00",
+    ).derive(BOX_SECRET)
+    assert report_box_secret(BOX_SECRET) == expect
+    assert report_box_public(BOX_SECRET) == bytes(PrivateKey(expect).public_key)
+    assert report_box_secret(BOX_SECRET[::-1]) != expect
+    # Not the box key of any challenge: its own info string separates the two.
+    keys = ServerKeys.from_seeds(SIGN_SEED, BOX_SECRET)
+    assert expect != keys.challenge_box_secret(b"")
