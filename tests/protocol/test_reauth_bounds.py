@@ -103,6 +103,20 @@ def test_token_hash_binds_device_and_key():
     assert _code(token_hash, "!" * 43, "laptop", key) == "malformed"
 
 
+def test_token_hash_length_prefix_is_unsigned_16_bit_big_endian():
+    key = bytes(range(32))
+    for size in (255, 256, 32768, 65535):
+        device = "d" * size
+        expect = hashlib.sha256(
+            b"devicetrust/v1/reauth-token\x00"
+            + size.to_bytes(2, "big")
+            + device.encode()
+            + key
+            + TOKEN.encode()
+        ).hexdigest()
+        assert token_hash(TOKEN, device, key) == expect
+
+
 def test_presented_token():
     assert presented({}) is None
     assert presented({"other": 1}) is None
