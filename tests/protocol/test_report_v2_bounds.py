@@ -152,7 +152,10 @@ def test_platform_is_at_most_32_short_strings():
     assert _parse_code(platform=["k"]) == "malformed"
 
 
-@pytest.mark.parametrize("bad", ["AB" * 32, "ab" * 31 + "a", "ab" * 32 + "a", "g" * 64, None, 5])
+@pytest.mark.parametrize(
+    "bad",
+    ["AB" * 32, "ab" * 31 + "a", "ab" * 32 + "a", "g" * 64, "X" * 64, "ab" * 31 + " a", None, 5],
+)
 def test_digest_is_64_lower_case_hex_digits(bad):
     assert _parse_code(digest=bad) == "malformed"
 
@@ -418,3 +421,24 @@ def test_the_report_key_advert():
     assert _code(r.open_report_key, plain, SERVER_SIGN.verify_key) == "bad_ack_signature"
     short = {**advert, "box_key": b64e(public[:31])}
     assert _code(r.open_report_key, short, SERVER_SIGN.verify_key) == "malformed"
+
+
+def test_apply_delta_and_full_document_refuse_a_body_of_another_kind():
+    # Callers check the kind first; the functions still refuse rather than misread.
+    unchanged = r.parse_body(_body())
+    assert _code(r.apply_delta, DOC, HEX, unchanged) == "malformed"
+    for fields in (
+        {"base": HEX, "changes": None, "removed": []},
+        {"base": HEX, "changes": {}, "removed": None},
+        {"base": None, "changes": {}, "removed": []},
+    ):
+        odd = replace(unchanged, **fields)
+        assert _code(r.apply_delta, DOC, HEX, odd) == "malformed", fields
+    assert _code(r.full_document, unchanged) == "malformed"
+
+
+def test_a_report_key_signature_of_the_wrong_length_is_malformed():
+    advert = r.sign_report_key(bytes(SERVER_BOX.public_key), SERVER_SIGN)
+    for size in (63, 65):
+        short = {**advert, "signature": b64e(b"\x01" * size)}
+        assert _code(r.open_report_key, short, SERVER_SIGN.verify_key) == "malformed"
