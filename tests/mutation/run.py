@@ -215,7 +215,8 @@ def locate(diff: str, mutant: str, source: list[str]) -> tuple[int | None, str]:
     lines = diff.splitlines()[2:]  # past the ---/+++ header
     removed = [ln[1:] for ln in lines if ln.startswith("-")]
     added = [ln[1:] for ln in lines if ln.startswith("+")]
-    mutated = added[0].strip() if added else ""
+    # A mutant that only deletes lines (an argument dropped) is named by what it removed.
+    mutated = added[0].strip() if added else ("(removed) " + removed[0].strip() if removed else "")
     func = mangled_function(mutant)
     start = next(
         (i for i, ln in enumerate(source) if ln.lstrip().startswith(f"def {func}(")),

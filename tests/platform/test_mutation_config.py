@@ -126,3 +126,14 @@ def test_the_mutation_cap_lowers_a_property_that_asks_for_more_examples():
     assert small._hypothesis_internal_use_settings.max_examples == 5
     prop()
     assert 0 < len(seen) <= 25
+
+
+def test_a_mutant_that_only_deletes_a_line_is_named_by_what_it_deleted():
+    source = ["def f(x):", "    return g(", "        a=1,", "        b=2,", "    )"]
+    diff = (
+        "--- f.py\n+++ f.py\n@@ -1,5 +1,4 @@\n"
+        " def f(x):\n     return g(\n-        a=1,\n         b=2,\n     )\n"
+    )
+    assert run.locate(diff, "m.x_f__mutmut_3", source) == (3, "(removed) a=1,")
+    changed = diff.replace("-        a=1,\n", "-        a=1,\n+        a=None,\n")
+    assert run.locate(changed, "m.x_f__mutmut_4", source) == (3, "a=None,")
