@@ -7,7 +7,10 @@ TEMPLATE`` on PostgreSQL, a file copy on SQLite. Tests of the migrations
 themselves take ``empty_database_url``.
 
 Hypothesis runs under the ``ci`` profile when ``CI`` is set (derandomised, so a
-CI run is repeatable) and under ``dev`` otherwise.
+CI run is repeatable) and under ``dev`` otherwise. Mutation runs (tests/mutation/run.py)
+set ``HYPOTHESIS_PROFILE=mutation``: at most MUTATION_MAX_EXAMPLES examples per property,
+including those whose ``@settings`` ask for more, and no example database, so that each
+mutant costs seconds and its verdict does not depend on the mutants tested before it.
 """
 
 from __future__ import annotations
@@ -34,9 +37,41 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("dev", deadline=None)
-settings.load_profile(
-    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+MUTATION_MAX_EXAMPLES = 25
+settings.register_profile(
+    "mutation",
+    max_examples=MUTATION_MAX_EXAMPLES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or (
+    "ci" if os.environ.get("CI") else "dev"
+)
+settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def cap_examples(items: list[pytest.Item], limit: int) -> int:
+    """Lower every collected Hypothesis test's ``max_examples`` to at most ``limit``.
+
+    A test's own ``@settings(max_examples=...)`` outranks the profile, so the mutation
+    profile alone would not shorten the property tests that ask for 300 examples. The
+    given-wrapper reads its settings when it is called, from the attribute set here.
+    Returns how many tests were lowered.
+    """
+    lowered = 0
+    for item in items:
+        test = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
+        if not getattr(test, "is_hypothesis_test", False):
+            continue
+        own = test._hypothesis_internal_use_settings
+        if own.max_examples > limit or own.database is not None:
+            test._hypothesis_internal_use_settings = settings(
+                own, max_examples=min(own.max_examples, limit), database=None
+            )
+            lowered += 1
+    return lowered
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -51,6 +86,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
         if uses_procs:
             item.add_marker(pytest.mark.e2e)
+    if HYPOTHESIS_PROFILE == "mutation":
+        cap_examples(items, MUTATION_MAX_EXAMPLES)
 
 
 # In CI every test must run: a skip there would hide a missing install step, or a

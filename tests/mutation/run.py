@@ -215,7 +215,8 @@ def locate(diff: str, mutant: str, source: list[str]) -> tuple[int | None, str]:
     lines = diff.splitlines()[2:]  # past the ---/+++ header
     removed = [ln[1:] for ln in lines if ln.startswith("-")]
     added = [ln[1:] for ln in lines if ln.startswith("+")]
-    mutated = added[0].strip() if added else ""
+    # A mutant that only deletes lines (an argument dropped) is named by what it removed.
+    mutated = added[0].strip() if added else ("(removed) " + removed[0].strip() if removed else "")
     func = mangled_function(mutant)
     start = next(
         (i for i, ln in enumerate(source) if ln.lstrip().startswith(f"def {func}(")),
@@ -240,13 +241,23 @@ def mangled_function(mutant: str) -> str:
 # -- the driver -------------------------------------------------------------------------
 
 
+# The Hypothesis profile of mutation runs (tests/conftest.py): few examples per property and
+# no example database, so a mutant costs seconds and its verdict does not depend on the order.
+HYPOTHESIS_PROFILE = "mutation"
+
+
+def job_env() -> dict[str, str]:
+    """The job's environment: ours, with the mutation runs' Hypothesis profile."""
+    return {**os.environ, "HYPOTHESIS_PROFILE": HYPOTHESIS_PROFILE}
+
+
 def run_target(target: Target, max_children: int) -> dict | None:
     """Run one job in its own process group; return its report (None if it failed)."""
     shutil.rmtree(MUTANTS, ignore_errors=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--job", target.module]
     cmd += ["--max-children", str(max_children)]
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=job_env(), start_new_session=True)
     try:
         code = proc.wait()
     finally:

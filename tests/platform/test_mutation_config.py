@@ -86,3 +86,54 @@ def test_every_equivalent_mutant_has_a_reason():
     assert entries
     for entry in entries:
         assert len(entry["reason"].split()) >= 3, entry
+
+
+def test_mutation_runs_use_the_small_hypothesis_profile_and_make_test_does_not():
+    from hypothesis import settings
+
+    from tests import conftest
+
+    assert run.job_env()["HYPOTHESIS_PROFILE"] == "mutation"
+    assert settings.get_profile("mutation").max_examples == conftest.MUTATION_MAX_EXAMPLES
+    # This run is not a mutation run: its profile keeps Hypothesis's full example count.
+    assert conftest.HYPOTHESIS_PROFILE != "mutation"
+    assert settings.default.max_examples >= 100
+
+
+def test_the_mutation_cap_lowers_a_property_that_asks_for_more_examples():
+    from types import SimpleNamespace
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from tests import conftest
+
+    seen: list[int] = []
+
+    @settings(max_examples=300, database=None)
+    @given(st.integers())
+    def prop(n: int) -> None:
+        seen.append(n)
+
+    @settings(max_examples=5, database=None)
+    @given(st.integers())
+    def small(n: int) -> None:
+        seen.append(n)
+
+    items = [SimpleNamespace(obj=prop), SimpleNamespace(obj=small), SimpleNamespace(obj=len)]
+    assert conftest.cap_examples(items, 25) == 1  # `small` asks for fewer already
+    assert prop._hypothesis_internal_use_settings.max_examples == 25
+    assert small._hypothesis_internal_use_settings.max_examples == 5
+    prop()
+    assert 0 < len(seen) <= 25
+
+
+def test_a_mutant_that_only_deletes_a_line_is_named_by_what_it_deleted():
+    source = ["def f(x):", "    return g(", "        a=1,", "        b=2,", "    )"]
+    diff = (
+        "--- f.py\n+++ f.py\n@@ -1,5 +1,4 @@\n"
+        " def f(x):\n     return g(\n-        a=1,\n         b=2,\n     )\n"
+    )
+    assert run.locate(diff, "m.x_f__mutmut_3", source) == (3, "(removed) a=1,")
+    changed = diff.replace("-        a=1,\n", "-        a=1,\n+        a=None,\n")
+    assert run.locate(changed, "m.x_f__mutmut_4", source) == (3, "a=None,")

@@ -82,6 +82,7 @@ def test_verify_accepts_a_signed_delivery_in_any_header_case():
 def test_verify_refuses_tampered_or_old_deliveries(change, code):
     body = b'{"a":1}'
     sent = headers(SECRET, "evt-3", NOW, body)
+    change = dict(change)  # the parameter is shared by every run of this test in a process
     sent.pop(change.pop("drop", None), None)
     secret = change.pop("secret", SECRET)
     got_body = change.pop("body", body)
@@ -168,3 +169,114 @@ def test_the_documented_verifier_accepts_what_the_service_signs_and_nothing_else
     ]:
         with pytest.raises(ValueError):
             verify_webhook(SECRET, bad_headers, bad_body)
+
+
+# -- Found by the mutation run over trust_protocol/webhook_signature.py (2026-12-06): each
+# limit at the value allowed and one beyond, each refusal's text, and the junk a lenient
+# base64 decoder or splitter would have let through.
+
+
+def _secret_of(n: int, prefix: str = "whsec_") -> str:
+    return prefix + base64.b64encode(bytes(range(n))).decode()
+
+
+def test_secrets_of_24_to_64_bytes():
+    assert secret_key(_secret_of(24)) == bytes(range(24))
+    assert secret_key(_secret_of(64)) == bytes(range(64))
+    for n in (23, 65):
+        with pytest.raises(ValueError, match=r"^a webhook secret holds 24 to 64 bytes$"):
+            secret_key(_secret_of(n))
+
+
+def test_a_secret_needs_the_prefix_and_strict_base64():
+    with pytest.raises(ValueError, match=r"^a webhook secret starts with whsec_$"):
+        secret_key(_secret_of(32, prefix="wrong_"))
+    with pytest.raises(ValueError, match=r"^a webhook secret starts with whsec_$"):
+        secret_key(b"whsec_" + base64.b64encode(bytes(32)))  # type: ignore[arg-type]
+    # A lenient decoder would skip the '!' and '\n' and read 32 good bytes.
+    for junk in ("!", "\n", " "):
+        text = base64.b64encode(bytes(range(32))).decode()
+        with pytest.raises(ValueError, match=r"^a webhook secret is whsec_ followed by base64$"):
+            secret_key("whsec_" + text[:8] + junk + text[8:])
+
+
+def test_sign_refuses_a_bad_id_with_its_reason():
+    with pytest.raises(ValueError, match=r"^a webhook id is 1 to 128 letters, digits, '-' or '_'$"):
+        sign(SECRET, "a.b", NOW, b"{}")
+
+
+def test_new_secrets_hold_32_random_bytes():
+    assert all(len(secret_key(new_secret())) == 32 for _ in range(5))
+
+
+@pytest.mark.parametrize("edge", [-300, 300])
+def test_the_tolerance_is_inclusive(edge):
+    body = b"{}"
+    sent = headers(SECRET, "evt-6", NOW, body)
+    assert verify(SECRET, sent, body, now=NOW + edge) == "evt-6"
+    assert verify(SECRET, sent, body, now=NOW + edge, tolerance=301) == "evt-6"
+    with pytest.raises(WebhookVerificationError) as exc:
+        verify(SECRET, sent, body, now=NOW + edge, tolerance=299)
+    assert exc.value.code == "timestamp_out_of_tolerance"
+
+
+def test_verify_reads_the_clock_when_not_given_now():
+    import time
+
+    body = b"{}"
+    assert verify(SECRET, headers(SECRET, "evt-7", int(time.time()), body), body) == "evt-7"
+    with pytest.raises(WebhookVerificationError) as exc:
+        verify(SECRET, headers(SECRET, "evt-7", int(time.time()) - 3600, body), body)
+    assert exc.value.code == "timestamp_out_of_tolerance"
+
+
+def test_signature_entries_are_strict_and_each_is_looked_at():
+    body = b"{}"
+    good = sign(SECRET, "evt-8", NOW, body)
+    sent = {"webhook-id": "evt-8", "webhook-timestamp": str(NOW)}
+
+    def code(signatures: str) -> str | None:
+        try:
+            verify(SECRET, {**sent, "webhook-signature": signatures}, body, now=NOW)
+        except WebhookVerificationError as exc:
+            return exc.code
+        return None
+
+    assert code(good) is None
+    # An entry that is not base64 is skipped, not the end of the list.
+    assert code(f"v1,not-base64! {good}") is None
+    assert code(f"v1,AAAA== {good}") is None
+    # The right MAC with junk in its base64 does not count (a lenient decoder drops junk).
+    mac = good.removeprefix("v1,")
+    assert code(f"v1,{mac[:10]}!{mac[10:]}") == "no_matching_signature"
+    assert code(f"v1,{mac[:10]}\n{mac[10:]}") == "no_matching_signature"
+    # Entries are separated by single spaces: a tab does not separate them, and every
+    # space-separated piece (empty ones too) counts towards MAX_SIGNATURES.
+    assert code(f"v1a,xyz\t{good}") == "no_matching_signature"
+    assert code(" " * 9 + good) is None
+    assert code(" " * 10 + good) == "no_matching_signature"
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "message"),
+    [
+        ({"drop": "webhook-id"}, "missing_header", "the webhook-id header is missing"),
+        ({"webhook-id": "a.b"}, "bad_id", "webhook-id is not a valid id"),
+        ({"webhook-timestamp": "x"}, "bad_timestamp", "webhook-timestamp is not Unix seconds"),
+        (
+            {"now": NOW + 301},
+            "timestamp_out_of_tolerance",
+            "webhook-timestamp is too far from now (replayed?)",
+        ),
+        ({"body": b"[]"}, "no_matching_signature", "no signature matches"),
+    ],
+)
+def test_each_refusal_says_why(change, code, message):
+    """The code is for programs; the text is what a receiver's log shows a person."""
+    body = b"{}"
+    sent = headers(SECRET, "evt-9", NOW, body)
+    sent.pop(change.get("drop", ""), None)
+    sent.update({k: v for k, v in change.items() if k.startswith("webhook-")})
+    with pytest.raises(WebhookVerificationError) as exc:
+        verify(SECRET, sent, change.get("body", body), now=change.get("now", NOW))
+    assert (exc.value.code, str(exc.value)) == (code, message)

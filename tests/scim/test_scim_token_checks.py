@@ -55,6 +55,22 @@ def test_a_token_under_another_scheme_is_refused_in_process(scim):
         assert r.headers["WWW-Authenticate"].startswith("Bearer"), value
 
 
+def test_the_scheme_is_read_as_rfc_6750_allows_and_each_refusal_says_why(scim):
+    """Found by the mutation run over ``ScimApplication.authenticate`` (2026-12-06)."""
+    _, _, client, token = scim
+    # The scheme's case does not matter, and whitespace around the token is dropped.
+    for value in (f"bearer {token}", f"BEARER {token}", f"Bearer  {token}", f"Bearer {token} "):
+        assert client.get("/v2/Users", headers={"Authorization": value}).status_code == 200, value
+    # The 401's detail tells a missing token from a wrong one.
+    for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Basic x"}):
+        r = client.get("/v2/Users", headers=headers)
+        assert r.status_code == 401, headers
+        assert r.json["detail"] == "A bearer token is required", headers
+    r = client.get("/v2/Users", headers={"Authorization": f"Bearer {token}x"})
+    assert r.status_code == 401
+    assert r.json["detail"] == "The bearer token is not valid"
+
+
 # ---- the grace, layer by layer ------------------------------------------------------------
 
 
