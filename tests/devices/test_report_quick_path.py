@@ -214,21 +214,35 @@ def test_another_devices_registered_key_does_not_apply(service_ctx):
     assert _device(service_ctx, agent.keys.device_id) == before
 
 
-def test_the_report_writer_keeps_its_own_connection_without_a_flush_wait(service_ctx):
+@pytest.mark.postgres
+def test_the_report_writer_keeps_its_own_connection_without_a_flush_wait(postgres_url, tmp_path):
     """PostgreSQL: the unchanged reports' UPDATEs run on one connection of their own, in
     autocommit with synchronous_commit off (docs/protocol.md §13); the engine's dispose
     closes it."""
-    db = service_ctx.extensions["devicetrust"].db
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("the writer keeps a connection of its own on PostgreSQL only")
-    agent = _own(service_ctx, "writer")
-    assert agent.send(_doc()).status_code == 200
-    writer = service_v2._WRITERS[db.engine]
-    conn = writer.conn
-    assert conn is not None and conn.autocommit
-    assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
-    # Every other write keeps its durable commit.
-    with db.engine.connect() as other:
-        assert other.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
-    db.dispose()
+    from idp_service.app import create_app
+    from idp_service.platform.config import Settings
+
+    app = create_app(
+        Settings.from_env(
+            {
+                "DEVICETRUST_DATABASE_URL": postgres_url,
+                "DEVICETRUST_DATA_DIR": str(tmp_path / "data"),
+                "DEVICETRUST_PUBLIC_URL": "http://127.0.0.1:8000",
+                "DEVICETRUST_RATELIMIT_ENABLED": "false",
+            }
+        )
+    )
+    db = app.extensions["devicetrust"].db
+    try:
+        agent = _own(app, "writer")
+        assert agent.send(_doc()).status_code == 200
+        writer = service_v2._WRITERS[db.engine]
+        conn = writer.conn
+        assert conn is not None and conn.autocommit
+        assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+        # Every other write keeps its durable commit.
+        with db.engine.connect() as other:
+            assert other.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    finally:
+        db.dispose()
     assert writer.conn is None and conn.closed
