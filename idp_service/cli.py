@@ -7,9 +7,11 @@ group (``sp``, ``keys``, ``checks``, ``api-token``, ``scim-token``, ``policy``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -110,18 +112,9 @@ def serve(
         app = create_app(background=True)
         app.run(host=host, port=port, threaded=True, use_reloader=False)
         return
-    import shutil
-    import tempfile
-
     from gunicorn.app.base import BaseApplication
 
     from idp_service.web import bodies
-
-    # Every worker writes its metrics to files here; /metrics merges them
-    # (idp_service/platform/metrics.py). A fresh directory per start, removed at exit.
-    own_dir = metrics.multiprocess_dir() is None
-    if own_dir:
-        metrics.use_multiprocess(tempfile.mkdtemp(prefix="devicetrust-metrics-"))
 
     class _Server(BaseApplication):
         def load_config(self) -> None:
@@ -146,8 +139,25 @@ def serve(
         def load(self):  # noqa: ANN202
             return create_app(background=True)
 
-    try:
+    with _worker_metrics():
         _Server().run()
+
+
+@contextlib.contextmanager
+def _worker_metrics() -> Iterator[None]:
+    """Every worker process writes its metrics to files in one directory; /metrics merges
+    them (idp_service/platform/metrics.py). A fresh directory per start (unless
+    ``PROMETHEUS_MULTIPROC_DIR`` names one), removed at exit."""
+    import shutil
+    import tempfile
+
+    from idp_service.platform import metrics
+
+    own_dir = metrics.multiprocess_dir() is None
+    if own_dir:
+        metrics.use_multiprocess(tempfile.mkdtemp(prefix="devicetrust-metrics-"))
+    try:
+        yield
     finally:
         directory = metrics.multiprocess_dir()
         if own_dir and directory:
@@ -175,24 +185,15 @@ def serve_ingest(
     tier"); `devicetrust serve` keeps every other route and runs the periodic jobs.
     It answers any route the same way, so a misrouted request is still served.
     """
-    import shutil
-    import tempfile
-
     from granian import Granian
     from granian.constants import Interfaces
     from granian.log import LogLevels
 
-    from idp_service.platform import metrics
-
     _use_config(config_file)
-    _settings()  # refuse a bad configuration before binding, with a clear message
-    own_dir = metrics.multiprocess_dir() is None
-    if own_dir:
-        metrics.use_multiprocess(tempfile.mkdtemp(prefix="devicetrust-metrics-"))
-    settings = _settings()
-    if settings.metrics_listen:
-        _metrics_listener(settings.metrics_listen)
-    try:
+    settings = _settings()  # refuse a bad configuration before binding, with a clear message
+    with _worker_metrics():
+        if settings.metrics_listen:
+            _metrics_listener(settings.metrics_listen)
         Granian(
             "idp_service.app:create_ingest_app",
             address=host,
@@ -205,10 +206,6 @@ def serve_ingest(
             respawn_failed_workers=True,
             process_name="devicetrust-ingest",
         ).serve()
-    finally:
-        directory = metrics.multiprocess_dir()
-        if own_dir and directory:
-            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _metrics_listener(listen: str) -> None:

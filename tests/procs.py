@@ -141,19 +141,25 @@ def start_service(
             capture_output=True,
             timeout=120,
         )
-    log_path = tmp / f"service-{port}.log"
+    return _launch(tmp, "serve", env, port, workers)
+
+
+def start_ingest(
+    tmp: Path, svc: ServiceProc, *, workers: int = 1, port: int | None = None
+) -> ServiceProc:
+    """Start ``devicetrust serve-ingest`` beside ``svc``: same settings and database, its own
+    loopback port. Its ``url`` is where agents' reports go; ``svc`` serves everything else."""
+    return _launch(tmp, "serve-ingest", svc.env, port or free_port(), workers)
+
+
+def _launch(tmp: Path, command: str, env: dict[str, str], port: int, workers: int) -> ServiceProc:
+    """``devicetrust COMMAND --port PORT --workers N``, logging to a file, once it is ready."""
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp / f"{command}-{port}.log"
     log = log_path.open("w")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "idp_service",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
+        [sys.executable, "-m", "idp_service", command, "--port", str(port)]
+        + ["--workers", str(workers)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -164,44 +170,10 @@ def start_service(
         wait_http(url + "/readyz", proc=None)
     except Exception:
         svc.stop()
-        raise RuntimeError("service did not start:\n" + svc.log()) from None
+        raise RuntimeError(f"{command} did not start:\n" + svc.log()) from None
     if proc.poll() is not None:
-        raise RuntimeError("service exited:\n" + svc.log())
+        raise RuntimeError(f"{command} exited:\n" + svc.log())
     return svc
-
-
-def start_ingest(
-    tmp: Path, svc: ServiceProc, *, workers: int = 1, port: int | None = None
-) -> ServiceProc:
-    """Start ``devicetrust serve-ingest`` beside ``svc``: same settings and database, its own
-    loopback port. Its ``url`` is where agents' reports go; ``svc`` serves everything else."""
-    port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp / f"ingest-{port}.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "idp_service",
-            "serve-ingest",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env=svc.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    tier = ServiceProc(url=url, env=svc.env, proc=proc, log_path=log_path)
-    try:
-        wait_http(url + "/readyz", proc=None)
-    except Exception:
-        tier.stop()
-        raise RuntimeError("ingest tier did not start:\n" + tier.log()) from None
-    return tier
 
 
 @dataclass

@@ -238,8 +238,7 @@ def ingest(
 def _fast(service: Services, body: ReportBody, key: bytes, skew: float, now: dt.datetime) -> bool:
     """The one conditional UPDATE of an unchanged report; False if it did not apply.
 
-    Shared with concurrent reports of this process (group commit); alone, it runs
-    on the driver connection (PostgreSQL in autocommit: one statement, one round trip).
+    Shared with concurrent reports of this process (group commit, :class:`_FastWriter`).
     """
     return _committer(service.db.engine).submit(_fast_params(service, body, key, skew, now))
 
@@ -264,26 +263,24 @@ def _fast_params(
     }
 
 
-_COMMITTERS: weakref.WeakKeyDictionary[Engine, GroupCommit[dict[str, Any], bool]] = (
-    weakref.WeakKeyDictionary()
-)
-_COMMITTERS_LOCK = threading.Lock()
 _WRITERS: weakref.WeakKeyDictionary[Engine, _FastWriter] = weakref.WeakKeyDictionary()
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writer(engine: Engine) -> _FastWriter:
+    """The engine's writer of unchanged reports (one per engine, made on first use)."""
+    writer = _WRITERS.get(engine)
+    if writer is None:
+        with _WRITERS_LOCK:
+            writer = _WRITERS.get(engine)
+            if writer is None:
+                writer = _WRITERS[engine] = _FastWriter(engine)
+    return writer
 
 
 def _committer(engine: Engine) -> GroupCommit[dict[str, Any], bool]:
-    """The engine's group committer for unchanged reports (one per engine, made on first use)."""
-    committer = _COMMITTERS.get(engine)
-    if committer is None:
-        with _COMMITTERS_LOCK:
-            committer = _COMMITTERS.get(engine)
-            if committer is None:
-                writer = _WRITERS[engine] = _FastWriter(engine)
-                committer = GroupCommit(
-                    lambda params: writer.run([params])[0], writer.run, max_batch=256
-                )
-                _COMMITTERS[engine] = committer
-    return committer
+    """The engine's group committer for unchanged reports."""
+    return _writer(engine).committer
 
 
 class _FastWriter:
@@ -300,6 +297,9 @@ class _FastWriter:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.committer: GroupCommit[dict[str, Any], bool] = GroupCommit(
+            lambda params: self.run([params])[0], self.run, max_batch=256
+        )
         self.is_pg = engine.dialect.name == "postgresql"
         self.raw: Any = None  # the pool's wrapper, detached (kept so that it is not collected)
         self.conn: Any = None
@@ -307,8 +307,15 @@ class _FastWriter:
             event.listen(engine, "engine_disposed", lambda _engine: self.close())
 
     def run(self, batch: Sequence[dict[str, Any]]) -> list[bool]:
+        """Apply each unchanged report's guarded UPDATE, all in one commit; which applied.
+
+        A device named twice in one batch (a replay racing its original) takes part
+        once: the others are reported as not applied and go the careful way, which
+        refuses or accepts each on its own. On PostgreSQL the batch is one statement
+        over arrays, its rows in device-id order (the order every process locks them in).
+        """
         if not self.is_pg:
-            return _fast_many(self.engine, batch)
+            return _fast_many_sqlite(self.engine, batch)
         if self.conn is None or self.conn.closed:
             raw = self.engine.raw_connection()
             conn: Any = raw.driver_connection  # psycopg's connection (DB-API: untyped)
@@ -360,18 +367,10 @@ def _fast_many_pg(conn: Any, batch: Sequence[dict[str, Any]]) -> list[bool]:
     return applied
 
 
-def _fast_many(engine: Engine, batch: Sequence[dict[str, Any]]) -> list[bool]:
-    """Apply each unchanged report's guarded UPDATE, all in one commit; which applied.
-
-    A device named twice in one batch (a replay racing its original) takes part
-    once: the others are reported as not applied and go the careful way, which
-    refuses or accepts each on its own. On PostgreSQL the batch is one statement
-    over arrays, its rows in device-id order (the order every process locks them in).
-    """
-    with driver(engine) as (conn, is_pg):
-        if is_pg:
-            return _fast_many_pg(conn, batch)
-        applied = [False] * len(batch)
+def _fast_many_sqlite(engine: Engine, batch: Sequence[dict[str, Any]]) -> list[bool]:
+    """The batch on SQLite: each row's statement, all in one transaction, committed once."""
+    applied = [False] * len(batch)
+    with driver(engine) as (conn, _):
         try:
             cur = conn.cursor()
             for i in _batch_order(batch):
@@ -384,7 +383,7 @@ def _fast_many(engine: Engine, batch: Sequence[dict[str, Any]]) -> list[bool]:
         except BaseException:
             conn.rollback()
             raise
-        return applied
+    return applied
 
 
 def _careful(

@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.sansio.utils import host_is_trusted
 
 from idp_service.devices import approve, challenges, enroll, report, report_v2
-from idp_service.platform import audit, metrics
+from idp_service.platform import audit, logs, metrics
 from idp_service.platform.errors import Forbidden, Invalid, ServiceError
 from idp_service.services import Services
 from idp_service.signin import authenticate
@@ -24,6 +24,7 @@ from idp_service.web.bodies import json_body, read_body
 from idp_service.web.context import ctx
 from idp_service.web.headers import api_headers
 from idp_service.web.observability import HEADER as REQUEST_ID_HEADER
+from idp_service.web.observability import access, access_line
 from trust_protocol.encoding import b64e
 from trust_protocol.strict_json import printable_id
 
@@ -178,7 +179,6 @@ def notices() -> Response:
 
 QUICK_PATH = "/agent/v2/report"
 QUICK_DECLINED = "devicetrust.report_quick_declined"
-access = logging.getLogger("devicetrust.access")
 log = logging.getLogger(__name__)
 
 
@@ -227,15 +227,16 @@ class ReportQuickPath:
             or environ.get("HTTP_TRANSFER_ENCODING")
         ):
             return self.app(environ, start_response)  # type: ignore[no-any-return]
-        length = environ.get("CONTENT_LENGTH") or ""
-        if not length.isdigit() or not 0 < int(length) <= self.limit:
+        given = environ.get("CONTENT_LENGTH") or ""
+        length = int(given) if given.isdigit() else 0
+        if not 0 < length <= self.limit:
             return self.app(environ, start_response)  # type: ignore[no-any-return]
         if self.hosts and not self._host_allowed(environ.get("HTTP_HOST", "")):
             return self.app(environ, start_response)  # type: ignore[no-any-return]
         started = time.perf_counter()
-        body = environ["wsgi.input"].read(int(length))
+        body = environ["wsgi.input"].read(length)
         answer = None
-        if len(body) == int(length):
+        if len(body) == length:
             try:
                 answer = report_v2.take_unchanged(self.services, body)
             except Exception as exc:  # noqa: BLE001 - e.g. the database is away: the app answers
@@ -257,16 +258,9 @@ class ReportQuickPath:
         )
         metrics.http_response(200)
         if access.isEnabledFor(logging.DEBUG):
-            access.debug(
-                "request",
-                extra={
-                    "request_id": rid,
-                    "method": "POST",
-                    "route": QUICK_PATH,
-                    "status": 200,
-                    "ms": round(1000 * (time.perf_counter() - started), 1),
-                    "remote_addr": environ.get("REMOTE_ADDR"),
-                    "quick": True,
-                },
-            )
+            token = logs.request_id.set(rid)  # every line names its request's id
+            try:
+                access_line(logging.DEBUG, environ, "POST", QUICK_PATH, 200, started, quick=True)
+            finally:
+                logs.request_id.reset(token)
         return [data]

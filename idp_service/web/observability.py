@@ -97,16 +97,32 @@ class RequestSignals:
             metrics.scim_request(op, status)
             route = f"{SCIM_PREFIX}({op})"
         # The route's pattern, never the path or query: they carry transaction ids and codes.
-        access.info(
-            "request",
-            extra={
-                "method": method,
-                "route": route,
-                "status": status,
-                "ms": round(1000 * (time.perf_counter() - started), 1),
-                "remote_addr": environ.get("REMOTE_ADDR"),
-            },
-        )
+        access_line(logging.INFO, environ, method, route, status, started)
+
+
+def access_line(
+    level: int,
+    environ: dict[str, Any],
+    method: str,
+    route: str | None,
+    status: int,
+    started: float,
+    **more: Any,
+) -> None:
+    """The one access line of a request (logger ``devicetrust.access``): the route's
+    pattern, never the path or query, which carry transaction ids and codes."""
+    access.log(
+        level,
+        "request",
+        extra={
+            "method": method,
+            "route": route,
+            "status": status,
+            "ms": round(1000 * (time.perf_counter() - started), 1),
+            "remote_addr": environ.get("REMOTE_ADDR"),
+            **more,
+        },
+    )
 
 
 def install(app: Flask, settings: Settings) -> None:

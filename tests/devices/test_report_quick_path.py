@@ -1,5 +1,5 @@
 """The quick path of unchanged v2 reports (``devices/web.py``, ``ReportQuickPath``) and their
-shared UPDATE (``report_v2._fast_many``).
+shared UPDATE (``report_v2._FastWriter``).
 
 The quick path answers an unchanged report before Flask is entered; anything it declines goes
 on to the app with the same bytes. These tests check that it really takes the common case, that
@@ -11,6 +11,7 @@ at most once, on both databases.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 
@@ -160,7 +161,7 @@ def test_a_batch_applies_each_row_on_its_own_conditions(service_ctx):
     d_stale = _params(service_ctx, d, counter=1)  # not above the counter held
     e_unknown = dict(b_ok, device_id="no-such-device")
     batch = [c_wrong_key, a_first, e_unknown, b_ok, a_replay, d_stale]
-    assert service_v2._fast_many(engine, batch) == [False, True, False, True, False, False]
+    assert service_v2._writer(engine).run(batch) == [False, True, False, True, False, False]
     assert _counts(service_ctx) == counts
     assert _device(service_ctx, a.keys.device_id)[0] == a_first["counter"]
     assert _device(service_ctx, b.keys.device_id)[0] == b_ok["counter"]
@@ -170,8 +171,8 @@ def test_a_batch_applies_each_row_on_its_own_conditions(service_ctx):
     # the last second (b, just now).
     _age(service_ctx, a.keys.device_id)
     wrong_digest = _params(service_ctx, b, digest="0" * 64)
-    assert service_v2._fast_many(engine, [wrong_digest, _params(service_ctx, a)]) == [False, True]
-    assert service_v2._fast_many(engine, [_params(service_ctx, b)]) == [False]
+    assert service_v2._writer(engine).run([wrong_digest, _params(service_ctx, a)]) == [False, True]
+    assert service_v2._writer(engine).run([_params(service_ctx, b)]) == [False]
 
 
 def test_threads_racing_one_counter_apply_it_once(service_ctx):
@@ -207,7 +208,9 @@ def test_another_devices_registered_key_does_not_apply(service_ctx):
     _age(service_ctx, agent.keys.device_id)
     before = _device(service_ctx, agent.keys.device_id)
     params = _params(service_ctx, agent, signer=other)
-    assert service_v2._fast_many(engine, [params, dict(params, counter=params["counter"] + 1)]) == [
+    assert service_v2._writer(engine).run(
+        [params, dict(params, counter=params["counter"] + 1)]
+    ) == [
         False,
         False,
     ]
@@ -246,3 +249,15 @@ def test_the_report_writer_keeps_its_own_connection_without_a_flush_wait(postgre
     finally:
         db.dispose()
     assert writer.conn is None and conn.closed
+
+
+def test_a_taken_report_is_logged_at_debug_with_its_request_id(service_ctx, caplog):
+    agent = _start(service_ctx)
+    _age(service_ctx, agent.keys.device_id)
+    caplog.set_level(logging.DEBUG, logger="devicetrust.access")
+    resp = agent.send(_doc())
+    assert resp.status_code == 200
+    quick = [r for r in caplog.records if getattr(r, "quick", False)]
+    assert len(quick) == 1 and quick[0].levelno == logging.DEBUG
+    assert (quick[0].route, quick[0].status) == ("/agent/v2/report", 200)
+    assert quick[0].request_id == resp.headers["X-Request-ID"]
