@@ -37,6 +37,13 @@ one signature check, per core, times two) and prints the bytes on the wire per
 report (unchanged, delta, full, against v1) and the line
 ``ratio reports / crypto ceiling: NN %``.
 
+And the floor of an unchanged v2 report, also measured in the run: what the design
+itself asks (the agent's digest, seal and acknowledgement check; the service's box,
+signature and acknowledgement signature), one HTTP exchange with a do-nothing app
+on the same HTTP server (``bench/bare_wsgi.py`` on granian, the ``bare`` phase) and
+PostgreSQL's CPU per report; with everything else free, that floor bounds the ratio
+this design can reach on these cores (``ratio bound from the floor``).
+
 It prints reports/s and the ratio to 2,000/s, the CPU spent per report by each
 process group (gunicorn workers, PostgreSQL backends, load generator, the
 whole machine), and an in-process breakdown of one report's service time
@@ -207,6 +214,7 @@ def _client(
     schedule: Any,
     change_rate: float,
     out: Any,
+    bare_base: str | None = None,
 ) -> None:
     from nacl.signing import VerifyKey
 
@@ -325,6 +333,33 @@ def _client(
         status, _ = conn.get("/healthz")
         assert status == 200
 
+    # The HTTP floor: a report-sized POST to a do-nothing app on the tier's server.
+    bconn = _Conn(bare_base) if bare_base else None
+    sample = {"body": b""}
+
+    def bare() -> None:
+        assert bconn is not None
+        status, answer = bconn.post("/agent/v2/report", sample["body"], "application/json")
+        assert status == 200 and answer
+
+    def unchanged_sample(
+        keys: Any, platform: dict[str, str], doc: dict[str, Any], st: dict
+    ) -> bytes:
+        """A sealed unchanged report as this device would send it (never sent to the service)."""
+        document, volatile = report_v2.split_volatile(doc)
+        body = report_v2.make_report(
+            device_id=keys.device_id,
+            counter=st["counter"] + 1,
+            clock=time.time(),
+            agent_version="0.1.0",
+            platform=platform,
+            document=document,
+            volatile=volatile,
+            acked=document,
+            acked_digest=report_v2.document_digest(document),
+        )
+        return report_v2.seal_report(body, keys.signing_key, report_box)
+
     i = rng.randrange(len(devices))
     for mode, _begin, measure_from, end in phases:
         done = failed = changes = 0
@@ -354,6 +389,10 @@ def _client(
                         report2(keys, platform, doc, state)
                 elif mode == "challenge":
                     challenge_only(keys)
+                elif mode == "bare":
+                    if not sample["body"]:
+                        sample["body"] = unchanged_sample(keys, platform, doc, state)
+                    bare()
                 else:
                     healthz()
                 done += 1
@@ -364,6 +403,8 @@ def _client(
                 if isinstance(exc, OSError | http.client.HTTPException):
                     conn.reset()
                     rconn.reset()
+                    if bconn is not None:
+                        bconn.reset()
         out.put(
             (
                 mode,
@@ -447,11 +488,13 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
                 "DEVICETRUST_RATELIMIT_ENABLED": "false",
             },
         )
-        tier = None
+        tier = bare = None
         try:
             if args.tier == "ingest":
-                tier = start_ingest(Path(tmp), svc, workers=args.workers)
+                tier = start_ingest(Path(tmp), svc, workers=args.workers, threads=args.threads)
             report_url = tier.url if tier is not None else svc.url
+            if "v2" in args.protocols and args.floor_seconds > 0:
+                bare = _start_bare(Path(tmp), args.workers, args.threads)
             db = Database(pg_url)
             codes = []
             with db.session() as s:
@@ -474,6 +517,7 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
                         schedules[c],
                         args.change_rate,
                         queue,
+                        bare[0] if bare is not None else None,
                     ),
                 )
                 for c, idx in enumerate(per)
@@ -496,6 +540,7 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
                 ("report", args.seconds if "v1" in args.protocols else 0),
                 ("challenge", args.floor_seconds),
                 ("healthz", args.floor_seconds),
+                ("bare", args.floor_seconds if bare is not None else 0),
             ):
                 warm = args.warmup if mode.startswith("report") else 1.0
                 if seconds > 0:
@@ -510,7 +555,8 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
             for mode, _, measure_from, end in phases:
                 while time.time() < measure_from:
                     time.sleep(0.01)
-                workers = [x for s in servers for x in (s, *s.children(recursive=True))]
+                measured = [psutil.Process(bare[1].pid)] if mode == "bare" and bare else servers
+                workers = [x for s in measured for x in (s, *s.children(recursive=True))]
                 backends = _pg_backends(dbname)
                 shared = _pg_shared()
                 load0 = os.getloadavg()
@@ -529,6 +575,8 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
             for p in procs:
                 p.join(10)
         finally:
+            if bare is not None:
+                _stop(bare[1])
             if tier is not None:
                 tier.stop()
             svc.stop()
@@ -560,6 +608,42 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
             "wire": wire,
         }
     return figures
+
+
+def _start_bare(tmp: Path, workers: int, threads: int | None) -> tuple[str, Any]:
+    """granian serving ``bench/bare_wsgi.py`` as ``devicetrust serve-ingest`` serves the app
+    (same interface, workers and threads): the HTTP floor. Returns (url, process)."""
+    import subprocess
+
+    from tests.procs import free_port, wait_http
+
+    port = free_port()
+    log = (tmp / "bare.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1"]
+        + ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+        + ["--blocking-threads", str(threads or min(8, 2 * (os.cpu_count() or 1) + 1))]
+        + ["bare_wsgi:app"],
+        cwd=Path(__file__).resolve().parent,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/", proc=None)
+    except Exception:
+        _stop(proc)
+        raise
+    return url, proc
+
+
+def _stop(proc: Any) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except Exception:  # noqa: BLE001 - it would not stop: end it
+        proc.kill()
+        proc.wait(10)
 
 
 # ---- in-process breakdown of one report's service time ---------------------------------------
@@ -622,6 +706,50 @@ def crypto_ceiling(doc: dict[str, Any], n: int) -> tuple[float, int]:
 
     ms = _per_call(one, max(n, 50) * 5)
     return 2 * 1000.0 / ms, len(sealed)
+
+
+def report_floors(doc: dict[str, Any], n: int) -> dict[str, float]:
+    """CPU ms of the work the v2 design itself asks of an unchanged report, one core.
+
+    The agent's (digest the document, sign and seal, check the acknowledgement) and the
+    service's acknowledgement signature; the service's box open and signature check are
+    the crypto ceiling's unit, measured by :func:`crypto_ceiling`.
+    """
+    from nacl.public import PrivateKey
+    from nacl.signing import SigningKey
+
+    from trust_protocol import DeviceKeys, report_v2
+
+    keys = DeviceKeys.generate(str(uuid.uuid4()))
+    server_sign = SigningKey.generate()
+    box = bytes(PrivateKey.generate().public_key)
+    document, volatile = report_v2.split_volatile(doc)
+    digest = report_v2.document_digest(document)
+    platform = {"hardware_uuid": "x" * 36, "serial": "S" * 10, "os": "linux", "instance": "0" * 16}
+
+    def make() -> Any:
+        return report_v2.make_report(
+            device_id=keys.device_id,
+            counter=7,
+            clock=time.time(),
+            agent_version="0.1.0",
+            platform=platform,
+            document=document,
+            volatile=volatile,
+            acked=document,
+            acked_digest=digest,
+        )
+
+    body = make()
+    ack = report_v2.Ack(keys.device_id, 7, digest, 300, {}, int(time.time()))
+    answer = json.loads(json.dumps(report_v2.sign_ack(ack, server_sign)))
+    reps = max(n, 50) * 2
+    return {
+        "agent_digest": _per_call(make, reps),
+        "agent_seal": _per_call(lambda: report_v2.seal_report(body, keys.signing_key, box), reps),
+        "agent_ack": _per_call(lambda: report_v2.open_ack(answer, server_sign.verify_key), reps),
+        "service_ack": _per_call(lambda: report_v2.sign_ack(ack, server_sign), reps),
+    }
 
 
 def breakdown(pg_url: str, docs: list[dict[str, Any]], n: int) -> dict[str, float]:
@@ -897,6 +1025,39 @@ def fleet_documents(count: int, seed: int = 1) -> list[dict[str, Any]]:
     ]
 
 
+def print_floor(floors: dict[str, float], figures: dict[str, Any], ceiling: float) -> None:
+    """The floor of one unchanged v2 report and the highest ratio it leaves possible."""
+    bare, v2 = figures["bare"], figures["report2"]
+    rows = [
+        ("agent: digest its document, as it does each report", floors["agent_digest"]),
+        ("agent: sign and seal the report", floors["agent_seal"]),
+        ("agent: check the acknowledgement's signature", floors["agent_ack"]),
+        ("service: box open + signature check (ceiling unit)", 2000.0 / ceiling),
+        ("service: sign the acknowledgement", floors["service_ack"]),
+        (
+            "HTTP: one exchange, do-nothing app on granian",
+            bare["cpu_service_ms"] + bare["cpu_loadgen_ms"],
+        ),
+        ("PostgreSQL, per v2 report above (its deltas too)", v2["cpu_pg_ms"]),
+    ]
+    total = sum(ms for _, ms in rows)
+    print(
+        "  the floor of one unchanged v2 report: the work the design itself asks, measured"
+        " in this run (CPU ms; everything else free):"
+    )
+    for label, ms in rows:
+        print(f"    {label:52s} {ms:6.3f}")
+    without_digest = total - floors["agent_digest"]
+    crypto_http = without_digest - v2["cpu_pg_ms"]
+    print(f"    {'sum':52s} {total:6.3f} -> at most {2000 / total:,.0f} reports/s on two cores")
+    print(
+        f"  ratio bound from the floor: {2000 / total / ceiling * 100:.0f} % of the crypto"
+        f" ceiling (without the agent's digest: {2000 / without_digest / ceiling * 100:.0f} %;"
+        f" crypto and HTTP alone: {2000 / crypto_http / ceiling * 100:.0f} %);"
+        f" reached: {v2['rate'] / (2000 / total) * 100:.0f} % of the floor's bound"
+    )
+
+
 def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -906,6 +1067,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=6, help="load-generator processes")
     parser.add_argument(
         "--workers", type=int, default=2, help="worker processes (of the ingest tier, or gunicorn)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads per ingest-tier worker (default: the tier's own, 2 x cores + 1, at most 8)",
     )
     parser.add_argument(
         "--tier",
@@ -954,6 +1121,7 @@ def main() -> None:
     if not args.protocols <= {"v1", "v2"} or not args.protocols:
         parser.error("--protocols: v1, v2 or v1,v2")
     ceiling_before, report_bytes = crypto_ceiling(docs[0], args.n)
+    floors = report_floors(docs[0], args.n)
     if not args.skip_http:
         url, drop = _scratch_pg(args.pg_url)
         try:
@@ -999,6 +1167,7 @@ def main() -> None:
             "report": "report v1 (both requests)",
             "challenge": "challenge request alone",
             "healthz": "GET /healthz (HTTP floor)",
+            "bare": "POST, do-nothing app",
         }
         modes = [m for m in labels if m in figures]
         print("  CPU ms per operation:        " + "".join(f"{labels[m]:>28s}" for m in modes))
@@ -1025,6 +1194,8 @@ def main() -> None:
                 f"  {mode}: service + PostgreSQL alone: {service_only:.2f} ms per report -> "
                 f"{2000 / max(service_only, 1e-9):,.0f} reports/s if they had both cores"
             )
+        if "report2" in figures and "bare" in figures:
+            print_floor(floors, figures, ceiling)
         headline = figures.get("report2") or figures.get("report")
         print(f"ratio reports / crypto ceiling: {headline['rate'] / ceiling * 100:.0f} %")
     if not args.skip_breakdown:

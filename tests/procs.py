@@ -145,11 +145,18 @@ def start_service(
 
 
 def start_ingest(
-    tmp: Path, svc: ServiceProc, *, workers: int = 1, port: int | None = None
+    tmp: Path,
+    svc: ServiceProc,
+    *,
+    workers: int = 1,
+    port: int | None = None,
+    threads: int | None = None,
 ) -> ServiceProc:
     """Start ``devicetrust serve-ingest`` beside ``svc``: same settings and database, its own
-    loopback port. Its ``url`` is where agents' reports go; ``svc`` serves everything else."""
-    return _launch(tmp, "serve-ingest", svc.env, port or free_port(), workers)
+    loopback port (and ``threads`` per worker, else its default). Its ``url`` is where agents'
+    reports go; ``svc`` serves everything else."""
+    env = svc.env if threads is None else {**svc.env, "DEVICETRUST_THREADS": str(threads)}
+    return _launch(tmp, "serve-ingest", env, port or free_port(), workers)
 
 
 def _launch(tmp: Path, command: str, env: dict[str, str], port: int, workers: int) -> ServiceProc:

@@ -35,6 +35,8 @@ FIGURES = {
     "ingest": [
         r"[\d,]+ reports/s",
         r"GET /healthz",
+        r"HTTP: one exchange, do-nothing app on granian +[\d.]+",
+        r"ratio bound from the floor: \d+ %",
         r"of which open_answer",
         r"of which COMMIT",
         r"both requests via Flask test client",
