@@ -11,7 +11,6 @@ SHA-256 hashes; every secret comparison is constant time.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import hashlib
 import hmac
@@ -350,7 +349,7 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
         return None
     try:
         raw = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # bad base64 (binascii.Error), non-ASCII text, or not UTF-8
         raise OidcError(
             "oidc_invalid_client",
             "unreadable Basic credentials",
