@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
@@ -419,6 +420,7 @@ def _assertion_ok(svc: Services, row: OidcClient, assertion: str, fail: OidcErro
         or c.get("sub") != row.client_id
         or not (endpoint in auds or issuer(svc) in auds)
         or not isinstance(c.get("exp"), int | float)
+        or not math.isfinite(c["exp"])  # JSON as Python reads it allows NaN and Infinity
         or c["exp"] < now
         or c["exp"] > now + 600
     ):

@@ -5,10 +5,14 @@ request that authenticates two ways at once is refused (RFC 6749 §2.3)."""
 from __future__ import annotations
 
 import base64
+import uuid
 
 import pytest
+from joserfc import jws
+from joserfc.jwk import RSAKey
 
-from tests.oidc.test_oidc_flow import last_audit_code
+from tests.oidc.support import ISSUER, add_client
+from tests.oidc.test_oidc_flow import RP, last_audit_code
 from tests.saml_support import FlaskClient
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -32,4 +36,44 @@ def test_unreadable_basic_credentials_are_invalid_client(idp_app, header):
     assert r.status_code == 401, r.text
     assert r.json()["code"] == "oidc_invalid_client"
     assert r.json()["error"] == "invalid_client"
+    assert last_audit_code(idp_app, "oidc.token") == "oidc_invalid_client"
+
+
+def _key_client(idp):
+    key = RSAKey.generate_key(2048)
+    public = {**key.as_dict(private=False), "kid": "rp-1"}
+    client_id, _ = add_client(
+        idp,
+        name="Key app",
+        redirect_uris=[RP],
+        token_auth_method="private_key_jwt",
+        jwks={"keys": [public]},
+    )
+    return key, client_id
+
+
+def _signed(key, payload: str) -> str:
+    """A compact JWS over exactly ``payload`` (JSON the encoder would not write, e.g. NaN)."""
+    return jws.serialize_compact({"alg": "RS256", "kid": "rp-1"}, payload.encode(), key)
+
+
+@pytest.mark.parametrize("exp", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_an_assertion_with_a_non_finite_exp_is_invalid_client(idp_app, exp):
+    key, client_id = _key_client(idp_app)
+    payload = (
+        f'{{"iss": "{client_id}", "sub": "{client_id}", "aud": "{ISSUER}/token", '
+        f'"exp": {exp}, "jti": "{uuid.uuid4().hex}"}}'
+    )
+    client = FlaskClient(idp_app)
+    r = client.post(
+        "/oidc/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": "x" * 43,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": _signed(key, payload),
+        },
+    )
+    assert r.status_code == 401, r.text
+    assert r.json()["code"] == "oidc_invalid_client"
     assert last_audit_code(idp_app, "oidc.token") == "oidc_invalid_client"
