@@ -387,7 +387,12 @@ def _authenticate(svc: Services, row: OidcClient | None, auth: ClientAuth) -> No
             raise fail
         return None
     if method == "private_key_jwt":
-        if auth.assertion_type != ASSERTION_TYPE or not auth.assertion or auth.basic is not None:
+        if (
+            auth.assertion_type != ASSERTION_TYPE
+            or not auth.assertion
+            or auth.basic is not None
+            or auth.client_secret is not None  # one method per request (RFC 6749 2.3)
+        ):
             raise fail
         return _assertion_ok(svc, row, auth.assertion, fail)
     raise fail

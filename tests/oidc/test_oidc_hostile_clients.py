@@ -5,14 +5,16 @@ request that authenticates two ways at once is refused (RFC 6749 §2.3)."""
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 
 import pytest
 from joserfc import jws
 from joserfc.jwk import RSAKey
 
-from tests.oidc.support import ISSUER, add_client
-from tests.oidc.test_oidc_flow import RP, last_audit_code
+from tests.oidc.support import ISSUER, add_client, pkce_pair
+from tests.oidc.test_oidc_flow import RP, last_audit_code, sign_in
+from tests.saml.test_saml_interop import enroll
 from tests.saml_support import FlaskClient
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -77,3 +79,40 @@ def test_an_assertion_with_a_non_finite_exp_is_invalid_client(idp_app, exp):
     assert r.status_code == 401, r.text
     assert r.json()["code"] == "oidc_invalid_client"
     assert last_audit_code(idp_app, "oidc.token") == "oidc_invalid_client"
+
+
+def test_an_assertion_and_a_secret_together_are_refused(idp):
+    """RFC 6749 §2.3: a client uses one authentication method per request; the code survives."""
+    from joserfc import jwt as jose_jwt
+
+    client = FlaskClient(idp)
+    device = enroll(idp, client, "two@example.com")
+    key, client_id = _key_client(idp)
+    verifier, challenge = pkce_pair()
+    back = sign_in(idp, client, device, client_id, challenge)
+
+    def assertion():
+        now = int(time.time())
+        claims = {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": ISSUER + "/token",
+            "exp": now + 60,
+            "jti": uuid.uuid4().hex,
+        }
+        return jose_jwt.encode({"alg": "RS256", "kid": "rp-1"}, claims, key)
+
+    form = {
+        "grant_type": "authorization_code",
+        "code": back["code"],
+        "redirect_uri": RP,
+        "code_verifier": verifier,
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": assertion(),
+    }
+    r = client.post("/oidc/token", data={**form, "client_secret": "anything"})
+    assert r.status_code == 401 and r.json()["code"] == "oidc_invalid_client", r.text
+    assert last_audit_code(idp, "oidc.token") == "oidc_invalid_client"
+    # Refused before the code was looked at: the client's proper request still redeems it.
+    r = client.post("/oidc/token", data={**form, "client_assertion": assertion()})
+    assert r.status_code == 200, r.text
