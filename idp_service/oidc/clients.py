@@ -66,7 +66,11 @@ def check_uri(uri: Any, what: str = "redirect URI") -> str:
         raise Invalid("invalid_uri", f"a {what} is a string of at most {MAX_URI} characters")
     if "*" in uri or any(ord(c) < 0x21 or ord(c) == 0x7F for c in uri):
         raise Invalid("invalid_uri", f"{uri!r}: no wildcards, spaces or control characters")
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        raise Invalid("invalid_uri", f"{uri!r}: not a URI (host or port)") from None
     if parts.fragment or "#" in uri:
         raise Invalid("invalid_uri", f"{uri!r}: a {what} has no fragment")
     if parts.scheme == "https" and parts.hostname:

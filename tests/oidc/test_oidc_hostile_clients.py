@@ -13,6 +13,7 @@ from joserfc import jws
 from joserfc.jwk import RSAKey
 
 from tests.oidc.support import ISSUER, add_client, pkce_pair
+from tests.oidc.test_oidc_admin import api
 from tests.oidc.test_oidc_flow import RP, last_audit_code, sign_in
 from tests.saml.test_saml_interop import enroll
 from tests.saml_support import FlaskClient
@@ -116,3 +117,25 @@ def test_an_assertion_and_a_secret_together_are_refused(idp):
     # Refused before the code was looked at: the client's proper request still redeems it.
     r = client.post("/oidc/token", data={**form, "client_assertion": assertion()})
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://[::1/cb",  # an unclosed IPv6 literal
+        "https://rp.example:99999/cb",  # no such port
+        "https://rp.example:x/cb",
+        "http://[::1]:65536/cb",
+    ],
+)
+def test_an_unparseable_redirect_uri_is_invalid_uri(idp_app, uri):
+    c, h = api(idp_app)
+    r = c.post("/api/v1/oidc-clients", json={"name": "W", "redirect_uris": [uri]}, headers=h)
+    assert r.status_code == 400, r.json
+    assert r.json["error"]["code"] == "invalid_uri"
+    r = c.post(
+        "/api/v1/oidc-clients",
+        json={"name": "W", "redirect_uris": [RP], "post_logout_redirect_uris": [uri]},
+        headers=h,
+    )
+    assert r.status_code == 400 and r.json["error"]["code"] == "invalid_uri", r.json
