@@ -6,6 +6,8 @@
 verified (device trusted, owner active, posture allowed, rechecked just now)
 or denied with a reason. The completer
 
+* refuses with an error page, sending nothing to the client, when the client was
+  disabled or removed, or its redirect URI withdrawn, since the authorize request;
 * in factor mode refuses unless the device's owner is the user the caller
   named: for Entra EAM the user the verified ``id_token_hint`` maps to, for
   Okta's IdP authenticator the ``login_hint`` (``subject_mismatch``);
@@ -59,7 +61,8 @@ class Outcome:
     ``redirect``: a 303 to ``url``. ``post``: an auto-POST form of ``fields`` to
     ``url``. ``refused``: a page saying why (``code``, ``message``, ``hint``) with a
     button that takes ``fields`` (the OAuth error) to ``url`` by ``method``.
-    ``finished``: the sign-in was completed already; nothing goes anywhere.
+    ``finished``: the sign-in was completed already, or the client can no longer be
+    answered (disabled, removed, its redirect URI withdrawn); nothing goes anywhere.
     """
 
     kind: Literal["redirect", "post", "refused", "finished"]
@@ -146,6 +149,21 @@ def _claims(
     return {"id_token": id_claims, "userinfo": {"sub": user.id, **extra}}
 
 
+def _client_gone(svc: Services, c: dict[str, Any]) -> str | None:
+    """Why the client may no longer be answered, or None: the registry as it is now wins
+    over the snapshot taken at authorize (an administrator disabled it, or withdrew the URI)."""
+    client_id = (c.get("client") or {}).get("client_id")
+    with svc.db.read_session() as s:
+        row = store.get_client(s, client_id) if isinstance(client_id, str) else None
+        if row is None:
+            return "oidc_unknown_client"
+        if not row.enabled:
+            return "oidc_client_disabled"
+        if c.get("redirect_uri") not in list(row.redirect_uris):
+            return "oidc_redirect_uri_mismatch"
+    return None
+
+
 def _mismatch(c: dict[str, Any], user: User) -> bool:
     if c.get("broker_user_id"):
         return bool(c["broker_user_id"] != user.id)
@@ -164,6 +182,23 @@ def complete(
             svc.db, "oidc.authorize", "rejected", code="oidc_login_finished", details=details
         )
         return Outcome("finished", code="oidc_login_finished", client_name=c.get("sp_name", ""))
+    gone = _client_gone(svc, c)
+    if gone is not None:  # disabled, removed, or its redirect URI withdrawn since authorize
+        with svc.db.session() as s:
+            audit.record(
+                s,
+                "oidc.authorize",
+                "denied",
+                code=gone,
+                user_id=txn.user_id,
+                device_id=txn.device_id,
+                details=details,
+            )
+            if txn.status == "verified":
+                transactions.mark_denied(
+                    s, txn.id, code=gone, device_id=txn.device_id, user_id=txn.user_id
+                )
+        return Outcome("finished", code=gone, client_name=c.get("sp_name", ""))
     code: str | None = None
     if txn.status != "verified" or user is None or device is None:
         code = txn.error_code or "expired"

@@ -98,7 +98,8 @@ def render(outcome: completer.Outcome) -> BaseResponse:
             hint=outcome.hint,
         )
         return _no_store(make_response(page, 403), to_client=True)
-    return _error_page(OidcError(outcome.code or "oidc_login_finished", status=409))
+    code = outcome.code or "oidc_login_finished"
+    return _error_page(OidcError(code, status=409 if code == "oidc_login_finished" else 403))
 
 
 def _error_page(exc: OidcError) -> BaseResponse:
