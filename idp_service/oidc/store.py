@@ -110,12 +110,15 @@ def add_token(session: Session, row: OidcAccessToken) -> None:
 
 
 def live_token(session: Session, token_hash: str, now: dt.datetime) -> dict[str, Any] | None:
-    """The claims of an unrevoked, unexpired access token, or None."""
+    """The claims of an unrevoked, unexpired access token of an enabled client, or None."""
     row = session.execute(
-        select(OidcAccessToken.claims).where(
+        select(OidcAccessToken.claims)
+        .join(OidcClient, OidcClient.client_id == OidcAccessToken.client_id)
+        .where(
             OidcAccessToken.token_hash == token_hash,
             OidcAccessToken.revoked_at.is_(None),
             OidcAccessToken.expires_at > now,
+            OidcClient.enabled.is_(True),
         )
     ).first()
     return dict(row[0]) if row is not None else None

@@ -1,5 +1,6 @@
 """An administrator's change to a client wins over what is in flight: a sign-in started
-before the client was disabled, removed or lost its redirect URI issues nothing to it."""
+before the client was disabled, removed or lost its redirect URI issues nothing to it, and
+a disabled client's access tokens no longer answer at userinfo."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.oidc.support import add_client, pkce_pair
-from tests.oidc.test_oidc_flow import RP, authorize, last_audit_code
+from tests.oidc.test_oidc_flow import RP, authorize, last_audit_code, redeem, sign_in
 from tests.saml.test_saml_interop import enroll
 from tests.saml_support import FlaskClient, device_login
 
@@ -50,3 +51,19 @@ def test_a_sign_in_in_flight_issues_nothing_to_a_changed_client(idp, change, cod
     assert last_audit_code(idp, "oidc.authorize") == code
     with idp.extensions["devicetrust"].db.session() as s:
         assert s.scalar(select(func.count()).select_from(OidcCode)) == 0
+
+
+def test_a_disabled_clients_access_token_is_refused_at_userinfo(idp):
+    client = FlaskClient(idp)
+    device = enroll(idp, client, "ui@example.com")
+    client_id, secret = add_client(idp, name="Wiki", redirect_uris=[RP])
+    verifier, challenge = pkce_pair()
+    back = sign_in(idp, client, device, client_id, challenge)
+    tokens = redeem(client, client_id, secret, back["code"], verifier).json()
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert client.get("/oidc/userinfo", headers=bearer).status_code == 200
+
+    _change(idp, client_id, "disable")
+    r = client.get("/oidc/userinfo", headers=bearer)
+    assert r.status_code == 401 and r.json()["code"] == "oidc_invalid_token"
+    assert last_audit_code(idp, "oidc.userinfo") == "oidc_invalid_token"
