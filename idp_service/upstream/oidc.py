@@ -181,7 +181,8 @@ class Provider:
         """The ID token's claims once every check passed; else :class:`TokenRejected`.
 
         Signature under the provider's JWKS (refetched once for an unknown key);
-        ``iss`` is the configured issuer; ``aud`` holds the client id, and with
+        ``iss`` is the issuer of the discovery document, exactly (the configured one,
+        give or take a trailing ``/``); ``aud`` holds the client id, and with
         other audiences ``azp`` must be the client id; ``exp`` has not passed and
         ``iat`` is neither in the future nor older than ``max_age`` (both with the
         ``leeway`` for clocks); ``nonce`` is the one this request sent.
@@ -201,10 +202,13 @@ class Provider:
             raise TokenRejected("malformed") from None
         claims = dict(token.claims)
         now = int(self._clock())
+        # The issuer exactly as the discovery document publishes it (Discovery §3): the
+        # configured one lost any trailing "/", which some providers' issuers end in.
+        issuer = str(self.metadata()["issuer"])
         registry = jwt.JWTClaimsRegistry(
             now=now,
             leeway=self.idp.leeway,
-            iss={"essential": True, "value": self.idp.issuer},
+            iss={"essential": True, "value": issuer},
             sub={"essential": True},
             aud={"essential": True},
             exp={"essential": True},
