@@ -41,6 +41,7 @@ VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # base64url of SHA-256, no padding
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CLIENT_ASSERTION_ALGS = ["RS256", "PS256", "ES256"]
+ASSERTION_SKEW = 60  # seconds a client's clock may run ahead of ours (an assertion's nbf)
 SCOPES = ("openid", "profile", "email")
 AUTH_PARAMS = (
     "client_id",
@@ -407,6 +408,16 @@ def _secret_ok(row: OidcClient, secret: str, fail: OidcError) -> None:
         raise fail
 
 
+def _not_before_ok(nbf: Any, now: float) -> bool:
+    """An assertion's ``nbf`` has come (RFC 7523 §3), allowing :data:`ASSERTION_SKEW`."""
+    return (
+        isinstance(nbf, int | float)
+        and not isinstance(nbf, bool)
+        and math.isfinite(nbf)
+        and nbf <= now + ASSERTION_SKEW
+    )
+
+
 def _assertion_ok(svc: Services, row: OidcClient, assertion: str, fail: OidcError) -> None:
     if len(assertion) > 8192 or not row.jwks:
         raise fail
@@ -428,6 +439,7 @@ def _assertion_ok(svc: Services, row: OidcClient, assertion: str, fail: OidcErro
         or not math.isfinite(c["exp"])  # JSON as Python reads it allows NaN and Infinity
         or c["exp"] < now
         or c["exp"] > now + 600
+        or not _not_before_ok(c.get("nbf", now), now)
     ):
         raise fail
     # Single use (OpenID Connect Core §9): the jti is required, and spent before the

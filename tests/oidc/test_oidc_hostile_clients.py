@@ -139,3 +139,34 @@ def test_an_unparseable_redirect_uri_is_invalid_uri(idp_app, uri):
         headers=h,
     )
     assert r.status_code == 400 and r.json["error"]["code"] == "invalid_uri", r.json
+
+
+@pytest.mark.parametrize(
+    ("nbf", "accepted"),
+    [(3600, False), ('"soon"', False), ("NaN", False), (30, True), (0, True)],
+)
+def test_an_assertion_is_not_accepted_before_its_nbf(idp_app, nbf, accepted):
+    """RFC 7523 §3: not before ``nbf`` (a minute of clock skew allowed). An int is seconds
+    from now; a string is the claim's JSON as is."""
+    key, client_id = _key_client(idp_app)
+    now = int(time.time())
+    value = str(now + nbf) if isinstance(nbf, int) else nbf
+    payload = (
+        f'{{"iss": "{client_id}", "sub": "{client_id}", "aud": "{ISSUER}/token", '
+        f'"exp": {now + 120}, "nbf": {value}, "jti": "{uuid.uuid4().hex}"}}'
+    )
+    client = FlaskClient(idp_app)
+    r = client.post(
+        "/oidc/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": "x" * 43,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": _signed(key, payload),
+        },
+    )
+    if accepted:  # the client is authenticated; the made-up code is what is refused
+        assert r.status_code == 400 and r.json()["code"] == "oidc_invalid_grant", r.text
+    else:
+        assert r.status_code == 401 and r.json()["code"] == "oidc_invalid_client", r.text
+        assert last_audit_code(idp_app, "oidc.token") == "oidc_invalid_client"
