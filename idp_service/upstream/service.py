@@ -142,49 +142,68 @@ def begin(
     txn_id: str,
     purpose: str,
     *,
+    owned_txns: Iterable[str],
     remote_addr: str | None = None,
 ) -> str:
-    """Record an authorization request for ``txn_id`` and return the provider's URL."""
-    if purpose not in PURPOSES:
-        raise Invalid("malformed", "Unknown purpose of an upstream sign-in.")
-    provider = registry.get(idp_id)
-    state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    verifier = secrets.token_urlsafe(64)  # 86 characters: within PKCE's 43..128
+    """Record an authorization request for ``txn_id`` and return the provider's URL.
+
+    ``txn_id`` must be one of the login transactions this browser holds
+    (``owned_txns``). Every refusal writes its ``upstream.signin`` audit event.
+    """
+    details: dict[str, Any] = {"idp": idp_id[:64], "stage": "start"}
     try:
-        authorization = provider.authorize(state, nonce, verifier)
-    except UpstreamFailure as exc:
+        if txn_id not in set(owned_txns):
+            raise Refused(
+                STATE_INVALID,
+                "This sign-in was not started in this browser.",
+                "Go back to the application and sign in again.",
+                "txn_not_owned",
+            )
+        if purpose not in PURPOSES:
+            raise Invalid("malformed", "Unknown purpose of an upstream sign-in.")
+        details["purpose"] = purpose
+        provider = registry.get(idp_id)
+        state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        verifier = secrets.token_urlsafe(64)  # 86 characters: within PKCE's 43..128
+        try:
+            authorization = provider.authorize(state, nonce, verifier)
+        except UpstreamFailure as exc:
+            details.update(stage="discovery", reason=exc.reason)
+            raise Unavailable(
+                UNAVAILABLE,
+                "The identity provider cannot be reached right now.",
+                "Try again in a minute; if it keeps failing, tell IT.",
+            ) from None
+        with services.db.session() as session:
+            txn = store.open_transaction(session, txn_id)
+            if txn is None and purpose == "reverify":
+                txn = store.reverify_transaction(session, txn_id)
+            if txn is None and purpose == "approve":  # a second device waiting for its code
+                txn = store.approval_transaction(session, txn_id)
+            if txn is None:
+                raise Conflict("login_closed", "This sign-in is finished or expired.")
+            store.add(
+                session,
+                state=state,
+                idp=idp_id,
+                txn_id=txn_id,
+                purpose=purpose,
+                nonce=nonce,
+                code_verifier=verifier,
+                expires_at=min(txn.expires_at, utcnow() + dt.timedelta(seconds=REQUEST_TTL)),
+            )
+        return authorization.url
+    except ServiceError as exc:
+        reason = getattr(exc, "reason", None) or details.pop("reason", None)
         audit.record_separately(
             services.db,
             "upstream.signin",
             "rejected",
-            code=UNAVAILABLE,
+            code=exc.code,
             remote_addr=remote_addr,
-            details={"idp": idp_id, "stage": "discovery", "reason": exc.reason},
+            details={**details, **({"reason": reason} if reason else {})},
         )
-        raise Unavailable(
-            UNAVAILABLE,
-            "The identity provider cannot be reached right now.",
-            "Try again in a minute; if it keeps failing, tell IT.",
-        ) from None
-    with services.db.session() as session:
-        txn = store.open_transaction(session, txn_id)
-        if txn is None and purpose == "reverify":
-            txn = store.reverify_transaction(session, txn_id)
-        if txn is None and purpose == "approve":  # a second device waiting for its code
-            txn = store.approval_transaction(session, txn_id)
-        if txn is None:
-            raise Conflict("login_closed", "This sign-in is finished or expired.")
-        store.add(
-            session,
-            state=state,
-            idp=idp_id,
-            txn_id=txn_id,
-            purpose=purpose,
-            nonce=nonce,
-            code_verifier=verifier,
-            expires_at=min(txn.expires_at, utcnow() + dt.timedelta(seconds=REQUEST_TTL)),
-        )
-    return authorization.url
+        raise
 
 
 def finish(

@@ -62,15 +62,14 @@ def start(idp_id: str) -> Response | tuple[str, int]:
     txn_id = request.args.get("txn", "")
     purpose = request.args.get("purpose", "enroll")
     try:
-        if txn_id not in _owned():
-            raise service.Refused(
-                service.STATE_INVALID,
-                "This sign-in was not started in this browser.",
-                "Go back to the application and sign in again.",
-                "txn_not_owned",
-            )
         url = service.begin(
-            ctx(), registry(), idp_id, txn_id, purpose, remote_addr=request.remote_addr
+            ctx(),
+            registry(),
+            idp_id,
+            txn_id,
+            purpose,
+            owned_txns=_owned(),
+            remote_addr=request.remote_addr,
         )
     except ServiceError as exc:
         return _refusal(exc)
