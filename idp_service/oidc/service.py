@@ -474,7 +474,8 @@ def token(
         )
     if auth.assertion is not None and client_id is None:
         client_id = _assertion_subject(auth.assertion)
-    if not client_id or len(client_id) > 128:
+    if not client_id or not clients.CLIENT_ID.fullmatch(client_id):
+        # No registered client has such an id; and PostgreSQL refuses a NUL in a query.
         raise OidcError("oidc_invalid_client", error="invalid_client", status=401)
     with svc.db.read_session() as s:
         row = store.get_client(s, client_id)

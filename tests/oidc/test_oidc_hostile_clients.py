@@ -5,14 +5,16 @@ request that authenticates two ways at once is refused (RFC 6749 §2.3)."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
+from urllib.parse import quote_plus
 
 import pytest
 from joserfc import jws
 from joserfc.jwk import RSAKey
 
-from tests.oidc.support import ISSUER, add_client, pkce_pair
+from tests.oidc.support import IDP_PUBLIC, ISSUER, add_client, pkce_pair
 from tests.oidc.test_oidc_admin import api
 from tests.oidc.test_oidc_flow import RP, last_audit_code, sign_in
 from tests.saml.test_saml_interop import enroll
@@ -170,3 +172,46 @@ def test_an_assertion_is_not_accepted_before_its_nbf(idp_app, nbf, accepted):
     else:
         assert r.status_code == 401 and r.json()["code"] == "oidc_invalid_client", r.text
         assert last_audit_code(idp_app, "oidc.token") == "oidc_invalid_client"
+
+
+@pytest.fixture
+def provider(database_url, tmp_path):
+    """The provider on SQLite and on PostgreSQL."""
+    from idp_service.app import create_app
+    from idp_service.platform.config import Settings
+    from idp_service.platform.migrate import upgrade
+
+    upgrade(database_url)
+    app = create_app(
+        Settings.from_env(
+            {
+                "DEVICETRUST_DATABASE_URL": database_url,
+                "DEVICETRUST_DATA_DIR": str(tmp_path / "data"),
+                "DEVICETRUST_PUBLIC_URL": IDP_PUBLIC,
+            }
+        )
+    )
+    yield app
+    app.extensions["devicetrust"].db.dispose()
+
+
+@pytest.mark.parametrize("how", ["form", "basic", "assertion"])
+@pytest.mark.parametrize("client_id", ["a\x00b", "wiki\n", "é"])
+def test_a_client_id_no_client_can_have_is_invalid_client(provider, how, client_id):
+    """A NUL (PostgreSQL refuses it in a query), a newline, a non-ASCII letter: 401."""
+    client = FlaskClient(provider)
+    form = {"grant_type": "authorization_code", "code": "x" * 43}
+    headers = {}
+    if how == "form":
+        form.update(client_id=client_id, client_secret="s")
+    elif how == "basic":
+        raw = f"{quote_plus(client_id)}:s".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+    else:
+        key = RSAKey.generate_key(2048)
+        payload = json.dumps({"iss": client_id, "sub": client_id, "exp": int(time.time()) + 60})
+        form.update(client_assertion_type=ASSERTION_TYPE, client_assertion=_signed(key, payload))
+    r = client.post("/oidc/token", data=form, headers=headers)
+    assert r.status_code == 401, r.text
+    assert r.json()["code"] == "oidc_invalid_client"
+    assert last_audit_code(provider, "oidc.token") == "oidc_invalid_client"
