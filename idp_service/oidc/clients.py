@@ -112,7 +112,7 @@ def check_claims(mapping: Any) -> dict[str, str]:
             )
         if name in (None, ""):
             continue
-        if not isinstance(name, str) or not CLAIM_NAME.match(name) or name in RESERVED_CLAIMS:
+        if not isinstance(name, str) or not CLAIM_NAME.fullmatch(name) or name in RESERVED_CLAIMS:
             raise Invalid("invalid_claims", f"invalid claim name for {source!r}")
         clean[source] = name
     return clean
@@ -174,7 +174,7 @@ def _apply(row: OidcClient, body: Mapping[str, Any]) -> None:
         row.id_token_minutes = minutes
     if "eam_tenant_id" in body:
         tid = body["eam_tenant_id"]
-        if tid is not None and (not isinstance(tid, str) or not TENANT_ID.match(tid)):
+        if tid is not None and (not isinstance(tid, str) or not TENANT_ID.fullmatch(tid)):
             raise Invalid("invalid_tenant", "eam_tenant_id is the tenant's id (a GUID)")
         row.eam_tenant_id = tid
     if "eam_jwks_url" in body:
@@ -218,7 +218,7 @@ def add(
 ) -> tuple[OidcClient, str | None]:
     """Register a client; returns it and its secret (None for a public or key client)."""
     client_id = body.get("client_id") or uuid.uuid4().hex
-    if not isinstance(client_id, str) or not CLIENT_ID.match(client_id):
+    if not isinstance(client_id, str) or not CLIENT_ID.fullmatch(client_id):
         raise Invalid("invalid_client_id", "client_id is 1 to 128 of A-Z a-z 0-9 . _ : ~ -")
     if store.get_client(session, client_id) is not None:
         raise Conflict("client_exists", f"a client {client_id!r} exists already")

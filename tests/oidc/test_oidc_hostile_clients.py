@@ -215,3 +215,19 @@ def test_a_client_id_no_client_can_have_is_invalid_client(provider, how, client_
     assert r.status_code == 401, r.text
     assert r.json()["code"] == "oidc_invalid_client"
     assert last_audit_code(provider, "oidc.token") == "oidc_invalid_client"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"client_id": "wiki\n"}, "invalid_client_id"),
+        ({"claims": {"groups": "roles\n"}}, "invalid_claims"),
+        ({"mode": "factor", "eam_tenant_id": "t\n", "eam_jwks_url": RP}, "invalid_tenant"),
+    ],
+)
+def test_a_trailing_newline_is_not_part_of_a_valid_name(idp_app, body, code):
+    """``$`` matches before a final newline; the registry's names must match whole."""
+    c, h = api(idp_app)
+    r = c.post("/api/v1/oidc-clients", json={"name": "W", "redirect_uris": [RP], **body}, headers=h)
+    assert r.status_code == 400, r.json
+    assert r.json["error"]["code"] == code
