@@ -213,6 +213,7 @@ def finish(
     state: str | None,
     code: str | None,
     error: str | None,
+    iss: str | None = None,
     owned_txns: Iterable[str],
     remote_addr: str | None = None,
 ) -> Finished:
@@ -220,7 +221,8 @@ def finish(
 
     The request is claimed (single use) before the code is exchanged, so a
     replayed callback is refused before any work, and the answer counts only in
-    the browser whose session holds the transaction.
+    the browser whose session holds the transaction. An ``iss`` in the answer
+    (RFC 9207) must be the request's provider; one that advertises sending it must.
     """
     details: dict[str, Any] = {}
     try:
@@ -238,10 +240,11 @@ def finish(
         digest, idp_id, txn_id, purpose = claimed
         if txn_id not in set(owned_txns):
             raise _refused(STATE_INVALID, "other_browser")
-        if error or not code or len(code) > 2048:
-            raise _refused(DENIED, "provider_error" if error else "no_code")
         provider = registry.get(idp_id)
         try:
+            _check_response_issuer(provider, iss)
+            if error or not code or len(code) > 2048:
+                raise _refused(DENIED, "provider_error" if error else "no_code")
             id_token = provider.exchange(code, verifier)
             claims = provider.validate(id_token, nonce)
         except UpstreamFailure as exc:
@@ -280,6 +283,20 @@ def finish(
             details={**details, **({"reason": reason} if reason else {})},
         )
         raise
+
+
+def _check_response_issuer(provider: Provider, iss: str | None) -> None:
+    """RFC 9207: the answer's ``iss`` is the provider this request went to (mix-up defence).
+
+    Every IdP answers at the one callback; a provider that says it sends ``iss``
+    must send it, and whoever sends it must name this request's provider exactly.
+    """
+    metadata = provider.metadata()
+    if iss is None:
+        if metadata.get("authorization_response_iss_parameter_supported") is True:
+            raise _refused(STATE_INVALID, "iss_missing")
+    elif iss != str(metadata["issuer"]):
+        raise _refused(STATE_INVALID, "iss_mismatch")
 
 
 def proved_in(services: Services, txn_id: str, purpose: str, user_id: str | None) -> bool:

@@ -98,6 +98,7 @@ def callback() -> Response | tuple[str, int]:
             state=request.args.get("state"),
             code=request.args.get("code"),
             error=request.args.get("error"),
+            iss=request.args.get("iss"),
             owned_txns=_owned(),
             remote_addr=request.remote_addr,
         )

@@ -145,6 +145,37 @@ def test_a_state_mismatch_is_refused_before_any_exchange(stack):
     assert http.get(f"{svc.url}/login/{txn}/enroll-options", timeout=10).json()["tofu"] is None
 
 
+def with_iss(url, iss):
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    assert "iss" in query  # oidc-provider sends it (RFC 9207) and says so in its metadata
+    if iss is None:
+        del query["iss"]
+    else:
+        query["iss"] = iss
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@pytest.mark.parametrize(
+    ("iss", "reason"),
+    [
+        ("https://other-idp.example", "iss_mismatch"),
+        ("slash", "iss_mismatch"),
+        (None, "iss_missing"),
+    ],
+)
+def test_an_answer_naming_another_issuer_is_refused_before_any_exchange(stack, iss, reason):
+    """RFC 9207 (mix-up): every IdP answers at one callback; the answer's iss must be the
+    provider this request went to, and a provider that advertises iss must send it."""
+    svc, op = stack
+    value = op.issuer + "/" if iss == "slash" else iss
+    http, txn, resp = run(svc, op, "nora@example.com", alter=lambda url: with_iss(url, value))
+    assert refusal(resp) == (403, "upstream_state_invalid")
+    outcome, code, details = audit_rows(svc)[-1]
+    assert (outcome, code, details["reason"]) == ("rejected", "upstream_state_invalid", reason)
+    assert http.get(f"{svc.url}/login/{txn}/enroll-options", timeout=10).json()["tofu"] is None
+
+
 def test_an_answer_delivered_to_another_browser_is_refused(stack):
     svc, op = stack
     http = requests.Session()
