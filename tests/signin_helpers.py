@@ -4,15 +4,24 @@ registry, answers built with the real ``trust_protocol`` functions, read-backs o
 Used by ``tests/devices/test_challenges_unit.py``, ``tests/signin/test_store_unit.py`` and
 ``tests/signin/test_authenticate_unit.py``, which call the service's functions directly
 (no service process), so that mutation testing credits them to the code they reach.
+
+``shared_service`` is one service (and database) per test module and backend: making a
+PostgreSQL database costs seconds on a loaded machine, far more than these tests' bodies,
+and mutation testing runs them once per mutant. Tests on it keep to their own devices,
+users and transactions (every helper here makes fresh ones) and read back only those.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from idp_service.devices import challenges
@@ -23,6 +32,47 @@ from idp_service.signin import transactions
 from trust_protocol import DeviceKeys, ResponseBody, seal_response
 
 PLATFORM = {"os": "linux"}
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def shared_service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Services]:
+    """An in-process service on a fresh database, shared by one module's tests (per backend)."""
+    from idp_service.app import create_app
+    from idp_service.platform.config import Settings
+    from tests.conftest import _pg_admin, _pg_drop, _pg_url
+
+    tmp: Path = tmp_path_factory.mktemp("signin")
+    name = None
+    if request.param == "sqlite":
+        path = tmp / "devicetrust.db"
+        shutil.copyfile(request.getfixturevalue("_sqlite_template"), path)
+        url = f"sqlite:///{path}"
+    else:
+        template = request.getfixturevalue("_pg_template")
+        name = f"devicetrust_test_{uuid.uuid4().hex[:12]}"
+        with _pg_admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+        url = _pg_url(name)
+    settings = Settings.from_env(
+        {
+            "DEVICETRUST_DATABASE_URL": url,
+            "DEVICETRUST_DATA_DIR": str(tmp / "data"),
+            "DEVICETRUST_PUBLIC_URL": "http://127.0.0.1:8000",
+            "DEVICETRUST_RATELIMIT_ENABLED": "false",
+        }
+    )
+    app = create_app(settings)
+    service: Services = app.extensions["devicetrust"]
+    try:
+        yield service
+    finally:
+        service.db.dispose()
+        if name is not None:
+            _pg_drop(name)
 
 
 def trusted_device(

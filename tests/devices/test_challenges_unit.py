@@ -21,6 +21,7 @@ from sqlalchemy import inspect
 from idp_service.devices import challenges
 from idp_service.services import Services
 from tests.signin_helpers import answer, challenge_rows, trusted_device
+from tests.signin_helpers import shared_service as shared_service  # noqa: F401 - the fixture
 from trust_protocol import ResponseBody, parse_challenge, seal_response
 from trust_protocol.challenge import Challenge, sign_challenge
 from trust_protocol.errors import ProtocolError
@@ -28,8 +29,18 @@ from trust_protocol.response import RegisteredDevice
 
 
 @pytest.fixture
-def service(service_ctx) -> Services:
-    return service_ctx.extensions["devicetrust"]
+def service(shared_service: Services, monkeypatch: pytest.MonkeyPatch) -> Services:
+    # One database per module and backend: each test reads back only its own challenges,
+    # and gets the skew bound back as it was.
+    settings = shared_service.settings
+    monkeypatch.setattr(settings, "max_clock_skew", settings.max_clock_skew)
+    return shared_service
+
+
+def _rows(service: Services, *answered: Challenge) -> list:
+    """The recorded rows of these challenges."""
+    wanted = {c.id_text for c in answered}
+    return [r for r in challenge_rows(service) if r.id in wanted]
 
 
 def _refused(code: str, call, *args, **kwargs) -> ProtocolError:
@@ -99,7 +110,7 @@ def test_consume_records_every_field_once(service):
     with service.db.session() as s:
         challenges.consume(s, challenge, via="browser", device_id="dev-1")
     after = dt.datetime.now(dt.UTC)
-    (row,) = challenge_rows(service)
+    (row,) = _rows(service, challenge)
     assert row.id == challenge.id_text
     assert (row.purpose, row.binding) == ("authenticate", "login:one")
     assert row.issued_at == challenges.timestamp(challenge.issued_at)
@@ -116,7 +127,7 @@ def test_consume_records_every_field_once(service):
             via="callback",
             device_id="dev-2",
         )
-    (again,) = challenge_rows(service)
+    (again,) = _rows(service, challenge)
     assert (again.consumed_via, again.device_id, again.consumed_at) == (
         "browser",
         "dev-1",
@@ -129,10 +140,10 @@ def test_consume_in_a_rolled_back_transaction_does_not_burn_the_challenge(servic
     with pytest.raises(RuntimeError), service.db.session() as s:
         challenges.consume(s, challenge, via="browser", device_id="d")
         raise RuntimeError("the caller failed later")
-    assert challenge_rows(service) == []
+    assert _rows(service, challenge) == []
     with service.db.session() as s:
         challenges.consume(s, challenge, via="agent", device_id="d")
-    assert [r.consumed_via for r in challenge_rows(service)] == ["agent"]
+    assert [r.consumed_via for r in _rows(service, challenge)] == ["agent"]
 
 
 def test_consume_two_challenges_records_both(service):
@@ -140,7 +151,7 @@ def test_consume_two_challenges_records_both(service):
     with service.db.session() as s:
         challenges.consume(s, first, via="browser", device_id="a")
         challenges.consume(s, second, via="browser", device_id="b")
-    assert sorted(r.device_id for r in challenge_rows(service)) == ["a", "b"]
+    assert sorted(r.device_id for r in _rows(service, first, second)) == ["a", "b"]
 
 
 # ---- accept_once ----------------------------------------------------------------------------
@@ -156,7 +167,7 @@ def test_accept_once_records_the_answer_with_its_sender(service):
 
     def registry():
         calls.append("registry")
-        assert len(challenge_rows(service)) == 0  # not committed yet: same transaction
+        assert len(_rows(service, verified.challenge)) == 0  # not committed yet: same transaction
         return _registered(verified)
 
     def judge():
@@ -166,7 +177,7 @@ def test_accept_once_records_the_answer_with_its_sender(service):
     with service.db.session() as s:
         challenges.accept_once(s, verified, via="callback", registry=registry, judge=judge)
     assert calls == ["registry", "judge"]
-    (row,) = challenge_rows(service)
+    (row,) = _rows(service, verified.challenge)
     assert (row.consumed_via, row.device_id, row.result) == (
         "callback",
         verified.device_id,
@@ -178,7 +189,7 @@ def test_accept_once_without_registry_or_judge_only_records(service):
     verified = _opened(service)
     with service.db.session() as s:
         challenges.accept_once(s, verified, via="report")
-    (row,) = challenge_rows(service)
+    (row,) = _rows(service, verified.challenge)
     assert (row.consumed_via, row.result) == ("report", "ok")
 
 
@@ -205,7 +216,7 @@ def test_a_registry_refusal_propagates_and_burns_nothing(service, state, active,
         )
     assert refused.value.code == code
     assert judged == []  # detection never ran
-    assert challenge_rows(service) == []
+    assert _rows(service, verified.challenge) == []
 
 
 def test_an_unknown_device_is_refused_by_the_registry_step(service):
@@ -213,7 +224,7 @@ def test_an_unknown_device_is_refused_by_the_registry_step(service):
     with pytest.raises(ProtocolError) as refused, service.db.session() as s:
         challenges.accept_once(s, verified, via="browser", registry=lambda: None)
     assert refused.value.code == "device_unknown"
-    assert challenge_rows(service) == []
+    assert _rows(service, verified.challenge) == []
 
 
 def test_detections_refusal_is_committed_and_raised(service):
@@ -228,7 +239,7 @@ def test_detections_refusal_is_committed_and_raised(service):
             judge=lambda: ProtocolError("device_denied", "stale"),
         )
     assert refused.value.code == "device_denied"
-    (row,) = challenge_rows(service)
+    (row,) = _rows(service, verified.challenge)
     assert (row.id, row.result, row.consumed_via) == (
         verified.challenge.id_text,
         "device_denied",
@@ -245,7 +256,7 @@ def test_detections_refusal_marks_only_its_own_challenge(service):
             s, verified, via="browser", judge=lambda: ProtocolError("device_suspended")
         )
     assert refused.value.code == "device_suspended"
-    results = {r.id: r.result for r in challenge_rows(service)}
+    results = {r.id: r.result for r in _rows(service, other.challenge, verified.challenge)}
     assert results == {
         other.challenge.id_text: "ok",
         verified.challenge.id_text: "device_suspended",
