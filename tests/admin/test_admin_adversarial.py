@@ -1,0 +1,114 @@
+"""The console against hostile input, on SQLite and PostgreSQL.
+
+Values an attacker controls (a query string, a form field, a path segment) must
+give a 4xx with a stable code, an audit event for a refused POST, and nothing
+else written: never a 500 from the database.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from idp_service.admin import bootstrap
+from idp_service.platform.models import AuditEvent, Device
+from idp_service.posture.tables import ExemptionRow
+from tests.admin_helpers import csrf_of, make_device, make_user
+
+
+@pytest.fixture
+def app(service_ctx):
+    return service_ctx
+
+
+@pytest.fixture
+def db(app):
+    return app.extensions["devicetrust"].db
+
+
+@pytest.fixture
+def signed_in(app, db):
+    """A bootstrap console session, its CSRF token, and bob's pending device."""
+    with db.session() as s:
+        token, _ = bootstrap.issue(s, actor="test")
+        device_id = make_device(s, make_user(s, "bob@example.com"), state="pending").id
+    client = app.test_client()
+    csrf = csrf_of(client.get("/admin/bootstrap").get_data(as_text=True))
+    assert client.post("/admin/bootstrap", data={"token": token, "csrf": csrf}).status_code == 303
+    csrf = csrf_of(client.get("/admin/settings").get_data(as_text=True))
+    return client, csrf, device_id
+
+
+def _rejections(db) -> list[AuditEvent]:
+    with db.session() as s:
+        return list(s.scalars(select(AuditEvent).where(AuditEvent.action == "admin.request")))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/devices?q=a%00b",
+        "/admin/devices?platform=%00",
+        "/admin/devices?check=%00&status=FAIL",
+        "/admin/users?q=%00",
+        "/admin/users?after=%00",
+        "/admin/audit?action=%00",
+        "/admin/audit?device_id=%00",
+        "/admin/audit?user=%00",
+        "/admin/devices/a%00b",
+    ],
+)
+def test_nul_in_a_query_or_path_is_400(signed_in, path):
+    client, _, _ = signed_in
+    resp = client.get(path)
+    assert resp.status_code == 400, path
+    assert b"bad_input" in resp.data
+
+
+@pytest.mark.parametrize(
+    "target, form",
+    [
+        ("/admin/devices/{dev}/action", {"action": "approve", "reason": "ok\x00"}),
+        ("/admin/devices/{dev}/action", {"action": "change_owner", "user": "a\x00", "reason": "r"}),
+        ("/admin/devices/a%00b/action", {"action": "approve", "reason": "r"}),
+        ("/admin/exemptions", {"check_id": "\x00", "scope": "device", "subject": "{dev}"}),
+        ("/admin/exemptions", {"check_id": "*", "scope": "user", "subject": "b\x00"}),
+        ("/admin/settings/policy", {"scope": "group", "group": "g\x00", "policy": "tofu"}),
+        ("/admin/settings/reauth", {"scope": "group", "group": "g\x00", "lifetime": "1d"}),
+        ("/admin/oidc-clients", {"name": "n\x00", "mode": "app", "redirect_uris": "https://a/cb"}),
+        ("/admin/oidc-clients/a%00b/delete", {}),
+    ],
+)
+def test_nul_in_a_form_or_path_is_400_audited_and_writes_nothing(db, signed_in, target, form):
+    client, csrf, device_id = signed_in
+    data = {k: v.replace("{dev}", device_id) for k, v in form.items()}
+    data.update(csrf=csrf, days="7", reason=data.get("reason", "r"))
+    resp = client.post(target.replace("{dev}", device_id), data=data)
+    assert resp.status_code == 400 and b"bad_input" in resp.data
+    (event,) = _rejections(db)
+    assert event.code == "bad_input" and event.actor == "admin:bootstrap"
+    assert "\x00" not in event.details["path"]
+    with db.session() as s:
+        assert s.get(Device, device_id).state == "pending"
+        assert s.scalar(select(func.count()).select_from(ExemptionRow)) == 0
+
+
+def test_nul_in_a_path_with_a_bad_csrf_token_is_403_and_audited(db, signed_in):
+    client, _, device_id = signed_in
+    resp = client.post("/admin/devices/a%00b/action", data={"csrf": "x", "action": "approve"})
+    assert resp.status_code == 403 and b"csrf_invalid" in resp.data
+    with db.session() as s:
+        (event,) = s.scalars(select(AuditEvent).where(AuditEvent.action == "admin.csrf"))
+    assert event.details["path"] == "/admin/devices/a?b/action"
+
+
+@pytest.mark.parametrize("field, value", [("check_id", "c" * 129), ("subject", "s" * 257)])
+def test_an_overlong_exemption_is_400(db, signed_in, field, value):
+    client, csrf, device_id = signed_in
+    data = {"check_id": "*", "scope": "device", "subject": device_id, "days": "7", "reason": "r"}
+    data[field] = value
+    resp = client.post("/admin/exemptions", data={**data, "csrf": csrf})
+    assert resp.status_code == 400 and b"bad_exemption" in resp.data
+    assert [e.code for e in _rejections(db)] == ["bad_exemption"]
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(ExemptionRow)) == 0
