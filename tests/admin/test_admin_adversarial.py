@@ -112,3 +112,33 @@ def test_an_overlong_exemption_is_400(db, signed_in, field, value):
     assert [e.code for e in _rejections(db)] == ["bad_exemption"]
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(ExemptionRow)) == 0
+
+
+def test_the_settings_page_hides_the_metrics_token(migrated_url, tmp_path):
+    """DEVICETRUST_METRICS_TOKEN is a bearer secret: the page says it is set, never what it is."""
+    from idp_service.app import create_app
+    from idp_service.platform.config import Settings
+
+    secret = "metrics-" + "s3cr3t" * 6
+    settings = Settings.from_env(
+        {
+            "DEVICETRUST_DATABASE_URL": migrated_url,
+            "DEVICETRUST_DATA_DIR": str(tmp_path / "data"),
+            "DEVICETRUST_PUBLIC_URL": "http://127.0.0.1:8000",
+            "DEVICETRUST_METRICS_TOKEN": secret,
+        }
+    )
+    app = create_app(settings)
+    db = app.extensions["devicetrust"].db
+    try:
+        with db.session() as s:
+            token, _ = bootstrap.issue(s, actor="test")
+        client = app.test_client()
+        csrf = csrf_of(client.get("/admin/bootstrap").get_data(as_text=True))
+        client.post("/admin/bootstrap", data={"token": token, "csrf": csrf})
+        page = client.get("/admin/settings").get_data(as_text=True)
+        assert "metrics_token" in page
+        assert secret not in page and "s3cr3t" not in page
+        assert "<dt>metrics_token</dt><dd><code>(set, hidden)</code></dd>" in page
+    finally:
+        db.dispose()
