@@ -142,3 +142,18 @@ def test_the_settings_page_hides_the_metrics_token(migrated_url, tmp_path):
         assert "<dt>metrics_token</dt><dd><code>(set, hidden)</code></dd>" in page
     finally:
         db.dispose()
+
+
+def test_an_unhandled_error_logs_the_path_on_one_line(app, caplog):
+    """A path an attacker chose (a %0a in it) cannot forge a log line when a request fails."""
+
+    @app.get("/_boom/<rest>")
+    def _boom(rest: str) -> str:
+        raise RuntimeError("boom")
+
+    with caplog.at_level("ERROR", logger="idp_service.web.errors"):
+        resp = app.test_client().get("/_boom/x%0a2026-12-06 INFO forged: admin signed in")
+    assert resp.status_code == 500
+    (record,) = [r for r in caplog.records if "unhandled error" in r.getMessage()]
+    assert "\n" not in record.getMessage()
+    assert "forged" in record.getMessage()
