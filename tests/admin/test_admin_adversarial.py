@@ -157,3 +157,66 @@ def test_an_unhandled_error_logs_the_path_on_one_line(app, caplog):
     (record,) = [r for r in caplog.records if "unhandled error" in r.getMessage()]
     assert "\n" not in record.getMessage()
     assert "forged" in record.getMessage()
+
+
+XSS = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
+
+
+def test_hostile_device_and_directory_strings_render_inert(app, db, signed_in):
+    """Names from SCIM and strings a device reports are escaped on every console page,
+    and the page's policy would refuse any script anyway."""
+    from idp_service import tokens
+    from idp_service.platform.models import utcnow
+    from idp_service.posture.tables import CheckResultRow, DeviceFacts
+
+    client, _, device_id = signed_in
+    with db.session() as s:
+        scim_token = tokens.SCIM.create(s, "scim-xss", actor="test")
+    scim = app.test_client()
+    auth = {"Authorization": f"Bearer {scim_token}"}
+    body = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "mallory+<script>@example.com",
+        "displayName": XSS,
+        "emails": [{"value": "m@example.com", "primary": True}],
+    }
+    resp = scim.post("/scim/v2/Users", json=body, headers=auth)
+    assert resp.status_code == 201, resp.data
+    group = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": XSS}
+    assert scim.post("/scim/v2/Groups", json=group, headers=auth).status_code == 201
+    with db.session() as s:
+        device = s.get(Device, device_id)
+        device.hostname, device.serial = XSS, XSS
+        device.platform = device.agent_version = "<img src=x onerror=1>"
+        s.add(
+            DeviceFacts(device_id=device_id, report_seq=1, stored={"os": {"name": XSS + "</pre>"}})
+        )
+        s.add(
+            CheckResultRow(
+                device_id=device_id,
+                check_id="c",
+                status="FAIL",
+                reason=XSS,
+                evaluated_at=utcnow(),
+                first_failed_at=utcnow(),
+            )
+        )
+    for path in (
+        "/admin/",
+        "/admin/pending",
+        f"/admin/devices/{device_id}",
+        "/admin/devices?q=" + "%3Cscript%3E",
+        "/admin/users",
+        "/admin/groups",
+        "/admin/settings",
+    ):
+        resp = client.get(path)
+        page = resp.get_data(as_text=True)
+        assert resp.status_code == 200, path
+        assert "<script" not in page and "<img" not in page, path
+        csp = resp.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "script-src" not in csp
+        assert resp.headers["X-Frame-Options"] == "DENY"
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in client.get(
+        f"/admin/devices/{device_id}"
+    ).get_data(as_text=True)
