@@ -55,6 +55,11 @@ def csrf_token() -> str:
     return CONSOLE_CSRF.token()
 
 
+def safe_path() -> str:
+    """This request's path for the audit log: at most 300 printable characters."""
+    return "".join(ch if ch.isprintable() else "?" for ch in request.path[:300])
+
+
 def check_csrf() -> None:
     """Refuse (403 ``csrf_invalid``) a POST without this session's token, or from elsewhere.
 
@@ -70,7 +75,7 @@ def check_csrf() -> None:
             code="csrf_invalid",
             actor=admin.actor if admin is not None else None,
             remote_addr=request.remote_addr,
-            details={"path": request.path},
+            details={"path": safe_path()},
         )
 
     CONSOLE_CSRF.check(on_refusal=audit_refusal)

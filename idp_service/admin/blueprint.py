@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request
 
-from idp_service.admin.auth import check_csrf, csrf_token, current_admin
+from idp_service.admin.auth import check_csrf, csrf_token, current_admin, safe_path
 from idp_service.platform import audit
 from idp_service.platform.errors import Invalid, ServiceError, Unauthenticated
 from idp_service.platform.models import utcnow
@@ -45,7 +45,23 @@ def _gate() -> Response | None:
         if request.method == "GET":
             return redirect("/admin/signin", 303)
         raise Unauthenticated("admin_signin_required", "Sign in to the console first.")
+    _refuse_unstorable_input()
     return None
+
+
+def _refuse_unstorable_input() -> None:
+    """Refuse (400 ``bad_input``) a path, query or form value holding a NUL character.
+
+    No console value may hold one, and PostgreSQL cannot even compare one: left to the
+    handlers, ``?q=%00`` or a NUL in a form field would fail in the database (500).
+    """
+    values = [request.path]
+    for multi in (request.args, request.form):
+        for key, items in multi.lists():
+            values.append(key)
+            values.extend(items)
+    if any("\x00" in value for value in values):
+        raise Invalid("bad_input", "The request holds a NUL character.")
 
 
 @bp.after_request
@@ -111,7 +127,7 @@ def _error(exc: ServiceError) -> tuple[str, int]:
             code=exc.code,
             actor=admin.actor if admin else None,
             remote_addr=request.remote_addr,
-            details={"path": request.path},
+            details={"path": safe_path()},
         )
     return render_template("admin/error.html", error=exc), status_of(exc)
 

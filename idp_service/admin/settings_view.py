@@ -1,7 +1,8 @@
 """The console's settings page as data: every effective setting with its secrets hidden.
 
 Durations are shown as people write them (``24 h``); the database URL without its
-password, a ``redis://`` rate-limit URL without its credentials, the secret key never.
+password, a ``redis://`` rate-limit URL without its credentials, the secret key and the
+``/metrics`` bearer token never.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from idp_service.platform.config import Settings
 from trust_protocol.durations import format_duration
 
 HIDDEN = "(set, hidden)"
+# Settings that are secrets: shown only as set or not.
+SECRETS = {"secret_key", "metrics_token"}
 # Settings held in seconds: shown as people write durations (24 h, 30 d).
 DURATIONS = {
     "challenge_ttl",
@@ -42,6 +45,8 @@ def redacted(settings: Settings) -> list[tuple[str, Any]]:
         value = getattr(settings, f.name)
         if f.name == "secret_key":
             value = HIDDEN if value else "(from the database)"
+        elif f.name in SECRETS:
+            value = HIDDEN if value else "none"
         elif f.name == "database_url":
             value = make_url(value).render_as_string(hide_password=True)
         elif f.name == "ratelimit_storage":  # a redis:// URL may carry a password

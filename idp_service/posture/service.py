@@ -355,6 +355,8 @@ def add_exemption(
         raise Invalid("bad_exemption", str(exc)) from None
     if parsed.expires_at <= utcnow():
         raise Invalid("bad_exemption", "expires_at must be in the future")
+    if len(parsed.check_id) > 128 or len(parsed.subject) > 256:
+        raise Invalid("bad_exemption", "check_id is at most 128 characters, subject 256")
     row = ExemptionRow(
         check_id=parsed.check_id,
         scope=parsed.scope,

@@ -149,7 +149,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        # %r: a path holding a newline (%0a) must not start a forged line in a text log.
+        log.exception("unhandled error on %s %r", request.method[:16], request.path[:300])
         resp = jsonify({"error": {"code": "internal", "message": "internal error"}})
         resp.status_code = 500
         return resp
