@@ -261,6 +261,15 @@ def service_ctx(migrated_url: str, tmp_path: Path):
 
 
 @pytest.fixture
+def postgres_service_ctx(postgres_url: str, tmp_path: Path):
+    """``service_ctx`` on PostgreSQL only: for a unit test of what only PostgreSQL shows
+    (row locks, the order of rows without ORDER BY). Mark the test ``postgres``."""
+    app = _service_app(postgres_url, tmp_path)
+    yield app
+    app.extensions["devicetrust"].db.dispose()
+
+
+@pytest.fixture
 def sqlite_service_ctx(sqlite_url: str, tmp_path: Path):
     """``service_ctx`` on SQLite only: for the unit files that mutation runs select, where
     each test's database should cost a file copy (the same code paths run on PostgreSQL
