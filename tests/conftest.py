@@ -234,22 +234,46 @@ def migrated_url(database_url: str) -> str:
     return database_url
 
 
-@pytest.fixture
-def service_ctx(migrated_url: str, tmp_path: Path):
-    """An in-process service context (settings, database, keys) on a migrated database."""
+def _service_app(url: str, tmp_path: Path, **env: str):
     from idp_service.app import create_app
     from idp_service.platform.config import Settings
 
     settings = Settings.from_env(
         {
-            "DEVICETRUST_DATABASE_URL": migrated_url,
+            "DEVICETRUST_DATABASE_URL": url,
             "DEVICETRUST_DATA_DIR": str(tmp_path / "data"),
             "DEVICETRUST_PUBLIC_URL": "http://127.0.0.1:8000",
             # Property tests send hundreds of requests from one address; the limits
             # themselves are tested in tests/platform/test_ratelimit.py.
             "DEVICETRUST_RATELIMIT_ENABLED": "false",
+            **env,
         }
     )
-    app = create_app(settings)
+    return create_app(settings)
+
+
+@pytest.fixture
+def service_ctx(migrated_url: str, tmp_path: Path):
+    """An in-process service context (settings, database, keys) on a migrated database."""
+    app = _service_app(migrated_url, tmp_path)
+    yield app
+    app.extensions["devicetrust"].db.dispose()
+
+
+@pytest.fixture
+def postgres_service_ctx(postgres_url: str, tmp_path: Path):
+    """``service_ctx`` on PostgreSQL only: for a unit test of what only PostgreSQL shows
+    (row locks, the order of rows without ORDER BY). Mark the test ``postgres``."""
+    app = _service_app(postgres_url, tmp_path)
+    yield app
+    app.extensions["devicetrust"].db.dispose()
+
+
+@pytest.fixture
+def sqlite_service_ctx(sqlite_url: str, tmp_path: Path):
+    """``service_ctx`` on SQLite only: for the unit files that mutation runs select, where
+    each test's database should cost a file copy (the same code paths run on PostgreSQL
+    in the suites that take ``service_ctx``)."""
+    app = _service_app(sqlite_url, tmp_path)
     yield app
     app.extensions["devicetrust"].db.dispose()
