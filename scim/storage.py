@@ -45,6 +45,7 @@ from scim2_models import (
     AttributeBinding,
     Context,
     InvalidCursorException,
+    InvalidFilterException,
     InvalidValueException,
     NotFoundException,
     NotImplementedException,
@@ -58,7 +59,14 @@ from scim2_models import (
     SearchRequest,
     UniquenessException,
 )
-from scim2_models.path import CompareOperator, Comparison, LogicalExpr, LogicalOperator
+from scim2_models.path import (
+    CompareOperator,
+    Comparison,
+    LogicalExpr,
+    LogicalOperator,
+    Not,
+    ValuePath,
+)
 from scim2_server.storage import ScimStorage, SearchPage
 from scim2_server.utils import parametrize
 from sqlalchemy import ColumnElement, and_, bindparam, false, func, or_, select, update
@@ -126,6 +134,10 @@ def comparison_key(model: type[Resource[Any]], attribute: str, value: str) -> st
     return cast(str, _binding(model, attribute).comparable(value))
 
 
+# The most comparisons (``eq``, ``pr``...) a search filter may hold. Okta and Entra ID
+# send one; SQLite refuses the SQL of about a thousand (its expression depth limit), and
+# each one costs Python time per user when the filter cannot be answered from an index.
+MAX_FILTER_TERMS = 200
 # Larger than any table, small enough for SQL OFFSET/LIMIT (a signed 64-bit integer).
 _MAX_OFFSET = 2**62
 
@@ -266,6 +278,10 @@ class SqlStorage(ScimStorage):
             raise InvalidCursorException(detail="cursor pagination is not supported")
         kinds = list(dict.fromkeys(self._kind(rt) for rt in resource_types))
         scim_filter = search_request.filter
+        if scim_filter is not None and _comparisons(scim_filter.ast) > MAX_FILTER_TERMS:
+            raise InvalidFilterException(
+                detail=f"a filter may hold at most {MAX_FILTER_TERMS} comparisons"
+            )
         # Paging past any table is an empty page, never a number the database refuses.
         start = min(search_request.start_index_0 or 0, _MAX_OFFSET)
         count = None if search_request.count is None else min(search_request.count, _MAX_OFFSET)
@@ -762,6 +778,22 @@ def _primary_email(resource: Resource[Any]) -> str | None:
         next((e for e in emails if (e.type or "").lower() == "work"), emails[0]),
     )
     return str(chosen.value)[:320]
+
+
+def _comparisons(node: Any) -> int:
+    """How many comparisons (``eq``, ``pr``...) a filter's syntax tree holds, at any depth."""
+    count, pending = 0, [node]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, LogicalExpr):
+            pending.extend(node.terms)
+        elif isinstance(node, Not):
+            pending.append(node.expr)
+        elif isinstance(node, ValuePath):
+            pending.append(node.val_filter)
+        else:
+            count += 1
+    return count
 
 
 def _has_nul(value: Any) -> bool:
