@@ -446,9 +446,10 @@ class SqlStorage(ScimStorage):
                 data["displayName"] = row.display_name
             if row.email:
                 data["emails"] = [{"value": row.email, "primary": True}]
-        # The column the login path reads wins. A user whose client never sent (or
-        # removed) ``active`` is active for devicetrust, and is shown as sent.
-        if "active" in data or not row.active:
+        # The column the login path reads wins. A client that never sent ``active``
+        # (the user is then active) or removed it (the user keeps the state it had,
+        # see update) is shown it as it sent it: unassigned.
+        if "active" in data or (row.scim_resource is None and not row.active):
             data["active"] = bool(row.active)
         data["id"] = row.id
         data["meta"] = self._meta("User", row)
@@ -614,6 +615,10 @@ class SqlStorage(ScimStorage):
             if kind == "User":
                 values = self._user_values(resource)
                 was_active = bool(current.active)
+                if getattr(resource, "active", None) is None:
+                    # Left out (a PUT without it, a PATCH removing it or setting it to
+                    # null): unassigned, not true. Only an explicit true reactivates.
+                    values["active"] = was_active
                 if was_active and not values["active"]:
                     values["deactivated_at"] = now
                 elif values["active"] and not was_active:

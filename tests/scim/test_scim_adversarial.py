@@ -1,7 +1,9 @@
 """Adversarial and client-quirk requests to /scim/v2, in process, on SQLite and PostgreSQL.
 
 Each test is a problem an attacker or a real provisioning client (Okta, Entra ID)
-could run into: a filter large enough to break the database's SQL parser.
+could run into: a filter large enough to break the database's SQL parser, and a PUT
+or PATCH that leaves ``active`` out and silently gave a deactivated user back
+their account.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from idp_service.platform.db import Database
 from idp_service.platform.models import AuditEvent, User
 from scim.app import ScimApplication
 from scim.storage import MAX_FILTER_TERMS
-from tests.scim_helpers import ERROR, user_body
+from tests.scim_helpers import ERROR, patch, user_body
 
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
@@ -88,3 +90,62 @@ def test_a_filter_at_the_bound_is_answered(scim):
     status, body = call("POST", "/Users/.search", {"schemas": [SEARCH], "filter": scim_filter})
     assert status == 200, body
     assert [r["id"] for r in body["Resources"]] == [created["id"]]
+
+
+# -- leaving `active` out does not reactivate ----------------------------------------------
+
+
+def _deactivated_user(call, name: str) -> str:
+    status, created = call("POST", "/Users", user_body(name, active=True, title="t"))
+    assert status == 201
+    status, body = call(
+        "PATCH",
+        f"/Users/{created['id']}",
+        patch({"op": "Replace", "path": "active", "value": "False"}),
+    )
+    assert status == 200 and body["active"] is False
+    return created["id"]
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        ("PUT", user_body("dora@example.com", title="new title")),
+        ("PATCH", patch({"op": "remove", "path": "active"})),
+        ("PATCH", patch({"op": "replace", "path": "active", "value": None})),
+        ("PATCH", patch({"op": "Replace", "value": {"active": None, "title": "x"}})),
+    ],
+    ids=["put-without-active", "patch-remove", "patch-null", "patch-no-path-null"],
+)
+def test_a_write_that_leaves_active_out_keeps_a_deactivated_user_deactivated(scim, write):
+    """Only an explicit ``active: true`` gives a deactivated user their account back."""
+    db, call = scim
+    user_id = _deactivated_user(call, "dora@example.com")
+    reactivations = _events(db, "scim.user.reactivate")
+    method, body = write
+    status, answer = call(method, f"/Users/{user_id}", body)
+    assert status == 200, answer
+    assert _active(db, user_id) is False
+    assert "active" not in answer  # unassigned, as the client asked (RFC 7644 §3.5.2.2)
+    assert _events(db, "scim.user.reactivate") == reactivations
+    status, answer = call(
+        "PATCH", f"/Users/{user_id}", patch({"op": "replace", "path": "active", "value": False})
+    )
+    assert status == 200 and answer["active"] is False
+    assert _active(db, user_id) is False
+    # The explicit value still works.
+    status, answer = call(
+        "PATCH", f"/Users/{user_id}", patch({"op": "replace", "path": "active", "value": True})
+    )
+    assert status == 200 and answer["active"] is True
+    assert _active(db, user_id) is True
+    assert _events(db, "scim.user.reactivate") == reactivations + 1
+
+
+def test_a_new_user_without_active_is_active_and_stays_so(scim):
+    db, call = scim
+    status, created = call("POST", "/Users", user_body("eve@example.com"))
+    assert status == 201 and "active" not in created
+    assert _active(db, created["id"]) is True
+    status, answer = call("PUT", f"/Users/{created['id']}", user_body("eve@example.com", title="t"))
+    assert status == 200 and _active(db, created["id"]) is True
