@@ -1,14 +1,16 @@
 """Adversarial and client-quirk requests to /scim/v2, in process, on SQLite and PostgreSQL.
 
 Each test is a problem an attacker or a real provisioning client (Okta, Entra ID)
-could run into: a filter large enough to break the database's SQL parser, and a PUT
+could run into: a filter large enough to break the database's SQL parser, a PUT
 or PATCH that leaves ``active`` out and silently gave a deactivated user back
-their account.
+their account, and a deletion that left the user's re-authentication tokens live.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import uuid
 
 import pytest
 from sqlalchemy import func, select
@@ -16,7 +18,8 @@ from werkzeug.test import Client
 
 from idp_service import tokens
 from idp_service.platform.db import Database
-from idp_service.platform.models import AuditEvent, User
+from idp_service.platform.models import AuditEvent, User, utcnow
+from idp_service.upstream.tables import ReauthToken
 from scim.app import ScimApplication
 from scim.storage import MAX_FILTER_TERMS
 from tests.scim_helpers import ERROR, patch, user_body
@@ -149,3 +152,42 @@ def test_a_new_user_without_active_is_active_and_stays_so(scim):
     assert _active(db, created["id"]) is True
     status, answer = call("PUT", f"/Users/{created['id']}", user_body("eve@example.com", title="t"))
     assert status == 200 and _active(db, created["id"]) is True
+
+
+# -- deletion revokes re-authentication tokens, as deactivation does -----------------------
+
+
+def _reauth_token(db: Database, user_id: str) -> str:
+    token_id = uuid.uuid4().hex
+    with db.session() as session:
+        session.add(
+            ReauthToken(
+                id=token_id,
+                family=uuid.uuid4().hex,
+                device_id="dev-" + token_id[:8],
+                user_id=user_id,
+                token_hash=uuid.uuid4().hex,
+                expires_at=utcnow() + dt.timedelta(hours=8),
+                issued_in="challenge-" + token_id[:8],
+                sealed=b"sealed",
+            )
+        )
+    return token_id
+
+
+def _revocation(db: Database, token_id: str) -> tuple[bool, str | None]:
+    with db.session() as session:
+        row = session.get(ReauthToken, token_id)
+        return row.revoked_at is not None, row.revoked_reason
+
+
+def test_deleting_an_active_user_revokes_their_reauth_tokens(scim):
+    db, call = scim
+    status, created = call("POST", "/Users", user_body("fay@example.com", active=True))
+    assert status == 201
+    token_id = _reauth_token(db, created["id"])
+    other = _reauth_token(db, "someone-else")
+    status, _ = call("DELETE", f"/Users/{created['id']}")
+    assert status == 204
+    assert _revocation(db, token_id) == (True, "owner_deleted")
+    assert _revocation(db, other) == (False, None)
