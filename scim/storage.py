@@ -76,7 +76,13 @@ from sqlalchemy.orm import Session
 from idp_service.directory.sessions import end_where_not_admin
 from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.db import Database
-from idp_service.platform.identity import ConfusableName, check_identifier, name_key
+from idp_service.platform.identity import (
+    RESERVED_KEY_PREFIXES,
+    ConfusableName,
+    check_identifier,
+    is_reserved,
+    name_key,
+)
 from idp_service.platform.models import User, table_of, utcnow
 from scim import lifecycle
 from scim.lifecycle import Reactivation
@@ -156,7 +162,12 @@ def column_key(model: type[Resource[Any]], attribute: str, value: str) -> str:
 
 
 def _identifier(value: str, attribute: str) -> str:
-    """The key of a userName or displayName; refused when it mixes look-alike scripts."""
+    """The key of a userName or displayName; refused when it mixes look-alike scripts,
+    or is one the service reserves for a deleted user's row."""
+    if is_reserved(value):
+        raise InvalidValueException(
+            detail=f"{attribute} cannot begin with {' or '.join(RESERVED_KEY_PREFIXES)}"
+        )
     try:
         check_identifier(value)
     except ConfusableName:

@@ -3,7 +3,8 @@
 Each test is a problem an attacker or a real provisioning client (Okta, Entra ID)
 could run into: a filter large enough to break the database's SQL parser, a PUT
 or PATCH that leaves ``active`` out and silently gave a deactivated user back
-their account, and a deletion that left the user's re-authentication tokens live.
+their account, a deletion that left the user's re-authentication tokens live,
+and a user named like a deleted user's tombstone, which made that deletion a 409.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from sqlalchemy import func, select
 from werkzeug.test import Client
 
 from idp_service import tokens
+from idp_service.directory import users
+from idp_service.directory.tables import Group
 from idp_service.platform.db import Database
+from idp_service.platform.errors import Invalid
 from idp_service.platform.models import AuditEvent, User, utcnow
 from idp_service.upstream.tables import ReauthToken
 from scim.app import ScimApplication
 from scim.storage import MAX_FILTER_TERMS
-from tests.scim_helpers import ERROR, patch, user_body
+from tests.scim_helpers import ERROR, GROUP, patch, user_body
 
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
@@ -50,6 +54,11 @@ def _events(db: Database, action: str) -> int:
         return session.scalar(
             select(func.count()).select_from(AuditEvent).where(AuditEvent.action == action)
         )
+
+
+def _count(db: Database, model) -> int:
+    with db.session() as session:
+        return session.scalar(select(func.count()).select_from(model))
 
 
 def _active(db: Database, user_id: str) -> bool:
@@ -191,3 +200,44 @@ def test_deleting_an_active_user_revokes_their_reauth_tokens(scim):
     assert status == 204
     assert _revocation(db, token_id) == (True, "owner_deleted")
     assert _revocation(db, other) == (False, None)
+
+
+# -- names a tombstone's key uses are reserved --------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["~deleted~{id}", "~DELETED~{id}", "~Deleted~{id}"])
+def test_a_user_named_like_a_tombstone_cannot_block_a_deletion(scim, spelling):
+    """A user named ``~deleted~<id>`` made the DELETE of user <id> a 409 ``uniqueness``."""
+    db, call = scim
+    status, victim = call("POST", "/Users", user_body("gil@example.com"))
+    assert status == 201
+    users = _count(db, User)
+    status, body = call("POST", "/Users", user_body(spelling.format(id=victim["id"])))
+    assert (status, body["scimType"]) == (400, "invalidValue"), body
+    status, body = call(
+        "PATCH",
+        f"/Users/{victim['id']}",
+        patch({"op": "replace", "path": "userName", "value": "~deleted~x"}),
+    )
+    assert (status, body["scimType"]) == (400, "invalidValue"), body
+    assert _count(db, User) == users
+    status, _ = call("DELETE", f"/Users/{victim['id']}")
+    assert status == 204
+    status, _ = call("GET", f"/Users/{victim['id']}")
+    assert status == 404
+
+
+@pytest.mark.parametrize("name", ["~collision~abc", "~deleted~abc"])
+def test_a_group_cannot_take_a_reserved_key(scim, name):
+    db, call = scim
+    groups = _count(db, Group)
+    status, body = call("POST", "/Groups", {"schemas": [GROUP], "displayName": name})
+    assert (status, body["scimType"]) == (400, "invalidValue"), body
+    assert _count(db, Group) == groups
+
+
+def test_the_cli_cannot_create_a_user_named_like_a_tombstone(scim):
+    db, _call = scim
+    with db.session() as session, pytest.raises(Invalid) as refused:
+        users.create(session, "~deleted~0123")
+    assert refused.value.code == "invalid_user_name"
