@@ -43,6 +43,7 @@ from typing import Any, Union, cast
 
 from scim2_models import (
     AttributeBinding,
+    ConflictException,
     Context,
     InvalidCursorException,
     InvalidFilterException,
@@ -686,8 +687,8 @@ class SqlStorage(ScimStorage):
                 raise NotFoundException(detail=f"{kind} {resource_id!r} not found")
             if expected_version is not None and version_tag(current.version) != expected_version:
                 raise PreconditionFailedException
-            self._drop_memberships(session, resource_id, now)
             if kind == "Group":
+                self._drop_memberships(session, resource_id, now)
                 session.connection().execute(
                     MEMBERS.delete().where(GroupMember.group_id == resource_id)
                 )
@@ -695,19 +696,27 @@ class SqlStorage(ScimStorage):
                 end_where_not_admin(session, self.admin_group)
                 return
             # The row stays: devices and audit events refer to it. It becomes an
-            # inactive tombstone whose userName is free for a new user.
-            session.connection().execute(
-                update(User)
-                .where(User.id == resource_id)
-                .values(
-                    active=False,
-                    deleted_at=now,
-                    deactivated_at=now if current.active else User.deactivated_at,
-                    user_name_lower=f"~deleted~{resource_id}",
-                    version=current.version + 1,
-                    updated_at=now,
+            # inactive tombstone whose userName is free for a new user. This is the
+            # statement that can fail (a row written before ~deleted~ was reserved
+            # holds the key), so it runs before any other write (see operation()).
+            try:
+                session.connection().execute(
+                    update(User)
+                    .where(User.id == resource_id)
+                    .values(
+                        active=False,
+                        deleted_at=now,
+                        deactivated_at=now if current.active else User.deactivated_at,
+                        user_name_lower=f"~deleted~{resource_id}",
+                        version=current.version + 1,
+                        updated_at=now,
+                    )
                 )
-            )
+            except IntegrityError:
+                raise ConflictException(
+                    detail="another user holds this user's deleted-user key; rename it first"
+                ) from None
+            self._drop_memberships(session, resource_id, now)
             lifecycle.deleted(session, resource_id, actor=self._actor, was_active=current.active)
 
     # -- Members ---------------------------------------------------------

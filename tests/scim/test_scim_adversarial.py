@@ -241,3 +241,54 @@ def test_the_cli_cannot_create_a_user_named_like_a_tombstone(scim):
     with db.session() as session, pytest.raises(Invalid) as refused:
         users.create(session, "~deleted~0123")
     assert refused.value.code == "invalid_user_name"
+
+
+def _legacy_holder_of_the_tombstone_key(db: Database, user_id: str) -> None:
+    """A row written before the key was reserved, holding ``~deleted~<user_id>``."""
+    now = utcnow()
+    with db.session() as session:
+        session.add(
+            User(
+                id=uuid.uuid4().hex,
+                user_name=f"~deleted~{user_id}",
+                user_name_lower=f"~deleted~{user_id}",
+                active=True,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
+def test_a_deletion_that_cannot_tombstone_is_a_409_and_changes_nothing_even_in_bulk(scim):
+    """In /Bulk on SQLite the memberships were dropped before the failing statement (500)."""
+    db, call = scim
+    status, victim = call("POST", "/Users", user_body("hal@example.com"))
+    status, group = call(
+        "POST",
+        "/Groups",
+        {"schemas": [GROUP], "displayName": "hal's", "members": [{"value": victim["id"]}]},
+    )
+    assert status == 201
+    _legacy_holder_of_the_tombstone_key(db, victim["id"])
+    bulk = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [
+            {"method": "DELETE", "path": f"/Users/{victim['id']}"},
+            {
+                "method": "POST",
+                "path": "/Users",
+                "bulkId": "ivy",
+                "data": user_body("ivy@example.com"),
+            },
+        ],
+    }
+    status, body = call("POST", "/Bulk", bulk)
+    assert status == 200, body
+    assert [op["status"] for op in body["Operations"]] == ["409", "201"], body
+    status, after = call("GET", f"/Groups/{group['id']}")
+    assert [m["value"] for m in after["members"]] == [victim["id"]]
+    assert after["meta"]["version"] == group["meta"]["version"]
+    status, body = call("DELETE", f"/Users/{victim['id']}")
+    assert status == 409 and body["schemas"] == [ERROR], body
+    status, _ = call("GET", f"/Users/{victim['id']}")
+    assert status == 200
