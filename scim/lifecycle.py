@@ -70,8 +70,10 @@ def reactivated(
 
 
 def deleted(session: Session, user_id: str, *, actor: str | None, was_active: bool) -> None:
-    """Audit a user's deletion (the caller tombstoned the row, which stays inactive)."""
+    """Audit a user's deletion (the caller tombstoned the row, which stays inactive); end
+    console sessions and revoke re-authentication tokens, as a deactivation does."""
     end_for_user(session, user_id, "owner_deleted")
+    states.revoke_reauth_of_user(session, user_id, "owner_deleted")
     audit.record(
         session,
         "scim.user.delete",

@@ -43,8 +43,10 @@ from typing import Any, Union, cast
 
 from scim2_models import (
     AttributeBinding,
+    ConflictException,
     Context,
     InvalidCursorException,
+    InvalidFilterException,
     InvalidValueException,
     NotFoundException,
     NotImplementedException,
@@ -58,7 +60,14 @@ from scim2_models import (
     SearchRequest,
     UniquenessException,
 )
-from scim2_models.path import CompareOperator, Comparison, LogicalExpr, LogicalOperator
+from scim2_models.path import (
+    CompareOperator,
+    Comparison,
+    LogicalExpr,
+    LogicalOperator,
+    Not,
+    ValuePath,
+)
 from scim2_server.storage import ScimStorage, SearchPage
 from scim2_server.utils import parametrize
 from sqlalchemy import ColumnElement, and_, bindparam, false, func, or_, select, update
@@ -68,7 +77,13 @@ from sqlalchemy.orm import Session
 from idp_service.directory.sessions import end_where_not_admin
 from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.db import Database
-from idp_service.platform.identity import ConfusableName, check_identifier, name_key
+from idp_service.platform.identity import (
+    RESERVED_KEY_PREFIXES,
+    ConfusableName,
+    check_identifier,
+    is_reserved,
+    name_key,
+)
 from idp_service.platform.models import User, table_of, utcnow
 from scim import lifecycle
 from scim.lifecycle import Reactivation
@@ -126,6 +141,10 @@ def comparison_key(model: type[Resource[Any]], attribute: str, value: str) -> st
     return cast(str, _binding(model, attribute).comparable(value))
 
 
+# The most comparisons (``eq``, ``pr``...) a search filter may hold. Okta and Entra ID
+# send one; SQLite refuses the SQL of about a thousand (its expression depth limit), and
+# each one costs Python time per user when the filter cannot be answered from an index.
+MAX_FILTER_TERMS = 200
 # Larger than any table, small enough for SQL OFFSET/LIMIT (a signed 64-bit integer).
 _MAX_OFFSET = 2**62
 
@@ -144,7 +163,12 @@ def column_key(model: type[Resource[Any]], attribute: str, value: str) -> str:
 
 
 def _identifier(value: str, attribute: str) -> str:
-    """The key of a userName or displayName; refused when it mixes look-alike scripts."""
+    """The key of a userName or displayName; refused when it mixes look-alike scripts,
+    or is one the service reserves for a deleted user's row."""
+    if is_reserved(value):
+        raise InvalidValueException(
+            detail=f"{attribute} cannot begin with {' or '.join(RESERVED_KEY_PREFIXES)}"
+        )
     try:
         check_identifier(value)
     except ConfusableName:
@@ -266,6 +290,10 @@ class SqlStorage(ScimStorage):
             raise InvalidCursorException(detail="cursor pagination is not supported")
         kinds = list(dict.fromkeys(self._kind(rt) for rt in resource_types))
         scim_filter = search_request.filter
+        if scim_filter is not None and _comparisons(scim_filter.ast) > MAX_FILTER_TERMS:
+            raise InvalidFilterException(
+                detail=f"a filter may hold at most {MAX_FILTER_TERMS} comparisons"
+            )
         # Paging past any table is an empty page, never a number the database refuses.
         start = min(search_request.start_index_0 or 0, _MAX_OFFSET)
         count = None if search_request.count is None else min(search_request.count, _MAX_OFFSET)
@@ -430,9 +458,10 @@ class SqlStorage(ScimStorage):
                 data["displayName"] = row.display_name
             if row.email:
                 data["emails"] = [{"value": row.email, "primary": True}]
-        # The column the login path reads wins. A user whose client never sent (or
-        # removed) ``active`` is active for devicetrust, and is shown as sent.
-        if "active" in data or not row.active:
+        # The column the login path reads wins. A client that never sent ``active``
+        # (the user is then active) or removed it (the user keeps the state it had,
+        # see update) is shown it as it sent it: unassigned.
+        if "active" in data or (row.scim_resource is None and not row.active):
             data["active"] = bool(row.active)
         data["id"] = row.id
         data["meta"] = self._meta("User", row)
@@ -598,6 +627,10 @@ class SqlStorage(ScimStorage):
             if kind == "User":
                 values = self._user_values(resource)
                 was_active = bool(current.active)
+                if getattr(resource, "active", None) is None:
+                    # Left out (a PUT without it, a PATCH removing it or setting it to
+                    # null): unassigned, not true. Only an explicit true reactivates.
+                    values["active"] = was_active
                 if was_active and not values["active"]:
                     values["deactivated_at"] = now
                 elif values["active"] and not was_active:
@@ -654,8 +687,8 @@ class SqlStorage(ScimStorage):
                 raise NotFoundException(detail=f"{kind} {resource_id!r} not found")
             if expected_version is not None and version_tag(current.version) != expected_version:
                 raise PreconditionFailedException
-            self._drop_memberships(session, resource_id, now)
             if kind == "Group":
+                self._drop_memberships(session, resource_id, now)
                 session.connection().execute(
                     MEMBERS.delete().where(GroupMember.group_id == resource_id)
                 )
@@ -663,19 +696,27 @@ class SqlStorage(ScimStorage):
                 end_where_not_admin(session, self.admin_group)
                 return
             # The row stays: devices and audit events refer to it. It becomes an
-            # inactive tombstone whose userName is free for a new user.
-            session.connection().execute(
-                update(User)
-                .where(User.id == resource_id)
-                .values(
-                    active=False,
-                    deleted_at=now,
-                    deactivated_at=now if current.active else User.deactivated_at,
-                    user_name_lower=f"~deleted~{resource_id}",
-                    version=current.version + 1,
-                    updated_at=now,
+            # inactive tombstone whose userName is free for a new user. This is the
+            # statement that can fail (a row written before ~deleted~ was reserved
+            # holds the key), so it runs before any other write (see operation()).
+            try:
+                session.connection().execute(
+                    update(User)
+                    .where(User.id == resource_id)
+                    .values(
+                        active=False,
+                        deleted_at=now,
+                        deactivated_at=now if current.active else User.deactivated_at,
+                        user_name_lower=f"~deleted~{resource_id}",
+                        version=current.version + 1,
+                        updated_at=now,
+                    )
                 )
-            )
+            except IntegrityError:
+                raise ConflictException(
+                    detail="another user holds this user's deleted-user key; rename it first"
+                ) from None
+            self._drop_memberships(session, resource_id, now)
             lifecycle.deleted(session, resource_id, actor=self._actor, was_active=current.active)
 
     # -- Members ---------------------------------------------------------
@@ -762,6 +803,22 @@ def _primary_email(resource: Resource[Any]) -> str | None:
         next((e for e in emails if (e.type or "").lower() == "work"), emails[0]),
     )
     return str(chosen.value)[:320]
+
+
+def _comparisons(node: Any) -> int:
+    """How many comparisons (``eq``, ``pr``...) a filter's syntax tree holds, at any depth."""
+    count, pending = 0, [node]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, LogicalExpr):
+            pending.extend(node.terms)
+        elif isinstance(node, Not):
+            pending.append(node.expr)
+        elif isinstance(node, ValuePath):
+            pending.append(node.val_filter)
+        else:
+            count += 1
+    return count
 
 
 def _has_nul(value: Any) -> bool:

@@ -33,6 +33,17 @@ def name_key(value: str) -> str:
     return unicodedata.normalize("NFC", folded)
 
 
+# Keys the service gives rows that no name may take: a deleted user's tombstone
+# (``~deleted~<id>``, scim/storage.py) and a name parked by migration 0016
+# (``~collision~<id>``). A name with such a key would block that deletion (a 409).
+RESERVED_KEY_PREFIXES = ("~deleted~", "~collision~")
+
+
+def is_reserved(value: str) -> bool:
+    """True when ``value``'s key is one the service reserves for its own rows."""
+    return name_key(value).startswith(RESERVED_KEY_PREFIXES)
+
+
 def names_equal(a: str, b: str) -> bool:
     """True when two names are the same name under :func:`name_key`."""
     return name_key(a) == name_key(b)
@@ -52,4 +63,11 @@ def check_identifier(value: str) -> None:
         raise ConfusableName(f"{value!r} mixes scripts with look-alike characters")
 
 
-__all__ = ["ConfusableName", "check_identifier", "name_key", "names_equal"]
+__all__ = [
+    "RESERVED_KEY_PREFIXES",
+    "ConfusableName",
+    "check_identifier",
+    "is_reserved",
+    "name_key",
+    "names_equal",
+]
