@@ -184,13 +184,13 @@ def _is_delegate(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     if len(body) != 1 or not isinstance(body[0], ast.Return):
         return False
     call = body[0].value
-    # No arguments: mutmut would drop an argument or make it None.
-    return (
-        isinstance(call, ast.Call)
-        and isinstance(call.func, ast.Name | ast.Attribute)
-        and not call.args
-        and not call.keywords
-    )
+    # No arguments (mutmut would drop one or make it None), and a private name (mutmut swaps
+    # string methods such as ``.lower()``).
+    if not isinstance(call, ast.Call) or call.args or call.keywords:
+        return False
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    return name.startswith("_")
 
 
 def decorated_functions(source: str) -> list[tuple[str, str, int]]:
@@ -243,6 +243,8 @@ class C:
         return self._d()
     @property
     def k(self): return self._d(self.x)
+    @property
+    def u(self): return self.name.upper()
 '''
 
 
@@ -253,6 +255,7 @@ def test_the_decorated_function_finder_sees_what_mutmut_skips():
         ("C.both", "both", 19),
         ("C.p", "p", 21),
         ("C.k", "k", 27),
+        ("C.u", "u", 29),
     ]
 
 
