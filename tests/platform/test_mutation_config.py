@@ -4,8 +4,9 @@
 test moves, their lists would go stale without anyone noticing until the next run. This
 checks, in milliseconds, that every target file and every listed test exists, that every
 hand-made mutant's text occurs exactly once in its file (so it still applies), that
-every test it names is a test function in that file, and that every accepted equivalent
-mutant gives a reason.
+every test it names is a test function in that file, that every accepted equivalent
+mutant gives a reason, and that no function a target would mutate is decorated (mutmut
+silently leaves decorated functions alone) unless ``DECORATED_ALLOWED`` says why.
 """
 
 from __future__ import annotations
@@ -137,3 +138,147 @@ def test_a_mutant_that_only_deletes_a_line_is_named_by_what_it_deleted():
     assert run.locate(diff, "m.x_f__mutmut_3", source) == (3, "(removed) a=1,")
     changed = diff.replace("-        a=1,\n", "-        a=1,\n+        a=None,\n")
     assert run.locate(changed, "m.x_f__mutmut_4", source) == (3, "a=None,")
+
+
+# --- decorated functions ------------------------------------------------------------------
+#
+# mutmut 3 leaves every decorated function (and everything inside it) unmutated, without a
+# word: its mutation/file_mutation.py skips a ``FunctionDef`` with decorators unless the only
+# decorator is a bare ``@staticmethod`` or ``@classmethod``. The decorators of a decorated
+# *class* (``@dataclass``) are not mutated either, but its methods are, so a class decorator
+# is no concern here. The way out is to keep the body in an undecorated function and wrap it
+# by assignment (``verify = metrics.verify_path(_verify)``, ``kid = cached_property(_kid)``)
+# or, for a ``@property`` (``property(f)`` loses the type for mypy), with a decorated
+# one-line delegate ``return self._kind()``, which has nothing left to mutate.
+
+PENDING = "pending: see docs/testing.md"
+
+# (module, qualified name) -> why it may stay decorated. Keep it short.
+DECORATED_ALLOWED: dict[tuple[str, str], str] = {
+    # Targets still being worked on by their owners; their decorated functions are listed
+    # under "Decorated functions" in docs/testing.md.
+    ("idp_service/api/core.py", "Call.actor"): PENDING,
+    ("idp_service/api/core.py", "Operation.error_statuses"): PENDING,
+    ("idp_service/api/core.py", "_audit_probe"): PENDING,
+    ("idp_service/api/core.py", "openapi_json"): PENDING,
+    ("idp_service/admin/auth.py", "Admin.actor"): PENDING,
+}
+
+_UNDECORATED = {"staticmethod", "classmethod"}  # the one decorator mutmut still mutates
+
+
+def _skipped_by_mutmut(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Whether mutmut 3 leaves this function unmutated because of its decorators."""
+    decorators = node.decorator_list
+    if not decorators:
+        return False
+    only = decorators[0]
+    return not (len(decorators) == 1 and isinstance(only, ast.Name) and only.id in _UNDECORATED)
+
+
+def _is_delegate(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """A body that is only ``return self._f()`` (after a docstring): nothing to mutate."""
+    body = list(node.body)
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    if len(body) != 1 or not isinstance(body[0], ast.Return):
+        return False
+    call = body[0].value
+    # No arguments (mutmut would drop one or make it None), and a private name (mutmut swaps
+    # string methods such as ``.lower()``).
+    if not isinstance(call, ast.Call) or call.args or call.keywords:
+        return False
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    return name.startswith("_")
+
+
+def decorated_functions(source: str) -> list[tuple[str, str, int]]:
+    """Every function mutmut skips for its decorators, nested ones included, as
+    (qualified name, the name a target's ``functions`` selects it by, line)."""
+    found: list[tuple[str, str, int]] = []
+
+    def walk(node: ast.AST, path: list[str], unit: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                # A top-level function or a method is a unit of mutmut's own; a nested
+                # function belongs to the unit it is defined in.
+                own = unit or child.name
+                if _skipped_by_mutmut(child) and not _is_delegate(child):
+                    found.append((".".join([*path, child.name]), own, child.lineno))
+                walk(child, [*path, child.name], own)
+            elif isinstance(child, ast.ClassDef):
+                walk(child, [*path, child.name], unit)
+            else:
+                walk(child, path, unit)
+
+    walk(ast.parse(source), [], None)
+    return found
+
+
+_EXAMPLE = '''
+import functools
+@functools.lru_cache
+def cached(x):
+    return x + 1
+def plain(x):
+    @wrap
+    def inner():
+        return x
+    return inner
+@dataclass
+class C:
+    @staticmethod
+    def s(): return 1
+    @classmethod
+    def c(cls): return 1
+    @staticmethod
+    @other
+    def both(): return 1
+    @property
+    def p(self): return self.x > 1
+    @property
+    def d(self):
+        """Doc."""
+        return self._d()
+    @property
+    def k(self): return self._d(self.x)
+    @property
+    def u(self): return self.name.upper()
+'''
+
+
+def test_the_decorated_function_finder_sees_what_mutmut_skips():
+    assert decorated_functions(_EXAMPLE) == [
+        ("cached", "cached", 4),
+        ("plain.inner", "plain", 8),
+        ("C.both", "both", 19),
+        ("C.p", "p", 21),
+        ("C.k", "k", 27),
+        ("C.u", "u", 29),
+    ]
+
+
+@pytest.mark.parametrize("target", run.load_targets(), ids=lambda t: t.module)
+def test_no_function_a_target_mutates_is_decorated(target):
+    found = decorated_functions((ROOT / target.module).read_text())
+    unmutated = [
+        f"{target.module}:{line} {name}"
+        for name, unit, line in found
+        if (not target.functions or unit in target.functions)
+        and (target.module, name) not in DECORATED_ALLOWED
+    ]
+    assert not unmutated, (
+        "mutmut does not mutate decorated functions: keep the body undecorated and wrap it "
+        "by assignment (docs/testing.md, 'Mutation testing'), or allow it in "
+        f"DECORATED_ALLOWED with a reason: {unmutated}"
+    )
+
+
+def test_every_allowed_decorated_function_exists_and_has_a_reason():
+    modules = {t.module for t in run.load_targets()}
+    for (module, name), reason in DECORATED_ALLOWED.items():
+        assert module in modules, f"{module}: not a target"
+        names = {n for n, _, _ in decorated_functions((ROOT / module).read_text())}
+        assert name in names, f"{module}: {name} is no longer decorated; drop it from the list"
+        assert reason == PENDING or len(reason.split()) >= 5, (module, name)

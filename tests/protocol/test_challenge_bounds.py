@@ -90,3 +90,12 @@ def _signed_by_other(payload: object) -> str:
 )
 def test_why_an_unverifiable_token_is_refused(payload, code):
     assert code_of(parse, _signed_by_other(payload)) == code
+
+
+def test_id_text_is_the_id_as_the_token_carries_it():
+    """The service stores and looks challenges up by ``id_text``: it must be the wire id."""
+    cid = bytes(range(250, 256)) + b"\x00" * 10  # encodes with '-' and '_'
+    challenge = make_challenge(id=cid)
+    assert challenge.id_text == "-vv8_f7_AAAAAAAAAAAAAA"
+    assert challenge.id_text == challenge.to_json()["id"]
+    assert parse(sign_challenge(challenge, SERVER.signing_key)).id_text == challenge.id_text

@@ -102,9 +102,13 @@ def sign(node: etree._Element, key: LoadedKey) -> None:
     ctx.sign(sig)
 
 
-@lru_cache(maxsize=256)
-def _cert_key(cert_pem: str) -> xmlsec.Key:
+def _load_cert_key(cert_pem: str) -> xmlsec.Key:
     return xmlsec.Key.from_memory(cert_pem.encode(), xmlsec.constants.KeyDataFormatCertPem)
+
+
+# Cached by assignment rather than with a decorator: mutmut does not mutate decorated
+# functions (docs/testing.md, "Mutation testing").
+_cert_key = lru_cache(maxsize=256)(_load_cert_key)
 
 
 def cert_key(cert_pem: str) -> xmlsec.Key:
