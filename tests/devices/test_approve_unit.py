@@ -26,7 +26,8 @@ import uuid
 import pytest
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import create_engine, delete, func, select, text, update
+from sqlalchemy.pool import NullPool
 
 from idp_service.devices import approve, registry
 from idp_service.devices.approval_tables import ApprovalNotice, ApprovalRequest
@@ -749,18 +750,24 @@ def test_an_expired_code_is_reissued_keeping_the_attempts(svc, world):
 
 
 def _wait_for_a_lock_wait(svc) -> None:
-    deadline = time.monotonic() + 10
-    with svc.db.engine.connect() as conn:
-        while time.monotonic() < deadline:
-            waiting = conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            ).scalar_one()
-            if waiting:
-                return
-            time.sleep(0.02)
+    # Its own connection, outside the service's pool: a pooled one could take the slot
+    # submit needs, and submit would then wait for the pool instead of the row lock.
+    watcher = create_engine(svc.db.engine.url, poolclass=NullPool)
+    try:
+        deadline = time.monotonic() + 10
+        with watcher.connect() as conn:
+            while time.monotonic() < deadline:
+                waiting = conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                ).scalar_one()
+                if waiting:
+                    return
+                time.sleep(0.02)
+    finally:
+        watcher.dispose()
     raise AssertionError("submit never waited for the request's row lock")
 
 
