@@ -55,6 +55,7 @@ DEFAULT_SOCKET = "/run/devicetrust-agent/user.sock"
 MAX_MESSAGE = 4096  # bytes of one helper message
 SOCKET_TIMEOUT = 2.0  # seconds the agent waits for a helper's message
 MAX_CONNECTIONS = 8  # helpers served at once; the next is refused with "busy"
+SEND_TIMEOUT = 5.0  # seconds the helper waits for the agent's answer
 FRESH_SECONDS = 15 * 60  # a report older than this is not used
 MAX_SECONDS = 366 * 86400  # the largest delay a report may state
 SOURCES = ("gsettings", "kscreenlockerrc")
@@ -137,8 +138,10 @@ class UserFactsStore:
 
 def peer_uid(conn: socket.socket) -> int:
     """The uid of the process at the other end of a Unix socket, from the kernel."""
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
+    # struct ucred: pid_t (signed, but a pid is positive), uid_t and gid_t (unsigned: a
+    # uid of 2**31 or more must not read as a negative number).
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3I"))
+    _pid, uid, _gid = struct.unpack("3I", creds)
     return uid
 
 
@@ -241,29 +244,35 @@ def _clear_stale_socket(path: Path) -> None:
         probe.settimeout(1.0)
         try:
             probe.connect(str(path))
-        except OSError:
+        except ConnectionRefusedError:  # nobody listens: what an agent that died leaves
             path.unlink()
             return
+        except OSError:  # e.g. a listener too busy to accept in time: not proof it is gone
+            pass
     raise OSError(f"{path} is in use by another agent")
 
 
-def console_uids(host_factory: Callable[[], Any], ttl: float = 10.0) -> Callable[[int], bool]:
+def console_uids(
+    host_factory: Callable[[], Any],
+    ttl: float = 10.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[[int], bool]:
     """A check "is uid a graphical console user now?", listing users at most every ``ttl`` s."""
     from agent.collectors.linux import local_users
 
     lock = threading.Lock()
-    cache: dict[str, Any] = {"at": -ttl - 1.0, "uids": frozenset()}
+    cache: dict[str, Any] = {"at": None}  # never listed yet
 
     def accepts(uid: int) -> bool:
         with lock:
-            if time.monotonic() - cache["at"] > ttl:
+            if cache["at"] is None or clock() - cache["at"] > ttl:
                 try:
                     users = local_users(host_factory())
                     cache["uids"] = frozenset(u.uid for u in users if u.graphical and u.uid)
                 except Exception as exc:  # noqa: BLE001 - nobody can be accepted then
                     log.warning("cannot list console users: %s", exc)
                     cache["uids"] = frozenset()
-                cache["at"] = time.monotonic()
+                cache["at"] = clock()
             return uid in cache["uids"]
 
     return accepts
@@ -296,7 +305,7 @@ def read_own_screen_lock() -> dict[str, Any]:
     return {k: found.get(k) for k in _LOCK_FIELDS}
 
 
-def send_report(path: Path, screen_lock: dict[str, Any], timeout: float = 5.0) -> None:
+def send_report(path: Path, screen_lock: dict[str, Any], timeout: float = SEND_TIMEOUT) -> None:
     """Send one report to the system agent; :class:`HelperRefused` when it says no."""
     message = json.dumps({"v": 1, "screen_lock": screen_lock}).encode() + b"\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
