@@ -365,6 +365,12 @@ def test_idp_initiated_only_where_allowed(idp):
     assert ok.status_code == 303 and ok.headers["Location"].startswith("/login/")
 
 
+@pytest.mark.parametrize("sp", ["a%00b", quote(SP) + "%00"])
+def test_idp_initiated_sp_with_a_nul_is_unknown_not_a_500(idp, sp):
+    # PostgreSQL refuses a NUL in a query; no SP can be named with one.
+    refused(idp, lambda c: c.get("/saml/idp-initiated?sp=" + sp), "saml_unknown_sp", 404)
+
+
 def test_metadata_lists_sso_endpoints_and_key(idp):
     from lxml import etree
 
