@@ -108,6 +108,9 @@ def sso() -> Response:
             if length > authn_request.MAX_POST_BODY:
                 raise SamlError("saml_too_large", "POST body too large", status=413)
             form = request.form
+            for key in ("SAMLRequest", "RelayState"):  # as read_redirect: one copy of each
+                if len(form.getlist(key)) > 1:
+                    raise SamlError("saml_malformed", f"{key} appears twice")
             incoming = authn_request.read_post(form.get("SAMLRequest"), form.get("RelayState"))
     except SamlError as exc:
         return _reject(exc, None, binding)
