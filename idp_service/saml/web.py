@@ -122,6 +122,10 @@ def sso() -> Response:
             return _status_reply(exc, started.accepted)
         return _reject(exc, started.issuer, binding)
     assert started.txn_id is not None  # a start without an error has its transaction
+    if request.method == "POST":
+        # An SP's auto-POST is cross-site: no Lax session cookie came with it, and setting
+        # one here would replace the browser's session and every sign-in it holds.
+        return redirect(login.claim_url(started.txn_id), 303)
     login.remember(started.txn_id)
     return redirect(f"/login/{started.txn_id}", 303)
 
