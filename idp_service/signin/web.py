@@ -88,6 +88,12 @@ def claim_url(txn_id: str) -> str:
     return f"/login/{txn_id}?claim={transactions.claim_secret(_secret_key(), txn_id)}"
 
 
+def start_cross_site(kind: str, context: dict[str, Any] | None = None) -> str:
+    """Create a transaction for a cross-site POST (no Lax session cookie came with it) and
+    return its :func:`claim_url`; the session cookie is left alone."""
+    return claim_url(service.start(ctx(), kind, context))
+
+
 def start_transaction(kind: str, context: dict[str, Any] | None = None) -> str:
     """Create a transaction for this browser; other surfaces (SAML, the console) call this too."""
     txn_id = service.start(ctx(), kind, context)
