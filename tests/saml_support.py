@@ -150,6 +150,22 @@ class _Resp:
         return self.r.get_json()
 
 
+def sso_post(client: FlaskClient, data: dict) -> _Resp:
+    """POST an AuthnRequest to /saml/sso and follow a claim link as a browser does at once.
+
+    An accepted POST answers 303 to ``/login/<txn>?claim=...`` and sets no cookie (an SP's
+    auto-POST is cross-site); that same-site GET binds the sign-in to this browser and
+    answers 303 to ``/login/<txn>``, which is returned. A refusal is returned as it came.
+    """
+    resp = client.post("/saml/sso", data=data)
+    location = resp.headers.get("Location", "")
+    if resp.status_code == 303 and "?claim=" in location:
+        claimed = client.get(location)
+        assert claimed.status_code == 303, claimed.text[:300]
+        return claimed
+    return resp
+
+
 def device_login(client, device: SimDevice, location: str) -> _Resp:
     """Follow an SSO redirect to the login page, answer the challenge, continue."""
     assert location.startswith("/login/"), location

@@ -210,6 +210,10 @@ def authorize() -> BaseResponse:
     except OidcError as exc:
         _audit("oidc.authorize", exc, {"client_id": client_id, "method": request.method})
         return _error_reply(exc, reply)
+    if request.method == "POST":
+        # A form POST from the client's site carries no Lax session cookie: setting one
+        # here would replace the browser's session (signin/web.py, claim_url).
+        return _no_store(redirect(login.start_cross_site("oidc", accepted.context), 303))
     txn_id = login.start_transaction("oidc", accepted.context)
     return _no_store(redirect(f"/login/{txn_id}", 303))
 

@@ -356,6 +356,8 @@ def find(session: Session, entity_id: str) -> ServiceProvider | None:
 
 def get(session: Session, ident: str) -> ServiceProvider:
     """The SP by id, entityID or name; ``RegistryError("sp_unknown")`` otherwise."""
+    if "\x00" in ident:  # no SP is named so, and PostgreSQL refuses a NUL in a query
+        raise RegistryError("sp_unknown", "no SP has a NUL in its name")
     rows = list(
         session.scalars(
             select(ServiceProvider).where(

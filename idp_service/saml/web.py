@@ -108,6 +108,9 @@ def sso() -> Response:
             if length > authn_request.MAX_POST_BODY:
                 raise SamlError("saml_too_large", "POST body too large", status=413)
             form = request.form
+            for key in ("SAMLRequest", "RelayState"):  # as read_redirect: one copy of each
+                if len(form.getlist(key)) > 1:
+                    raise SamlError("saml_malformed", f"{key} appears twice")
             incoming = authn_request.read_post(form.get("SAMLRequest"), form.get("RelayState"))
     except SamlError as exc:
         return _reject(exc, None, binding)
@@ -119,6 +122,10 @@ def sso() -> Response:
             return _status_reply(exc, started.accepted)
         return _reject(exc, started.issuer, binding)
     assert started.txn_id is not None  # a start without an error has its transaction
+    if request.method == "POST":
+        # An SP's auto-POST is cross-site: no Lax session cookie came with it, and setting
+        # one here would replace the browser's session and every sign-in it holds.
+        return redirect(login.claim_url(started.txn_id), 303)
     login.remember(started.txn_id)
     return redirect(f"/login/{started.txn_id}", 303)
 

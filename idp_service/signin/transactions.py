@@ -86,6 +86,20 @@ def holder_secret(key: bytes | str, challenge_id: str) -> str:
     return mac.hexdigest()[:32]  # 128 bits
 
 
+def claim_secret(key: bytes | str, txn_id: str) -> str:
+    """The secret of the link that binds transaction ``txn_id`` to the browser that follows it.
+
+    A sign-in started by a cross-site POST (the SAML HTTP-POST binding) cannot be
+    added to the session cookie in that POST's answer: the browser sent no
+    ``SameSite=Lax`` cookie with it, so the answer would replace the session (and
+    every other sign-in it holds) with a new one. The answer redirects to
+    ``/login/<txn>?claim=<this>`` instead, whose same-site GET carries the cookie.
+    """
+    raw = key.encode() if isinstance(key, str) else key
+    mac = hmac.new(raw, b"login-claim:" + txn_id.encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]  # 128 bits
+
+
 def verified_device(session: Session, txn_id: str) -> tuple[str, dt.datetime] | None:
     """The device that answered one of this transaction's challenges, and when."""
     row = session.execute(

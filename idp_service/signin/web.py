@@ -26,6 +26,7 @@ registers the blueprint and the ``local`` completer.
 
 from __future__ import annotations
 
+import hmac
 from typing import Any, cast
 
 from flask import (
@@ -80,6 +81,19 @@ def remember(txn_id: str) -> None:
     session["login_txns"] = (owned + [txn_id])[-MAX_TXNS_PER_SESSION:]
 
 
+def claim_url(txn_id: str) -> str:
+    """Where a sign-in started by a cross-site POST sends the browser: the login page, with
+    the secret that adds the transaction to this browser's session on that same-site GET
+    (:func:`transactions.claim_secret`; the POST's own answer must not set the session)."""
+    return f"/login/{txn_id}?claim={transactions.claim_secret(_secret_key(), txn_id)}"
+
+
+def start_cross_site(kind: str, context: dict[str, Any] | None = None) -> str:
+    """Create a transaction for a cross-site POST (no Lax session cookie came with it) and
+    return its :func:`claim_url`; the session cookie is left alone."""
+    return claim_url(service.start(ctx(), kind, context))
+
+
 def start_transaction(kind: str, context: dict[str, Any] | None = None) -> str:
     """Create a transaction for this browser; other surfaces (SAML, the console) call this too."""
     txn_id = service.start(ctx(), kind, context)
@@ -122,8 +136,15 @@ def login_start() -> Response:
 
 
 @bp.get("/login/<txn_id>")
-def login_page(txn_id: str) -> str:
+def login_page(txn_id: str) -> str | Response:
     """The page every employee sees on sign-in."""
+    claim = request.args.get("claim")
+    if claim is not None:  # from claim_url: bind, then show the page at its plain URL
+        expected = transactions.claim_secret(_secret_key(), txn_id)
+        if not hmac.compare_digest(claim.encode(), expected.encode()):
+            abort(404)
+        remember(txn_id)
+        return redirect(f"/login/{txn_id}", 303)
     try:
         txn = owned_transaction(txn_id)
     except ServiceError:

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 GROUPS: dict[str, tuple[str, ...]] = {
     "saml": ("saml.sso", "saml.idp_initiated"),
     "login": (
+        "login.login_start",  # GET /login writes a transaction, as /saml/sso does
         "login.login_challenge",
         "login.login_response",
         "login.login_continue",

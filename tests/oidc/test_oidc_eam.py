@@ -82,7 +82,46 @@ def eam_post(client, client_id, hint, *, nonce="entra-nonce-1", state="entra-sta
         "client-request-id": "5b1b3a9e-0000-4000-8000-000000000001",
         **extra,
     }
-    return client.post("/oidc/authorize", data={k: v for k, v in form.items() if v is not None})
+    r = client.post("/oidc/authorize", data={k: v for k, v in form.items() if v is not None})
+    location = r.headers.get("Location", "")
+    if r.status_code == 303 and "?claim=" in location:  # a browser follows it at once
+        r = client.get(location)
+        assert r.status_code == 303, r.text[:300]
+    return r
+
+
+def test_a_post_authorize_keeps_the_browsers_other_sign_in(idp, tenant):
+    # Entra's POST is cross-site: no Lax cookie goes with it, and what it sets is stored.
+    browser = FlaskClient(idp)
+    first = browser.get("/login").headers["Location"]
+    provision(idp, "t@example.com", "oid-t")
+    client_id = eam_client(idp, tenant)
+    hint = tenant.hint(
+        aud=client_id, sub="pairwise-sub-t", oid="oid-t", preferred_username="t@contoso.example"
+    )
+    posted = FlaskClient(idp).c.post(
+        "/oidc/authorize",
+        data={
+            "scope": "openid",
+            "response_type": "id_token",
+            "response_mode": "form_post",
+            "client_id": client_id,
+            "redirect_uri": EAM_REDIRECT,
+            "nonce": "n-t",
+            "state": "s-t",
+            "claims": json.dumps(CLAIMS),
+            "id_token_hint": hint,
+        },
+    )
+    assert posted.status_code == 303, posted.get_data(as_text=True)[:300]
+    for header in posted.headers.getlist("Set-Cookie"):
+        name, _, rest = header.partition("=")
+        browser.c.set_cookie(name, rest.split(";", 1)[0], domain="localhost")
+    landed = browser.get(posted.headers["Location"])
+    if landed.status_code == 303:  # the claim link: to the login page at its plain URL
+        landed = browser.get(landed.headers["Location"])
+    assert landed.status_code == 200
+    assert browser.get(first + "/status").status_code == 200  # the other sign-in is kept
 
 
 def check_eam_answer(page_html: str, jwks: dict, *, client_id: str, hint_sub: str) -> dict:

@@ -48,6 +48,8 @@ def expected_groups(path: str, methods: set[str]) -> set[str]:
         groups.add("saml")
     if path.startswith("/login/") and post:
         groups.add("login")
+    if path == "/login":  # a GET that starts a sign-in writes its transaction, as /saml/sso does
+        groups.add("login")
     if post and (path in ("/agent/v1/register", "/agent/v1/challenges") or "register" in path):
         groups.add("enroll")
     if path.startswith("/login/") and path.endswith("/approve") and post:

@@ -288,6 +288,20 @@ def test_relay_state_with_markup_is_echoed_unchanged_and_escaped(idp):
     assert form.relay_state == markup
 
 
+@pytest.mark.parametrize("name", ["SAMLRequest", "RelayState"])
+def test_a_post_field_given_twice_is_refused_as_on_redirect(idp, name):
+    # Which copy counts must not depend on the parser (a proxy may read the last one).
+    fields = {
+        "SAMLRequest": base64.b64encode(authn_request_xml(issuer=SP)).decode(),
+        "RelayState": "one",
+    }
+    body = urlencode([*fields.items(), (name, fields[name] + "x")])
+    form = "application/x-www-form-urlencoded"
+    refused(
+        idp, lambda c: c.post("/saml/sso", content=body, content_type=form), "saml_malformed", 400
+    )
+
+
 def test_relay_state_too_long_is_refused(idp):
     xml = authn_request_xml(issuer=SP)
     refused(idp, get(redirect_query(xml, "x" * 2000)), "saml_relay_state_too_long", 400)
@@ -363,6 +377,12 @@ def test_idp_initiated_only_where_allowed(idp):
     api.update_sp(idp.extensions["devicetrust"].db, SP, {"allow_idp_initiated": True})
     ok = FlaskClient(idp).get("/saml/idp-initiated?sp=" + quote(SP))
     assert ok.status_code == 303 and ok.headers["Location"].startswith("/login/")
+
+
+@pytest.mark.parametrize("sp", ["a%00b", quote(SP) + "%00"])
+def test_idp_initiated_sp_with_a_nul_is_unknown_not_a_500(idp, sp):
+    # PostgreSQL refuses a NUL in a query; no SP can be named with one.
+    refused(idp, lambda c: c.get("/saml/idp-initiated?sp=" + sp), "saml_unknown_sp", 404)
 
 
 def test_metadata_lists_sso_endpoints_and_key(idp):

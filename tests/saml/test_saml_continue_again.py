@@ -28,6 +28,7 @@ from tests.saml_support import (
     device_login,
     posted_form,
     redirect_query,
+    sso_post,
     strict_check,
 )
 
@@ -62,7 +63,7 @@ def _expire(app, txn: str) -> None:
 def test_a_second_continue_delivers_the_identical_response_until_it_expires(idp):
     client = FlaskClient(idp)
     device = enroll(idp, client, "alice@example.com")
-    r = client.post("/saml/sso", data=signed_post(SP, request_id="_again-1"))
+    r = sso_post(client, signed_post(SP, request_id="_again-1"))
     txn = r.headers["Location"].rsplit("/", 1)[-1]
     first = device_login(client, device, r.headers["Location"])
     assert first.status_code == 200

@@ -33,6 +33,7 @@ from tests.saml_support import (
     redirect_query,
     sign_enveloped,
     sp_metadata,
+    sso_post,
     strict_check,
 )
 
@@ -91,7 +92,7 @@ def test_signed_post_request_then_exactly_one_response(idp):
     client = FlaskClient(idp)
     device = enroll(idp, client, "alice@example.com")
     form = signed_post(SP, request_id="_post-1")
-    r = client.post("/saml/sso", data=form)
+    r = sso_post(client, form)
     assert r.status_code == 303
     page = device_login(client, device, r.headers["Location"])
     assert page.status_code == 200
@@ -156,9 +157,7 @@ def test_factor_mode_asserts_only_for_the_broker_named_user(idp):
     client = FlaskClient(idp)
     alice = enroll(idp, client, "alice@example.com")
     # The broker names alice: alice's device passes.
-    r = client.post(
-        "/saml/sso", data=signed_post(BROKER, subject="Alice@Example.com", request_id="_b1")
-    )
+    r = sso_post(client, signed_post(BROKER, subject="Alice@Example.com", request_id="_b1"))
     assert r.status_code == 303
     txn = r.headers["Location"].rsplit("/", 1)[-1]
     with idp.extensions["devicetrust"].db.session() as s:
@@ -173,7 +172,7 @@ def test_factor_mode_asserts_only_for_the_broker_named_user(idp):
     )
     assert assertion.find("saml:Subject/saml:NameID", NS).text == "alice@example.com"
     # The broker names mallory, but alice's device answers: AuthnFailed.
-    r = client.post("/saml/sso", data=signed_post(BROKER, subject="mallory@example.com"))
+    r = sso_post(client, signed_post(BROKER, subject="mallory@example.com"))
     page = device_login(client, alice, r.headers["Location"])
     assert '<code id="code">subject_mismatch</code>' in page.text
     assert status_codes(posted_form(page.text).xml) == ["Responder", "AuthnFailed"]
@@ -184,11 +183,11 @@ def test_factor_mode_needs_a_signed_request_with_a_subject(idp):
     unsigned = authn_request_xml(issuer=BROKER, subject="alice@example.com")
     r = client.get("/saml/sso?" + redirect_query(unsigned))
     assert r.status_code == 403 and "saml_signature_required" in r.text
-    r = client.post("/saml/sso", data=signed_post(BROKER))
+    r = sso_post(client, signed_post(BROKER))
     assert r.status_code == 400 and "saml_broker_subject_missing" in r.text
     assert status_codes(posted_form(r.text).xml) == ["Requester", "RequestDenied"]
     # A plain SP's subject is not a TOFU identity proof.
-    r = client.post("/saml/sso", data=signed_post(SP, subject="alice@example.com"))
+    r = sso_post(client, signed_post(SP, subject="alice@example.com"))
     txn = r.headers["Location"].rsplit("/", 1)[-1]
     with idp.extensions["devicetrust"].db.session() as s:
         assert s.get(LoginTransaction, txn).context["tofu_subject"] is None

@@ -345,6 +345,7 @@ def test_e2e_a_stored_acs_with_another_binding_is_never_answered(sso):
         for extra in (
             f' AssertionConsumerServiceURL="{ARTIFACT_ACS}"',
             f' AssertionConsumerServiceURL="{ARTIFACT_ACS}" ProtocolBinding="{POST}"',
+            ' AssertionConsumerServiceIndex="6"',
         ):
             xml = authn_request_xml(issuer=SP, destination=sso_url, extra_attrs=extra)
             _refused(_send(sso, xml), "saml_acs_mismatch")

@@ -93,6 +93,20 @@ def test_only_the_post_binding_is_answered():
     assert resolve_acs(sp, binding=BINDING_POST) == "https://sp.test/a"
 
 
+def test_a_stored_endpoint_with_another_binding_is_never_picked():
+    """The metadata parser keeps only HTTP-POST endpoints; a row that holds another
+    binding (written before that rule, or by hand) is never answered, by index nor
+    as the default."""
+    artifact = _ep("https://sp.test/art", 6, True, ARTIFACT)
+    sp = _sp(acs=[artifact, _ep("https://sp.test/a", 0, None)])
+    assert _code(sp=sp, index=6) == "saml_acs_mismatch"
+    assert _code(sp=sp, index=6, binding=BINDING_POST) == "saml_acs_mismatch"
+    assert resolve_acs(sp) == "https://sp.test/a"
+    assert resolve_acs(sp, index=0) == "https://sp.test/a"
+    for acs in ([artifact], [], None):
+        assert _code(sp=_sp(acs=acs)) == "saml_acs_mismatch"
+
+
 def test_url_and_index_are_exclusive():
     assert _code(sp=_sp(), url="https://sp.test/a", index=0) == "saml_malformed"
 

@@ -32,6 +32,7 @@ from tests.saml_support import (
     posted_form,
     sign_enveloped,
     sp_metadata,
+    sso_post,
 )
 from trust_protocol import ResponseBody, parse_challenge, seal_response
 from trust_protocol.encoding import b64d
@@ -110,7 +111,7 @@ def broker_login(client, subject, request_id=None):
         authn_request_xml(issuer=BROKER, subject=subject, request_id=request_id), key, crt
     )
     form = {"SAMLRequest": base64.b64encode(xml).decode(), "RelayState": "rs"}
-    r = client.post("/saml/sso", data=form)
+    r = sso_post(client, form)
     assert r.status_code == 303, r.text
     location = r.headers["Location"]
     assert client.get(location).status_code == 200
@@ -295,7 +296,7 @@ def test_broker_tofu_only_for_an_active_user_without_devices(idp, case):
     if case == "plain_sp":
         key, crt = cached_key_pair("login-sp")
         xml = sign_enveloped(authn_request_xml(issuer=SP, subject="gus@example.com"), key, crt)
-        r = client.post("/saml/sso", data={"SAMLRequest": base64.b64encode(xml).decode()})
+        r = sso_post(client, {"SAMLRequest": base64.b64encode(xml).decode()})
         txn = r.headers["Location"].rsplit("/", 1)[-1]
     elif case == "local":
         txn = start_login(client)
@@ -445,7 +446,7 @@ def test_check_again_reopens_nothing_else(idp):
     pending = pending_device(idp, client, "ned@example.com")
     key, crt = cached_key_pair("login-sp")
     xml = sign_enveloped(authn_request_xml(issuer=SP), key, crt)
-    loc = client.post("/saml/sso", data={"SAMLRequest": base64.b64encode(xml).decode()})
+    loc = sso_post(client, {"SAMLRequest": base64.b64encode(xml).decode()})
     txn = loc.headers["Location"].rsplit("/", 1)[-1]
     page = device_login(client, pending, loc.headers["Location"])
     assert "device_pending" in page.text  # AuthnFailed went to the SP

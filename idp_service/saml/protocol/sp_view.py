@@ -44,9 +44,11 @@ def resolve_acs(
 ) -> str:
     """The ACS URL to answer at: by index, or by exact URL plus binding, or the default.
 
-    No prefix, wildcard or host matching: anything not in the metadata is refused.
+    No prefix, wildcard or host matching: anything not in the metadata is refused. Only
+    HTTP-POST endpoints count, whichever way one is picked: a stored endpoint with
+    another binding (a row written by hand) is never answered.
     """
-    endpoints = list(sp.acs or [])
+    endpoints = [ep for ep in sp.acs or [] if ep.get("binding") == BINDING_POST]
     if binding is not None and binding != BINDING_POST:
         raise SamlError("saml_unsupported_binding", "responses are sent with HTTP-POST only")
     if url is not None and index is not None:
@@ -58,9 +60,11 @@ def resolve_acs(
         raise SamlError("saml_acs_mismatch", f"no ACS with index {index}")
     if url is not None:
         for ep in endpoints:
-            if ep["location"] == url and ep["binding"] == BINDING_POST:
+            if ep["location"] == url:
                 return url
         raise SamlError("saml_acs_mismatch", "the ACS URL is not in the SP's metadata")
+    if not endpoints:
+        raise SamlError("saml_acs_mismatch", "the SP has no HTTP-POST ACS")
     # SAML metadata: the first isDefault="true", else the first not marked false, else the first.
     for ep in endpoints:
         if ep.get("is_default") is True:
