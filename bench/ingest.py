@@ -40,7 +40,7 @@ report (unchanged, delta, full, against v1) and the line
 And the floor of an unchanged v2 report, also measured in the run: what the design
 itself asks (the agent's digest, seal and acknowledgement check; the service's box,
 signature and acknowledgement signature), one HTTP exchange with a do-nothing app
-on the same HTTP server (``bench/bare_wsgi.py`` on granian, the ``bare`` phase) and
+on the same HTTP server (``bench/_bare_wsgi.py`` on granian, the ``bare`` phase) and
 PostgreSQL's CPU per report; with everything else free, that floor bounds the ratio
 this design can reach on these cores (``ratio bound from the floor``).
 
@@ -611,7 +611,7 @@ def http_ingest(pg_url: str, args: argparse.Namespace, docs: list[dict[str, Any]
 
 
 def _start_bare(tmp: Path, workers: int, threads: int | None) -> tuple[str, Any]:
-    """granian serving ``bench/bare_wsgi.py`` as ``devicetrust serve-ingest`` serves the app
+    """granian serving ``bench/_bare_wsgi.py`` as ``devicetrust serve-ingest`` serves the app
     (same interface, workers and threads): the HTTP floor. Returns (url, process)."""
     import subprocess
 
@@ -623,7 +623,7 @@ def _start_bare(tmp: Path, workers: int, threads: int | None) -> tuple[str, Any]
         [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1"]
         + ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
         + ["--blocking-threads", str(threads or min(8, 2 * (os.cpu_count() or 1) + 1))]
-        + ["bare_wsgi:app"],
+        + ["_bare_wsgi:app"],
         cwd=Path(__file__).resolve().parent,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -151,8 +151,8 @@ MUTANTS = (
     Mutant(
         "acs_any_binding",
         "idp_service/saml/protocol/sp_view.py",
-        'if ep["location"] == url and ep["binding"] == BINDING_POST:',
-        'if ep["location"] == url:',
+        'endpoints = [ep for ep in sp.acs or [] if ep.get("binding") == BINDING_POST]',
+        "endpoints = list(sp.acs or [])",
         (
             f"{SAML}::test_the_acs_must_be_registered_with_the_post_binding",
             f"{SAML}::test_e2e_acs_with_a_binding_the_sp_never_registered",
