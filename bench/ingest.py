@@ -346,18 +346,8 @@ def _client(
         keys: Any, platform: dict[str, str], doc: dict[str, Any], st: dict
     ) -> bytes:
         """A sealed unchanged report as this device would send it (never sent to the service)."""
-        document, volatile = report_v2.split_volatile(doc)
-        body = report_v2.make_report(
-            device_id=keys.device_id,
-            counter=st["counter"] + 1,
-            clock=time.time(),
-            agent_version="0.1.0",
-            platform=platform,
-            document=document,
-            volatile=volatile,
-            acked=document,
-            acked_digest=report_v2.document_digest(document),
-        )
+        args = unchanged_args(keys, doc, counter=st["counter"] + 1, platform=platform)
+        body = report_v2.make_report(clock=time.time(), **args)
         return report_v2.seal_report(body, keys.signing_key, report_box)
 
     i = rng.randrange(len(devices))
@@ -661,6 +651,30 @@ def _per_call(fn: Any, n: int) -> float:
     return sorted(samples)[1]
 
 
+# A device's platform in the in-process figures (the HTTP run uses each device's own).
+PLATFORM = {"hardware_uuid": "x" * 36, "serial": "S" * 10, "os": "linux", "instance": "0" * 16}
+
+
+def unchanged_args(
+    keys: Any, doc: dict[str, Any], *, counter: int = 7, platform: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """``report_v2.make_report``'s arguments but ``clock`` for an unchanged report of ``doc``:
+    the acknowledged document is the document itself (split and digested here, once)."""
+    from trust_protocol import report_v2
+
+    document, volatile = report_v2.split_volatile(doc)
+    return {
+        "device_id": keys.device_id,
+        "counter": counter,
+        "agent_version": "0.1.0",
+        "platform": PLATFORM if platform is None else platform,
+        "document": document,
+        "volatile": volatile,
+        "acked": document,
+        "acked_digest": report_v2.document_digest(document),
+    }
+
+
 def crypto_ceiling(doc: dict[str, Any], n: int) -> tuple[float, int]:
     """The two-core crypto ceiling of a report: box open + one signature check, per core, x 2.
 
@@ -676,24 +690,7 @@ def crypto_ceiling(doc: dict[str, Any], n: int) -> tuple[float, int]:
 
     keys = DeviceKeys.generate(str(uuid.uuid4()))
     server = PrivateKey.generate()
-    document, volatile = report_v2.split_volatile(doc)
-    digest = report_v2.document_digest(document)
-    body = report_v2.make_report(
-        device_id=keys.device_id,
-        counter=7,
-        clock=time.time(),
-        agent_version="0.1.0",
-        platform={
-            "hardware_uuid": "x" * 36,
-            "serial": "S" * 10,
-            "os": "linux",
-            "instance": "0" * 16,
-        },
-        document=document,
-        volatile=volatile,
-        acked=document,
-        acked_digest=digest,
-    )
+    body = report_v2.make_report(clock=time.time(), **unchanged_args(keys, doc))
     sealed = report_v2.seal_report(body, keys.signing_key, bytes(server.public_key))
     env = loads(sealed, max_size=report_v2.MAX_SMALL)
     epk, box = b64d(env["epk"], length=32), b64d(env["box"])
@@ -723,25 +720,13 @@ def report_floors(doc: dict[str, Any], n: int) -> dict[str, float]:
     keys = DeviceKeys.generate(str(uuid.uuid4()))
     server_sign = SigningKey.generate()
     box = bytes(PrivateKey.generate().public_key)
-    document, volatile = report_v2.split_volatile(doc)
-    digest = report_v2.document_digest(document)
-    platform = {"hardware_uuid": "x" * 36, "serial": "S" * 10, "os": "linux", "instance": "0" * 16}
+    args = unchanged_args(keys, doc)
 
     def make() -> Any:
-        return report_v2.make_report(
-            device_id=keys.device_id,
-            counter=7,
-            clock=time.time(),
-            agent_version="0.1.0",
-            platform=platform,
-            document=document,
-            volatile=volatile,
-            acked=document,
-            acked_digest=digest,
-        )
+        return report_v2.make_report(clock=time.time(), **args)
 
     body = make()
-    ack = report_v2.Ack(keys.device_id, 7, digest, 300, {}, int(time.time()))
+    ack = report_v2.Ack(keys.device_id, 7, body.digest, 300, {}, int(time.time()))
     answer = json.loads(json.dumps(report_v2.sign_ack(ack, server_sign)))
     reps = max(n, 50) * 2
     return {

@@ -78,11 +78,11 @@ from idp_service.directory.sessions import end_where_not_admin
 from idp_service.directory.tables import Group, GroupMember
 from idp_service.platform.db import Database
 from idp_service.platform.identity import (
-    RESERVED_KEY_PREFIXES,
+    DELETED_PREFIX,
     ConfusableName,
     check_identifier,
-    is_reserved,
     name_key,
+    reserved_reason,
 )
 from idp_service.platform.models import User, table_of, utcnow
 from scim import lifecycle
@@ -165,10 +165,9 @@ def column_key(model: type[Resource[Any]], attribute: str, value: str) -> str:
 def _identifier(value: str, attribute: str) -> str:
     """The key of a userName or displayName; refused when it mixes look-alike scripts,
     or is one the service reserves for a deleted user's row."""
-    if is_reserved(value):
-        raise InvalidValueException(
-            detail=f"{attribute} cannot begin with {' or '.join(RESERVED_KEY_PREFIXES)}"
-        )
+    reserved = reserved_reason(value, attribute)
+    if reserved is not None:
+        raise InvalidValueException(detail=reserved)
     try:
         check_identifier(value)
     except ConfusableName:
@@ -707,7 +706,7 @@ class SqlStorage(ScimStorage):
                         active=False,
                         deleted_at=now,
                         deactivated_at=now if current.active else User.deactivated_at,
-                        user_name_lower=f"~deleted~{resource_id}",
+                        user_name_lower=f"{DELETED_PREFIX}{resource_id}",
                         version=current.version + 1,
                         updated_at=now,
                     )

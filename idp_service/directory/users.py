@@ -17,11 +17,10 @@ from sqlalchemy.orm import Session
 from idp_service.platform import audit
 from idp_service.platform.errors import Conflict, Invalid
 from idp_service.platform.identity import (
-    RESERVED_KEY_PREFIXES,
     ConfusableName,
     check_identifier,
-    is_reserved,
     name_key,
+    reserved_reason,
 )
 from idp_service.platform.models import User
 
@@ -43,11 +42,9 @@ def create(
     user_name = user_name.strip()
     if not user_name or len(user_name) > 256:
         raise Invalid("invalid_user_name", "userName must be 1 to 256 characters.")
-    if is_reserved(user_name):
-        raise Invalid(
-            "invalid_user_name",
-            f"userName cannot begin with {' or '.join(RESERVED_KEY_PREFIXES)}.",
-        )
+    reserved = reserved_reason(user_name, "userName")
+    if reserved is not None:
+        raise Invalid("invalid_user_name", reserved + ".")
     try:
         check_identifier(user_name)
     except ConfusableName:

@@ -164,6 +164,24 @@ def _client_gone(svc: Services, c: dict[str, Any]) -> str | None:
     return None
 
 
+def _deny(svc: Services, txn: LoginTransaction, code: str, details: dict[str, Any]) -> None:
+    """Audit the refusal, and mark a verified transaction denied (one transaction)."""
+    with svc.db.session() as s:
+        audit.record(
+            s,
+            "oidc.authorize",
+            "denied",
+            code=code,
+            user_id=txn.user_id,
+            device_id=txn.device_id,
+            details=details,
+        )
+        if txn.status == "verified":
+            transactions.mark_denied(
+                s, txn.id, code=code, device_id=txn.device_id, user_id=txn.user_id
+            )
+
+
 def _mismatch(c: dict[str, Any], user: User) -> bool:
     if c.get("broker_user_id"):
         return bool(c["broker_user_id"] != user.id)
@@ -184,20 +202,7 @@ def complete(
         return Outcome("finished", code="oidc_login_finished", client_name=c.get("sp_name", ""))
     gone = _client_gone(svc, c)
     if gone is not None:  # disabled, removed, or its redirect URI withdrawn since authorize
-        with svc.db.session() as s:
-            audit.record(
-                s,
-                "oidc.authorize",
-                "denied",
-                code=gone,
-                user_id=txn.user_id,
-                device_id=txn.device_id,
-                details=details,
-            )
-            if txn.status == "verified":
-                transactions.mark_denied(
-                    s, txn.id, code=gone, device_id=txn.device_id, user_id=txn.user_id
-                )
+        _deny(svc, txn, gone, details)
         return Outcome("finished", code=gone, client_name=c.get("sp_name", ""))
     code: str | None = None
     if txn.status != "verified" or user is None or device is None:
@@ -244,18 +249,5 @@ def complete(
         code = why_not_claimed(svc, txn)
         if code is None:
             return Outcome("finished", code="oidc_login_finished", client_name=c.get("sp_name", ""))
-    with svc.db.session() as s:
-        audit.record(
-            s,
-            "oidc.authorize",
-            "denied",
-            code=code,
-            user_id=txn.user_id,
-            device_id=txn.device_id,
-            details=details,
-        )
-        if txn.status == "verified":
-            transactions.mark_denied(
-                s, txn.id, code=code, device_id=txn.device_id, user_id=txn.user_id
-            )
+    _deny(svc, txn, code, details)
     return _refused(c, code)

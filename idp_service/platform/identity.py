@@ -36,12 +36,16 @@ def name_key(value: str) -> str:
 # Keys the service gives rows that no name may take: a deleted user's tombstone
 # (``~deleted~<id>``, scim/storage.py) and a name parked by migration 0016
 # (``~collision~<id>``). A name with such a key would block that deletion (a 409).
-RESERVED_KEY_PREFIXES = ("~deleted~", "~collision~")
+DELETED_PREFIX = "~deleted~"
+RESERVED_KEY_PREFIXES = (DELETED_PREFIX, "~collision~")
 
 
-def is_reserved(value: str) -> bool:
-    """True when ``value``'s key is one the service reserves for its own rows."""
-    return name_key(value).startswith(RESERVED_KEY_PREFIXES)
+def reserved_reason(value: str, what: str) -> str | None:
+    """Why ``value`` cannot be a ``what`` (its key is one the service reserves for its own
+    rows), or None when it can."""
+    if name_key(value).startswith(RESERVED_KEY_PREFIXES):
+        return f"{what} cannot begin with {' or '.join(RESERVED_KEY_PREFIXES)}"
+    return None
 
 
 def names_equal(a: str, b: str) -> bool:
@@ -64,10 +68,11 @@ def check_identifier(value: str) -> None:
 
 
 __all__ = [
+    "DELETED_PREFIX",
     "RESERVED_KEY_PREFIXES",
     "ConfusableName",
     "check_identifier",
-    "is_reserved",
     "name_key",
     "names_equal",
+    "reserved_reason",
 ]

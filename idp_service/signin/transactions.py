@@ -81,9 +81,7 @@ def holder_secret(key: bytes | str, challenge_id: str) -> str:
     session cookie in another browser never sees that response, so cannot
     continue a sign-in which that browser's device answered.
     """
-    raw = key.encode() if isinstance(key, str) else key
-    mac = hmac.new(raw, b"login-holder:" + challenge_id.encode(), hashlib.sha256)
-    return mac.hexdigest()[:32]  # 128 bits
+    return _link_secret(key, b"login-holder:", challenge_id)
 
 
 def claim_secret(key: bytes | str, txn_id: str) -> str:
@@ -95,9 +93,13 @@ def claim_secret(key: bytes | str, txn_id: str) -> str:
     every other sign-in it holds) with a new one. The answer redirects to
     ``/login/<txn>?claim=<this>`` instead, whose same-site GET carries the cookie.
     """
+    return _link_secret(key, b"login-claim:", txn_id)
+
+
+def _link_secret(key: bytes | str, label: bytes, value: str) -> str:
+    """HMAC-SHA-256 of ``label + value`` under ``key``, as 128 bits of hex."""
     raw = key.encode() if isinstance(key, str) else key
-    mac = hmac.new(raw, b"login-claim:" + txn_id.encode(), hashlib.sha256)
-    return mac.hexdigest()[:32]  # 128 bits
+    return hmac.new(raw, label + value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def verified_device(session: Session, txn_id: str) -> tuple[str, dt.datetime] | None:
