@@ -778,7 +778,9 @@ def test_submit_reads_the_request_under_its_row_lock(pg_svc):
     world = _make_world(pg_svc)
     req = _open(pg_svc, world)
     done: dict = {}
-    with pg_svc.db.engine.connect() as other:
+    # The lock holder's own connection too: the service's pool stays whole for submit.
+    holder = create_engine(pg_svc.db.engine.url, poolclass=NullPool)
+    with holder.connect() as other:
         tx = other.begin()
         other.execute(
             select(ApprovalRequest.id).where(ApprovalRequest.id == req.id).with_for_update()
@@ -792,6 +794,7 @@ def test_submit_reads_the_request_under_its_row_lock(pg_svc):
             update(ApprovalRequest).where(ApprovalRequest.id == req.id).values(code_seq=10)
         )
         tx.commit()
+    holder.dispose()
     worker.join(timeout=20)
     assert done["outcome"] == approve.Outcome("wrong", 4)
     after = _req(pg_svc, req.id)
